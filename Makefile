@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint lab data bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project
+
+demo: setup  ## run the quickstart notebook on the embedded data set
+	$(BIN)/python -m fsl_core.notebooks 00_quickstart
+
+test: setup lint  ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check fsl_core tests bench
+
+lab: setup  ## open JupyterLab in the project's environment
+	$(BIN)/jupyter lab notebooks
+
+data: setup  ## generate the embedded data set into data/birds
+	$(BIN)/python -m fsl_core.data.synthetic data/birds
+
+bench: setup  ## print the benchmark tables
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf outputs/* .pytest_cache .ruff_cache
