@@ -1,0 +1,106 @@
+"""Conv-4 and ResNet-12 feature extractors returning the penultimate and the last feature map.
+
+Shapes at 84×84 input: Conv-4 → mid (B, 64, 10, 10), high (B, 64, 5, 5);
+ResNet-12 → mid (B, 320, 10, 10), high (B, 640, 5, 5).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Conv4(nn.Module):
+    """Four blocks Conv3×3 (padding 1, with bias) → BatchNorm → ReLU → MaxPool2 (Vinyals et al., 2016).
+
+    113,088 trainable parameters with 64 channels.
+    """
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        widths = [3, channels, channels, channels, channels]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=True),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+            for c_in, c_out in zip(widths[:-1], widths[1:])
+        )
+        self.channels = (channels, channels)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images: (B, 3, H, W) → (mid (B, C, H/8, W/8), high (B, C, H/16, W/16))."""
+        x = images
+        for block in self.blocks[:3]:
+            x = block(x)
+        return x, self.blocks[3](x)
+
+
+class ResidualStage(nn.Module):
+    """ResNet-12 stage: 3×(Conv3×3 → BN) with LeakyReLU(0.1) after the first two, a 1×1 conv+BN shortcut,
+    addition, LeakyReLU(0.1) and MaxPool2."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+
+        def conv_bn(a: int, b: int, k: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(a, b, k, padding=k // 2, bias=False), nn.BatchNorm2d(b))
+
+        self.conv1 = conv_bn(c_in, c_out, 3)
+        self.conv2 = conv_bn(c_out, c_out, 3)
+        self.conv3 = conv_bn(c_out, c_out, 3)
+        self.shortcut = conv_bn(c_in, c_out, 1)
+        self.act = nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, c_in, H, W) → (B, c_out, H/2, W/2)."""
+        out = self.act(self.conv1(x))
+        out = self.act(self.conv2(out))
+        out = self.conv3(out)
+        return self.pool(self.act(out + self.shortcut(x)))
+
+
+class ResNet12(nn.Module):
+    """ResNet-12 (Lee et al., 2019; as used by FRN, BiFRN and HMDRN), widths 64/160/320/640, no DropBlock.
+
+    12,424,320 trainable parameters.
+    """
+
+    def __init__(self, widths: tuple[int, int, int, int] = (64, 160, 320, 640)) -> None:
+        super().__init__()
+        ins = (3, *widths[:-1])
+        self.stages = nn.ModuleList(ResidualStage(a, b) for a, b in zip(ins, widths))
+        self.channels = (widths[2], widths[3])
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images: (B, 3, H, W) → (mid (B, 320, H/8, W/8), high (B, 640, H/16, W/16))."""
+        x = images
+        for stage in self.stages[:3]:
+            x = stage(x)
+        return x, self.stages[3](x)
+
+
+BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}
+
+
+def build_backbone(name: str) -> nn.Module:
+    """The backbone called ``name`` (``conv4`` or ``resnet12``); ``.channels`` = (C_mid, C_high)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    return BACKBONES[name]()
+
+
+def count_trainable(module: nn.Module) -> int:
+    """Number of trainable scalars in ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["Conv4", "ResNet12", "ResidualStage", "build_backbone", "count_trainable", "BACKBONES"]

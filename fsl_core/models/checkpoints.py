@@ -1,0 +1,132 @@
+"""Saving and loading models: our own checkpoints and the HMDRN authors' released Conv-4 weights."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..runtime import atomic_torch_save
+from .base import EpisodicModel
+from .factory import build_model
+
+
+def save_model(model: EpisodicModel, path: str | Path, **extra: Any) -> Path:
+    """Write {"config", "state_dict", **extra} atomically; loadable with ``torch.load(weights_only=True)``."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    return atomic_torch_save({"config": dict(model.config), "state_dict": state, **extra}, path)
+
+
+def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(source, Mapping):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors have many types
+        raise ValueError(f"checkpoint {path} could not be read as a torch checkpoint: {error}") from error
+
+
+def load_model(source: str | Path | Mapping[str, Any], device: str | torch.device = "cpu") -> EpisodicModel:
+    """Rebuild a model from one of our checkpoints (a path or the loaded dict)."""
+    checkpoint = _read(source)
+    if "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"{source if not isinstance(source, Mapping) else 'checkpoint'} has keys {sorted(checkpoint)[:8]}; "
+            "expected an fsl_core checkpoint with 'config' and 'state_dict' (use load_reference_checkpoint for the "
+            "HMDRN authors' files)"
+        )
+    model = build_model(**checkpoint["config"])
+    load_state_strict(model, checkpoint["state_dict"], what="checkpoint")
+    return model.to(device)
+
+
+def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Load ``state`` into ``model``; missing, unexpected or mis-shaped tensors raise an error naming them."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected}")
+        if shapes:
+            parts.append(f"wrong shapes {shapes}")
+        raise ValueError(f"{what} does not fit {model.config.get('name')}/{model.config.get('backbone')}: "
+                         + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+# The authors' module names → ours (Conv-4 HMDRN): fsrm = masked transformer, hhdcm = attention reconstruction.
+_REFERENCE_RULES: list[tuple[str, str]] = [
+    (r"^feature_extractor\.conv(\d)\.layers\.(\d)\.", lambda m: f"backbone.blocks.{int(m[1]) - 1}.{m[2]}."),
+    (r"^fsrm1\.transformer\.", "transformers.last."),
+    (r"^fsrm2\.transformer\.", "transformers.mid."),
+    (r"\.blocks\.(\d+)\.self_attn\.", r".layers.\1.attn."),
+    (r"\.blocks\.(\d+)\.pre_norm\.", r".layers.\1.norm_pre."),
+    (r"\.blocks\.(\d+)\.norm1\.", r".layers.\1.norm_post."),
+    (r"\.blocks\.(\d+)\.linear1\.", r".layers.\1.ffn_in."),
+    (r"\.blocks\.(\d+)\.linear2\.", r".layers.\1.ffn_out."),
+    (r"\.norm\.(weight|bias)$", r".norm_final.\1"),
+    (r"^hhdcm1\.to_qkv\.0\.", "reconstructions.last.qkv."),
+    (r"^hhdcm2\.to_qkv\.0\.", "reconstructions.mid.qkv."),
+    (r"^scale$", "gamma"),
+    (r"^w1$", "fusion.last"),
+    (r"^w2$", "fusion.mid"),
+]
+
+
+def reference_key(name: str) -> str:
+    """Our state-dict name of one tensor of the HMDRN authors' checkpoints."""
+    for pattern, replacement in _REFERENCE_RULES:
+        name = re.sub(pattern, replacement, name)
+    return name
+
+
+def load_reference_checkpoint(
+    path_or_state_dict: str | Path | Mapping[str, Any], name: str = "hmdrn", backbone: str = "conv4",
+    **options: Any,
+) -> EpisodicModel:
+    """A model holding the HMDRN authors' released weights (Conv-4: CUB, Cars, Dogs), or one of our checkpoints.
+
+    The authors' positional tables (``fsrm*.transformer.positional_emb``) are fixed sinusoids; they are
+    checked against ours and, should they differ, used as stored.
+    """
+    checkpoint = _read(path_or_state_dict)
+    if "config" in checkpoint and "state_dict" in checkpoint:
+        return load_model(checkpoint)
+    state = checkpoint
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = build_model(name, backbone, **options)
+    mapped: dict[str, Tensor] = {}
+    positions: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("transformer.positional_emb"):
+            positions["last" if key.startswith("fsrm1") else "mid"] = value
+            continue
+        mapped[reference_key(key)] = value
+    load_state_strict(model, mapped, what="reference checkpoint")
+    for level, table in positions.items():
+        if level in model.transformers:
+            transformer = model.transformers[level]
+            if table.shape != transformer.positions.shape:
+                raise ValueError(
+                    f"reference positional table for level {level!r} has shape {tuple(table.shape)}; the model "
+                    f"expects {tuple(transformer.positions.shape)} (image_size 84)"
+                )
+            if not torch.allclose(table.float(), transformer.positions, atol=1e-5):
+                transformer.positions.copy_(table.float())
+    return model

@@ -1,0 +1,105 @@
+"""Feature-map reconstruction heads: a query's tokens are rebuilt from the pooled support tokens of each class.
+
+- ``AttentionReconstruction``: BiFRN's cross attention (Wu et al., AAAI 2023) with one shared W_qkv (C→3C, no
+  bias) and dropout on the attention probabilities; one-way ("query from support", HMDRN) or bidirectional
+  (also "support from query", BiFRN).
+- ``RidgeReconstruction``: FRN's closed-form ridge regression (Wertheimer et al., CVPR 2021), solved with a
+  Cholesky factorisation in its primal (kN×kN) or Woodbury (C×C) form.
+
+Both return per-direction squared errors per token; the network turns them into class scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class AttentionReconstruction(nn.Module):
+    """Cross-attention reconstruction between one episode's query images and its classes.
+
+    Args:
+        channels: C.
+        bidirectional: also reconstruct each class's support tokens from each query (BiFRN).
+        dropout: dropout on attention probabilities during training (0.1 in BiFRN/HMDRN).
+    """
+
+    def __init__(self, channels: int, bidirectional: bool = False, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(channels, 3 * channels, bias=False)
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+
+    def _attend(self, scores: Tensor) -> Tensor:
+        return F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
+
+    def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
+        """support: (way, kN, C) tokens pooled per class; query: (n_query, N, C).
+
+        Returns {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}} and, when
+        bidirectional, {"support": {"error": (n_query, way, kN)}}.
+        """
+        scale = 1.0 / math.sqrt(support.shape[-1])
+        q_q, k_q, v_q = self.qkv(query).chunk(3, dim=-1)
+        q_s, k_s, v_s = self.qkv(support).chunk(3, dim=-1)
+        attention = self._attend(torch.einsum("qnc,wmc->qwnm", q_q, k_s) * scale)
+        rebuilt = torch.einsum("qwnm,wmc->qwnc", attention, v_s)
+        out = {"query": {"error": (v_q[:, None] - rebuilt).pow(2).sum(-1), "reconstruction": rebuilt}}
+        if self.bidirectional:
+            attention = self._attend(torch.einsum("wmc,qnc->qwmn", q_s, k_q) * scale)
+            rebuilt_support = torch.einsum("qwmn,qnc->qwmc", attention, v_q)
+            out["support"] = {"error": (v_s[None] - rebuilt_support).pow(2).sum(-1)}
+        return out
+
+
+class RidgeReconstruction(nn.Module):
+    """FRN's ridge reconstruction Q̄_c = ρ·Q Sᵀ(S Sᵀ + λI)⁻¹ S = ρ·Q (SᵀS + λI)⁻¹ SᵀS.
+
+    λ = (kN/C)·e^α + 1e-6 and ρ = e^β, with α, β learnable scalars initialised to 0.
+
+    Args:
+        form: "auto" (Woodbury when kN > C, as FRN does), "primal" (kN×kN system) or "woodbury" (C×C system).
+    """
+
+    def __init__(self, form: str = "auto") -> None:
+        super().__init__()
+        if form not in ("auto", "primal", "woodbury"):
+            raise ValueError(f"ridge form {form!r}; expected 'auto', 'primal' or 'woodbury'")
+        self.form = form
+        self.alpha = nn.Parameter(torch.zeros(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+
+    def projection(self, support: Tensor) -> Tensor:
+        """support: (way, kN, C) → W (way, C, C) with Q̄_c = Q·W_c (ρ included)."""
+        way, kn, c = support.shape
+        s = support.float()
+        lam = (kn / c) * self.alpha.exp() + 1e-6
+        woodbury = self.form == "woodbury" or (self.form == "auto" and kn > c)
+        if woodbury:
+            gram = s.transpose(1, 2) @ s  # (way, C, C)
+            system = gram + lam * torch.eye(c, device=s.device)
+            weights = torch.cholesky_solve(gram, torch.linalg.cholesky(system))
+        else:
+            system = s @ s.transpose(1, 2) + lam * torch.eye(kn, device=s.device)  # (way, kN, kN)
+            weights = s.transpose(1, 2) @ torch.cholesky_solve(s, torch.linalg.cholesky(system))
+        return (self.beta.exp() * weights).to(support.dtype)
+
+    def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
+        """support: (way, kN, C); query: (n_query, N, C) →
+        {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}}."""
+        rebuilt = torch.einsum("qnc,wcd->qwnd", query, self.projection(support))
+        return {"query": {"error": (rebuilt - query[:, None]).pow(2).sum(-1), "reconstruction": rebuilt}}
+
+
+def orthogonality_loss(support: Tensor) -> Tensor:
+    """FRN's auxiliary term Σ_{i<j} ‖Ŝ_i Ŝ_jᵀ‖²_F over class pairs; support: (way, kN, C), divided by its
+    global 2-norm first. (Weighted by 0.03 in FRN.)"""
+    s = support / support.norm()
+    gram = torch.einsum("imc,jnc->ijmn", s, s).pow(2).sum((-1, -2))  # (way, way)
+    return torch.triu(gram, diagonal=1).sum()
+
+
+__all__ = ["AttentionReconstruction", "RidgeReconstruction", "orthogonality_loss"]
