@@ -240,6 +240,6 @@ class ReconstructionNetwork(EpisodicModel):
         return total
 
     def fusion_weights(self) -> dict[str, float]:
-        weights = {f"w_{name}": float(self.fusion[name]) for name in self.fusion.names}
-        weights["gamma"] = float(self.gamma)
+        weights = {f"w_{name}": self.fusion[name].item() for name in self.fusion.names}
+        weights["gamma"] = self.gamma.item()
         return weights

@@ -49,4 +49,4 @@ class ProtoNet(EpisodicModel):
         return -self.scale * distances
 
     def fusion_weights(self) -> dict[str, float]:
-        return {"scale": float(self.scale)}
+        return {"scale": self.scale.item()}

@@ -11,8 +11,6 @@ Both return per-direction squared errors per token; the network turns them into 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,25 +31,29 @@ class AttentionReconstruction(nn.Module):
         self.bidirectional = bidirectional
         self.dropout = dropout
 
-    def _attend(self, scores: Tensor) -> Tensor:
-        return F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
+    def _attend(self, queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """queries: (L, C) shared by every batch entry, or (B, L, C); keys, values: (B, S, C) → (B, L, C)."""
+        scores = torch.matmul(queries * (queries.shape[-1] ** -0.5), keys.transpose(1, 2))  # (B, L, S)
+        weights = F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
+        return torch.bmm(weights, values)
 
     def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
         """support: (way, kN, C) tokens pooled per class; query: (n_query, N, C).
 
         Returns {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}} and, when
-        bidirectional, {"support": {"error": (n_query, way, kN)}}.
+        bidirectional, {"support": {"error": (n_query, way, kN)}}. The work is laid out as one batched matrix
+        product per class, (way, n_query·N, kN), so no large tensor is copied.
         """
-        scale = 1.0 / math.sqrt(support.shape[-1])
+        way, kn, c = support.shape
+        n_query, n = query.shape[:2]
         q_q, k_q, v_q = self.qkv(query).chunk(3, dim=-1)
         q_s, k_s, v_s = self.qkv(support).chunk(3, dim=-1)
-        attention = self._attend(torch.einsum("qnc,wmc->qwnm", q_q, k_s) * scale)
-        rebuilt = torch.einsum("qwnm,wmc->qwnc", attention, v_s)
-        out = {"query": {"error": (v_q[:, None] - rebuilt).pow(2).sum(-1), "reconstruction": rebuilt}}
+        rebuilt = self._attend(q_q.reshape(n_query * n, c), k_s, v_s).view(way, n_query, n, c)
+        error = (rebuilt - v_q.unsqueeze(0)).pow(2).sum(-1)  # (way, n_query, N)
+        out = {"query": {"error": error.permute(1, 0, 2), "reconstruction": rebuilt.permute(1, 0, 2, 3)}}
         if self.bidirectional:
-            attention = self._attend(torch.einsum("wmc,qnc->qwmn", q_s, k_q) * scale)
-            rebuilt_support = torch.einsum("qwmn,qnc->qwmc", attention, v_q)
-            out["support"] = {"error": (v_s[None] - rebuilt_support).pow(2).sum(-1)}
+            rebuilt_support = self._attend(q_s.reshape(way * kn, c), k_q, v_q).view(n_query, way, kn, c)
+            out["support"] = {"error": (rebuilt_support - v_s.unsqueeze(0)).pow(2).sum(-1)}
         return out
 
 
