@@ -1,0 +1,25 @@
+"""Training and evaluation of episodic few-shot models.
+
+- ``train(config or settings)`` → ``TrainResult``: resumable episodic training (one or several processes)
+  writing ``config.json``, ``metrics.csv``, ``last.pt`` and ``best.pt`` into the run folder.
+- ``evaluate(model, dataset, way, shot, query, episodes, seed)`` → ``EvalResult``: mean accuracy ± 95%
+  confidence interval; the cached path embeds every image once and gives the same episodes and accuracies
+  as the plain path.
+"""
+
+from fsl_core.engine.config import PROTOCOLS, TrainConfig
+from fsl_core.engine.evaluate import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
+from fsl_core.engine.train import TrainingDiverged, TrainResult, build_training_model, train
+
+__all__ = [
+    "PROTOCOLS",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "EvalResult",
+    "build_training_model",
+    "confidence_interval",
+    "evaluate",
+    "evaluate_checkpoint",
+    "train",
+]

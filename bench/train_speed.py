@@ -1,0 +1,113 @@
+"""Training and evaluation speed of every model: a table of steps/s and episodes/s.
+
+    python bench/train_speed.py                      # Conv-4, all models, 5-way and the authors' ways
+    python bench/train_speed.py --backbones conv4 resnet12 --formats eager channels_last compile
+    python bench/train_speed.py --device cuda --amp  # on a GPU, bf16 autocast
+
+Rows: model × backbone × episode setting × memory format. Columns: training steps/s, evaluation episodes/s
+(full forward, no cache), and the training-step time relative to FRN with the same backbone, setting and format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from contextlib import nullcontext
+
+import torch
+
+from fsl_core.models import build_model
+from fsl_core.runtime import resolve_device
+
+AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_model(name: str, backbone: str, way: int, shot: int, query: int, image_size: int, fmt: str,
+               device: torch.device, amp: bool, repeats: int) -> tuple[float, float]:
+    """Seconds per training step and per evaluation episode."""
+    torch.manual_seed(0)
+    model = build_model(name, backbone, image_size=image_size).to(device)
+    support = torch.randn(way * shot, 3, image_size, image_size, device=device)
+    queries = torch.randn(way * query, 3, image_size, image_size, device=device)
+    labels = torch.arange(way, device=device).repeat_interleave(shot)
+    query_labels = torch.arange(way, device=device).repeat_interleave(query)
+    if fmt in ("channels_last", "compile"):
+        model = model.to(memory_format=torch.channels_last)
+        support = support.contiguous(memory_format=torch.channels_last)
+        queries = queries.contiguous(memory_format=torch.channels_last)
+    step_fn = model.episode_loss
+    if fmt == "compile":
+        step_fn = torch.compile(model.episode_loss)
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+    def train_step() -> None:
+        with autocast:
+            loss, _ = step_fn(support, labels, queries, query_labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    def eval_episode() -> None:
+        with torch.inference_mode(), autocast:
+            model(support, labels, queries)
+
+    results = []
+    for fn, mode in ((train_step, model.train), (eval_episode, model.eval)):
+        mode()
+        fn()  # warm-up (and compilation)
+        synchronise(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        synchronise(device)
+        results.append((time.perf_counter() - start) / repeats)
+    return results[0], results[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["protonet", "frn", "bifrn", "hmdrn"])
+    parser.add_argument("--backbones", nargs="+", default=["conv4"], choices=["conv4", "resnet12"])
+    parser.add_argument("--settings", nargs="+", default=["5", "authors"],
+                        help="ways to time: integers, or 'authors' (Conv-4 30-way, ResNet-12 10-way)")
+    parser.add_argument("--shot", type=int, default=5)
+    parser.add_argument("--query", type=int, default=15)
+    parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--formats", nargs="+", default=["eager", "channels_last"],
+                        choices=["eager", "channels_last", "compile"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"amp {'bf16' if args.amp else 'off'}, {args.shot}-shot {args.query}-query {args.image_size}px")
+    header = f"{'model':<9} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} " \
+             f"{'step vs FRN':>11}"
+    print(header)
+    print("-" * len(header))
+    for backbone in args.backbones:
+        for setting in args.settings:
+            way = AUTHORS_WAY[backbone] if setting == "authors" else int(setting)
+            for fmt in args.formats:
+                times = {}
+                for model in args.models:
+                    times[model] = time_model(model, backbone, way, args.shot, args.query, args.image_size, fmt,
+                                              device, args.amp, args.repeats)
+                for model, (step, episode) in times.items():
+                    ratio = f"{step / times['frn'][0]:.2f}x" if "frn" in times else "-"
+                    print(f"{model:<9} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
+                          f"{ratio:>11}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The few-shot folder data set: ``ROOT/{train,val,test}/<class name>/<image file>``.
+
+One layout serves every data set (the embedded birds, CUB, Stanford Dogs, Stanford Cars): the one FRN, BiFRN
+and HMDRN read. Optional ``val_pre``/``test_pre`` folders hold the same images already resized and cropped
+for evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .images import FewShotDataError, is_image_file, load_rgb
+from .transforms import eval_transform, train_transform
+
+LAYOUT = "ROOT/{train,val,test}/<class>/<image>"
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+class FewShotFolder(Dataset):
+    """Images of one split, labelled by class folder (classes sorted by name, labels 0..n_classes-1).
+
+    Args:
+        root: data set root holding the split folders.
+        split: split folder name, usually "train", "val" or "test".
+        transform: "train" (augmentation), "eval", a callable on PIL RGB images, or None (items are PIL images).
+        image_size: output side of the "train"/"eval" transforms.
+        use_pre: read ``<split>_pre`` (images pre-resized for evaluation) instead of ``<split>``; only for
+            non-training splits, ignored for "train". The "eval" transform then only converts and normalises.
+        min_images: every class must have at least this many images.
+
+    Items: ``(image (3, H, W) float tensor, label int)``.
+
+    Raises:
+        FewShotDataError: missing root or split folder, a split without class folders, a class folder without
+            images or with fewer than ``min_images``. Unreadable images raise ``ImageLoadError`` (a subclass)
+            when they are loaded.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: str | Callable[[Image.Image], Any] | None = "eval",
+        image_size: int = 84,
+        use_pre: bool = False,
+        min_images: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.image_size = image_size
+        self.use_pre = bool(use_pre) and split != "train"
+        if not self.root.is_dir():
+            raise FewShotDataError(
+                f"data root {self.root} does not exist or is not a folder; expected the few-shot layout {LAYOUT}"
+            )
+        folder_name = f"{split}_pre" if self.use_pre else split
+        self.folder = self.root / folder_name
+        if not self.folder.is_dir():
+            present = [p.name for p in _visible_children(self.root) if p.is_dir()]
+            hint = (
+                " (use_pre=True needs the pre-resized copy made by data preparation)" if self.use_pre else ""
+            )
+            raise FewShotDataError(
+                f"split folder {self.folder} does not exist{hint}; expected the few-shot layout {LAYOUT}; "
+                f"folders present in {self.root}: {present or 'none'}"
+            )
+        class_dirs = [p for p in _visible_children(self.folder) if p.is_dir()]
+        if not class_dirs:
+            raise FewShotDataError(
+                f"split folder {self.folder} is empty: it holds no class folders; expected {LAYOUT}"
+            )
+        self.classes: list[str] = [p.name for p in class_dirs]
+        self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
+        self.samples: list[tuple[Path, int]] = []
+        counts: dict[str, int] = {}
+        for label, class_dir in enumerate(class_dirs):
+            files = [p for p in _visible_children(class_dir) if p.is_file() and is_image_file(p)]
+            counts[class_dir.name] = len(files)
+            self.samples.extend((path, label) for path in files)
+        empty = [name for name, n in counts.items() if n == 0]
+        if empty:
+            raise FewShotDataError(
+                f"{len(empty)} class folder(s) in {self.folder} hold no image files (.jpg, .jpeg, .png, .bmp, "
+                f".webp): {', '.join(empty)}"
+            )
+        small = {name: n for name, n in counts.items() if n < min_images}
+        if small:
+            listed = ", ".join(
+                f"{name} ({n} images)" for name, n in sorted(small.items(), key=lambda kv: kv[1])
+            )
+            raise FewShotDataError(
+                f"{len(small)} class(es) in {self.folder} have fewer than min_images={min_images} images: {listed}"
+            )
+        self.targets: list[int] = [label for _, label in self.samples]
+        self.transform = self._resolve_transform(transform)
+
+    def _resolve_transform(self, transform: str | Callable | None) -> Callable | None:
+        if transform == "train":
+            return train_transform(self.image_size)
+        if transform == "eval":
+            return eval_transform(self.image_size, pre_resized=self.use_pre)
+        if transform is None or callable(transform):
+            return transform
+        raise ValueError(f"transform={transform!r}: expected 'train', 'eval', a callable or None")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        """index → (transformed image, e.g. (3, H, W) tensor; class label)."""
+        path, label = self.samples[index]
+        image = load_rgb(path)
+        return (self.transform(image) if self.transform is not None else image), label
+
+    def image_path(self, index: int) -> Path:
+        """Path of image ``index``."""
+        return self.samples[index][0]
+
+    def load_image(self, index: int) -> Image.Image:
+        """Image ``index`` as an untransformed PIL RGB image."""
+        return load_rgb(self.samples[index][0])
+
+    def indices_by_class(self) -> list[list[int]]:
+        """For each class label, the indices of its images (in file-name order)."""
+        groups: list[list[int]] = [[] for _ in self.classes]
+        for index, label in enumerate(self.targets):
+            groups[label].append(index)
+        return groups
+
+    def __repr__(self) -> str:
+        return (
+            f"FewShotFolder(root={str(self.root)!r}, split={self.split!r}, classes={len(self.classes)}, "
+            f"images={len(self.samples)}, use_pre={self.use_pre})"
+        )

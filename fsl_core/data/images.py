@@ -1,0 +1,75 @@
+"""Reading image files of any common format and mode as 8-bit RGB."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+"""File suffixes (compared case-insensitively) that are read as images."""
+
+
+class FewShotDataError(ValueError):
+    """A data set, split, class, image or sampling request that cannot be used as asked."""
+
+
+class ImageLoadError(FewShotDataError):
+    """An image file that cannot be read or decoded; the message names the file."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when ``path`` has one of the suffixes in ``IMAGE_EXTENSIONS`` and is not hidden."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB. Transparent pixels are composited over white; 16-bit and float greyscale are
+    rescaled to 8 bits instead of being clipped."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in ("I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = float(array.max()) if array.size else 0.0
+        if top > 255.0:
+            array = array * (255.0 / (65535.0 if top <= 65535.0 else top))
+        return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Read an image file (JPEG, PNG, BMP, WebP; greyscale, palette, RGBA, CMYK, 16-bit) as an RGB image.
+
+    Raises:
+        ImageLoadError: the file is missing, truncated, corrupt or not an image; the message names it.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as handle:
+                handle.load()
+                image = _to_rgb(handle)
+                if image is handle:
+                    image = handle.copy()
+    except FileNotFoundError as error:
+        raise ImageLoadError(f"image file {path} does not exist") from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(
+            f"cannot read image file {path}: {error} (expected a readable JPEG, PNG, BMP or WebP file)"
+        ) from error
+    return image

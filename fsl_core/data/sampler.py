@@ -1,0 +1,309 @@
+"""Episode samplers and the collate function that turns one episode's images into tensors.
+
+Both samplers are ``Iterable[list[int]]`` usable as ``DataLoader(batch_sampler=...)``. They carry their own
+NumPy generators (never the global RNG) and hold only plain data, so they pickle into worker processes.
+Every episode lists ``way*shot`` support indices (class-major) followed by ``way*query`` query indices
+(class-major, same class order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .images import FewShotDataError
+
+_SEED_MASK = (1 << 64) - 1
+_EPOCH_STREAM = 0x45504F4348  # separates the epoch sampler's streams from EpisodeSampler's
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise FewShotDataError(f"{name}={value!r}: expected an integer >= {minimum}")
+    return int(value)
+
+
+def _generator(*words: int) -> np.random.Generator:
+    """A NumPy generator that is a pure function of ``words`` (non-negative integers)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([w & _SEED_MASK for w in words])))
+
+
+class _ClassPools:
+    """Labels → per-class index arrays, with class names for error messages."""
+
+    def __init__(self, labels: Sequence[int] | Any) -> None:
+        names: Sequence[str] | None = None
+        if hasattr(labels, "targets"):
+            names = getattr(labels, "classes", None)
+            labels = labels.targets
+        if isinstance(labels, Tensor):
+            labels = labels.tolist()
+        array = np.asarray(labels)
+        if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+            raise FewShotDataError(
+                f"labels: expected a 1-D sequence of integer class labels; got {array.dtype} "
+                f"array of shape {array.shape}"
+            )
+        if array.size == 0:
+            raise FewShotDataError("labels: the data set is empty; an episode sampler needs labelled images")
+        self.labels = np.unique(array)
+        self.pools = [np.flatnonzero(array == label) for label in self.labels]
+        self.names = names
+
+    def name(self, position: int) -> str:
+        label = int(self.labels[position])
+        if self.names is not None and 0 <= label < len(self.names):
+            return f"{self.names[label]!r}"
+        return f"label {label}"
+
+    def validate(self, way: int, shot: int, query: int) -> None:
+        if way > len(self.labels):
+            raise FewShotDataError(
+                f"way={way} is impossible: the data set has only {len(self.labels)} classes; use way <= "
+                f"{len(self.labels)}"
+            )
+        need = shot + query
+        short = [(self.name(i), len(pool)) for i, pool in enumerate(self.pools) if len(pool) < need]
+        if short:
+            listed = ", ".join(f"{name} ({n} images)" for name, n in sorted(short, key=lambda item: item[1]))
+            raise FewShotDataError(
+                f"shot+query={shot}+{query}={need} images per class are needed, but {len(short)} class(es) have "
+                f"fewer: {listed}"
+            )
+
+
+class EpisodeSampler:
+    """Random N-way K-shot episodes; episode ``g`` is a pure function of ``(seed, g)``.
+
+    Args:
+        labels: per-image class labels, or a data set with ``.targets`` (and ``.classes`` for error messages).
+        way, shot, query: classes per episode, support and query images per class.
+        episodes: episodes this sampler yields (``len(sampler)``).
+        seed: episode seed.
+        rank, world_size: this process yields global episodes ``start + i*world_size + rank``.
+        start: first global episode index (to resume).
+
+    Yields:
+        list of ``way*(shot+query)`` data set indices: support (way*shot, class-major), then query
+        (way*query, class-major), classes in a random order shared by both parts.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | Any,
+        way: int,
+        shot: int,
+        query: int,
+        episodes: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+    ) -> None:
+        self.way = _check_int("way", way, 1)
+        self.shot = _check_int("shot", shot, 1)
+        self.query = _check_int("query", query, 1)
+        self.episodes = _check_int("episodes", episodes, 1)
+        self.world_size = _check_int("world_size", world_size, 1)
+        self.rank = _check_int("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise FewShotDataError(f"rank={rank} must be smaller than world_size={world_size}")
+        self.start = _check_int("start", start, 0)
+        self.seed = _check_int("seed", seed, -(1 << 63))
+        self._classes = _ClassPools(labels)
+        self._classes.validate(self.way, self.shot, self.query)
+
+    def global_index(self, i: int) -> int:
+        """Global index of this sampler's ``i``-th episode."""
+        return self.start + i * self.world_size + self.rank
+
+    def episode(self, g: int) -> list[int]:
+        """Indices of global episode ``g`` (support class-major, then query class-major)."""
+        rng = _generator(self.seed, _check_int("episode index", g, 0))
+        pools = self._classes.pools
+        chosen = rng.choice(len(pools), size=self.way, replace=False)
+        need = self.shot + self.query
+        picks = [pools[c][rng.choice(len(pools[c]), size=need, replace=False)] for c in chosen]
+        support = [int(i) for pick in picks for i in pick[: self.shot]]
+        query = [int(i) for pick in picks for i in pick[self.shot :]]
+        return support + query
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i in range(self.episodes):
+            yield self.episode(self.global_index(i))
+
+    def __len__(self) -> int:
+        return self.episodes
+
+    def __repr__(self) -> str:
+        return (
+            f"EpisodeSampler(way={self.way}, shot={self.shot}, query={self.query}, episodes={self.episodes}, "
+            f"seed={self.seed}, rank={self.rank}, world_size={self.world_size}, start={self.start})"
+        )
+
+
+class EpochEpisodeSampler:
+    """One FRN-style epoch of episodes (Wertheimer et al., CVPR 2021), a pure function of ``(seed, epoch)``.
+
+    Each class's images are shuffled; every episode draws ``way`` classes without replacement with probability
+    proportional to the images each class has left and takes ``shot+query`` unused images from each; a class
+    leaves once fewer than ``shot+query`` images remain, and the epoch ends when fewer than ``way`` classes
+    remain. With ``world_size`` W, rank r yields the epoch's episodes r, r+W, r+2W, ..., and every rank yields
+    the same number (up to W-1 trailing episodes are dropped).
+
+    Yields:
+        list of data set indices: support (way*shot, class-major), then query (way*query, class-major).
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | Any,
+        way: int,
+        shot: int,
+        query: int,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.way = _check_int("way", way, 1)
+        self.shot = _check_int("shot", shot, 1)
+        self.query = _check_int("query", query, 1)
+        self.world_size = _check_int("world_size", world_size, 1)
+        self.rank = _check_int("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise FewShotDataError(f"rank={rank} must be smaller than world_size={world_size}")
+        self.seed = _check_int("seed", seed, -(1 << 63))
+        self._classes = _ClassPools(labels)
+        self._classes.validate(self.way, self.shot, self.query)
+        self.epoch = _check_int("epoch", epoch, 0)
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Switch to epoch ``epoch`` (a different, deterministic episode list)."""
+        self.epoch = _check_int("epoch", epoch, 0)
+
+    def epoch_episodes(self) -> list[list[int]]:
+        """All episodes of the current epoch, before rank slicing."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        rng = _generator(self.seed, _EPOCH_STREAM, self.epoch)
+        need = self.shot + self.query
+        left = [list(rng.permutation(pool)) for pool in self._classes.pools]
+        active = list(range(len(left)))
+        episodes: list[list[int]] = []
+        while len(active) >= self.way:
+            counts = np.array([len(left[c]) for c in active], dtype=np.float64)
+            chosen = [
+                active[k]
+                for k in rng.choice(len(active), size=self.way, replace=False, p=counts / counts.sum())
+            ]
+            picks = []
+            for c in chosen:
+                picks.append(left[c][-need:])
+                del left[c][-need:]
+            support = [int(i) for pick in picks for i in pick[: self.shot]]
+            query = [int(i) for pick in picks for i in pick[self.shot :]]
+            episodes.append(support + query)
+            active = [c for c in active if len(left[c]) >= need]
+        self._cache = (self.epoch, episodes)
+        return episodes
+
+    def _mine(self) -> list[list[int]]:
+        episodes = self.epoch_episodes()
+        usable = len(episodes) // self.world_size * self.world_size
+        return episodes[self.rank : usable : self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._mine()
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def __repr__(self) -> str:
+        return (
+            f"EpochEpisodeSampler(way={self.way}, shot={self.shot}, query={self.query}, seed={self.seed}, "
+            f"epoch={self.epoch}, rank={self.rank}, world_size={self.world_size})"
+        )
+
+
+class Episode(NamedTuple):
+    """One episode as tensors.
+
+    support_images: (way*shot, 3, H, W); support_labels: (way*shot,) long in 0..way-1, class-major;
+    query_images: (way*query, 3, H, W); query_labels: (way*query,) long;
+    class_ids: (way,) long, the data set labels of the episode's classes in episode order.
+    """
+
+    support_images: Tensor
+    support_labels: Tensor
+    query_images: Tensor
+    query_labels: Tensor
+    class_ids: Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Episode:
+        """The same episode with every tensor on ``device``."""
+        return Episode(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+class EpisodeCollate:
+    """``collate_fn`` for one episode: list of ``way*(shot+query)`` (image (3,H,W), label) → ``Episode``.
+
+    The items must come in the samplers' order (support class-major, then query class-major).
+    """
+
+    def __init__(self, way: int, shot: int, query: int) -> None:
+        self.way = _check_int("way", way, 1)
+        self.shot = _check_int("shot", shot, 1)
+        self.query = _check_int("query", query, 1)
+
+    def __call__(self, batch: Sequence[tuple[Tensor, int]]) -> Episode:
+        n_support = self.way * self.shot
+        expected = n_support + self.way * self.query
+        if len(batch) != expected:
+            raise FewShotDataError(
+                f"an episode of way={self.way}, shot={self.shot}, query={self.query} has {expected} images; "
+                f"the collate function got {len(batch)}"
+            )
+        if not isinstance(batch[0][0], Tensor):
+            raise FewShotDataError(
+                f"episode items must be image tensors (3, H, W); got {type(batch[0][0]).__name__} — give the "
+                f"data set a transform such as 'train' or 'eval'"
+            )
+        images = torch.stack([item[0] for item in batch])
+        labels = torch.tensor([int(item[1]) for item in batch], dtype=torch.long)
+        class_ids = labels[: n_support : self.shot].clone()
+        support_labels = torch.arange(self.way).repeat_interleave(self.shot)
+        query_labels = torch.arange(self.way).repeat_interleave(self.query)
+        if not (
+            torch.equal(labels[:n_support], class_ids[support_labels])
+            and torch.equal(labels[n_support:], class_ids[query_labels])
+        ):
+            raise FewShotDataError(
+                "episode items are not ordered support class-major then query class-major with the same class "
+                f"order (data set labels: {labels.tolist()})"
+            )
+        return Episode(images[:n_support], support_labels, images[n_support:], query_labels, class_ids)
+
+
+def episode_loader(
+    dataset: Dataset,
+    sampler: EpisodeSampler | EpochEpisodeSampler,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader yielding one ``Episode`` per sampler episode (workers persist across epochs)."""
+    num_workers = _check_int("num_workers", num_workers, 0)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=EpisodeCollate(sampler.way, sampler.shot, sampler.query),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,294 @@
+"""Training settings: one dataclass holding every setting of a run, and the protocols that fill in defaults.
+
+Two protocols ship:
+
+- ``"authors"`` — the HMDRN authors' protocol (Luo et al., 2025; methods.md "Training protocol"), applied to
+  every model so that models are compared under one protocol: Conv-4 30-way / ResNet-12 10-way, 5-shot,
+  15 queries, FRN-style epochs, SGD Nesterov lr 0.1, cosine annealing with warm restarts every 400 epochs,
+  1,200 epochs, validation every 20 epochs on 1,000 5-way 5-shot 16-query episodes. (FRN's own paper used
+  Conv-4 20-way and StepLR: ``way=20, scheduler="step"``.)
+- ``"quick"`` — a CPU demonstration: 5-way 5-shot 10-query, 10 epochs of 40 episodes, cosine schedule over
+  the run, validation every 5 epochs (and after the last) on 100 episodes.
+
+Every setting left as ``None`` takes the protocol's value; any setting can be given explicitly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("authors", "quick")
+SAMPLERS = ("epoch", "fixed")
+SCHEDULERS = ("cosine", "step", "none")
+
+# Settings that change how a run executes, not what it computes: they may differ when a run is resumed.
+# ``epochs`` may grow (train longer); the schedules do not depend on it.
+RUNTIME_SETTINGS = frozenset(
+    {"protocol", "run_dir", "device", "num_workers", "progress", "epochs", "find_unused_parameters", "resume"}
+)
+
+
+def _protocol_values(protocol: str, backbone: str) -> dict[str, Any]:
+    """The defaults of ``protocol`` for ``backbone`` (every field that may be left as None)."""
+    common: dict[str, Any] = dict(
+        image_size=84,
+        shot=5,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        scheduler_gamma=0.1,
+        val_way=5,
+        val_shot=5,
+        val_query=16,
+        val_seed=0,
+        channels_last=True,
+        amp=False,
+    )
+    if protocol == "authors":
+        return common | dict(
+            way=10 if backbone == "resnet12" else 30,
+            query=15,
+            sampler="epoch",
+            episodes_per_epoch=100,
+            epochs=1200,
+            scheduler="cosine",
+            scheduler_period=400,
+            val_every=20,
+            val_episodes=1000,
+        )
+    if protocol == "quick":
+        return common | dict(
+            way=5,
+            query=10,
+            sampler="fixed",
+            episodes_per_epoch=40,
+            epochs=10,
+            scheduler="cosine",
+            scheduler_period=None,  # the run's length, filled in below
+            val_every=5,
+            val_episodes=100,
+        )
+    raise ValueError(f"protocol={protocol!r} is not known; expected one of {list(PROTOCOLS)}")
+
+
+PROTOCOL_SETTINGS = frozenset(_protocol_values("authors", "conv4"))
+
+
+def protocol_value(protocol: str, backbone: str, name: str) -> Any:
+    """The value ``protocol`` gives setting ``name`` on ``backbone`` (None: derived, e.g. from epochs)."""
+    return _protocol_values(protocol, backbone)[name]
+
+
+def _setting(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field carrying its command-line help text."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of an episodic training run. ``None`` means "the protocol's value"."""
+
+    protocol: str = _setting("authors", "preset filling every setting left unset: 'authors' or 'quick'")
+    # model
+    model: str = _setting("hmdrn", "model name: protonet, frn, bifrn, hmdrn, gsfl")
+    backbone: str = _setting("conv4", "backbone: conv4 or resnet12")
+    options: dict[str, Any] = _setting(
+        help="model options (ablation switches) passed to build_model", factory=dict
+    )
+    # data
+    data_root: str = _setting("data/birds", "data set root holding train/ and val/ class folders")
+    image_size: int | None = _setting(None, "square input size in pixels (84 in the papers)")
+    # training episodes
+    way: int | None = _setting(None, "classes per training episode")
+    shot: int | None = _setting(None, "support images per class in training episodes")
+    query: int | None = _setting(None, "query images per class in training episodes")
+    sampler: str | None = _setting(
+        None,
+        "'epoch': FRN epochs (classes drawn without replacement until fewer than `way` remain); "
+        "'fixed': episodes_per_epoch episodes per epoch",
+    )
+    episodes_per_epoch: int | None = _setting(None, "episodes per epoch with sampler='fixed'")
+    epochs: int | None = _setting(None, "number of epochs")
+    # optimisation
+    lr: float | None = _setting(None, "SGD learning rate")
+    momentum: float | None = _setting(None, "SGD momentum")
+    nesterov: bool | None = _setting(None, "Nesterov momentum")
+    weight_decay: float | None = _setting(None, "weight decay (applied to every parameter)")
+    scheduler: str | None = _setting(
+        None, "'cosine' (warm restarts every scheduler_period epochs), 'step' (x gamma every period), 'none'"
+    )
+    scheduler_period: int | None = _setting(None, "epochs per cosine cycle or per step decay")
+    scheduler_gamma: float | None = _setting(None, "decay factor of the 'step' scheduler")
+    # validation
+    val_every: int | None = _setting(None, "validate every N epochs (and after the last); 0 = never")
+    val_way: int | None = _setting(None, "classes per validation episode")
+    val_shot: int | None = _setting(None, "support images per class in validation episodes")
+    val_query: int | None = _setting(None, "query images per class in validation episodes")
+    val_episodes: int | None = _setting(None, "number of (fixed) validation episodes")
+    val_seed: int | None = _setting(None, "seed of the fixed validation episodes")
+    # run
+    seed: int = _setting(0, "seed of initialisation, episodes, augmentation and dropout")
+    run_dir: str | None = _setting(
+        None, "run folder (default outputs/train/<model>-<backbone>-<way>w<shot>s-seed<seed>)"
+    )
+    resume: bool = _setting(True, "continue from run_dir/last.pt when it exists (False: refuse to reuse it)")
+    device: str = _setting("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
+    num_workers: int = _setting(0, "DataLoader worker processes")
+    amp: bool | None = _setting(None, "bfloat16 autocast on CUDA (ignored on CPU)")
+    channels_last: bool | None = _setting(None, "channels-last memory format for model and images")
+    find_unused_parameters: bool = _setting(
+        False, "DistributedDataParallel: allow parameters that an episode does not use"
+    )
+    progress: bool = _setting(True, "tqdm progress bars")
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r} is not known; expected one of {list(PROTOCOLS)}")
+        if not isinstance(self.options, dict):
+            raise ValueError(f"options must be a dict of model options, got {type(self.options).__name__}")
+        self.options = dict(self.options)
+        self.data_root = str(self.data_root)
+        if self.run_dir is not None:
+            self.run_dir = str(self.run_dir)
+        for name, value in _protocol_values(self.protocol, self.backbone).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.scheduler_period is None:
+            self.scheduler_period = self.epochs
+        if self.run_dir is None:
+            self.run_dir = self.default_run_dir()
+        self._check()
+
+    def default_run_dir(self) -> str:
+        """``outputs/train/<model>-<backbone>-<way>w<shot>s-seed<seed>`` (relative to the working folder)."""
+        return str(
+            Path("outputs/train") / f"{self.model}-{self.backbone}-{self.way}w{self.shot}s-seed{self.seed}"
+        )
+
+    def _check(self) -> None:
+        """Types, ranges and choices of every setting (data-dependent checks happen in ``train``)."""
+        positive = ["image_size", "way", "shot", "query", "episodes_per_epoch", "epochs", "scheduler_period"]
+        positive += ["val_way", "val_shot", "val_query", "val_episodes"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("val_every", "num_workers", "seed", "val_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.way < 2 or self.val_way < 2:
+            raise ValueError(
+                f"way and val_way must be at least 2, got way={self.way}, val_way={self.val_way}"
+            )
+        for name in ("lr", "momentum", "weight_decay", "scheduler_gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if value < 0 or (name == "lr" and value == 0):
+                raise ValueError(f"{name} must be {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
+        for name in ("nesterov", "amp", "channels_last", "find_unused_parameters", "progress", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler={self.sampler!r} is not known; expected one of {list(SAMPLERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler={self.scheduler!r} is not known; expected one of {list(SCHEDULERS)}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (JSON- and ``weights_only``-safe) dict of every setting."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown names raise a ValueError that suggests the closest setting."""
+        check_setting_names(values)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """The settings of a run: ``path`` is a run folder or its ``config.json`` (other keys are ignored)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; expected the config.json of a training run")
+        values = json.loads(path.read_text())
+        return cls(**{name: values[name] for name in setting_names() if name in values})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``. Settings still holding the value their protocol gave them are derived
+        again, so ``replace(backbone="resnet12")`` gets the ResNet-12 way and ``replace(epochs=50)`` under
+        "quick" a cosine period of 50; explicitly chosen values are kept."""
+        check_setting_names(changes)
+        values = self.to_dict()
+        filled = _protocol_values(self.protocol, self.backbone)
+        for name, value in filled.items():
+            if value is not None and values[name] == value:
+                values[name] = None
+        if filled["scheduler_period"] is None and self.scheduler_period == self.epochs:
+            values["scheduler_period"] = None
+        if self.run_dir == self.default_run_dir():
+            values["run_dir"] = None
+        values.update(changes)
+        return TrainConfig(**values)
+
+
+def setting_names() -> list[str]:
+    """Names of every TrainConfig setting, in declaration order."""
+    return [f.name for f in fields(TrainConfig)]
+
+
+def setting_help(name: str) -> str:
+    """The help text of setting ``name``."""
+    return next(f.metadata.get("help", "") for f in fields(TrainConfig) if f.name == name)
+
+
+def setting_default(name: str) -> Any:
+    """The declared default of setting ``name`` (None for protocol-filled settings)."""
+    spec = next(f for f in fields(TrainConfig) if f.name == name)
+    if spec.default is not MISSING:
+        return spec.default
+    return spec.default_factory()  # type: ignore[misc]
+
+
+def check_setting_names(values: dict[str, Any]) -> None:
+    """Raise a ValueError naming every unknown setting in ``values`` with the closest known name."""
+    known = setting_names()
+    unknown = [name for name in values if name not in known]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown training setting {', '.join(hints)}; known settings: {', '.join(known)}")
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two ``to_dict`` outputs, ignoring ``RUNTIME_SETTINGS``.
+
+    ``data_root`` is compared as a resolved path.
+    """
+    differences = []
+    for name in sorted(set(saved) | set(current)):
+        if name in RUNTIME_SETTINGS:
+            continue
+        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        if name == "data_root" and isinstance(old, str) and isinstance(new, str):
+            same = Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+        else:
+            same = old == new
+        if not same:
+            differences.append(f"{name}: {old!r} in the checkpoint, {new!r} now")
+    return differences

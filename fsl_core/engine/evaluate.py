@@ -1,0 +1,336 @@
+"""Few-shot evaluation: mean accuracy and 95% confidence interval over N episodes.
+
+The protocol of FRN, BiFRN and HMDRN: 10,000 5-way episodes, 1-shot and 5-shot, 16 queries per class,
+reported as mean ± 1.96·std/√n where std is the population standard deviation (``np.std``, ddof=0,
+as in the FRN and BiFRN evaluation code) of the per-episode accuracies.
+
+Two paths give the same episodes (``EpisodeSampler`` with the same seed) and the same accuracies:
+
+- ``cached=True``: every image the episodes use is embedded once (``model.embed``, in batches, in both the
+  support and the query role when the model says they differ), then each episode only runs
+  ``model.head`` on rows of the cached tensors — one pass over the images instead of
+  episodes × way × (shot + query) image forwards.
+- ``cached=False``: each episode's images are loaded and go through ``model(support, labels, query)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
+from fsl_core.engine.checkpoint import load_checkpoint
+from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
+from fsl_core.runtime import atomic_write_json, resolve_device
+
+
+@dataclass
+class EvalResult:
+    """Accuracy over ``episodes`` way-way shot-shot episodes (``query`` queries per class), in percent.
+
+    ``accuracies``: (episodes,) per-episode accuracy in percent; ``mean``; ``ci95`` = 1.96·std/√n with
+    the population standard deviation (ddof=0).
+    """
+
+    mean: float
+    ci95: float
+    accuracies: np.ndarray = field(repr=False)
+    way: int
+    shot: int
+    query: int
+    episodes: int
+    seed: int
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.ci95:.2f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the per-episode accuracies)."""
+        return {
+            "mean": self.mean,
+            "ci95": self.ci95,
+            "way": self.way,
+            "shot": self.shot,
+            "query": self.query,
+            "episodes": self.episodes,
+            "seed": self.seed,
+            "seconds": self.seconds,
+        }
+
+
+def confidence_interval(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(mean, 1.96·std/√n) of per-episode accuracies, std with ddof=0 (FRN/BiFRN convention)."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no accuracies to summarise")
+    return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
+
+
+def check_episodes_fit(
+    dataset: FewShotFolder, way: int, shot: int, query: int, what: str = "evaluation"
+) -> None:
+    """Raise a ValueError when ``dataset`` cannot give way-way episodes of shot+query images per class."""
+    by_class = dataset.indices_by_class()
+    where = f"{dataset.root}/{dataset.split}"
+    if way > len(by_class):
+        raise ValueError(f"{what}: way={way} but {where} has only {len(by_class)} classes")
+    need = shot + query
+    small = sorted(
+        (len(members), dataset.classes[c]) for c, members in enumerate(by_class) if len(members) < need
+    )
+    if small:
+        names = ", ".join(f"{name} ({count})" for count, name in small[:5]) + (
+            " ..." if len(small) > 5 else ""
+        )
+        raise ValueError(
+            f"{what}: shot+query={shot}+{query}={need} images per class are needed but {len(small)} classes "
+            f"of {where} have fewer: {names}; lower shot or query"
+        )
+
+
+def _shares_backbone(model: nn.Module) -> bool:
+    """True when ``model.embed`` is ``EpisodicModel.embed`` = encode(extract(images), query): both roles can
+    then be encoded from one backbone pass."""
+    return isinstance(model, EpisodicModel) and type(model).embed is EpisodicModel.embed
+
+
+@torch.inference_mode()
+def embed_roles(
+    model: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int],
+    roles: Sequence[bool] = (False, True),
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[bool, dict[str, Tensor]]:
+    """Embeddings of ``dataset[i]`` for i in ``indices`` in each role of ``roles`` (False: support, True:
+    query): {role: {key: (len(indices), ...)}}.
+
+    One pass over the images; for models built on ``EpisodicModel`` also one backbone pass per batch, the
+    roles differing only in ``encode``.
+    """
+    device = resolve_device(device)
+    loader = DataLoader(
+        Subset(dataset, list(indices)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    shared = _shares_backbone(model)
+    parts: dict[bool, dict[str, list[Tensor]]] = {role: {} for role in roles}
+    for images, _ in tqdm(loader, desc="embed", leave=False, disable=not progress):
+        images = images.to(device, non_blocking=True)
+        maps = model.extract(images) if shared else None
+        for role in roles:
+            out = model.encode(maps, query=role) if shared else model.embed(images, query=role)
+            for key, value in out.items():
+                parts[role].setdefault(key, []).append(value)
+    return {role: {key: torch.cat(values) for key, values in found.items()} for role, found in parts.items()}
+
+
+def embed_images(
+    model: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int],
+    query: bool,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """``model.embed(images, query)`` of ``dataset[i]`` for i in ``indices``: {key: (len(indices), ...)}."""
+    return embed_roles(model, dataset, indices, (query,), device, batch_size, num_workers, progress)[query]
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: FewShotFolder,
+    way: int = 5,
+    shot: int = 1,
+    query: int = 16,
+    episodes: int = 10000,
+    seed: int = 0,
+    cached: bool = True,
+    device: str | torch.device = "auto",
+    batch_size: int = 256,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> EvalResult:
+    """Accuracy of ``model`` on ``episodes`` episodes of ``dataset`` (give it the evaluation transform).
+
+    The episodes are those of ``EpisodeSampler(dataset, way, shot, query, episodes, seed)``; both paths
+    (``cached`` or not) see the same episodes. The model is moved to ``device``, run in eval mode under
+    ``torch.inference_mode`` and put back in its previous train/eval mode afterwards.
+    """
+    for name, value in (("way", way), ("shot", shot), ("query", query), ("episodes", episodes)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_episodes_fit(dataset, way, shot, query)
+    device = resolve_device(device)
+    sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
+    was_training = model.training
+    model.to(device).eval()
+    start = time.perf_counter()
+    try:
+        if cached:
+            correct = _cached_correct(
+                model, dataset, sampler, way, shot, query, device, batch_size, progress, num_workers
+            )
+        else:
+            correct = _plain_correct(model, dataset, sampler, way, shot, query, device, progress, num_workers)
+    finally:
+        model.train(was_training)
+    accuracies = correct.double().cpu().numpy() * (100.0 / (way * query))
+    mean, ci95 = confidence_interval(accuracies)
+    return EvalResult(
+        mean=mean,
+        ci95=ci95,
+        accuracies=accuracies,
+        way=way,
+        shot=shot,
+        query=query,
+        episodes=episodes,
+        seed=seed,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@torch.inference_mode()
+def _cached_correct(
+    model: nn.Module,
+    dataset: FewShotFolder,
+    sampler: EpisodeSampler,
+    way: int,
+    shot: int,
+    query: int,
+    device: torch.device,
+    batch_size: int,
+    progress: bool,
+    num_workers: int,
+) -> Tensor:
+    """Correct query predictions per episode, (episodes,) long, from embeddings computed once."""
+    episodes = torch.tensor([list(indices) for indices in sampler], dtype=torch.long)  # (E, way*(shot+query))
+    used = torch.unique(episodes)
+    rows = torch.full((len(dataset),), -1, dtype=torch.long)
+    rows[used] = torch.arange(len(used))
+    episodes = rows[episodes].to(device)
+    roles = (False, True) if getattr(model, "query_embedding_differs", True) else (False,)
+    cache = embed_roles(model, dataset, used.tolist(), roles, device, batch_size, num_workers, progress)
+    support_cache, query_cache = cache[False], cache[roles[-1]]
+    n_support = way * shot
+    support_labels = torch.arange(way, device=device).repeat_interleave(shot)
+    query_labels = torch.arange(way, device=device).repeat_interleave(query)
+    correct = torch.empty(len(episodes), dtype=torch.long, device=device)
+    for e in tqdm(range(len(episodes)), desc="episodes", leave=False, disable=not progress):
+        support_rows, query_rows = episodes[e, :n_support], episodes[e, n_support:]
+        support = {key: value.index_select(0, support_rows) for key, value in support_cache.items()}
+        queries = {key: value.index_select(0, query_rows) for key, value in query_cache.items()}
+        logits = model.head(support, support_labels, queries, way)
+        correct[e] = (logits.argmax(dim=1) == query_labels).sum()
+    return correct
+
+
+@torch.inference_mode()
+def _plain_correct(
+    model: nn.Module,
+    dataset: FewShotFolder,
+    sampler: EpisodeSampler,
+    way: int,
+    shot: int,
+    query: int,
+    device: torch.device,
+    progress: bool,
+    num_workers: int,
+) -> Tensor:
+    """Correct query predictions per episode, (episodes,) long, each episode through ``model.forward``."""
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=EpisodeCollate(way, shot, query),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    correct = torch.empty(len(sampler), dtype=torch.long, device=device)
+    for e, episode in enumerate(tqdm(loader, desc="episodes", leave=False, disable=not progress)):
+        episode = episode.to(device)
+        logits = model(episode.support_images, episode.support_labels, episode.query_images)
+        correct[e] = (logits.argmax(dim=1) == episode.query_labels).sum()
+    return correct
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    data_root: str | Path,
+    split: str = "test",
+    shots: Sequence[int] = (1, 5),
+    way: int = 5,
+    query: int = 16,
+    episodes: int = 10000,
+    seed: int = 0,
+    image_size: int | None = None,
+    reference: bool = False,
+    model_name: str = "hmdrn",
+    backbone: str = "conv4",
+    cached: bool = True,
+    device: str | torch.device = "auto",
+    batch_size: int = 256,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> dict[int, EvalResult]:
+    """Load a checkpoint and evaluate it on ``split`` of ``data_root`` for every shot in ``shots``.
+
+    ``path``: an fsl_core checkpoint (``best.pt``/``last.pt``/``save_model``), or with ``reference=True``
+    the HMDRN authors' released weights (built as ``model_name``/``backbone``). ``image_size`` defaults
+    to the training image size recorded in the checkpoint, else 84. Returns {shot: EvalResult}.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not shots:
+        raise ValueError("shots is empty; give at least one shot, e.g. (1, 5)")
+    if reference:
+        model = load_reference_checkpoint(path, name=model_name, backbone=backbone)
+        recorded_size = None
+    else:
+        content = load_checkpoint(path)
+        recorded_size = (content.get("train_config") or {}).get("image_size")
+        model = load_model(path)
+    size = image_size or recorded_size or 84
+    dataset = FewShotFolder(data_root, split, transform="eval", image_size=size)
+    return {
+        shot: evaluate(
+            model,
+            dataset,
+            way=way,
+            shot=shot,
+            query=query,
+            episodes=episodes,
+            seed=seed,
+            cached=cached,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            num_workers=num_workers,
+        )
+        for shot in shots
+    }
+
+
+def write_results(results: dict[int, EvalResult], path: str | Path, **context: Any) -> Path:
+    """Write ``{"results": {shot: summary}, **context}`` as JSON, atomically."""
+    content = {**context, "results": {str(shot): result.to_dict() for shot, result in results.items()}}
+    return atomic_write_json(content, path)

@@ -1,0 +1,555 @@
+"""Episodic training from scratch, resumable, on one or several processes.
+
+``train(protocol="quick", model="hmdrn", data_root="data/birds", run_dir="outputs/train/demo")`` trains and
+writes the run folder::
+
+    run_dir/config.json   every setting, the model config, fsl_core/torch versions, git revision, device
+    run_dir/metrics.csv   one row per epoch: epoch, loss, train_acc, val_acc, val_ci95 (empty when not
+                          validated), lr, the model's fusion weights, episodes, seconds
+    run_dir/last.pt       resumable state after the last finished epoch (see ``checkpoint.py``)
+    run_dir/best.pt       model of the best validation accuracy (``fsl_core.models.load_model`` reads it)
+
+Calling ``train`` again with the same ``run_dir`` continues from ``last.pt``. Everything random is a pure
+function of (seed, epoch): the episodes (``fsl_core.data`` samplers), each image's augmentation (seeded per
+image from its episode, see ``episodes.py``) and dropout (generators reseeded at the start of every epoch), so
+on CPU a run that is stopped after any epoch and resumed ends with exactly the weights and metrics of an
+uninterrupted run (wall-clock ``seconds`` aside).
+
+Several processes: ``torchrun --nproc_per_node=N -m fsl_core.train ...`` trains with
+DistributedDataParallel; each process draws different episodes, gradients are averaged, validation runs on
+rank 0 and only rank 0 writes files. Episode counts and loss/accuracy in ``metrics.csv`` cover all processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import fsl_core
+from fsl_core.data import EpisodeCollate, FewShotFolder
+from fsl_core.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
+from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
+from fsl_core.engine.episodes import SeededImages, TrainingEpisodes, _episode_seed
+from fsl_core.engine.evaluate import check_episodes_fit, evaluate
+from fsl_core.models import EpisodicModel, build_model, save_model
+from fsl_core.runtime import atomic_write_bytes, atomic_write_json, git_revision, seed_everything
+
+# Models whose constructor takes the input size (it fixes feature-map token counts).
+_SIZED_MODELS = ("protonet", "frn", "bifrn", "hmdrn")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run folder keeps the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    ``model`` holds the weights after the last epoch run (in eval mode); ``metrics`` one row per epoch (as
+    metrics.csv). Accuracies are percentages.
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    model: EpisodicModel
+    metrics: pd.DataFrame
+    epochs_done: int
+    best_val_acc: float | None
+    best_val_ci95: float | None
+    best_epoch: int | None
+
+    @property
+    def finished(self) -> bool:
+        """True when every configured epoch has been trained."""
+        return self.epochs_done >= self.config.epochs
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "best.pt"
+
+
+def train(
+    config: TrainConfig | dict[str, Any] | None = None,
+    /,
+    *,
+    stop_after_epochs: int | None = None,
+    rank_log: bool = False,
+    **settings: Any,
+) -> TrainResult:
+    """Train a few-shot model episodically (see the module docstring for the run folder).
+
+    Args:
+        config: a ``TrainConfig`` or a dict of settings; ``settings`` override it (or make it alone,
+            e.g. ``train(protocol="quick", model="protonet", data_root=...)``).
+        stop_after_epochs: return after this many epochs of this call (the run can be resumed later).
+        rank_log: every process writes ``run_dir/rank<r>.json`` with the episodes it trained on and a digest
+            of its parameters (a check of multi-process training).
+
+    Every setting is validated before any work: unknown model, backbone or option names, episodes that the
+    data cannot provide, and a ``last.pt`` in ``run_dir`` written with other settings raise a ValueError.
+    A NaN or infinite loss raises ``TrainingDiverged`` without overwriting ``last.pt``.
+    """
+    config = _resolve_config(config, settings)
+    if stop_after_epochs is not None and (not isinstance(stop_after_epochs, int) or stop_after_epochs < 1):
+        raise ValueError(f"stop_after_epochs must be a positive integer or None, got {stop_after_epochs!r}")
+    processes = start_processes(config.device)
+    try:
+        return _Run(config, processes, rank_log).run(stop_after_epochs)
+    finally:
+        processes.close()
+
+
+def _resolve_config(config: TrainConfig | dict[str, Any] | None, settings: dict[str, Any]) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config.replace(**settings)
+    if isinstance(config, dict):
+        base = dict(config)
+    elif config is None:
+        base = {}
+    else:
+        raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config).__name__}")
+    check_setting_names(settings)
+    return TrainConfig.from_dict({**base, **settings})
+
+
+def build_training_model(config: TrainConfig, train_classes: int | None = None) -> EpisodicModel:
+    """``build_model`` for the settings of ``config``; invalid names or options raise a ValueError.
+
+    The input size is passed on as the ``image_size`` option of the models that take one, and GSFL's
+    ``num_classes`` (model "gsfl", or the ``gsfl`` plug-in option) defaults to ``train_classes``, the number of
+    classes of the training split.
+    """
+    options = dict(config.options)
+    if train_classes is not None:
+        if config.model == "gsfl":
+            options.setdefault("num_classes", train_classes)
+        if isinstance(options.get("gsfl"), dict):
+            options["gsfl"] = {"num_classes": train_classes, **options["gsfl"]}
+    if "image_size" in options and options["image_size"] != config.image_size:
+        raise ValueError(
+            f"options image_size={options['image_size']!r} contradicts image_size={config.image_size}; "
+            "set image_size only once"
+        )
+    if config.model in _SIZED_MODELS:
+        options["image_size"] = config.image_size
+    try:
+        return build_model(config.model, config.backbone, **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"cannot build model {config.model!r} on {config.backbone!r}: {error}") from error
+
+
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Reseed Python, NumPy and torch for epoch ``epoch`` of process ``rank`` (dropout, loader seeds)."""
+    seed_everything(_episode_seed(seed, 0x7E, epoch, rank))
+
+
+def parameter_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter's values, in registration order (equal digests = equal weights)."""
+    digest = hashlib.sha256()
+    for name, parameter in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _write_metrics(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
+    """metrics.csv, atomically; None becomes an empty cell, floats keep their exact repr."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            [
+                "" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c]
+                for c in columns
+            ]
+        )
+    atomic_write_bytes(buffer.getvalue().encode(), path)
+
+
+class _Run:
+    """One call of ``train``: set-up (all validation first), then the epoch loop."""
+
+    def __init__(self, config: TrainConfig, processes: Processes, rank_log: bool) -> None:
+        self.config = config
+        self.processes = processes
+        self.device = processes.device
+        self.rank_log = rank_log
+        self.run_dir = Path(config.run_dir)  # type: ignore[arg-type]
+        self.last_path = self.run_dir / "last.pt"
+        self.best_path = self.run_dir / "best.pt"
+        self.versions = {
+            "fsl_core": fsl_core.__version__,
+            "torch": str(torch.__version__),
+            "git": git_revision(),
+        }
+
+        # -- validation of everything, before any work --------------------------------------------------
+        self.train_set = FewShotFolder(
+            config.data_root, "train", transform="train", image_size=config.image_size
+        )
+        seed_everything(config.seed)
+        self.model = build_training_model(config, len(self.train_set.classes))
+        check_episodes_fit(self.train_set, config.way, config.shot, config.query, "training")
+        self.episodes = TrainingEpisodes(
+            self.train_set.targets,
+            config.way,
+            config.shot,
+            config.query,
+            config.sampler,
+            config.episodes_per_epoch,
+            config.seed,
+            processes.rank,
+            processes.world_size,
+        )
+        if len(self.episodes) == 0:
+            raise ValueError(
+                f"an epoch of the 'epoch' sampler on {self.train_set.root}/train holds fewer episodes "
+                f"({len(self.episodes)} per process) than the {processes.world_size} process(es) need; "
+                "use sampler='fixed' or a smaller way/shot/query"
+            )
+        self.val_set: FewShotFolder | None = None
+        if config.val_every:
+            self.val_set = FewShotFolder(
+                config.data_root, "val", transform="eval", image_size=config.image_size
+            )
+            check_episodes_fit(self.val_set, config.val_way, config.val_shot, config.val_query, "validation")
+        self.checkpoint = self._previous_run()
+
+    def _previous_run(self) -> dict[str, Any] | None:
+        """The ``last.pt`` to continue from (None for a fresh run); refuses one of other settings."""
+        if not self.last_path.exists():
+            return None
+        if not self.config.resume:
+            raise ValueError(
+                f"{self.run_dir} already holds a run (last.pt); pass resume=True to continue it or choose "
+                "another run_dir"
+            )
+        checkpoint = load_checkpoint(self.last_path, map_location=self.device)
+        if "train_config" not in checkpoint or "optimizer" not in checkpoint:
+            raise ValueError(f"{self.last_path} is not a resumable training checkpoint (no optimizer state)")
+        differences = config_differences(checkpoint["train_config"], self.config.to_dict())
+        if checkpoint["config"] != self.model.config:
+            differences.append(
+                f"model config: {checkpoint['config']!r} in the checkpoint, {self.model.config!r} now"
+            )
+        if differences:
+            raise ValueError(
+                f"{self.last_path} was written with other settings, so this run cannot continue it: "
+                + "; ".join(differences)
+                + ". Use the same settings to resume, or another run_dir for a new run"
+            )
+        if checkpoint["epoch"] > self.config.epochs:
+            raise ValueError(
+                f"{self.last_path} has already trained {checkpoint['epoch']} epochs, more than "
+                f"epochs={self.config.epochs}"
+            )
+        return checkpoint
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    def _optimisation(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        config = self.config
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(
+            parameters,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if config.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                optimizer, T_0=config.scheduler_period
+            )
+        elif config.scheduler == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=config.scheduler_period, gamma=config.scheduler_gamma
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+        return optimizer, scheduler
+
+    def _environment(self, resumed_at: int | None) -> dict[str, Any]:
+        return {
+            **self.config.to_dict(),
+            "model_config": self.model.config,
+            "fsl_core_version": self.versions["fsl_core"],
+            "git_revision": self.versions["git"],
+            "torch_version": self.versions["torch"],
+            "device_used": str(self.device),
+            "world_size": self.processes.world_size,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resumed_at_epoch": resumed_at,
+        }
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run(self, stop_after_epochs: int | None) -> TrainResult:
+        config, processes, model = self.config, self.processes, self.model
+        model.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer, scheduler = self._optimisation()
+        rows: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"val_acc": None, "val_ci95": None, "epoch": None}
+        done = 0
+        if self.checkpoint is not None:
+            model.load_state_dict(self.checkpoint["state_dict"])
+            optimizer.load_state_dict(self.checkpoint["optimizer"])
+            scheduler.load_state_dict(self.checkpoint["scheduler"])
+            rows, best, done = (
+                list(self.checkpoint["metrics"]),
+                dict(self.checkpoint["best"]),
+                self.checkpoint["epoch"],
+            )
+            restore_rng_state(self.checkpoint["rng"])
+            self.checkpoint = None  # free the memory
+        fusion_names = list(model.fusion_weights())
+        columns = [
+            "epoch",
+            "loss",
+            "train_acc",
+            "val_acc",
+            "val_ci95",
+            "lr",
+            *fusion_names,
+            "episodes",
+            "seconds",
+        ]
+        if processes.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not done:  # a fresh run: drop what a run stopped before its first checkpoint left behind
+                for stale in [self.best_path, *self.run_dir.glob("rank*.json")]:
+                    stale.unlink(missing_ok=True)
+            atomic_write_json(self._environment(done or None), self.run_dir / "config.json")
+            _write_metrics(rows, columns, self.run_dir / "metrics.csv")
+
+        module: nn.Module = EpisodeLoss(model)
+        if processes.distributed:
+            module = DistributedDataParallel(
+                module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters,
+            )
+        loader = DataLoader(
+            SeededImages(self.train_set),
+            batch_sampler=self.episodes,
+            collate_fn=EpisodeCollate(config.way, config.shot, config.query),
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=config.num_workers > 0,
+            generator=torch.Generator(),  # the loader's own seed draws leave the global generators alone
+        )
+        show = config.progress and processes.is_main
+        seen: list[dict[str, Any]] = []
+        epochs_bar = tqdm(total=config.epochs, initial=done, desc="epochs", unit="epoch", disable=not show)
+        first_epoch = done + 1
+        try:
+            for epoch in range(first_epoch, config.epochs + 1):
+                started = time.perf_counter()
+                lr = float(optimizer.param_groups[0]["lr"])
+                loss, accuracy, count = self._train_epoch(module, optimizer, loader, epoch, done, show, seen)
+                scheduler.step()
+                result = self._validate(epoch, show)
+                row: dict[str, Any] = {
+                    "epoch": epoch,
+                    "loss": loss,
+                    "train_acc": accuracy,
+                    "val_acc": None if result is None else result[0],
+                    "val_ci95": None if result is None else result[1],
+                    "lr": lr,
+                    **{k: float(v) for k, v in model.fusion_weights().items()},
+                    "episodes": count,
+                    "seconds": time.perf_counter() - started,
+                }
+                rows.append(row)
+                improved = result is not None and (best["val_acc"] is None or result[0] > best["val_acc"])
+                if improved:
+                    best = {"val_acc": result[0], "val_ci95": result[1], "epoch": epoch}
+                if processes.is_main:
+                    self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
+                done = epoch
+                epochs_bar.update(1)
+                postfix = f"loss {loss:.3f} train {accuracy:.1f}%"
+                if result is not None:
+                    postfix += f" val {result[0]:.2f}±{result[1]:.2f}"
+                epochs_bar.set_postfix_str(postfix)
+                if stop_after_epochs is not None and epoch - first_epoch + 1 >= stop_after_epochs:
+                    break
+        finally:
+            epochs_bar.close()
+        processes.barrier()
+        if self.rank_log:
+            atomic_write_json(
+                {
+                    "rank": processes.rank,
+                    "world_size": processes.world_size,
+                    "episodes": seen,
+                    "parameters_sha256": parameter_digest(model),
+                },
+                self.run_dir / f"rank{processes.rank}.json",
+            )
+        model.eval()
+        metrics = pd.DataFrame(rows, columns=columns)
+        return TrainResult(
+            run_dir=self.run_dir,
+            config=config,
+            model=model,
+            metrics=metrics,
+            epochs_done=done,
+            best_val_acc=best["val_acc"],
+            best_val_ci95=best["val_ci95"],
+            best_epoch=best["epoch"],
+        )
+
+    def _train_epoch(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loader: DataLoader,
+        epoch: int,
+        last_good: int,
+        show: bool,
+        seen: list[dict[str, Any]],
+    ) -> tuple[float, float, int]:
+        """One epoch of episodes → (mean loss, mean query accuracy in %, episodes over all processes)."""
+        config, processes, device = self.config, self.processes, self.device
+        _seed_epoch(config.seed, epoch, processes.rank)
+        self.episodes.set_epoch(epoch - 1)
+        if self.rank_log:
+            seen.extend({"epoch": epoch, "indices": indices} for _, indices in self.episodes.episodes())
+        self.model.train()
+        use_amp = config.amp and device.type == "cuda"
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        loss_sum = accuracy_sum = 0.0
+        count = 0
+        steps = len(self.episodes)
+        if steps == 0:
+            raise ValueError(
+                f"epoch {epoch} of the 'epoch' sampler holds no episode for each of the {processes.world_size} "
+                "process(es); use sampler='fixed' or a smaller way/shot/query"
+            )
+        bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", unit="episode", leave=False, disable=not show)
+        for step, episode in enumerate(bar):
+            episode = episode.to(device, non_blocking=True)
+            support = episode.support_images.contiguous(memory_format=memory_format)
+            query = episode.query_images.contiguous(memory_format=memory_format)
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+            with autocast:
+                loss, logits = module(
+                    support, episode.support_labels, query, episode.query_labels, episode.class_ids
+                )
+            accuracy = (logits.argmax(dim=1) == episode.query_labels).double().mean() * 100.0
+            totals = processes.sum(torch.stack([loss.detach().double(), accuracy]))
+            step_loss, step_accuracy = totals.tolist()
+            if not math.isfinite(step_loss):
+                kept = (
+                    f"{self.last_path} still holds epoch {last_good}"
+                    if last_good
+                    else "no checkpoint had been written yet"
+                )
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {step_loss / processes.world_size} at epoch {epoch}, "
+                    f"episode {step + 1} of {steps} "
+                    f"(lr {optimizer.param_groups[0]['lr']:.4g}); {kept}. Lower lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += step_loss
+            accuracy_sum += step_accuracy
+            count += processes.world_size
+            bar.set_postfix_str(f"loss {step_loss / processes.world_size:.3f}")
+        bar.close()
+        return loss_sum / count, accuracy_sum / count, count
+
+    def _validate(self, epoch: int, show: bool) -> tuple[float, float] | None:
+        """(mean, ci95) on the fixed validation episodes when due this epoch (computed on rank 0 and shared)."""
+        config = self.config
+        if self.val_set is None or not (epoch % config.val_every == 0 or epoch == config.epochs):
+            return None
+        values = torch.zeros(2, dtype=torch.float64, device=self.device)
+        if self.processes.is_main:
+            result = evaluate(
+                self.model,
+                self.val_set,
+                way=config.val_way,
+                shot=config.val_shot,
+                query=config.val_query,
+                episodes=config.val_episodes,
+                seed=config.val_seed,
+                cached=True,
+                device=self.device,
+                progress=show,
+                num_workers=config.num_workers,
+            )
+            values[0], values[1] = result.mean, result.ci95
+        mean, ci95 = self.processes.sum(values).tolist()
+        return mean, ci95
+
+    def _save(
+        self,
+        model: EpisodicModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        epoch: int,
+        best: dict[str, Any],
+        rows: list[dict[str, Any]],
+        columns: list[str],
+        improved: bool,
+    ) -> None:
+        """best.pt (when improved), then last.pt, then metrics.csv — each atomically."""
+        state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        if improved:
+            save_model(
+                model,
+                self.best_path,
+                train_config=self.config.to_dict(),
+                epoch=epoch,
+                val_acc=best["val_acc"],
+                val_ci95=best["val_ci95"],
+                versions=dict(self.versions),
+            )
+        save_checkpoint(
+            self.last_path,
+            {
+                "config": dict(model.config),
+                "state_dict": state,
+                "train_config": self.config.to_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best": dict(best),
+                "sampler": {
+                    "mode": self.config.sampler,
+                    "seed": self.config.seed,
+                    "next_epoch": epoch,
+                    "next_episode": self.episodes.next_episode(),
+                },
+                "rng": rng_state(),
+                "metrics": [dict(row) for row in rows],
+                "versions": dict(self.versions),
+            },
+        )
+        _write_metrics(rows, columns, self.run_dir / "metrics.csv")

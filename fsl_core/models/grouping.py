@@ -1,0 +1,150 @@
+"""Class groups for GSFL-Net (Li & Monga, BMVC 2019, arXiv 2004.01817).
+
+Before training, GSFL divides the base classes into K groups by K-means over their class-mean features from a
+pretrained (or briefly trained) backbone. This module computes per-image features of a data set, the class
+means, the K-means assignment (scikit-learn, fixed seed and ``n_init`` restarts, group ids canonically
+ordered) and the adjusted Rand index against known groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..runtime import resolve_device
+
+
+@torch.no_grad()
+def dataset_features(
+    fn: Callable[[Tensor], Tensor | dict[str, Tensor]],
+    dataset: Dataset,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Apply ``fn`` to every image of ``dataset`` (items (image (3, H, W), label)) in order.
+
+    ``fn`` maps images (B, 3, H, W) to a tensor (B, D) or a dict of them. Returns ({name: (N, D)} on the CPU,
+    labels (N,)); a plain tensor comes back under the name "feature". Modules found in ``fn`` are not switched
+    to eval mode: do it before calling.
+    """
+    device = resolve_device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    parts: dict[str, list[Tensor]] = {}
+    labels: list[Tensor] = []
+    for images, targets in loader:
+        out = fn(images.to(device))
+        out = out if isinstance(out, dict) else {"feature": out}
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value.detach().float().cpu())
+        labels.append(torch.as_tensor(targets).long())
+    if not labels:
+        raise ValueError("dataset_features: the data set is empty")
+    return {key: torch.cat(value) for key, value in parts.items()}, torch.cat(labels)
+
+
+def pooled_backbone_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Global average pool of the backbone's last map for every image: ((N, C_high), labels (N,)).
+
+    The backbone is put in eval mode and moved to ``device``.
+    """
+    device = resolve_device(device)
+    backbone = backbone.to(device).eval()
+    feats, labels = dataset_features(
+        lambda x: backbone(x)[1].mean(dim=(2, 3)), dataset, batch_size, device, num_workers
+    )
+    return feats["feature"], labels
+
+
+def class_means(
+    features: Tensor | np.ndarray, labels: Tensor | np.ndarray, num_classes: int | None = None
+) -> np.ndarray:
+    """Mean feature of each class: features (N, D), labels (N,) in 0..C-1 → (C, D). Every class needs an image."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    c = int(num_classes if num_classes is not None else y.max() + 1)
+    counts = np.bincount(y, minlength=c)
+    if (counts == 0).any():
+        raise ValueError(f"class_means: classes {np.flatnonzero(counts == 0).tolist()} have no image")
+    sums = np.zeros((c, x.shape[1]))
+    np.add.at(sums, y, x)
+    return sums / counts[:, None]
+
+
+def canonical_labels(assignment: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Renumber cluster ids in order of first appearance (so equal partitions give equal ids)."""
+    order: dict[int, int] = {}
+    return np.array([order.setdefault(int(a), len(order)) for a in assignment], dtype=np.int64)
+
+
+def kmeans_groups(
+    means: Tensor | np.ndarray, k: int, seed: int = 0, n_init: int = 10, normalise: bool = True
+) -> np.ndarray:
+    """Group the classes by K-means over their mean features.
+
+    means: (C, D) class-mean features; k: number of groups (1 <= k <= C); normalise: L2-normalise each mean
+    first (compares directions, as the pooled features of a ReLU backbone differ mostly in scale otherwise).
+    Returns group ids (C,) in 0..k-1, numbered in order of first appearance; deterministic for a seed.
+    """
+    x = np.asarray(means, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"kmeans_groups expects class means (C, D); got shape {x.shape}")
+    if not 1 <= int(k) <= x.shape[0]:
+        raise ValueError(f"k={k} groups for {x.shape[0]} classes; expected 1 <= k <= number of classes")
+    if normalise:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if int(k) == 1:
+        return np.zeros(x.shape[0], dtype=np.int64)
+    km = KMeans(n_clusters=int(k), n_init=int(n_init), random_state=int(seed))
+    return canonical_labels(km.fit_predict(x))
+
+
+def adjusted_rand(groups: Sequence[int] | np.ndarray, true_groups: Sequence[int] | np.ndarray) -> float:
+    """Adjusted Rand index between a grouping and the true groups (1 = identical partitions, ~0 = chance)."""
+    a, b = np.asarray(groups), np.asarray(true_groups)
+    if a.shape != b.shape:
+        raise ValueError(f"adjusted_rand: {a.shape[0]} group ids vs {b.shape[0]} true group ids")
+    return float(adjusted_rand_score(b, a))
+
+
+def group_sweep(
+    means: Tensor | np.ndarray,
+    ks: Sequence[int],
+    true_groups: Sequence[int] | None = None,
+    seed: int = 0,
+    n_init: int = 10,
+    normalise: bool = True,
+) -> dict[int, dict[str, object]]:
+    """K-means for every K of ``ks``: {K: {"groups": list[int], "sizes": list[int], "ari": float | None}}."""
+    out: dict[int, dict[str, object]] = {}
+    for k in ks:
+        groups = kmeans_groups(means, k, seed=seed, n_init=n_init, normalise=normalise)
+        out[int(k)] = {
+            "groups": groups.tolist(),
+            "sizes": np.bincount(groups, minlength=int(k)).tolist(),
+            "ari": None if true_groups is None else adjusted_rand(groups, true_groups),
+        }
+    return out
+
+
+__all__ = [
+    "adjusted_rand",
+    "canonical_labels",
+    "class_means",
+    "dataset_features",
+    "group_sweep",
+    "kmeans_groups",
+    "pooled_backbone_features",
+]

@@ -1,0 +1,538 @@
+"""Run the parameterised notebooks headless with papermill, one run folder per run.
+
+``run("02_train", {"model": "bifrn"})`` executes ``notebooks/02_train.ipynb`` into
+``outputs/02_train/<run name>/02_train.ipynb`` with the repository root as working directory, and injects
+``run_dir`` and ``run_name`` so that the notebook writes its figures, tables and ``results.json`` beside the
+executed copy. ``sweep`` runs a grid of parameter sets through a bounded pool of kernels and returns a table.
+
+Run folder contents written here: ``config.json`` (notebook, parameters, library version, git revision),
+the executed notebook, and a ``DONE`` marker once it ran to the end (``FAILED`` with the error otherwise).
+
+Command line::
+
+    python -m fsl_core.notebooks 00_quickstart
+    python -m fsl_core.notebooks 02_train -p model bifrn -p epochs 4 --run-name bifrn-short
+    python -m fsl_core.notebooks 02_train --help-notebook
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import fsl_core
+from fsl_core.runtime import atomic_write_bytes, atomic_write_json, git_revision
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INJECTED = ("run_dir", "run_name")
+DONE = "DONE"
+FAILED = "FAILED"
+RESULTS = "results.json"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+
+
+class NotebookRunError(RuntimeError):
+    """A notebook run stopped at an error; the executed notebook holding the error stays in ``run_dir``."""
+
+    def __init__(
+        self,
+        message: str,
+        notebook: str = "",
+        run_name: str = "",
+        run_dir: Path | None = None,
+        ename: str = "",
+        evalue: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.notebook, self.run_name, self.run_dir = notebook, run_name, run_dir
+        self.ename, self.evalue = ename, evalue
+
+
+# -- paths ----------------------------------------------------------------------------------------------------
+def repo_root() -> Path:
+    """The repository root (the folder holding ``fsl_core/`` and ``notebooks/``)."""
+    return REPO_ROOT
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` made absolute: absolute paths stay, relative ones are taken from the repository root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def notebooks_dir() -> Path:
+    """The folder of the numbered notebooks (``<repo>/notebooks``)."""
+    folder = REPO_ROOT / "notebooks"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"notebook folder {folder} does not exist; fsl_core must be installed from a source checkout "
+            "(pip install -e .) for the notebook runner"
+        )
+    return folder
+
+
+def list_notebooks() -> list[str]:
+    """Names of the notebooks (file stems, e.g. ``00_quickstart``), sorted."""
+    return sorted(p.stem for p in notebooks_dir().glob("[0-9]*.ipynb"))
+
+
+def resolve_notebook(notebook: str | Path) -> Path:
+    """A notebook by path, by name (``02_train``, ``02_train.ipynb``), number (``02``) or title (``train``)."""
+    path = Path(notebook)
+    if path.suffix == ".ipynb" and path.is_file():
+        return path.resolve()
+    stem = path.stem if path.suffix == ".ipynb" else str(notebook)
+    names = list_notebooks()
+    matches = [n for n in names if n == stem] or [
+        n for n in names if n.split("_", 1)[0] == stem or n.split("_", 1)[-1] == stem
+    ]
+    if len(matches) != 1:
+        what = "is ambiguous" if matches else "is not a notebook"
+        raise ValueError(
+            f"notebook {str(notebook)!r} {what}; expected one of {names} or a path to an .ipynb file"
+        )
+    return notebooks_dir() / f"{matches[0]}.ipynb"
+
+
+def default_run_name() -> str:
+    """A timestamp run name, e.g. ``20250101-120000``."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def run_folder(notebook: str, run_dir: str | Path | None = None, output_root: str | Path = "outputs") -> Path:
+    """The run folder a notebook writes into, created if needed.
+
+    Under the runner (or papermill with ``-p run_dir ...``) it is the injected ``run_dir``; run interactively
+    (``run_dir`` left as None or "") it is ``outputs/<notebook>/interactive`` under the repository root.
+    """
+    folder = repo_path(run_dir) if run_dir else repo_path(output_root) / notebook / "interactive"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def set_cpu_threads(threads: int = 0) -> int:
+    """Set torch's CPU threads for this process and return the number in use.
+
+    ``threads > 0`` is taken as given. ``0`` (automatic) keeps an ``OMP_NUM_THREADS`` setting from the
+    environment, else uses the cores that other processes leave free (cores minus the one-minute load
+    average, at least 1): on a busy machine, threads that wait for each other slow training down severely.
+    """
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads={threads!r}: expected a non-negative integer (0: automatic)")
+    if threads == 0:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return torch.get_num_threads()
+        cores = os.cpu_count() or 1
+        threads = max(1, min(cores, cores - round(os.getloadavg()[0])))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether the run in ``run_dir`` ran to the end (its ``DONE`` marker exists)."""
+    return (Path(run_dir) / DONE).is_file()
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """The ``results.json`` a notebook wrote into ``run_dir`` ({} when it wrote none)."""
+    path = Path(run_dir) / RESULTS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# -- parameters -----------------------------------------------------------------------------------------------
+def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
+    """The parameters a notebook declares in its ``parameters`` cell: {name: {default, type, help}}."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(resolve_notebook(notebook)))
+    return {
+        name: {
+            "default": spec.get("default"),
+            "type": spec.get("inferred_type_name"),
+            "help": spec.get("help"),
+        }
+        for name, spec in declared.items()
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Values papermill keeps typed: Path → str, tuple → list, recursively."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming any parameter the notebook does not declare (with the closest name)."""
+    declared = notebook_parameters(notebook)
+    unknown = [name for name in parameters if name not in declared and name not in INJECTED]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(declared), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"notebook {resolve_notebook(notebook).stem} has no parameter {', '.join(hints)}; "
+            f"its parameters: {', '.join(declared)}"
+        )
+
+
+# -- one run --------------------------------------------------------------------------------------------------
+def run(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    output_root: str | Path = "outputs",
+    kernel_name: str = "python3",
+    log_output: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Execute a notebook with papermill into ``<output_root>/<notebook>/<run_name>/`` and return that folder.
+
+    Args:
+        notebook: name (``00_quickstart``), number, or path of the notebook.
+        parameters: values for the notebook's ``parameters`` cell (unknown names raise ValueError).
+        run_name: run folder name (default: a timestamp).
+        output_root: folder of all runs; relative paths are taken from the repository root.
+        kernel_name: Jupyter kernel (``python3`` resolves to the environment running this code).
+        log_output: stream the notebook's output to the log while it runs.
+        progress: papermill's per-cell progress bar.
+
+    Raises:
+        NotebookRunError: a cell raised; the message names the run, the cell and the error, and the executed
+            notebook (with the traceback) stays in the run folder next to a ``FAILED`` marker.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = resolve_notebook(notebook)
+    name = source.stem
+    parameters = _plain(dict(parameters or {}))
+    check_parameters(source, parameters)
+    run_name = run_name or default_run_name()
+    if not _RUN_NAME.match(run_name):
+        raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
+    run_dir = repo_path(output_root) / name / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for marker in (DONE, FAILED):
+        (run_dir / marker).unlink(missing_ok=True)
+    config = {
+        "notebook": name,
+        "run_name": run_name,
+        "parameters": parameters,
+        "fsl_core_version": fsl_core.__version__,
+        "git_revision": git_revision(REPO_ROOT),
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "python": sys.executable,
+    }
+    atomic_write_json(config, run_dir / "config.json")
+    output = run_dir / f"{name}.ipynb"
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters={**parameters, "run_dir": str(run_dir), "run_name": run_name},
+            kernel_name=kernel_name,
+            cwd=str(REPO_ROOT),
+            progress_bar=progress,
+            log_output=log_output,
+        )
+    except PapermillExecutionError as error:
+        message = (
+            f"notebook {name} failed in run {run_name!r} at cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+            f"the executed notebook with the error: {output}"
+        )
+        atomic_write_bytes((message + "\n").encode(), run_dir / FAILED)
+        raise NotebookRunError(message, name, run_name, run_dir, error.ename, error.evalue) from None
+    except Exception as error:  # the kernel died, did not start, or timed out
+        ename, evalue = type(error).__name__, str(error)
+        message = (
+            f"notebook {name} could not run to the end in run {run_name!r}: {ename}: {evalue}\nsee {output}"
+        )
+        atomic_write_bytes((message + "\n").encode(), run_dir / FAILED)
+        raise NotebookRunError(message, name, run_name, run_dir, ename, evalue) from error
+    seconds = time.perf_counter() - start
+    atomic_write_json(
+        {"seconds": round(seconds, 1), "finished": datetime.now().isoformat(timespec="seconds")},
+        run_dir / DONE,
+    )
+    return run_dir
+
+
+# -- many runs ------------------------------------------------------------------------------------------------
+def expand_grid(grid: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """A list of parameter dicts stays as it is; a dict of lists becomes their Cartesian product."""
+    if isinstance(grid, Mapping):
+        keys = list(grid)
+        for key in keys:
+            if not isinstance(grid[key], (list, tuple)):
+                raise ValueError(f"grid[{key!r}] must be a list of values, got {grid[key]!r}")
+        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return [dict(item) for item in grid]
+
+
+def sweep_run_name(varying: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
+    """A readable, reproducible run name: the varying values, then a hash of every parameter.
+
+    Equal parameters give equal names, so a finished run can be found and reused.
+    """
+
+    def short(value: Any) -> str:
+        text = (
+            json.dumps(_plain(value), sort_keys=True)
+            if isinstance(value, (dict, list, tuple))
+            else str(value)
+        )
+        return re.sub(r"[^A-Za-z0-9.+-]+", "", text.replace(":", "-"))[:24]
+
+    label = ",".join(f"{k}={short(v)}" for k, v in varying.items() if k != "label")
+    if "label" in varying:
+        label = re.sub(r"[^A-Za-z0-9.+=,-]+", "-", str(varying["label"])).strip("-") or label
+    digest = hashlib.sha1(json.dumps(_plain(parameters), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{label}-{digest}" if label else digest
+
+
+@contextlib.contextmanager
+def _threads_per_kernel(threads: int) -> Iterator[None]:
+    """Kernels started meanwhile use ``threads`` intra-op threads (they inherit the environment)."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ.setdefault(name, str(threads))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def sweep(
+    notebook: str | Path,
+    grid: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+    max_workers: int = 2,
+    skip_finished: bool = True,
+    parameters: Mapping[str, Any] | None = None,
+    output_root: str | Path = "outputs",
+    run_names: Sequence[str] | None = None,
+    kernel_name: str = "python3",
+    progress: bool = True,
+    strict: bool = False,
+) -> pd.DataFrame:
+    """Run a notebook once per parameter set, at most ``max_workers`` kernels at a time.
+
+    Args:
+        notebook: the notebook to run (e.g. ``02_train``).
+        grid: a list of parameter dicts, or a dict of value lists (Cartesian product). A ``label`` key names
+            the run instead of the varying values (it is not passed to the notebook).
+        max_workers: kernels running at once (each is its own process; intra-op threads are split evenly).
+        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters.
+        parameters: values shared by every run (the grid's values win).
+        output_root: as in ``run``; runs land in ``<output_root>/<notebook>/<run name>/``.
+        run_names: explicit run names (default: ``sweep_run_name``, which includes a parameter hash).
+        strict: raise ``NotebookRunError`` naming the failed runs (after all runs ended).
+
+    Returns:
+        One row per run: ``run``, ``status`` ("done", "reused" or "failed"), ``seconds``, ``run_dir``,
+        ``error``, the grid's values, and the scalars of its ``results.json`` (nested keys joined by ".").
+    """
+    from tqdm.auto import tqdm
+
+    source = resolve_notebook(notebook)
+    combos = expand_grid(grid)
+    if not combos:
+        raise ValueError("the grid is empty: nothing to run")
+    if max_workers < 1:
+        raise ValueError(f"max_workers={max_workers}: expected at least 1")
+    shared = _plain(dict(parameters or {}))
+    jobs = []
+    for i, combo in enumerate(combos):
+        values = {k: v for k, v in _plain(combo).items() if k != "label"}
+        full = {**shared, **values}
+        check_parameters(source, full)
+        name = run_names[i] if run_names is not None else sweep_run_name(_plain(combo), full)
+        jobs.append((name, combo, full))
+    names = [name for name, _, _ in jobs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"the grid gives several runs the same name: {duplicates}; make the parameter sets differ"
+        )
+
+    base = repo_path(output_root) / source.stem
+    rows: dict[str, dict[str, Any]] = {}
+    pending = []
+    for name, _, full in jobs:
+        folder = base / name
+        saved = folder / "config.json"
+        same = saved.is_file() and json.loads(saved.read_text()).get("parameters") == full
+        if skip_finished and is_finished(folder) and same:
+            rows[name] = {
+                "status": "reused",
+                "seconds": json.loads((folder / DONE).read_text() or "{}").get("seconds"),
+            }
+        else:
+            pending.append((name, full))
+
+    def one(name: str, full: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            run(source, full, run_name=name, output_root=output_root, kernel_name=kernel_name)
+            return {"status": "done", "seconds": round(time.perf_counter() - start, 1)}
+        except NotebookRunError as error:
+            return {
+                "status": "failed",
+                "seconds": round(time.perf_counter() - start, 1),
+                "error": f"{error.ename}: {error.evalue}",
+            }
+
+    threads = max(1, (os.cpu_count() or 1) // max_workers)
+    if pending:
+        with _threads_per_kernel(threads), ThreadPoolExecutor(max_workers=max_workers) as pool:
+            futures = {pool.submit(one, name, full): name for name, full in pending}
+            for future in tqdm(
+                as_completed(futures), total=len(futures), desc=f"{source.stem} runs", disable=not progress
+            ):
+                rows[futures[future]] = future.result()
+
+    table = []
+    for name, combo, _ in jobs:
+        folder = base / name
+        row = {"run": name, **rows[name], "run_dir": str(folder), "error": rows[name].get("error", "")}
+        row.update(
+            {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in _plain(combo).items()}
+        )
+        if row["status"] != "failed":
+            row.update(_flatten(read_results(folder)))
+        table.append(row)
+    failed = [row["run"] for row in table if row["status"] == "failed"]
+    if failed:
+        details = "; ".join(f"{row['run']}: {row['error']}" for row in table if row["status"] == "failed")
+        message = f"{len(failed)} of {len(table)} {source.stem} runs failed ({details}); see {base}/<run>/"
+        if strict:
+            raise NotebookRunError(message, source.stem, ",".join(failed), base)
+        warnings.warn(message, stacklevel=2)
+    return pd.DataFrame(table)
+
+
+# -- command line ---------------------------------------------------------------------------------------------
+def _value(text: str) -> Any:
+    """Command-line value → int, float, bool, None, list or dict when it reads as YAML, else the string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fsl_core.notebooks NAME [-p key value ...] [-y YAML] [--run-name X]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fsl_core.notebooks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "notebook", nargs="?", help=f"notebook name or path; one of: {', '.join(list_notebooks())}"
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameter (values read as YAML: 5, 0.1, true, [1, 5], {mask: false})",
+    )
+    parser.add_argument("-y", "--yaml", default=None, help="parameters as a YAML mapping")
+    parser.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
+    parser.add_argument("--output-root", default="outputs", help="folder of all runs (default: outputs)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument(
+        "--log-output", action="store_true", help="stream the notebook's output while it runs"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    parser.add_argument(
+        "--help-notebook", action="store_true", help="list the notebook's parameters and exit"
+    )
+    parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    args = parser.parse_args(argv)
+    if args.list or not args.notebook:
+        print("\n".join(list_notebooks()))
+        return 0
+    if args.help_notebook:
+        for name, spec in notebook_parameters(args.notebook).items():
+            kind = f"{spec['type']}, " if spec["type"] not in (None, "None") else ""
+            print(f"{name} ({kind}default {spec['default']}): {spec['help'] or ''}")
+        return 0
+    parameters: dict[str, Any] = {}
+    if args.yaml:
+        import yaml
+
+        loaded = yaml.safe_load(args.yaml)
+        if not isinstance(loaded, dict):
+            parser.error(f"-y expects a YAML mapping, got {args.yaml!r}")
+        parameters.update(loaded)
+    parameters.update({name: _value(text) for name, text in args.parameter})
+    if args.log_output:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        folder = run(
+            args.notebook,
+            parameters,
+            run_name=args.run_name,
+            output_root=args.output_root,
+            kernel_name=args.kernel,
+            log_output=args.log_output,
+            progress=not args.no_progress,
+        )
+    except (NotebookRunError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    seconds = json.loads((folder / DONE).read_text())["seconds"]
+    print(f"{resolve_notebook(args.notebook).stem} finished in {seconds:.0f} s; outputs in {folder}")
+    summary = read_results(folder).get("summary")
+    if isinstance(summary, Mapping):
+        for key, value in summary.items():
+            print(f"  {key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Which classes a few-shot model mixes up: a confusion matrix over the data set's classes, accumulated over
+episodes (each episode's predictions mapped back from episode positions 0..way-1 to data set labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from tqdm.auto import tqdm
+
+from fsl_core.data import EpisodeSampler, FewShotFolder
+from fsl_core.runtime import resolve_device
+
+
+@torch.inference_mode()
+def episode_confusion(
+    model: nn.Module,
+    dataset: FewShotFolder,
+    way: int = 5,
+    shot: int = 1,
+    query: int = 16,
+    episodes: int = 1000,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> np.ndarray:
+    """Confusion counts (classes, classes) over ``episodes`` episodes (rows: true class, columns: predicted).
+
+    The episodes are those of ``EpisodeSampler(dataset, way, shot, query, episodes, seed)`` — the same as
+    ``fsl_core.engine.evaluate`` with that seed; images are embedded once and each episode runs ``model.head``.
+    """
+    from fsl_core.engine.evaluate import check_episodes_fit, embed_images
+
+    check_episodes_fit(dataset, way, shot, query, what="confusion")
+    device = resolve_device(device)
+    was_training = model.training
+    model.to(device).eval()
+    sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
+    indices = torch.tensor([list(i) for i in sampler], dtype=torch.long)
+    used = torch.unique(indices)
+    rows = torch.full((len(dataset),), -1, dtype=torch.long)
+    rows[used] = torch.arange(len(used))
+    support_cache = embed_images(model, dataset, used.tolist(), False, device, progress=progress)
+    query_cache = (
+        embed_images(model, dataset, used.tolist(), True, device, progress=progress)
+        if getattr(model, "query_embedding_differs", True)
+        else support_cache
+    )
+    targets = torch.tensor(dataset.targets, dtype=torch.long)
+    n_support = way * shot
+    support_labels = torch.arange(way, device=device).repeat_interleave(shot)
+    matrix = np.zeros((len(dataset.classes), len(dataset.classes)), dtype=np.int64)
+    try:
+        for episode in tqdm(indices, desc="confusion", leave=False, disable=not progress):
+            local = rows[episode].to(device)
+            support = {k: v.index_select(0, local[:n_support]) for k, v in support_cache.items()}
+            queries = {k: v.index_select(0, local[n_support:]) for k, v in query_cache.items()}
+            predicted = model.head(support, support_labels, queries, way).argmax(-1).cpu()
+            class_ids = targets[episode[:n_support:shot]]
+            true = targets[episode[n_support:]]
+            np.add.at(matrix, (true.numpy(), class_ids[predicted].numpy()), 1)
+    finally:
+        model.train(was_training)
+    return matrix
+
+
+def most_confused(matrix: np.ndarray, k: int = 8) -> list[int]:
+    """Indices of up to ``k`` classes involved in the largest off-diagonal entries (both directions summed)."""
+    confusion = np.asarray(matrix, dtype=float).copy()
+    np.fill_diagonal(confusion, 0)
+    pairs = np.triu(confusion + confusion.T, 1)
+    chosen: list[int] = []
+    for flat in np.argsort(pairs, axis=None, kind="stable")[::-1]:
+        i, j = np.unravel_index(flat, pairs.shape)
+        if pairs[i, j] <= 0 or len(chosen) >= k:
+            break
+        for c in (int(i), int(j)):
+            if c not in chosen and len(chosen) < k:
+                chosen.append(c)
+    return sorted(chosen) if chosen else list(range(min(k, len(confusion))))
+
+
+def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict]:
+    """The ``top`` (true, predicted) pairs with the highest error rate (share of the true class's queries)."""
+    counts = np.asarray(matrix, dtype=float)
+    rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    np.fill_diagonal(rates, 0)
+    order = np.argsort(rates, axis=None, kind="stable")[::-1][:top]
+    return [
+        {
+            "true": class_names[i],
+            "predicted": class_names[j],
+            "rate": float(rates[i, j]),
+            "count": int(counts[i, j]),
+        }
+        for i, j in (np.unravel_index(f, rates.shape) for f in order)
+        if rates[i, j] > 0
+    ]
+
+
+def plot_confusion(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    classes: Sequence[int] | None = None,
+    normalize: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """Heat map of a (classes, classes) confusion matrix (rows: true class, columns: predicted class).
+
+    With ``normalize`` each row is divided by the true class's total number of queries (over all columns),
+    so a cell is the share of that class's queries predicted as the column's class. ``classes`` restricts
+    the picture to those class indices (e.g. ``most_confused(matrix)``).
+    """
+    values = np.asarray(matrix, dtype=float)
+    if normalize:
+        values = values / np.clip(values.sum(axis=1, keepdims=True), 1e-12, None)
+    if classes is not None:
+        chosen = list(classes)
+        values = values[np.ix_(chosen, chosen)]
+        class_names = [class_names[c] for c in chosen]
+    side = max(3.5, 0.45 * len(class_names) + 1.5)
+    fig = Figure(figsize=(side + 0.8, side), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(
+        values,
+        annot=len(class_names) <= 12,
+        fmt=".2f" if normalize else ".0f",
+        cmap="rocket_r",
+        xticklabels=list(class_names),
+        yticklabels=list(class_names),
+        ax=ax,
+        annot_kws={"fontsize": 7},
+        cbar_kws={"shrink": 0.7},
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+__all__ = ["episode_confusion", "most_confused", "confused_pairs", "plot_confusion"]

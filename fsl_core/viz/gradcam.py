@@ -1,0 +1,239 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) on episodic few-shot models with ``pytorch_grad_cam``.
+
+``pytorch_grad_cam`` needs a model that takes ONE tensor and returns ONE tensor of logits. An episodic model
+takes a support set, its labels and the queries, so ``EpisodeCAM`` fixes the support set: its embeddings are
+computed once, and the wrapper maps query images (B, 3, H, W) to logits (B, way) through ``model.embed`` and
+``model.head`` — the same path as ``model(support, labels, query)`` in eval mode. The CAM of class k is the
+gradient of that class's logit at the last backbone block.
+
+The pointing game (Zhang et al., ECCV 2016) asks whether a map's maximum falls inside a ground-truth region;
+a uniformly random point hits with probability equal to the region's share of the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import Tensor, nn
+
+from fsl_core.models import EpisodicModel
+
+from .plots import image_array, wrap_label
+
+
+class EpisodeCAM(nn.Module):
+    """Support set fixed, query images in, logits out.
+
+    Args:
+        model: an episodic model (switched to eval mode: BatchNorm uses running statistics, so a query's
+            logits do not depend on the other images in the batch).
+        support_images: (way*shot, 3, H, W), class-major.
+        support_labels: (way*shot,) in 0..way-1.
+
+    ``forward(query_images (B, 3, H, W)) -> logits (B, way)``.
+    """
+
+    def __init__(self, model: EpisodicModel, support_images: Tensor, support_labels: Tensor) -> None:
+        super().__init__()
+        self.model = model.eval()
+        device = next(model.parameters()).device
+        self.support_labels = support_labels.to(device)
+        self.way = int(self.support_labels.max()) + 1
+        with torch.no_grad():
+            support = model.embed(support_images.to(device), query=False)
+        self.support = {key: value.detach() for key, value in support.items()}
+
+    def forward(self, query_images: Tensor) -> Tensor:
+        """query_images: (B, 3, H, W) → logits (B, way)."""
+        query = self.model.embed(query_images, query=True)
+        return self.model.head(self.support, self.support_labels, query, self.way)
+
+
+def target_layer(model: EpisodicModel) -> nn.Module:
+    """The last backbone block (Conv-4: ``backbone.blocks[-1]``, ResNet-12: ``backbone.stages[-1]``)."""
+    backbone = model.backbone
+    for name in ("blocks", "stages"):
+        if hasattr(backbone, name):
+            return getattr(backbone, name)[-1]
+    raise ValueError(
+        f"cannot find the last block of backbone {type(backbone).__name__}: expected a 'blocks' or 'stages' list"
+    )
+
+
+def episode_cams(
+    model: EpisodicModel,
+    support_images: Tensor,
+    support_labels: Tensor,
+    query_images: Tensor,
+    classes: Sequence[int] | Tensor | None = None,
+    layer: nn.Module | None = None,
+) -> np.ndarray:
+    """Grad-CAM of each query for one class each.
+
+    Args:
+        model, support_images, support_labels: the episode's fixed support set (see ``EpisodeCAM``).
+        query_images: (B, 3, H, W).
+        classes: (B,) episode class index explained for each query (default: the predicted class).
+        layer: target layer (default: ``target_layer(model)``).
+
+    Returns:
+        cams: (B, H, W) float32 in [0, 1] (resized to the input).
+
+    Raises:
+        RuntimeError: when no CAM was produced (``GradCAM.__exit__`` swallows IndexError, e.g. a class index
+            outside 0..way-1, so the result is checked explicitly).
+    """
+    was_training = model.training
+    wrapper = EpisodeCAM(model, support_images, support_labels)
+    device = next(model.parameters()).device
+    queries = query_images.to(device)
+    if classes is None:
+        with torch.no_grad():
+            classes = wrapper(queries).argmax(-1)
+    classes = [int(k) for k in torch.as_tensor(classes).flatten().tolist()]
+    if len(classes) != len(queries):
+        raise ValueError(f"{len(classes)} target classes given for {len(queries)} query images")
+    bad = [k for k in classes if not 0 <= k < wrapper.way]
+    if bad:
+        raise ValueError(f"target classes {bad} are outside the episode's classes 0..{wrapper.way - 1}")
+    cams: np.ndarray | None = None
+    with GradCAM(model=wrapper, target_layers=[layer if layer is not None else target_layer(model)]) as cam:
+        cams = cam(input_tensor=queries, targets=[ClassifierOutputTarget(k) for k in classes])
+    model.train(was_training)
+    expected = (len(queries), *queries.shape[-2:])
+    if cams is None or tuple(cams.shape) != expected:
+        raise RuntimeError(
+            f"Grad-CAM produced no map of shape {expected} (got {None if cams is None else cams.shape}); "
+            "check the target layer and classes"
+        )
+    return cams.astype(np.float32)
+
+
+def cam_overlay(image: Tensor | np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
+    """A CAM (H, W) in [0, 1] blended over the image as a jet heat map → uint8 (H, W, 3) RGB."""
+    return show_cam_on_image(
+        image_array(image), cam.astype(np.float32), use_rgb=True, image_weight=image_weight
+    )
+
+
+def dilate(mask: np.ndarray | Tensor, pixels: int) -> np.ndarray:
+    """Grow a boolean mask (..., H, W) by ``pixels`` in every direction (square structuring element)."""
+    tensor = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
+    if pixels <= 0:
+        return tensor.bool().numpy()
+    shape = tensor.shape
+    grown = F.max_pool2d(tensor.reshape(-1, 1, *shape[-2:]), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown.reshape(shape).bool().numpy()
+
+
+def flat_maps(cams: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """(B, H, W) → (B,) True where a map is constant (Grad-CAM found no positive evidence: no peak)."""
+    values = np.asarray(cams).reshape(len(cams), -1)
+    return (values.max(-1) - values.min(-1)) <= eps
+
+
+def peak_points(cams: np.ndarray) -> np.ndarray:
+    """(B, H, W) maps → (B, 2) (row, column) of each map's maximum, (-1, -1) for a constant map.
+
+    Among tied maxima the one nearest their centroid is taken, so a plateau does not default to its top-left
+    corner.
+    """
+    cams = np.asarray(cams)
+    points = np.full((len(cams), 2), -1, dtype=np.int64)
+    for i, (cam, flat) in enumerate(zip(cams, flat_maps(cams))):
+        if flat:
+            continue
+        rows, cols = np.nonzero(cam >= cam.max() - 1e-6)
+        nearest = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)
+        points[i] = rows[nearest], cols[nearest]
+    return points
+
+
+def pointing_game(cams: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
+    """Whether each map's peak lies in its region (a constant map has no peak and misses).
+
+    cams: (B, H, W); masks: (B, H, W) bool; tolerance: pixels the region is dilated by → hits (B,) bool.
+    """
+    cams, masks = np.asarray(cams), np.asarray(masks, dtype=bool)
+    if cams.shape != masks.shape:
+        raise ValueError(f"cams {cams.shape} and masks {masks.shape} must have the same shape (B, H, W)")
+    regions = dilate(masks, tolerance)
+    points = peak_points(cams)
+    found = points[:, 0] >= 0
+    hits = np.zeros(len(points), dtype=bool)
+    index = np.nonzero(found)[0]
+    hits[index] = regions[index, points[index, 0], points[index, 1]]
+    return hits
+
+
+def random_point_rate(masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
+    """Chance that a uniformly random point lies in each (dilated) region: its area share, (B,)."""
+    return dilate(np.asarray(masks, dtype=bool), tolerance).reshape(len(masks), -1).mean(-1)
+
+
+def plot_cams(
+    images: Sequence[Tensor | np.ndarray],
+    cams: Mapping[str, np.ndarray],
+    titles: Sequence[str] | None = None,
+    regions: Sequence[np.ndarray] | None = None,
+) -> Figure:
+    """A row per query: the image, then one Grad-CAM overlay per model (``cams``: {model: (B, H, W)}).
+
+    The white cross marks each map's peak ("no evidence" when Grad-CAM found no positive contribution); ``regions`` (B of (H, W) bool) are outlined in yellow on the image.
+    """
+    names = list(cams)
+    fig = Figure(figsize=(1.8 * (len(names) + 1), 1.85 * len(images)), layout="constrained")
+    axes = fig.subplots(len(images), len(names) + 1, squeeze=False)
+    for i, image in enumerate(images):
+        picture = image_array(image)
+        axes[i, 0].imshow(picture)
+        if titles is not None:
+            axes[i, 0].set_title(wrap_label(titles[i], 22), fontsize=6)
+        if regions is not None:
+            axes[i, 0].contour(
+                np.asarray(regions[i], dtype=float), levels=[0.5], colors="yellow", linewidths=0.8
+            )
+        for j, name in enumerate(names):
+            cam = cams[name][i]
+            axes[i, j + 1].imshow(cam_overlay(picture, cam))
+            row, col = peak_points(cam[None])[0]
+            if row >= 0:
+                axes[i, j + 1].plot([col], [row], marker="x", color="white", markersize=7, mew=2)
+            else:
+                axes[i, j + 1].text(
+                    0.5,
+                    0.5,
+                    "no evidence",
+                    transform=axes[i, j + 1].transAxes,
+                    ha="center",
+                    color="white",
+                    fontsize=7,
+                )
+            if i == 0:
+                axes[i, j + 1].set_title(name, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+__all__ = [
+    "EpisodeCAM",
+    "target_layer",
+    "episode_cams",
+    "cam_overlay",
+    "dilate",
+    "flat_maps",
+    "peak_points",
+    "pointing_game",
+    "random_point_rate",
+    "plot_cams",
+    "ClassifierOutputTarget",
+]

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny generated birds set and a tiny hand-made folder data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_BIRDS = dict(seed=0, image_size=32, images_per_class=6, groups=3, species_per_group=3)
+"""Settings of the session's tiny birds set: 9 classes (3 train, 3 val, 3 test) of 6 images, 32x32."""
+
+
+@pytest.fixture(scope="session")
+def tiny_birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedded birds set (generated once per test session; treat it as read-only)."""
+    from fsl_core.data.synthetic import generate_birds
+
+    return generate_birds(tmp_path_factory.mktemp("birds") / "birds", **TINY_BIRDS, progress=False, workers=1)
+
+
+def write_image(
+    path: Path, size: tuple[int, int] = (40, 30), colour: tuple[int, int, int] = (200, 30, 10)
+) -> Path:
+    """Write a small solid RGB image (format from the suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """ROOT/{train,val,test}/<class>/<image>: 4 classes per split with 5, 6, 7, 8 images of mixed formats."""
+    rng = np.random.default_rng(0)
+    suffixes = [".png", ".jpg", ".bmp", ".webp", ".JPEG"]
+    for split in ("train", "val", "test"):
+        for c, count in enumerate((5, 6, 7, 8)):
+            for i in range(count):
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                write_image(
+                    tmp_path / split / f"class_{c}" / f"img_{i}{suffixes[i % len(suffixes)]}", colour=colour
+                )
+    return tmp_path

@@ -1,0 +1,283 @@
+"""GSFL-Net: decomposition, centre rule, groups, checkpoints, the reconstruction plug-in and notebook 07."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from fsl_core.engine.gsfl_training import GSFLTrainConfig, classifier_accuracy, split_per_class, train_gsfl
+from fsl_core.models import build_model, load_model, save_model
+from fsl_core.models.grouping import adjusted_rand, class_means, kmeans_groups
+from fsl_core.models.gsfl import Decomposition, MapDecomposition, group_patterns, update_centres
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS6 = [0, 0, 0, 1, 1, 1]
+
+
+def small_gsfl(**options) -> torch.nn.Module:
+    settings = dict(num_classes=6, groups=2, class_groups=GROUPS6, hidden=16)
+    settings.update(options)
+    return build_model("gsfl", "conv4", **settings)
+
+
+def test_shapes_of_classifier_and_plugin():
+    torch.manual_seed(0)
+    model = small_gsfl().eval()
+    images = torch.randn(5, 3, 32, 32)
+    assert model.classify(images).shape == (5, 6)
+    parts = model.decompose(images)
+    assert {k: tuple(v.shape) for k, v in parts.items()} == {
+        "raw": (5, 64),
+        "s": (5, 64),
+        "d": (5, 64),
+        "sd": (5, 64),
+        "rec": (5, 64),
+    }
+    for feature in ("d", "sd", "raw"):
+        model.set_feature(feature)
+        embedding = model.embed(images, query=True)
+        assert list(embedding) == ["last"] and embedding["last"].shape == (5, 64)
+        assert torch.allclose(embedding["last"], parts[feature], atol=1e-6)
+    logits = model(images[:4], torch.tensor([0, 0, 1, 1]), images[4:])
+    assert logits.shape == (1, 2)
+    # the episodic invariant: head(embed(S), y, embed(Q)) == forward(S, y, Q)
+    head = model.head(
+        model.embed(images[:4], False), torch.tensor([0, 0, 1, 1]), model.embed(images[4:], True), 2
+    )
+    assert torch.allclose(head, logits, atol=1e-5)
+    with pytest.raises(ValueError, match="feature"):
+        model.set_feature("s")
+    plug = MapDecomposition(64, num_classes=6, class_groups=GROUPS6, hidden=8).eval()
+    d, extras = plug(torch.rand(3, 64, 5, 5))
+    assert d.shape == (3, 64, 5, 5)
+    assert {k: tuple(v.shape) for k, v in extras.items()} == {
+        k: (3, 64, 5, 5) for k in ("s", "d", "rec", "input")
+    }
+
+
+def test_centre_update_rule_by_hand():
+    # c_k <- c_k - alpha * sum_{i: y_i = k}(c_k - d_i) / (1 + n_k)
+    centres = torch.tensor([[0.0, 0.0], [1.0, 1.0], [7.0, 7.0]])
+    features = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 5.0]])
+    labels = torch.tensor([0, 0, 1])
+    update_centres(centres, features, labels, alpha=0.5)
+    # class 0: sum(c - d) = (-4, -2), / 3, * 0.5 -> c = (2/3, 1/3); class 1: (-4, -4) / 2 * 0.5 -> (2, 2); 2 stays
+    expected = torch.tensor([[2 / 3, 1 / 3], [2.0, 2.0], [7.0, 7.0]])
+    assert torch.allclose(centres, expected)
+    patterns = group_patterns(centres, torch.tensor([0, 0, 1]), groups=3)
+    assert torch.allclose(patterns, torch.tensor([[4 / 3, 7 / 6], [7.0, 7.0], [0.0, 0.0]]))
+
+
+def test_decomposition_loss_values_and_training_only_update():
+    torch.manual_seed(0)
+    dec = Decomposition(4, num_classes=3, class_groups=[0, 1, 1], hidden=4, alpha=0.01)
+    dec.centres.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]))
+    dec.refresh_patterns()
+    assert torch.allclose(dec.patterns, torch.tensor([[1.0, 0, 0, 0], [0, 0.5, 0.5, 0]]))
+    extras = {
+        "s": torch.zeros(2, 4),
+        "d": torch.ones(2, 4),
+        "rec": torch.zeros(2, 4),
+        "input": torch.full((2, 4), 2.0),
+    }
+    labels = torch.tensor([0, 2])
+    dec.eval()
+    loss = dec.loss(extras, labels)
+    # L_rec = 4; L_d: each sample mean((1 - c)^2) = 3/4 -> mean 0.75; L_s: sample 0 -> 1/4, sample 1 -> 0.125
+    assert dec.last_terms == pytest.approx({"rec": 4.0, "d": 0.75, "s": 0.1875})
+    assert float(loss) == pytest.approx(0.01 * 4.0 + 0.1 * 0.75 + 0.1 * 0.1875)
+    assert torch.equal(dec.centres[0], torch.tensor([1.0, 0, 0, 0]))  # eval mode: no update
+    dec.mean_reduction = False
+    dec.loss(extras, labels)
+    assert dec.last_terms["d"] == pytest.approx(1.5) and dec.last_terms["s"] == pytest.approx(0.375)
+    dec.train()
+    dec.loss(extras, labels)
+    assert torch.allclose(dec.centres[0], torch.tensor([1.0, 0.005, 0.005, 0.005]))
+    assert torch.allclose(dec.patterns[0], dec.centres[0])
+    with pytest.raises(ValueError, match="base-class ids"):
+        dec.loss(extras, torch.tensor([0, 3]))
+
+
+def test_cross_entropy_flows_through_d_only():
+    torch.manual_seed(0)
+    model = small_gsfl().train()
+    images, labels = torch.randn(6, 3, 32, 32), torch.arange(6)
+    torch.nn.functional.cross_entropy(model.classify(images), labels).backward()
+    shared = [p.grad for p in model.decomposition.shared_encoder.parameters()]
+    assert all(g is None or float(g.abs().sum()) == 0.0 for g in shared)
+    assert all(g is None for g in (p.grad for p in model.decomposition.decoder.parameters()))
+    assert float(model.decomposition.discriminative_encoder[3].weight.grad.abs().sum()) > 0
+    # with the full objective, s only learns from L_rec and L_s
+    model.zero_grad()
+    model2 = small_gsfl(rec_weight=0.0, s_weight=0.0).train()
+    model2.load_state_dict(model.state_dict())
+    loss, logits = model2.batch_loss(images, labels)
+    loss.backward()
+    assert logits.shape == (6, 6)
+    assert all(
+        p.grad is None or float(p.grad.abs().sum()) == 0
+        for p in model2.decomposition.shared_encoder.parameters()
+    )
+
+
+def test_group_assignment_stable_and_ari():
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(3), 5)  # 3 groups of 5 classes
+    directions = np.eye(8)[:3] * 10.0
+    means = directions[true] + rng.normal(scale=0.1, size=(15, 8))
+    first = kmeans_groups(means, 3, seed=3, n_init=4)
+    assert np.array_equal(first, kmeans_groups(means, 3, seed=3, n_init=4))
+    assert first.tolist() == [0] * 5 + [1] * 5 + [2] * 5  # canonical numbering
+    assert adjusted_rand(first, true) == pytest.approx(1.0)
+    assert adjusted_rand(kmeans_groups(means, 1), true) == pytest.approx(0.0)
+    perm = rng.permutation(15)
+    assert adjusted_rand(kmeans_groups(means[perm], 3, seed=3), true[perm]) == pytest.approx(1.0)
+    features = np.concatenate([means, means + 1.0])
+    labels = np.concatenate([np.arange(15), np.arange(15)])
+    assert np.allclose(class_means(features, labels), means + 0.5)
+    with pytest.raises(ValueError, match="k=16"):
+        kmeans_groups(means, 16)
+
+
+def test_checkpoint_round_trip_keeps_buffers(tmp_path):
+    torch.manual_seed(0)
+    model = small_gsfl(feature="sd", shared_from="sd").train()
+    for _ in range(2):
+        loss, _ = model.batch_loss(torch.randn(6, 3, 32, 32), torch.arange(6))
+        loss.backward()
+    model.assign_groups([1, 0, 1, 0, 1, 0])
+    assert float(model.decomposition.centres.abs().sum()) > 0
+    path = save_model(model, tmp_path / "gsfl.pt")
+    loaded = load_model(path)
+    for name in ("centres", "centres_sd", "patterns", "class_group"):
+        assert torch.equal(getattr(loaded.decomposition, name), getattr(model.decomposition, name)), name
+    assert loaded.config["class_groups"] == [1, 0, 1, 0, 1, 0] and loaded.feature == "sd"
+    model.eval()
+    loaded.eval()
+    images = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(loaded.classify(images), model.classify(images), atol=1e-6)
+
+
+def test_plugin_trains_hmdrn_and_adds_expected_parameters():
+    torch.manual_seed(0)
+    hidden = 16
+    plain = build_model("hmdrn", image_size=32)
+    model = build_model("hmdrn", image_size=32, gsfl=dict(num_classes=6, class_groups=GROUPS6, hidden=hidden))
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    c = 64  # Conv-4 channels at both levels; E_s, E_d, decoder: each 2 1x1 convolutions C->h->C
+    assert count(model) - count(plain) == 2 * 3 * (c * hidden + hidden + hidden * c + c)
+    support, query = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    support_labels, query_labels = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 1])
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    with pytest.raises(ValueError, match="class_ids"):
+        model.episode_loss(support, support_labels, query, query_labels)
+    before = model.decompositions["last"].shared_encoder[1].weight.detach().clone()
+    loss, logits = model.episode_loss(
+        support, support_labels, query, query_labels, class_ids=torch.tensor([4, 1])
+    )
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    assert logits.shape == (4, 2) and torch.isfinite(loss)
+    assert not torch.equal(before, model.decompositions["last"].shared_encoder[1].weight)
+    centres = model.decompositions["mid"].centres
+    assert float(centres[[1, 4]].abs().sum()) > 0 and float(centres[[0, 2, 3, 5]].abs().sum()) == 0
+    model.eval()  # novel classes need no group at test time
+    assert model(support, support_labels, query).shape == (4, 2)
+
+
+def test_two_stage_training_checkpoints_and_resume(tmp_path):
+    torch.manual_seed(0)
+    images = torch.randn(24, 3, 32, 32)
+    labels = torch.arange(6).repeat(4)
+    data = TensorDataset(images, labels)
+    fit, held = split_per_class(labels.tolist(), 0.25, seed=0)
+    assert len(held) == 6 and sorted(fit + held) == list(range(24))
+    assert split_per_class(labels.tolist(), 0.25, seed=0) == (fit, held)
+    model = small_gsfl()
+    backbone_before = [p.detach().clone() for p in model.backbone.parameters()]
+    config = GSFLTrainConfig(
+        stage1_epochs=1, stage2_epochs=0, batch_size=8, run_dir=str(tmp_path), progress=False
+    )
+    history = train_gsfl(
+        model, torch.utils.data.Subset(data, fit), config, torch.utils.data.Subset(data, held)
+    )
+    assert len(history) == 1 and history[0]["stage"] == 1 and 0 <= history[0]["val_accuracy"] <= 100
+    assert all(torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters()))
+    assert float(model.decomposition.centres.abs().sum()) > 0
+    config.stage2_epochs = 1
+    history = train_gsfl(model, data, config)
+    assert [row["stage"] for row in history] == [1, 2]
+    assert not all(torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters()))
+    loaded = load_model(tmp_path / "gsfl_last.pt")
+    assert torch.equal(loaded.decomposition.centres, model.decomposition.centres)
+    assert 0 <= classifier_accuracy(loaded, data, device="cpu") <= 100
+
+
+@pytest.mark.slow
+def test_notebook_07_runs_with_tiny_parameters(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("fsl_core.data.synthetic")
+    out = tmp_path / "outputs"
+    params = dict(
+        run_name="tiny",
+        outputs_root=str(out),
+        data_root=str(tmp_path / "birds"),
+        birds_settings=dict(image_size=32, images_per_class=12, groups=5, species_per_group=4),
+        image_size=32,
+        group_counts=[1, 3],
+        groups=3,
+        warmup_epochs=1,
+        stage1_epochs=1,
+        stage2_epochs=1,
+        batch_size=32,
+        hidden=32,
+        shots=[1],
+        few_shot_episodes=20,
+        query=4,
+        hmdrn_train_episodes=3,
+        hmdrn_way=3,
+        hmdrn_shot=1,
+        hmdrn_query=3,
+        probe_max_iter=200,
+        device="cpu",
+        progress=False,
+    )
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "07_gsfl.ipynb"),
+        str(tmp_path / "executed.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(ROOT),
+        progress_bar=False,
+    )
+    folder = out / "07_gsfl" / "tiny"
+    results = json.loads((folder / "results.json").read_text())
+    assert set(results) >= {
+        "ari",
+        "probes",
+        "classifier",
+        "few_shot",
+        "hmdrn_plugin",
+        "groups_used",
+        "settings",
+    }
+    assert set(results["ari"]) == {"1", "3"}
+    assert all(-1.0 <= v <= 1.0 for v in results["ari"].values())
+    assert results["ari"]["1"] == pytest.approx(0.0)
+    for key in ("s_to_group", "s_to_class", "d_to_class", "d_to_group", "raw_to_class"):
+        assert 0.0 <= results["probes"][key] <= 100.0
+    assert set(results["classifier"]) == {"gsfl_head", "probe_d", "probe_sd", "probe_raw"}
+    for feature in ("d", "sd", "raw"):
+        entry = results["few_shot"][feature]["1"]
+        assert 0.0 <= entry["mean"] <= 100.0 and entry["ci95"] >= 0.0
+    for variant in ("hmdrn", "hmdrn_gsfl"):
+        assert 0.0 <= results["hmdrn_plugin"][variant]["1"]["mean"] <= 100.0
+    for name in ("ari_per_k.png", "probes.png", "accuracy.png", "hmdrn_plugin.png", "pca.png"):
+        assert (folder / name).stat().st_size > 1000, name

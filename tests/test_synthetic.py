@@ -1,0 +1,236 @@
+"""The embedded birds generator: taxonomy, determinism, part maps, safe writing, card and command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_BIRDS
+
+from fsl_core.data import FewShotDataError, FewShotFolder
+from fsl_core.data import synthetic as sy
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_default_taxonomy_splits() -> None:
+    groups, species = sy.make_taxonomy(sy.BirdSettings())
+    assert len(groups) == 10 and len(species) == 100
+    counts = {split: sum(sp.split == split for sp in species) for split in sy.SPLITS}
+    assert counts == {"train": 60, "val": 15, "test": 25}
+    for split in sy.SPLITS:
+        assert {sp.group for sp in species if sp.split == split} == set(
+            range(10)
+        )  # every group in every split
+    assert len({sp.name for sp in species}) == 100
+    for g in range(10):
+        siblings = [sp for sp in species if sp.group == g]
+        assert len({frozenset(sp.marks) for sp in siblings}) == 10  # species differ in their marks
+        assert all(1 <= len(sp.marks) <= 2 for sp in siblings)  # ... and only in one or two parts
+    assert species[0].name.startswith("g00_") and "_s00_" in species[0].name
+    for n_groups in (1, 3, 7):
+        for per_group in (3, 4, 5, 8, 13):
+            _, small = sy.make_taxonomy(sy.BirdSettings(groups=n_groups, species_per_group=per_group))
+            for split in sy.SPLITS:
+                assert {sp.group for sp in small if sp.split == split} == set(range(n_groups))
+    with pytest.raises(FewShotDataError, match="species_per_group=1000 is too many"):
+        sy.make_taxonomy(sy.BirdSettings(groups=2, species_per_group=1000))
+    colours = [np.array(g.body, dtype=float) for g in groups]
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1 :]) > 20
+
+
+def test_generated_set_layout_metadata_and_card(tiny_birds: Path) -> None:
+    meta = sy.load_metadata(tiny_birds)
+    assert meta["generator"] == sy.GENERATOR and meta["settings"] == TINY_BIRDS
+    assert [meta["parts"][str(i)] for i in range(len(sy.PART_NAMES))] == list(sy.PART_NAMES)
+    by_split = {split: set(FewShotFolder(tiny_birds, split).classes) for split in sy.SPLITS}
+    assert all(len(v) == 3 for v in by_split.values())
+    assert not (
+        by_split["train"] & by_split["val"]
+        or by_split["train"] & by_split["test"]
+        or by_split["val"] & by_split["test"]
+    )  # class-disjoint splits
+    for split, names in by_split.items():
+        assert {meta["classes"][n]["split"] for n in names} == {split}
+        assert {meta["classes"][n]["group"] for n in names} == {0, 1, 2}
+    for name, info in meta["classes"].items():
+        assert info["discriminative_parts"] and set(info["discriminative_parts"]) <= set(sy.BIRD_PART_IDS)
+        images = sorted((tiny_birds / info["split"] / name).glob("*.png"))
+        assert [p.name for p in images] == [f"{i:03d}.png" for i in range(6)]
+        for image in images:
+            assert (tiny_birds / "parts" / info["split"] / name / image.name).is_file()
+    card = sy.load_card(tiny_birds)
+    assert card["settings"] == TINY_BIRDS and card["images"] == 54 and card["version"] == sy.GENERATOR_VERSION
+    assert card["splits"]["test"] == {"classes": 3, "images": 18, "groups": 3}
+    nn = card["nn_pixel_5w1s"]
+    assert nn["episodes"] == 1000 and nn["way"] == 3 and nn["shot"] == 1 and 0.0 <= nn["accuracy"] <= 1.0
+    assert "nearest neighbour on raw pixels" in (tiny_birds / "README.md").read_text()
+    assert sy.is_complete(tiny_birds, sy.BirdSettings(**TINY_BIRDS))
+
+
+def test_part_maps_match_the_pixels(tiny_birds: Path) -> None:
+    meta = sy.load_metadata(tiny_birds)
+    groups, species = sy.make_taxonomy(sy.BirdSettings(**TINY_BIRDS))
+    seen_parts: set[int] = set()
+    for sp in species[:4]:
+        for index in range(3):
+            rgb, parts = sy.render_image(sp, groups, 0, index, image_size=32)
+            # the written files are exactly the rendering
+            file = f"{index:03d}.png"
+            assert np.array_equal(sy.part_map(tiny_birds, sp.split, sp.name, file), parts)
+            seen_parts.update(np.unique(parts).tolist())
+            # the same bird over another background: bird pixels (away from the outline) stay, background changes
+            other, other_parts = sy.render_image(sp, groups, 0, index, image_size=32, background_seed=1234)
+            assert np.array_equal(parts, other_parts)
+            bird = np.isin(parts, sy.BIRD_PART_IDS)
+            background = parts == 0
+            inner_bird, inner_background = erode(bird, 2), erode(background, 2)
+            diff = np.abs(rgb.astype(int) - other.astype(int)).mean(-1)
+            if inner_bird.sum() >= 5:
+                assert diff[inner_bird].mean() < 2.0
+            assert diff[inner_background].mean() > 8.0
+            mask = sy.discriminative_mask(tiny_birds, sp.split, sp.name, file, meta)
+            assert mask.dtype == bool and mask.shape == (32, 32)
+            assert np.array_equal(mask, np.isin(parts, meta["classes"][sp.name]["discriminative_parts"]))
+            assert not (mask & ~bird).any()
+            assert np.array_equal(sy.bird_mask(tiny_birds, sp.split, sp.name, file), bird)
+    assert {0, 1, 2, 3, 4, 7} <= seen_parts and max(seen_parts) < len(sy.PART_NAMES)
+
+
+def erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary erosion with a 3x3 square, ``steps`` times (pixels at the border count as outside)."""
+    out = mask.copy()
+    for _ in range(steps):
+        padded = np.pad(out, 1, constant_values=False)
+        out = np.logical_and.reduce(
+            [
+                padded[1 + dy : 1 + dy + out.shape[0], 1 + dx : 1 + dx + out.shape[1]]
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            ]
+        )
+    return out
+
+
+def test_same_seed_gives_identical_bytes_other_seed_differs(tmp_path: Path, tiny_birds: Path) -> None:
+    again = sy.generate_birds(tmp_path / "again", **TINY_BIRDS, progress=False, workers=2)
+    first, second = all_files(tiny_birds), all_files(again)
+    assert first.keys() == second.keys() and first == second
+    other = sy.generate_birds(tmp_path / "other", **{**TINY_BIRDS, "seed": 1}, progress=False, workers=1)
+    third = all_files(other)
+    images = [k for k in first if k.startswith("train/") and k in third]
+    changed = sum(first[k] != third[k] for k in images)
+    assert changed == len(images) and sy.load_card(other)["seed"] == 1
+
+
+def test_ensure_birds_reuses_a_matching_set_and_replaces_another(tmp_path: Path) -> None:
+    settings = dict(TINY_BIRDS, images_per_class=3, image_size=16)
+    out = sy.ensure_birds(tmp_path / "birds", **settings, progress=False, workers=1)
+    marker = out / sy.COMPLETE_MARKER
+    stamp = marker.stat().st_mtime_ns
+    assert sy.ensure_birds(out, **settings, progress=False) == out and marker.stat().st_mtime_ns == stamp
+    sy.ensure_birds(out, **{**settings, "seed": 5}, progress=False, workers=1)
+    assert json.loads(marker.read_text())["settings"]["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]  # no temporary or old folders left
+
+
+def test_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(
+        FewShotDataError, match=r"refusing to write into .*mine.*not an output of the birds generator"
+    ):
+        sy.generate_birds(foreign, **TINY_BIRDS, progress=False, workers=1)
+    with pytest.raises(FewShotDataError, match="refusing"):
+        sy.ensure_birds(foreign, **TINY_BIRDS, progress=False)
+    assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sy.generate_birds(empty, **dict(TINY_BIRDS, images_per_class=2), progress=False, workers=1)
+    assert sy.is_complete(empty)
+
+
+def test_interrupted_generation_leaves_nothing_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = dict(TINY_BIRDS, images_per_class=3, image_size=16)
+    out = tmp_path / "birds"
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    # a killed process leaves its temporary folder behind; it must not look complete and is cleaned up later
+    stale = tmp_path / ".birds.tmp-999999999-deadbeef"
+    (stale / "train").mkdir(parents=True)
+    monkeypatch.setattr(sy, "nn_pixel_accuracy", killed)  # the run dies after every image is written
+    with pytest.raises(KeyboardInterrupt):
+        sy.generate_birds(out, **settings, progress=False, workers=1)
+    assert not out.exists() and not sy.is_complete(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # own temporary removed, stale one too
+    monkeypatch.undo()
+    sy.generate_birds(out, **settings, progress=False, workers=1)
+    before = all_files(out)
+    monkeypatch.setattr(sy, "nn_pixel_accuracy", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sy.generate_birds(out, **{**settings, "seed": 3}, progress=False, workers=1)
+    assert all_files(out) == before and sy.is_complete(out, sy.BirdSettings(**settings))  # old set intact
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("groups", 0, "groups=0"),
+        ("species_per_group", 2, "species_per_group=2.*train, val and test"),
+        ("image_size", 8, "image_size=8"),
+        ("images_per_class", 1, "images_per_class=1"),
+        ("seed", -1, "seed=-1"),
+    ],
+)
+def test_bad_settings(tmp_path: Path, name: str, value: int, message: str) -> None:
+    with pytest.raises(FewShotDataError, match=message):
+        sy.generate_birds(tmp_path / "x", **{**TINY_BIRDS, name: value}, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = sy.main(
+        [
+            str(tmp_path / "cli"),
+            "--seed",
+            "2",
+            "--image-size",
+            "16",
+            "--images-per-class",
+            "3",
+            "--groups",
+            "3",
+            "--species-per-group",
+            "3",
+            "--workers",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (
+        "9 classes in 3 groups, 27 images of 16x16 pixels" in out and "nearest neighbour on raw pixels" in out
+    )
+    assert sy.load_card(tmp_path / "cli")["seed"] == 2
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "a.txt").write_text("x")
+    assert sy.main([str(tmp_path / "foreign"), "--groups", "3", "--species-per-group", "3"]) == 2
+    assert "refusing" in capsys.readouterr().err
+
+
+def test_metadata_helpers_errors(tiny_birds: Path, tmp_path: Path) -> None:
+    with pytest.raises(FewShotDataError, match="not a generated birds set"):
+        sy.load_metadata(tmp_path)
+    with pytest.raises(FewShotDataError, match="part map .* does not exist"):
+        sy.part_map(tiny_birds, "train", "no_such_class", "000.png")
+    with pytest.raises(FewShotDataError, match="'nope' is not in"):
+        sy.discriminative_mask(tiny_birds, "train", "nope", "000.png")

@@ -1,0 +1,409 @@
+"""Episodic training: settings and presets, the run folder, exact resume, divergence, validation, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fsl_core.data import ensure_birds
+from fsl_core.engine import TrainConfig, TrainingDiverged, train
+from fsl_core.engine.checkpoint import load_checkpoint
+from fsl_core.models import ProtoNet, load_model
+from fsl_core.train import build_parser, main, parse_option
+
+# A tiny run: HMDRN (two levels, fusion weights) on 16×16 inputs, 3-way 1-shot 2-query.
+TINY = dict(
+    protocol="quick",
+    model="hmdrn",
+    image_size=16,
+    way=3,
+    shot=1,
+    query=2,
+    sampler="fixed",
+    episodes_per_epoch=3,
+    epochs=3,
+    val_every=2,
+    val_way=3,
+    val_shot=1,
+    val_query=2,
+    val_episodes=6,
+    lr=0.05,
+    progress=False,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny tensors gain nothing from more, and a busy machine makes them much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small embedded birds set (24/6/10 classes of 12 images, 32×32), shared by the engine tests."""
+    return ensure_birds(
+        tmp_path_factory.getbasetemp() / "engine_birds",
+        image_size=32,
+        images_per_class=12,
+        groups=2,
+        species_per_group=20,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_run(birds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted TINY run, the reference of the resume tests."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    return run_dir
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Same weights, optimizer state, best metric and metrics (wall-clock seconds aside)."""
+    last_a, last_b = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert last_a["epoch"] == last_b["epoch"]
+    assert last_a["state_dict"].keys() == last_b["state_dict"].keys()
+    for key, value in last_a["state_dict"].items():
+        assert torch.equal(value, last_b["state_dict"][key]), key
+    for key, state in last_a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], last_b["optimizer"]["state"][key]["momentum_buffer"])
+    assert last_a["best"] == last_b["best"]
+    metrics_a = pd.read_csv(a / "metrics.csv").drop(columns="seconds")
+    metrics_b = pd.read_csv(b / "metrics.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
+    best_a = torch.load(a / "best.pt", weights_only=True)["state_dict"]
+    best_b = torch.load(b / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+def test_authors_protocol_values() -> None:
+    conv4 = TrainConfig()
+    assert (conv4.way, conv4.shot, conv4.query, conv4.epochs, conv4.sampler) == (30, 5, 15, 1200, "epoch")
+    assert (conv4.lr, conv4.momentum, conv4.nesterov, conv4.weight_decay) == (0.1, 0.9, True, 5e-4)
+    assert (conv4.scheduler, conv4.scheduler_period, conv4.val_every) == ("cosine", 400, 20)
+    assert (conv4.val_way, conv4.val_shot, conv4.val_query, conv4.val_episodes) == (5, 5, 16, 1000)
+    assert TrainConfig(backbone="resnet12").way == 10
+    quick = TrainConfig(protocol="quick", epochs=7, way=4)
+    assert (quick.way, quick.epochs, quick.scheduler_period, quick.sampler) == (4, 7, 7, "fixed")
+    assert TrainConfig(model="frn", way=20, scheduler="step").scheduler == "step"
+
+
+def test_replace_derives_protocol_values_again() -> None:
+    quick = TrainConfig(protocol="quick", shot=2)
+    longer = quick.replace(epochs=50)
+    assert (longer.epochs, longer.scheduler_period, longer.shot) == (50, 50, 2)
+    assert TrainConfig().replace(backbone="resnet12").way == 10
+    assert TrainConfig(way=12).replace(backbone="resnet12").way == 12
+    assert TrainConfig().replace(seed=3).run_dir == "outputs/train/hmdrn-conv4-30w5s-seed3"
+    assert TrainConfig(run_dir="here").replace(seed=3).run_dir == "here"
+    with pytest.raises(ValueError, match="did you mean 'epochs'"):
+        quick.replace(epoch=3)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"protocol": "slow"}, "protocol='slow' is not known"),
+        ({"way": 0}, "way must be a positive integer"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"sampler": "random"}, "sampler='random' is not known"),
+        ({"scheduler": "linear"}, "scheduler='linear' is not known"),
+        ({"amp": "yes"}, "amp must be True or False"),
+        ({"wya": 5}, "unknown training setting 'wya' (did you mean 'way'?)"),
+    ],
+)
+def test_bad_settings_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        TrainConfig.from_dict(settings)
+    assert message in str(error.value)
+
+
+# -- the run folder ---------------------------------------------------------------------------------------------
+def test_run_folder_contents(reference_run: Path) -> None:
+    assert sorted(p.name for p in reference_run.iterdir()) == [
+        "best.pt",
+        "config.json",
+        "last.pt",
+        "metrics.csv",
+    ]
+    config = json.loads((reference_run / "config.json").read_text())
+    assert config["model"] == "hmdrn" and config["way"] == 3 and config["epochs"] == 3
+    assert config["fsl_core_version"] and config["torch_version"] == str(torch.__version__)
+    assert (
+        config["device"] == "auto"
+        and config["device_used"] == "cpu"
+        and config["world_size"] == 1
+        and "git_revision" in config
+    )
+    assert config["model_config"]["name"] == "hmdrn" and config["model_config"]["image_size"] == 16
+
+    metrics = pd.read_csv(reference_run / "metrics.csv")
+    assert list(metrics.columns) == [
+        "epoch",
+        "loss",
+        "train_acc",
+        "val_acc",
+        "val_ci95",
+        "lr",
+        "w_last",
+        "w_mid",
+        "gamma",
+        "episodes",
+        "seconds",
+    ]
+    assert metrics["epoch"].tolist() == [1, 2, 3]
+    assert metrics["episodes"].tolist() == [3, 3, 3]
+    # validated every 2 epochs and after the last one; empty cells elsewhere
+    assert metrics["val_acc"].isna().tolist() == [True, False, False]
+    assert metrics["val_ci95"].isna().tolist() == [True, False, False]
+    # cosine over the 3-epoch run: lr_e = 0.05 * (1 + cos(pi * e / 3)) / 2
+    expected = [0.05 * (1 + torch.cos(torch.tensor(torch.pi * e / 3)).item()) / 2 for e in range(3)]
+    assert metrics["lr"].tolist() == pytest.approx(expected, rel=1e-6)
+    assert metrics["loss"].notna().all() and metrics["train_acc"].between(0, 100).all()
+
+    last = torch.load(reference_run / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and last["config"]["name"] == "hmdrn"
+    assert {"optimizer", "scheduler", "rng", "sampler", "metrics", "train_config", "best"} <= set(last)
+    assert last["sampler"] == {"mode": "fixed", "seed": 0, "next_epoch": 3, "next_episode": 9}
+    best_epoch = int(metrics.loc[metrics["val_acc"].idxmax(), "epoch"])
+    assert last["best"]["epoch"] == best_epoch
+    assert last["best"]["val_acc"] == pytest.approx(metrics["val_acc"].max())
+    best = torch.load(reference_run / "best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch and best["val_acc"] == last["best"]["val_acc"]
+    model = load_model(reference_run / "best.pt")
+    assert model.config["name"] == "hmdrn"
+    assert TrainConfig.load(reference_run).to_dict() == last["train_config"]
+
+
+def test_result_and_resume_of_a_finished_run(reference_run: Path, birds: Path) -> None:
+    result = train(data_root=str(birds), run_dir=str(reference_run), **TINY)
+    assert result.finished and result.epochs_done == 3 and len(result.metrics) == 3
+    assert result.best_epoch in (2, 3) and result.best_val_acc == result.metrics["val_acc"].max()
+    assert result.last_checkpoint == reference_run / "last.pt"
+
+
+# -- exact resume -----------------------------------------------------------------------------------------------
+def test_stopped_and_resumed_run_equals_uninterrupted(
+    reference_run: Path, birds: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    first = train(data_root=str(birds), run_dir=str(run_dir), stop_after_epochs=1, **TINY)
+    assert first.epochs_done == 1 and not first.finished
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    # the resumed part loads images in a worker process: augmentation is seeded per image, so nothing changes
+    second = train(data_root=str(birds), run_dir=str(run_dir), num_workers=1, **TINY)
+    assert second.epochs_done == 3
+    assert json.loads((run_dir / "config.json").read_text())["resumed_at_epoch"] == 1
+    _assert_same_run(reference_run, run_dir)
+
+
+def test_epoch_sampler_resume_is_exact(birds: Path, tmp_path: Path) -> None:
+    settings = dict(
+        TINY,
+        model="protonet",
+        options={"learn_scale": False},
+        sampler="epoch",
+        way=8,
+        shot=2,
+        query=2,
+        epochs=2,
+        val_every=0,
+    )
+    whole = train(data_root=str(birds), run_dir=str(tmp_path / "whole"), **settings)
+    # an FRN epoch on 24 classes of 12 images: 24*3 class slots of 4 images, 8 classes per episode
+    assert whole.metrics["episodes"].tolist()[0] in range(7, 10)
+    assert not (tmp_path / "whole" / "best.pt").exists()
+    train(data_root=str(birds), run_dir=str(tmp_path / "parts"), stop_after_epochs=1, **settings)
+    train(data_root=str(birds), run_dir=str(tmp_path / "parts"), **settings)
+    last_a = load_checkpoint(tmp_path / "whole" / "last.pt")["state_dict"]
+    last_b = load_checkpoint(tmp_path / "parts" / "last.pt")["state_dict"]
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+def test_killed_process_resumes_exactly(reference_run: Path, birds: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "fsl_core.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    for name, value in TINY.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    metrics = run_dir / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:  # header + epoch 1
+            break
+        time.sleep(0.02)
+    was_running = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert was_running, process.stderr.read().decode()
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] >= 1
+    train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    _assert_same_run(reference_run, run_dir)
+
+
+# -- divergence -------------------------------------------------------------------------------------------------
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = ProtoNet.episode_loss
+
+    def poisoned(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        loss, logits = original(self, *args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 5 else loss), logits
+
+    monkeypatch.setattr(ProtoNet, "episode_loss", poisoned)
+    run_dir = tmp_path / "nan"
+    settings = dict(TINY, model="protonet", val_every=1)
+    with pytest.raises(TrainingDiverged) as error:
+        train(data_root=str(birds), run_dir=str(run_dir), **settings)
+    message = str(error.value)
+    assert "loss is nan at epoch 2, episode 2 of 3" in message and "still holds epoch 1" in message
+    last = load_checkpoint(run_dir / "last.pt")
+    assert last["epoch"] == 1
+    assert all(
+        torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point()
+    )
+    assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1]
+
+
+# -- validation before any work ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"backbone": "vgg"}, "unknown backbone 'vgg'"),
+        ({"options": {"maks": False}}, "unknown option(s) ['maks']"),
+        ({"way": 30}, "training: way=30 but"),
+        ({"shot": 8, "query": 8}, "training: shot+query=8+8=16 images per class are needed"),
+        ({"val_way": 7}, "validation: way=7 but"),
+        ({"options": {"image_size": 84}}, "options image_size=84 contradicts image_size=16"),
+    ],
+)
+def test_invalid_runs_fail_before_any_work(birds: Path, tmp_path: Path, settings: dict, message: str) -> None:
+    run_dir = tmp_path / "never"
+    with pytest.raises(ValueError) as error:
+        train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, **settings})
+    assert message in str(error.value)
+    assert not run_dir.exists()
+
+
+def test_missing_data_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        train(data_root=str(tmp_path / "nowhere"), run_dir=str(tmp_path / "run"), **TINY)
+
+
+def test_resume_with_other_settings_is_refused(reference_run: Path, birds: Path) -> None:
+    with pytest.raises(ValueError) as error:
+        train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "lr": 0.2, "shot": 2})
+    message = str(error.value)
+    assert "was written with other settings" in message
+    assert "lr: 0.05 in the checkpoint, 0.2 now" in message and "shot: 1 in the checkpoint, 2 now" in message
+    with pytest.raises(ValueError, match="another architecture|model config|other settings"):
+        train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "model": "bifrn"})
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "resume": False})
+
+
+# -- command line -----------------------------------------------------------------------------------------------
+def test_cli_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in TrainConfig.__dataclass_fields__:
+        flag = {"data_root": "--data", "options": "--option"}.get(name, "--" + name.replace("_", "-"))
+        assert flag in text, flag
+    assert "--stop-after-epochs" in text and "--rank-log" in text
+
+
+def test_cli_option_parsing() -> None:
+    assert parse_option("mask=False") == ("mask", False)
+    assert parse_option("levels=last+mid") == ("levels", "last+mid")
+    assert parse_option("transformer_layers=2") == ("transformer_layers", 2)
+    assert parse_option("gsfl={'num_classes': 4}") == ("gsfl", {"num_classes": 4})
+    args = build_parser().parse_args(["--option", "mask=False", "--option", "levels='last'", "--no-amp"])
+    assert args.options == [("mask", False), ("levels", "last")] and args.amp is False
+
+
+def test_cli_bad_input_is_one_line(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "--model",
+            "hmdrn",
+            "--data",
+            str(birds),
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--way",
+            "99",
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: training: way=99") and err.count("\n") == 1
+
+
+def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "cli"
+    code = main(
+        [
+            "--protocol",
+            "quick",
+            "--model",
+            "protonet",
+            "--data",
+            str(birds),
+            "--run-dir",
+            str(run_dir),
+            "--image-size",
+            "16",
+            "--way",
+            "3",
+            "--shot",
+            "1",
+            "--query",
+            "2",
+            "--episodes-per-epoch",
+            "2",
+            "--epochs",
+            "1",
+            "--val-way",
+            "3",
+            "--val-shot",
+            "1",
+            "--val-query",
+            "2",
+            "--val-episodes",
+            "4",
+            "--lr",
+            "0.01",
+            "--option",
+            "learn_scale=False",
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and f"run folder: {run_dir}" in out and "epochs: 1/1" in out
+    assert "best validation accuracy" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["options"] == {"learn_scale": False} and config["model_config"]["learn_scale"] is False
+    assert os.path.exists(run_dir / "best.pt")

@@ -1,0 +1,273 @@
+"""fsl_core.viz: token masks over images, ground truth on the token grid, the Grad-CAM wrapper, the pointing
+game, reconstruction errors, confusions, figures and the episode browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from fsl_core.data import FewShotFolder, eval_transform
+from fsl_core.data.transforms import denormalize
+from fsl_core.models import build_model
+from fsl_core.viz import (
+    EpisodeBrowser,
+    EpisodeCAM,
+    GroundTruth,
+    align_to_eval,
+    confused_pairs,
+    episode_cams,
+    error_maps,
+    flat_maps,
+    load_episode,
+    mask_agreement,
+    most_confused,
+    peak_points,
+    plot_accuracy_bars,
+    plot_cams,
+    plot_episode,
+    plot_error_maps,
+    plot_query_masks,
+    plot_training_curves,
+    pointing_game,
+    random_point_rate,
+    save_figure,
+    target_layer,
+    token_fractions,
+    token_grid,
+    true_class_best_rate,
+    upsample_tokens,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# -- masks ------------------------------------------------------------------------------------------------------
+def test_upsample_tokens_puts_each_token_on_its_cell() -> None:
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 5.0]])  # two 2x2 grids, row-major
+    pixels = upsample_tokens(values, 8)
+    assert pixels.shape == (2, 8, 8)
+    assert torch.equal(pixels[0, :4, :4], torch.full((4, 4), 1.0))
+    assert torch.equal(pixels[0, :4, 4:], torch.full((4, 4), 2.0))
+    assert torch.equal(pixels[0, 4:, :4], torch.full((4, 4), 3.0))
+    assert torch.equal(pixels[1, 4:, 4:], torch.full((4, 4), 5.0))
+    assert float(pixels[1].sum()) == 5.0 * 16
+
+
+def test_upsample_tokens_of_layered_boolean_masks_and_non_square_grids() -> None:
+    masks = torch.zeros(3, 2, 2, 25, dtype=torch.bool)  # (query, layers, heads, N)
+    masks[..., 0] = True
+    pixels = upsample_tokens(masks, (84, 84))
+    assert pixels.shape == (3, 2, 2, 84, 84) and pixels.dtype == torch.float32
+    assert set(pixels.unique().tolist()) == {0.0, 1.0}
+    assert float(pixels[0, 0, 0, :16, :16].min()) == 1.0 and float(pixels[0, 0, 0, 20:, 20:].max()) == 0.0
+    wide = upsample_tokens(torch.arange(6.0), (4, 6), feature_size=(2, 3))
+    assert wide[0, 5] == 2.0 and wide[3, 0] == 3.0
+    with pytest.raises(ValueError, match="square"):
+        token_grid(6)
+    with pytest.raises(ValueError, match="holds 6 tokens"):
+        token_grid(25, (2, 3))
+
+
+def test_token_fractions_average_a_pixel_mask_down_to_the_grid() -> None:
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[:4, :4] = True
+    mask[4:, 4:6] = True
+    assert token_fractions(mask, (2, 2)).tolist() == [1.0, 0.0, 0.0, 0.5]
+    binary = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+    assert torch.equal(token_fractions(upsample_tokens(binary, 12), (3, 3)), binary)
+
+
+def test_align_to_eval_follows_the_evaluation_geometry() -> None:
+    mask = np.zeros((84, 84), dtype=bool)
+    mask[10:30, 50:80] = True
+    aligned = align_to_eval(mask, 84)
+    assert aligned.shape == (84, 84) and aligned.dtype == bool
+    from PIL import Image
+
+    picture = Image.fromarray((np.stack([mask] * 3, axis=-1) * 255).astype(np.uint8))
+    seen = denormalize(eval_transform(84)(picture))[0].numpy() > 0.5
+    assert (aligned & seen).sum() / (aligned | seen).sum() > 0.95
+    ids = align_to_eval(np.arange(84 * 84, dtype=np.int64).reshape(84, 84) % 7, 42)
+    assert ids.shape == (42, 42) and ids.dtype == np.int64 and set(np.unique(ids)) <= set(range(7))
+
+
+def test_mask_agreement_scores_a_mask_on_the_parts_above_random() -> None:
+    part = torch.zeros(25)
+    part[[6, 7, 8]] = 1.0
+    obj = torch.zeros(25)
+    obj[5:15] = 1.0
+    kept = torch.zeros(2, 25, dtype=torch.bool)
+    kept[:, [6, 7, 8]] = True
+    scores = mask_agreement(kept, obj, part, random_draws=200)
+    assert scores["part_iou"] == pytest.approx(1.0) and scores["object_share"] == pytest.approx(1.0)
+    assert scores["kept_share"] == pytest.approx(3 / 25)
+    assert scores["random_part_iou"] < 0.3 and scores["random_object_share"] == pytest.approx(
+        10 / 25, abs=0.06
+    )
+    with pytest.raises(ValueError, match="tokens"):
+        mask_agreement(kept, obj[:9], part)
+
+
+# -- Grad-CAM ---------------------------------------------------------------------------------------------------
+def _episode(way: int = 3, shot: int = 2, query: int = 2, size: int = 32) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    support = torch.randn(way * shot, 3, size, size, generator=generator)
+    labels = torch.arange(way).repeat_interleave(shot)
+    queries = torch.randn(way * query, 3, size, size, generator=generator)
+    return support, labels, queries
+
+
+@pytest.mark.parametrize("name", ["protonet", "frn", "bifrn", "hmdrn"])
+def test_episode_cam_gives_the_logits_of_the_model(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, "conv4", image_size=32).eval()
+    support, labels, queries = _episode()
+    wrapper = EpisodeCAM(model, support, labels)
+    with torch.no_grad():
+        wrapped = wrapper(queries)
+        direct = model.head(model.embed(support, False), labels, model.embed(queries, True), 3)
+        full = model(support, labels, queries)
+    assert wrapped.shape == (6, 3)
+    torch.testing.assert_close(wrapped, direct)
+    torch.testing.assert_close(wrapped, full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["protonet", "hmdrn"])
+def test_episode_cams_are_real_maps_in_the_unit_range(name: str) -> None:
+    torch.manual_seed(1)
+    model = build_model(name, "conv4", image_size=32)
+    model.train()
+    support, labels, queries = _episode()
+    cams = episode_cams(model, support, labels, queries, classes=torch.arange(3).repeat_interleave(2))
+    assert cams.shape == (6, 32, 32) and cams.dtype == np.float32
+    assert np.isfinite(cams).all() and cams.min() >= 0.0 and cams.max() <= 1.0 + 1e-6
+    assert (~flat_maps(cams)).any() and cams.max() == pytest.approx(1.0, abs=1e-5)
+    assert model.training, "the model's train/eval mode is restored"
+    assert target_layer(model) is model.backbone.blocks[-1]
+    with pytest.raises(ValueError, match="outside the episode's classes"):
+        episode_cams(model, support, labels, queries[:1], classes=[3])
+
+
+def test_episode_cams_fail_loudly_when_grad_cam_produces_nothing() -> None:
+    model = build_model("protonet", "conv4", image_size=32)
+    support, labels, queries = _episode()
+    unused = torch.nn.Conv2d(3, 3, 1)  # not on the forward path: pytorch_grad_cam finds no activations
+    with pytest.raises((RuntimeError, IndexError, AttributeError, TypeError)):
+        episode_cams(model, support, labels, queries, layer=unused)
+
+
+def test_pointing_game_on_a_hand_made_example() -> None:
+    cams = np.zeros((4, 6, 6), dtype=np.float32)
+    cams[0, 1, 4] = 1.0  # peak inside the region
+    cams[1, 5, 0] = 1.0  # peak far from it
+    cams[2, 3, 4] = 1.0  # peak one pixel below the region
+    masks = np.zeros((4, 6, 6), dtype=bool)
+    masks[:, 1:3, 3:5] = True  # 4 of 36 pixels
+    hits = pointing_game(cams, masks)
+    assert hits.tolist() == [True, False, False, False]  # the last map is flat: no peak, a miss
+    assert pointing_game(cams, masks, tolerance=1).tolist() == [True, False, True, False]
+    assert random_point_rate(masks).tolist() == pytest.approx([4 / 36] * 4)
+    assert random_point_rate(masks, tolerance=1)[0] == pytest.approx(16 / 36)
+    assert peak_points(cams)[3].tolist() == [-1, -1] and flat_maps(cams).tolist() == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    plateau = np.zeros((1, 5, 5))
+    plateau[0, 1:4, 1:4] = 1.0
+    assert peak_points(plateau)[0].tolist() == [2, 2]
+    with pytest.raises(ValueError, match="same shape"):
+        pointing_game(cams, masks[:2])
+
+
+# -- reconstruction errors, confusion ---------------------------------------------------------------------------
+def test_reconstruction_error_helpers() -> None:
+    errors = torch.ones(3, 2, 4)
+    errors[0, 0] = 0.1  # query 0 (class 0) best rebuilt by class 0
+    errors[1, 0] = 0.1  # query 1 (class 1) best rebuilt by class 0: wrong
+    errors[2, 1] = 0.2  # query 2 (class 1) best rebuilt by class 1
+    assert true_class_best_rate(errors, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    assert error_maps(errors).shape == (3, 2, 2, 2)
+    fig = plot_error_maps(torch.rand(3, 32, 32), errors[0], ["a_b_c", "d"], true_class=0)
+    assert isinstance(fig, Figure)
+
+
+def test_most_confused_and_confused_pairs() -> None:
+    matrix = np.array([[10, 0, 0, 0], [0, 8, 5, 0], [0, 4, 9, 1], [0, 0, 0, 12]])
+    assert most_confused(matrix, k=2) == [1, 2]
+    assert most_confused(matrix, k=3) == [1, 2, 3]
+    pairs = confused_pairs(matrix, ["a", "b", "c", "d"], top=2)
+    assert [(p["true"], p["predicted"]) for p in pairs] == [("b", "c"), ("c", "b")]
+    assert pairs[0]["rate"] == pytest.approx(5 / 13) and pairs[0]["count"] == 5
+
+
+# -- figures --------------------------------------------------------------------------------------------------
+def test_figures_are_saved_as_png(tmp_path: Path) -> None:
+    table = pd.DataFrame(
+        {
+            "model": ["hmdrn", "hmdrn", "protonet", "protonet"],
+            "shot": [1, 5, 1, 5],
+            "mean": [60.0, 75.0, 40.0, 55.0],
+            "ci95": [1.0, 0.8, 1.1, 0.9],
+        }
+    )
+    path = save_figure(plot_accuracy_bars(table, hue="shot", chance=20.0), tmp_path / "sub" / "bars.png")
+    assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 5000
+    metrics = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "loss": [1.6, 1.2, 1.0],
+            "train_acc": [30.0, 45.0, 55.0],
+            "val_acc": [None, 50.0, 58.0],
+            "val_ci95": [None, 2.0, 1.8],
+            "w_last": [0.5, 0.9, 1.2],
+            "gamma": [1.0, 1.5, 2.0],
+        }
+    )
+    fig = plot_training_curves(metrics)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learned scalars"]
+    with pytest.raises(ValueError, match="lacks column"):
+        plot_accuracy_bars(table.drop(columns="ci95"))
+    masks = {"last": torch.rand(3, 2, 25) > 0.5, "mid": torch.rand(3, 2, 100) > 0.5}
+    fig = plot_query_masks(torch.rand(3, 84, 84), masks)
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * (1 + 3 * 2)
+    cams = {"a": np.random.rand(2, 16, 16).astype(np.float32), "b": np.zeros((2, 16, 16), np.float32)}
+    assert isinstance(plot_cams([torch.rand(3, 16, 16)] * 2, cams, titles=["x", "y"]), Figure)
+
+
+# -- data-backed: episodes, browser, ground truth ---------------------------------------------------------------
+def test_episode_browser_and_plot(tiny_birds: Path) -> None:
+    import ipywidgets
+
+    data = FewShotFolder(tiny_birds, "test", image_size=32)
+    episode = load_episode(data, way=3, shot=1, query=2, seed=0)
+    assert episode.support_images.shape == (3, 3, 32, 32) and episode.query_images.shape == (6, 3, 32, 32)
+    again = load_episode(data, way=3, shot=1, query=2, seed=0)
+    assert torch.equal(episode.query_images, again.query_images)
+    fig = plot_episode(episode, data.classes, predictions=[0, 1, 1, 1, 2, 0])
+    assert len([ax for ax in fig.axes if ax.images]) == 3 + 6
+    browser = EpisodeBrowser(tiny_birds, image_size=32)
+    widget = browser.widget(split="test", way=3, shot=1, query=2)
+    assert isinstance(widget, ipywidgets.interactive)
+    picture = widget.children[-1]
+    assert picture.outputs[0]["output_type"] == "display_data" and "image/png" in picture.outputs[0]["data"]
+    query = next(child for child in widget.children if getattr(child, "description", "") == "query")
+    query.value = 8  # 1 + 8 images per class, but the classes have 6: the widget explains instead of failing
+    assert "cannot draw this episode" in picture.outputs[0]["text"]
+
+
+def test_ground_truth_regions_are_aligned_to_the_input(tiny_birds: Path) -> None:
+    data = FewShotFolder(tiny_birds, "test", image_size=32)
+    truth = GroundTruth(data)
+    bird, mark, ids = truth.regions(0)
+    assert bird.shape == mark.shape == ids.shape == (32, 32)
+    assert bird.dtype == bool and 0 < bird.mean() < 1 and mark.sum() <= bird.sum()
+    assert not (mark & ~bird).any(), "discriminative parts lie on the bird"
+    raw_bird, _, _ = truth.regions(0, aligned=False)
+    assert raw_bird.shape == (32, 32)
