@@ -1,5 +1,5 @@
 """Prototypical Networks (Snell et al., NeurIPS 2017): class prototype = mean support embedding,
-logits = −scale · squared Euclidean distance."""
+logits = −scale · squared Euclidean distance / D."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ class ProtoNet(EpisodicModel):
     Args:
         backbone: a backbone returning (mid, high) maps.
         learn_scale: learn the temperature (else it stays fixed).
-        scale_init: initial temperature; the default 1/D keeps initial logits of order one for D-dim features.
-        feature_dim: D (C_high·h·w), needed for the default ``scale_init``.
+        scale_init: initial temperature multiplier (default 1).
+        feature_dim: D (C_high·h·w). Distances are divided by D, so the learned multiplier sees gradients of
+            order one and stays stable under SGD at lr 0.1 (a raw temperature on D-dim distances diverges).
     """
 
     def __init__(
@@ -26,7 +27,8 @@ class ProtoNet(EpisodicModel):
         scale_init: float | None = None,
     ) -> None:
         super().__init__(backbone, config)
-        init = torch.tensor([scale_init if scale_init is not None else 1.0 / feature_dim])
+        init = torch.tensor([scale_init if scale_init is not None else 1.0])
+        self.feature_dim = feature_dim
         if learn_scale:
             self.scale = nn.Parameter(init)
         else:
@@ -46,7 +48,7 @@ class ProtoNet(EpisodicModel):
         if details is not None:
             details["distances"] = distances
             details["fusion_weights"] = self.fusion_weights()
-        return -self.scale * distances
+        return -self.scale * distances / self.feature_dim
 
     def fusion_weights(self) -> dict[str, float]:
         return {"scale": self.scale.item()}
