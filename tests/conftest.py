@@ -1,12 +1,16 @@
-"""Shared fixtures: a tiny generated birds set and a tiny hand-made folder data set."""
+"""Shared fixtures: tiny generated birds sets, a tiny hand-made folder data set, one-thread torch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from fsl_core.data.synthetic import ensure_birds
 
 TINY_BIRDS = dict(seed=0, image_size=32, images_per_class=6, groups=3, species_per_group=3)
 """Settings of the session's tiny birds set: 9 classes (3 train, 3 val, 3 test) of 6 images, 32x32."""
@@ -42,3 +46,25 @@ def tiny_folder(tmp_path: Path) -> Path:
                     tmp_path / split / f"class_{c}" / f"img_{i}{suffixes[i % len(suffixes)]}", colour=colour
                 )
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small embedded birds set (24/6/10 classes of 12 images, 32×32), shared by the engine tests."""
+    return ensure_birds(
+        tmp_path_factory.getbasetemp() / "engine_birds",
+        image_size=32,
+        images_per_class=12,
+        groups=2,
+        species_per_group=20,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny tensors gain nothing from more, and a busy machine makes them much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

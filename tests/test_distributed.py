@@ -11,24 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fsl_core.data import ensure_birds
 from fsl_core.engine.train import parameter_digest
 from fsl_core.models import load_model
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
-
-
-@pytest.fixture(scope="module")
-def birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small embedded birds set (24/6/10 classes of 12 images, 32×32), shared by the engine tests."""
-    return ensure_birds(
-        tmp_path_factory.getbasetemp() / "engine_birds",
-        image_size=32,
-        images_per_class=12,
-        groups=2,
-        species_per_group=20,
-        progress=False,
-    )
 
 
 def _torchrun(birds: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fsl_core.data import EpisodeSampler, FewShotFolder, ensure_birds
+from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.engine import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
 from fsl_core.evaluate import main
 from fsl_core.models import build_model, save_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny tensors gain nothing from more, and a busy machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small embedded birds set (24/6/10 classes of 12 images, 32×32), shared by the engine tests."""
-    return ensure_birds(
-        tmp_path_factory.getbasetemp() / "engine_birds",
-        image_size=32,
-        images_per_class=12,
-        groups=2,
-        species_per_group=20,
-        progress=False,
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

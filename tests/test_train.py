@@ -8,14 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from fsl_core.data import ensure_birds
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
 from fsl_core.engine.checkpoint import load_checkpoint
 from fsl_core.models import ProtoNet, load_model
@@ -42,26 +40,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny tensors gain nothing from more, and a busy machine makes them much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small embedded birds set (24/6/10 classes of 12 images, 32×32), shared by the engine tests."""
-    return ensure_birds(
-        tmp_path_factory.getbasetemp() / "engine_birds",
-        image_size=32,
-        images_per_class=12,
-        groups=2,
-        species_per_group=20,
-        progress=False,
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
