@@ -6,13 +6,16 @@
 
 Rows: model × backbone × episode setting × memory format. Columns: training steps/s, evaluation episodes/s
 (full forward, no cache), and the training-step time relative to FRN with the same backbone, setting and format.
+The models of a row group are timed in turns and the median kept, so the ratios hold on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -28,9 +31,9 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_model(name: str, backbone: str, way: int, shot: int, query: int, image_size: int, fmt: str,
-               device: torch.device, amp: bool, repeats: int) -> tuple[float, float]:
-    """Seconds per training step and per evaluation episode."""
+def episode_runners(name: str, backbone: str, way: int, shot: int, query: int, image_size: int, fmt: str,
+                    device: torch.device, amp: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(one training step, one evaluation episode) of a fresh model on a random episode."""
     torch.manual_seed(0)
     model = build_model(name, backbone, image_size=image_size).to(device)
     support = torch.randn(way * shot, 3, image_size, image_size, device=device)
@@ -41,34 +44,42 @@ def time_model(name: str, backbone: str, way: int, shot: int, query: int, image_
         model = model.to(memory_format=torch.channels_last)
         support = support.contiguous(memory_format=torch.channels_last)
         queries = queries.contiguous(memory_format=torch.channels_last)
-    step_fn = model.episode_loss
-    if fmt == "compile":
-        step_fn = torch.compile(model.episode_loss)
+    step_fn = torch.compile(model.episode_loss) if fmt == "compile" else model.episode_loss
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
     def train_step() -> None:
-        with autocast:
+        model.train()
+        with autocast():
             loss, _ = step_fn(support, labels, queries, query_labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        synchronise(device)
 
     def eval_episode() -> None:
-        with torch.inference_mode(), autocast:
+        model.eval()
+        with torch.inference_mode(), autocast():
             model(support, labels, queries)
+        synchronise(device)
 
-    results = []
-    for fn, mode in ((train_step, model.train), (eval_episode, model.eval)):
-        mode()
-        fn()  # warm-up (and compilation)
-        synchronise(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        synchronise(device)
-        results.append((time.perf_counter() - start) / repeats)
-    return results[0], results[1]
+    return train_step, eval_episode
+
+
+def interleaved_medians(runners: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each runner, timed in turns (A B C A B C …) after one warm-up call each, so
+    that a change in the machine's load shifts every runner alike and the ratios stay fair."""
+    for run in runners.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -84,7 +95,7 @@ def main() -> None:
                         choices=["eager", "channels_last", "compile"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (median reported)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -99,12 +110,13 @@ def main() -> None:
         for setting in args.settings:
             way = AUTHORS_WAY[backbone] if setting == "authors" else int(setting)
             for fmt in args.formats:
-                times = {}
+                runners = {model: episode_runners(model, backbone, way, args.shot, args.query, args.image_size,
+                                                  fmt, device, args.amp) for model in args.models}
+                steps = interleaved_medians({model: pair[0] for model, pair in runners.items()}, args.repeats)
+                episodes = interleaved_medians({model: pair[1] for model, pair in runners.items()}, args.repeats)
                 for model in args.models:
-                    times[model] = time_model(model, backbone, way, args.shot, args.query, args.image_size, fmt,
-                                              device, args.amp, args.repeats)
-                for model, (step, episode) in times.items():
-                    ratio = f"{step / times['frn'][0]:.2f}x" if "frn" in times else "-"
+                    step, episode = steps[model], episodes[model]
+                    ratio = f"{step / steps['frn']:.2f}x" if "frn" in steps else "-"
                     print(f"{model:<9} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
                           f"{ratio:>11}")
 

@@ -267,6 +267,7 @@ def test_ablation_switches() -> None:
         (dict(name="hmdrn", reconstruction="linear"), "reconstruction='linear'"),
         (dict(name="hmdrn", transformer_heads=3), "must divide the channel count 64"),
         (dict(name="hmdrn", transformer_layers=0), "mask=True needs a transformer"),
+        (dict(name="hmdrn", attention_dropout=1.0), "attention_dropout=1.0; expected a probability in [0, 1)"),
     ],
 )
 def test_bad_options_name_the_problem(kwargs: dict, message: str) -> None:

@@ -109,6 +109,8 @@ class ReconstructionNetwork(EpisodicModel):
                 f"transformer_layers={transformer_layers} must be >= 0 and transformer_heads={transformer_heads}"
                 " >= 1"
             )
+        if not 0 <= attention_dropout < 1:
+            raise ValueError(f"attention_dropout={attention_dropout}; expected a probability in [0, 1)")
         if mask and transformer_layers == 0:
             raise ValueError("mask=True needs a transformer: set transformer_layers >= 1 or mask=False")
         if image_size < 16:

@@ -12,8 +12,9 @@ Both return per-direction squared errors per token; the network turns them into 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .cross_attention import cross_attention
 
 
 class AttentionReconstruction(nn.Module):
@@ -32,10 +33,8 @@ class AttentionReconstruction(nn.Module):
         self.dropout = dropout
 
     def _attend(self, queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
-        """queries: (L, C) shared by every batch entry, or (B, L, C); keys, values: (B, S, C) → (B, L, C)."""
-        scores = torch.matmul(queries * (queries.shape[-1] ** -0.5), keys.transpose(1, 2))  # (B, L, S)
-        weights = F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
-        return torch.bmm(weights, values)
+        """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C)."""
+        return cross_attention(queries, keys, values, self.dropout, self.training)
 
     def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
         """support: (way, kN, C) tokens pooled per class; query: (n_query, N, C).
