@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plain-episodes",
         type=int,
-        default=None,
-        help="time the plain path on the first N of the episodes only and scale its time (default: all)",
+        default=200,
+        help="time the plain path on the first N of the episodes only and scale its time (0: all)",
     )
     parser.add_argument("--shot", type=int, default=1)
     parser.add_argument("--query", type=int, default=16)

@@ -3,6 +3,7 @@
     python bench/train_speed.py                      # Conv-4, all models, 5-way and the authors' ways
     python bench/train_speed.py --backbones conv4 resnet12 --formats eager channels_last compile
     python bench/train_speed.py --device cuda --amp  # on a GPU, bf16 autocast
+    python bench/train_speed.py --models frn hmdrn hmdrn:attention_dropout=0 hmdrn:levels=last  # ablations
 
 Rows: model × backbone × episode setting × memory format. Columns: training steps/s, evaluation episodes/s
 (full forward, no cache), and the training-step time relative to FRN with the same backbone, setting and format.
@@ -12,6 +13,7 @@ The models of a row group are timed in turns and the median kept, so the ratios 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
@@ -31,11 +33,27 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def episode_runners(name: str, backbone: str, way: int, shot: int, query: int, image_size: int, fmt: str,
+def parse_model_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """"hmdrn:levels=last,attention_dropout=0" → ("hmdrn", {"levels": "last", "attention_dropout": 0})."""
+    name, _, options = spec.partition(":")
+    parsed: dict[str, object] = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"model option {item!r} in {spec!r}: expected key=value")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return name, parsed
+
+
+def episode_runners(spec: str, backbone: str, way: int, shot: int, query: int, image_size: int, fmt: str,
                     device: torch.device, amp: bool) -> tuple[Callable[[], None], Callable[[], None]]:
     """(one training step, one evaluation episode) of a fresh model on a random episode."""
     torch.manual_seed(0)
-    model = build_model(name, backbone, image_size=image_size).to(device)
+    name, options = parse_model_spec(spec)
+    model = build_model(name, backbone, image_size=image_size, **options).to(device)
     support = torch.randn(way * shot, 3, image_size, image_size, device=device)
     queries = torch.randn(way * query, 3, image_size, image_size, device=device)
     labels = torch.arange(way, device=device).repeat_interleave(shot)
@@ -84,7 +102,8 @@ def interleaved_medians(runners: dict[str, Callable[[], None]], repeats: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["protonet", "frn", "bifrn", "hmdrn"])
+    parser.add_argument("--models", nargs="+", default=["protonet", "frn", "bifrn", "hmdrn"],
+                        help="names, or name:key=value,… for a model with options (an ablation)")
     parser.add_argument("--backbones", nargs="+", default=["conv4"], choices=["conv4", "resnet12"])
     parser.add_argument("--settings", nargs="+", default=["5", "authors"],
                         help="ways to time: integers, or 'authors' (Conv-4 30-way, ResNet-12 10-way)")
@@ -102,7 +121,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"amp {'bf16' if args.amp else 'off'}, {args.shot}-shot {args.query}-query {args.image_size}px")
-    header = f"{'model':<9} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} " \
+    width = max(9, *(len(model) for model in args.models))
+    header = f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} " \
              f"{'step vs FRN':>11}"
     print(header)
     print("-" * len(header))
@@ -117,7 +137,7 @@ def main() -> None:
                 for model in args.models:
                     step, episode = steps[model], episodes[model]
                     ratio = f"{step / steps['frn']:.2f}x" if "frn" in steps else "-"
-                    print(f"{model:<9} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
+                    print(f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
                           f"{ratio:>11}")
 
 
