@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -115,12 +116,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (median reported)")
+    parser.add_argument("--no-huge-pages", action="store_true",
+                        help="allocate large CPU tensors in 4 KiB pages (the default without fsl_core)")
     args = parser.parse_args()
 
+    if args.no_huge_pages:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "0"  # read at PyTorch's first large allocation, which is still ahead
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"amp {'bf16' if args.amp else 'off'}, {args.shot}-shot {args.query}-query {args.image_size}px")
+          f"amp {'bf16' if args.amp else 'off'}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
+          f"{args.shot}-shot {args.query}-query {args.image_size}px")
     width = max(9, *(len(model) for model in args.models))
     header = f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} " \
              f"{'step vs FRN':>11}"

@@ -128,6 +128,7 @@ def test_run_folder_contents(reference_run: Path) -> None:
         and config["device_used"] == "cpu"
         and config["world_size"] == 1
         and "git_revision" in config
+        and config["huge_pages"] == (os.environ.get("THP_MEM_ALLOC_ENABLE") == "1")
     )
     assert config["model_config"]["name"] == "hmdrn" and config["model_config"]["image_size"] == 16
 

@@ -27,6 +27,7 @@ import csv
 import hashlib
 import io
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -299,6 +300,7 @@ class _Run:
             "git_revision": self.versions["git"],
             "torch_version": self.versions["torch"],
             "device_used": str(self.device),
+            "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
             "world_size": self.processes.world_size,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "resumed_at_epoch": resumed_at,
