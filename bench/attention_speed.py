@@ -12,7 +12,6 @@ fused kernel without dropout (what evaluation runs).
 from __future__ import annotations
 
 import argparse
-import platform
 from collections.abc import Callable
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from train_speed import interleaved_medians
 
 from fsl_core.models.cross_attention import cross_attention
+from fsl_core.runtime import device_name
 
 
 def attention_paths(way: int, args: argparse.Namespace) -> dict[str, Callable[[], None]]:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"device: cpu ({platform.processor() or 'cpu'}), torch {torch.__version__}, threads "
+    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, dropout {args.dropout}, C {args.channels}")
     header = f"{'way':>4} {'L':>7} {'S':>5} {'path':<26} {'fwd+bwd ms':>10} {'vs reference':>12}"
     print(header)

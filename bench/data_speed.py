@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -18,17 +17,7 @@ import torch
 
 from fsl_core.data import EpisodeSampler, EpochEpisodeSampler, FewShotFolder, episode_loader
 from fsl_core.data.synthetic import generate_birds
-
-
-def cpu_name() -> str:
-    """The CPU model as the operating system names it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from fsl_core.runtime import device_name
 
 
 def loader_speed(data: FewShotFolder, way: int, shot: int, query: int, episodes: int, workers: int) -> float:
@@ -75,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores); {device}; torch {torch.__version__}")
+    print(f"CPU: {device_name('cpu')} ({os.cpu_count()} logical cores); {device}; torch {torch.__version__}")
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as temp:
         root = args.data

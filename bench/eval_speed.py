@@ -11,7 +11,6 @@ temporary folder. The model is freshly initialised: speed does not depend on the
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -23,18 +22,7 @@ import torch
 from fsl_core.data import FewShotFolder, ensure_birds
 from fsl_core.engine import evaluate
 from fsl_core.models import build_model
-from fsl_core.runtime import resolve_device
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from fsl_core.runtime import device_name, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_episodes = min(args.plain_episodes or args.episodes, args.episodes)
         plain = evaluate(model, dataset, cached=False, **{**common, "episodes": plain_episodes})
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    name = device_name(device)
     print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{args.model} {args.backbone}, {args.split} split of {root}: {len(dataset)} images, "

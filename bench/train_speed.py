@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from contextlib import nullcontext
 import torch
 
 from fsl_core.models import build_model
-from fsl_core.runtime import resolve_device
+from fsl_core.runtime import device_name, resolve_device
 
 AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
 
@@ -123,7 +122,7 @@ def main() -> None:
     if args.no_huge_pages:
         os.environ["THP_MEM_ALLOC_ENABLE"] = "0"  # read at PyTorch's first large allocation, which is still ahead
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = device_name(device)
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"amp {'bf16' if args.amp else 'off'}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
           f"{args.shot}-shot {args.query}-query {args.image_size}px")

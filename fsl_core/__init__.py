@@ -7,7 +7,7 @@ evaluation and visualisation, driven by parameterised notebooks.
 import os
 
 # PyTorch backs large CPU tensors with transparent huge pages when this is set before its first large
-# allocation: a Conv-4 training step then takes about 500 times fewer page faults and runs 1.3-1.5× faster on
+# allocation: a Conv-4 training step then takes about 25 times fewer page faults and runs 1.2-1.4× faster on
 # CPU, with no extra memory (README, "Benchmarks"). An explicit THP_MEM_ALLOC_ENABLE=0 is respected.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import platform
 import random
 import subprocess
 import tempfile
@@ -28,6 +29,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
     return resolved
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    """What a benchmark table should name: the GPU's model, or the CPU's (Linux /proc/cpuinfo, else ``platform``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def seed_everything(seed: int) -> None:

@@ -77,7 +77,30 @@ class _ClassPools:
             )
 
 
-class EpisodeSampler:
+class _EpisodeSettings:
+    """The checks and attributes both samplers share: episode shape, seed, this process's rank, class pools."""
+
+    def __init__(self, labels: Sequence[int] | Any, way: int, shot: int, query: int, seed: int, rank: int,
+                 world_size: int) -> None:
+        self.way = _check_int("way", way, 1)
+        self.shot = _check_int("shot", shot, 1)
+        self.query = _check_int("query", query, 1)
+        self.world_size = _check_int("world_size", world_size, 1)
+        self.rank = _check_int("rank", rank, 0)
+        if self.rank >= self.world_size:
+            raise FewShotDataError(f"rank={rank} must be smaller than world_size={world_size}")
+        self.seed = _check_int("seed", seed, -(1 << 63))
+        self._classes = _ClassPools(labels)
+        self._classes.validate(self.way, self.shot, self.query)
+
+    def _episode(self, picks: Sequence[Sequence[int]]) -> list[int]:
+        """Each chosen class's shot+query picks → support (class-major), then query (class-major)."""
+        support = [int(i) for pick in picks for i in pick[: self.shot]]
+        query = [int(i) for pick in picks for i in pick[self.shot :]]
+        return support + query
+
+
+class EpisodeSampler(_EpisodeSettings):
     """Random N-way K-shot episodes; episode ``g`` is a pure function of ``(seed, g)``.
 
     Args:
@@ -105,18 +128,9 @@ class EpisodeSampler:
         world_size: int = 1,
         start: int = 0,
     ) -> None:
-        self.way = _check_int("way", way, 1)
-        self.shot = _check_int("shot", shot, 1)
-        self.query = _check_int("query", query, 1)
+        super().__init__(labels, way, shot, query, seed, rank, world_size)
         self.episodes = _check_int("episodes", episodes, 1)
-        self.world_size = _check_int("world_size", world_size, 1)
-        self.rank = _check_int("rank", rank, 0)
-        if self.rank >= self.world_size:
-            raise FewShotDataError(f"rank={rank} must be smaller than world_size={world_size}")
         self.start = _check_int("start", start, 0)
-        self.seed = _check_int("seed", seed, -(1 << 63))
-        self._classes = _ClassPools(labels)
-        self._classes.validate(self.way, self.shot, self.query)
 
     def global_index(self, i: int) -> int:
         """Global index of this sampler's ``i``-th episode."""
@@ -128,10 +142,7 @@ class EpisodeSampler:
         pools = self._classes.pools
         chosen = rng.choice(len(pools), size=self.way, replace=False)
         need = self.shot + self.query
-        picks = [pools[c][rng.choice(len(pools[c]), size=need, replace=False)] for c in chosen]
-        support = [int(i) for pick in picks for i in pick[: self.shot]]
-        query = [int(i) for pick in picks for i in pick[self.shot :]]
-        return support + query
+        return self._episode([pools[c][rng.choice(len(pools[c]), size=need, replace=False)] for c in chosen])
 
     def __iter__(self) -> Iterator[list[int]]:
         for i in range(self.episodes):
@@ -147,7 +158,7 @@ class EpisodeSampler:
         )
 
 
-class EpochEpisodeSampler:
+class EpochEpisodeSampler(_EpisodeSettings):
     """One FRN-style epoch of episodes (Wertheimer et al., CVPR 2021), a pure function of ``(seed, epoch)``.
 
     Each class's images are shuffled; every episode draws ``way`` classes without replacement with probability
@@ -171,16 +182,7 @@ class EpochEpisodeSampler:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.way = _check_int("way", way, 1)
-        self.shot = _check_int("shot", shot, 1)
-        self.query = _check_int("query", query, 1)
-        self.world_size = _check_int("world_size", world_size, 1)
-        self.rank = _check_int("rank", rank, 0)
-        if self.rank >= self.world_size:
-            raise FewShotDataError(f"rank={rank} must be smaller than world_size={world_size}")
-        self.seed = _check_int("seed", seed, -(1 << 63))
-        self._classes = _ClassPools(labels)
-        self._classes.validate(self.way, self.shot, self.query)
+        super().__init__(labels, way, shot, query, seed, rank, world_size)
         self.epoch = _check_int("epoch", epoch, 0)
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -207,9 +209,7 @@ class EpochEpisodeSampler:
             for c in chosen:
                 picks.append(left[c][-need:])
                 del left[c][-need:]
-            support = [int(i) for pick in picks for i in pick[: self.shot]]
-            query = [int(i) for pick in picks for i in pick[self.shot :]]
-            episodes.append(support + query)
+            episodes.append(self._episode(picks))
             active = [c for c in active if len(left[c]) >= need]
         self._cache = (self.epoch, episodes)
         return episodes

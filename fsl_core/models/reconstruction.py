@@ -32,27 +32,25 @@ class AttentionReconstruction(nn.Module):
         self.bidirectional = bidirectional
         self.dropout = dropout
 
-    def _attend(self, queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
-        """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C)."""
-        return cross_attention(queries, keys, values, self.dropout, self.training)
-
     def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
         """support: (way, kN, C) tokens pooled per class; query: (n_query, N, C).
 
         Returns {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}} and, when
-        bidirectional, {"support": {"error": (n_query, way, kN)}}. The work is laid out as one batched matrix
-        product per class, (way, n_query·N, kN), so no large tensor is copied.
+        bidirectional, {"support": {"error": (n_query, way, kN)}}. All n_query·N query tokens attend to each
+        class at once (``cross_attention``); they are never copied per class.
         """
         way, kn, c = support.shape
         n_query, n = query.shape[:2]
         q_q, k_q, v_q = self.qkv(query).chunk(3, dim=-1)
         q_s, k_s, v_s = self.qkv(support).chunk(3, dim=-1)
-        rebuilt = self._attend(q_q.reshape(n_query * n, c), k_s, v_s).view(way, n_query, n, c)
+        rebuilt = cross_attention(q_q.reshape(n_query * n, c), k_s, v_s, self.dropout, self.training)
+        rebuilt = rebuilt.view(way, n_query, n, c)
         error = (rebuilt - v_q.unsqueeze(0)).pow(2).sum(-1)  # (way, n_query, N)
         out = {"query": {"error": error.permute(1, 0, 2), "reconstruction": rebuilt.permute(1, 0, 2, 3)}}
         if self.bidirectional:
-            rebuilt_support = self._attend(q_s.reshape(way * kn, c), k_q, v_q).view(n_query, way, kn, c)
-            out["support"] = {"error": (rebuilt_support - v_s.unsqueeze(0)).pow(2).sum(-1)}
+            rebuilt_support = cross_attention(q_s.reshape(way * kn, c), k_q, v_q, self.dropout, self.training)
+            error_support = (rebuilt_support.view(n_query, way, kn, c) - v_s.unsqueeze(0)).pow(2).sum(-1)
+            out["support"] = {"error": error_support}
         return out
 
 
