@@ -1,4 +1,12 @@
-"""Models against methods.md: parameter counts, shapes, formulas, masks, FRN's solve, reference weights."""
+"""Models against their papers: parameter counts, shapes, formulas, masks, FRN's solve, reference weights.
+
+The papers: Wertheimer, Tang & Hariharan, "Few-Shot Classification with Feature Map Reconstruction Networks",
+CVPR 2021, arXiv:2012.01506 (FRN); Wu et al., "Bi-Directional Feature Reconstruction Network for Fine-Grained
+Few-Shot Image Classification", AAAI 2023, arXiv:2211.17161 (BiFRN); Luo, Hu, Wan, Yang, Jiang & Wei,
+"Hierarchical Mask-Enhanced Dual Reconstruction Network for Few-Shot Fine-Grained Image Classification", 2025,
+arXiv:2506.20263 (HMDRN). ``tests/data/hmdrn_conv4_checkpoint_keys.json`` lists the tensor names and shapes of
+the HMDRN authors' released Conv-4 checkpoints.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from fsl_core.models import build_model, count_trainable, load_model, load_refer
 from fsl_core.models.reconstruction import AttentionReconstruction, RidgeReconstruction, orthogonality_loss
 from fsl_core.models.transformer import MaskedTransformer, norm_threshold_mask, sinusoidal_positions
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "hmdrn_conv4_checkpoint_keys.json"
+REFERENCE = Path(__file__).resolve().parent / "data" / "hmdrn_conv4_checkpoint_keys.json"
 
 
 def episode(way: int = 3, shot: int = 2, query: int = 2, size: int = 84, seed: int = 0):

@@ -2,7 +2,8 @@
 
 Two protocols ship:
 
-- ``"authors"`` — the HMDRN authors' protocol (Luo et al., 2025; methods.md "Training protocol"), applied to
+- ``"authors"`` — the HMDRN authors' protocol (Luo, Hu, Wan, Yang, Jiang & Wei, "Hierarchical Mask-Enhanced
+  Dual Reconstruction Network for Few-Shot Fine-Grained Image Classification", 2025, arXiv:2506.20263), applied to
   every model so that models are compared under one protocol: Conv-4 30-way / ResNet-12 10-way, 5-shot,
   15 queries, FRN-style epochs, SGD Nesterov lr 0.1, cosine annealing with warm restarts every 400 epochs,
   1,200 epochs, validation every 20 epochs on 1,000 5-way 5-shot 16-query episodes. (FRN's own paper used
