@@ -5,8 +5,12 @@
 ``run_dir`` and ``run_name`` so that the notebook writes its figures, tables and ``results.json`` beside the
 executed copy. ``sweep`` runs a grid of parameter sets through a bounded pool of kernels and returns a table.
 
-Run folder contents written here: ``config.json`` (notebook, parameters, library version, git revision),
-the executed notebook, and a ``DONE`` marker once it ran to the end (``FAILED`` with the error otherwise).
+Run folder contents written here: ``run.json`` (the manifest, written first: notebook and parameters),
+``config.json`` (notebook, parameters, library version, git revision), the executed notebook, and a ``DONE``
+marker once it ran to the end (``FAILED`` with the error otherwise). A run folder belongs to one run
+(``fsl_core.run_folder``): a run into a folder that exists is refused before anything runs, unless
+``overwrite=True`` (``--overwrite``) moves the old files aside into ``replaced-<time>/``; the runner holds the
+folder's lock while the notebook executes.
 
 Command line::
 
@@ -37,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 import fsl_core
+from fsl_core.run_folder import RunFolderInUse, claim_run_folder
 from fsl_core.runtime import atomic_write_bytes, atomic_write_json, git_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +213,7 @@ def run(
     kernel_name: str = "python3",
     log_output: bool = False,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Execute a notebook with papermill into ``<output_root>/<notebook>/<run_name>/`` and return that folder.
 
@@ -219,14 +225,15 @@ def run(
         kernel_name: Jupyter kernel (``python3`` resolves to the environment running this code).
         log_output: stream the notebook's output to the log while it runs.
         progress: papermill's per-cell progress bar.
+        overwrite: when the run folder exists, move its files aside into ``replaced-<time>/`` and run;
+            otherwise an existing run folder is refused (``RunFolderConflict``) before anything runs.
 
     Raises:
         NotebookRunError: a cell raised; the message names the run, the cell and the error, and the executed
             notebook (with the traceback) stays in the run folder next to a ``FAILED`` marker.
+        RunFolderConflict: the run folder exists (and ``overwrite`` is False); nothing was changed.
+        RunFolderInUse: another process is writing the run folder.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     source = resolve_notebook(notebook)
     name = source.stem
     parameters = _plain(dict(parameters or {}))
@@ -235,9 +242,30 @@ def run(
     if not _RUN_NAME.match(run_name):
         raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
     run_dir = repo_path(output_root) / name / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for marker in (DONE, FAILED):
-        (run_dir / marker).unlink(missing_ok=True)
+    identity = {"notebook": name, "parameters": parameters}
+    folder = claim_run_folder(
+        run_dir, "notebook", identity, overwrite=overwrite, overwrite_hint="overwrite=True (--overwrite)"
+    )
+    try:
+        return _execute(source, parameters, run_name, run_dir, kernel_name, log_output, progress)
+    finally:
+        folder.release()
+
+
+def _execute(
+    source: Path,
+    parameters: dict[str, Any],
+    run_name: str,
+    run_dir: Path,
+    kernel_name: str,
+    log_output: bool,
+    progress: bool,
+) -> Path:
+    """Execute ``source`` into the claimed ``run_dir``: config.json, the executed notebook, DONE or FAILED."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    name = source.stem
     config = {
         "notebook": name,
         "run_name": run_name,
@@ -361,7 +389,9 @@ def sweep(
         grid: a list of parameter dicts, or a dict of value lists (Cartesian product). A ``label`` key names
             the run instead of the varying values (it is not passed to the notebook).
         max_workers: kernels running at once (each is its own process; intra-op threads are split evenly).
-        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters.
+        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters. Any other run whose
+            folder exists (a failed or interrupted attempt) is run again after its files are moved aside into
+            ``replaced-<time>/`` (see ``run``'s ``overwrite``): nothing is deleted.
         parameters: values shared by every run (the grid's values win).
         output_root: as in ``run``; runs land in ``<output_root>/<notebook>/<run name>/``.
         run_names: explicit run names (default: ``sweep_run_name``, which includes a parameter hash).
@@ -412,7 +442,14 @@ def sweep(
     def one(name: str, full: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         try:
-            run(source, full, run_name=name, output_root=output_root, kernel_name=kernel_name)
+            run(
+                source,
+                full,
+                run_name=name,
+                output_root=output_root,
+                kernel_name=kernel_name,
+                overwrite=(base / name).exists(),
+            )
             return {"status": "done", "seconds": round(time.perf_counter() - start, 1)}
         except NotebookRunError as error:
             return {
@@ -480,6 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-y", "--yaml", default=None, help="parameters as a YAML mapping")
     parser.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when the run folder exists, move its files aside into RUN/replaced-<time>/ and run again",
+    )
     parser.add_argument("--output-root", default="outputs", help="folder of all runs (default: outputs)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     parser.add_argument(
@@ -521,8 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             kernel_name=args.kernel,
             log_output=args.log_output,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
-    except (NotebookRunError, ValueError, FileNotFoundError) as error:
+    except (NotebookRunError, ValueError, OSError, RunFolderInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     seconds = json.loads((folder / DONE).read_text())["seconds"]

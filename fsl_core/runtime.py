@@ -25,9 +25,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as error:
-        raise ValueError(f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from error
+        raise ValueError(
+            f"device={device!r} is not a device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+        raise ValueError(
+            f"device={device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'"
+        )
     return resolved
 
 
@@ -64,11 +68,37 @@ def git_revision(path: str | Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
+class NonFiniteError(ValueError):
+    """A tensor about to be saved holds NaN or infinite values."""
+
+
+def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Names (``a.b.0``) of the floating-point tensors in a nested dict/list/tuple holding NaN or ±inf."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            return [] if bool(torch.isfinite(obj).all()) else [prefix or "<tensor>"]
+        return []
+    items: Any = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    )
+    found = []
+    for key, value in items:
+        found += non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
 def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    A crash or kill at any moment leaves either the old ``path`` or the new one, never a mix; an error (no space
+    left, no permission) names ``path`` and leaves the old file as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -78,14 +108,25 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OSError(
+                error.errno, f"cannot write {path}: {error.strerror}; the previous {path.name} is unchanged"
+            ) from error
         raise
     return path
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` that never leaves a half-written file under ``path``."""
+    """``torch.save`` that never leaves a half-written file under ``path`` and never saves a NaN or an inf.
+
+    Raises ``NonFiniteError`` naming the non-finite tensors (nothing is written).
+    """
+    bad = non_finite_tensors(obj)
+    if bad:
+        shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+        raise NonFiniteError(f"not writing {path}: {len(bad)} tensors hold NaN or inf values ({shown})")
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write_bytes(buffer.getvalue(), path)
@@ -94,3 +135,94 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode(), path)
+
+
+def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` whose errors say in plain words why a file cannot be read.
+
+    Only tensors and plain containers (dict, list, tuple, numbers, strings) are loaded: a file that holds
+    other Python objects is refused, since unpickling them can run arbitrary code.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: the file is empty, a text file, neither a zip archive (the format of ``torch.save``) nor
+            a legacy torch pickle, damaged or cut short, or holds objects other than tensors and plain
+            containers. The message names the file and what it holds.
+        OSError: the file cannot be opened (e.g. no permission); the message names it.
+    """
+    import pickle
+    import re
+    import zipfile
+
+    def first_line(error: BaseException) -> str:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return lines[0] if lines else type(error).__name__
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder, not a file; give the .pt file in it")
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot read checkpoint {path}: {error.strerror}") from error
+    if size == 0:
+        raise ValueError(
+            f"checkpoint {path} is empty (0 bytes): the write that made it did not finish; "
+            "save or copy it again"
+        )
+    # Text: valid UTF-8 (a character cut by the 4 KiB window allowed) without control characters.
+    try:
+        text: str | None = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        text = head[: error.start].decode("utf-8") if error.start >= len(head) - 3 else None
+    if text and all(ch.isprintable() or ch in "\t\n\r\f" for ch in text):
+        hint = ""
+        if text.startswith("version https://git-lfs"):
+            hint = " (a Git LFS pointer: fetch the real file with `git lfs pull`)"
+        elif text.lstrip().lower().startswith(("<!doctype html", "<html")):
+            hint = " (a web page: the download saved a page instead of the file)"
+        raise ValueError(
+            f"checkpoint {path} is a text file, not a checkpoint{hint}; it begins with {ascii(text[:60])}"
+        )
+    legacy_magic = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch.serialization.MAGIC_NUMBER
+    is_zip = head.startswith(b"PK\x03\x04")
+    if not is_zip and not head.startswith(legacy_magic):
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            kind = f"a plain Python pickle (protocol {head[1]}) that torch.save did not write"
+        elif head[8:9] == b"{":
+            kind = "apparently a safetensors file (read it with safetensors.torch.load_file)"
+        else:
+            kind = f"of an unknown format (first bytes: {head[:16].hex(' ')})"
+        raise ValueError(
+            f"checkpoint {path} is neither a zip archive (the format of torch.save) nor a legacy torch "
+            f"pickle: it is {kind}"
+        )
+    if is_zip and not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"checkpoint {path} is a zip archive whose end is missing ({size} bytes): the write or copy "
+            "that made it did not finish; save or copy it again"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        message = str(error)
+        if "Weights only load failed" not in message and "WeightsUnpickler" not in message:
+            raise ValueError(f"checkpoint {path} is damaged: {first_line(error)}") from error
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        example = f" (here {found.group(1)})" if found else ""
+        raise ValueError(
+            f"checkpoint {path} holds Python objects other than tensors and plain containers{example}; "
+            "fsl_core does not load such files, since reading them can run arbitrary code. Save the "
+            "weights as tensors only (e.g. a dict holding model.state_dict()) to make a file it can read"
+        ) from None
+    except Exception as error:  # torch reports damaged archives and pickles with many error types
+        what = "zip archive" if is_zip else "legacy torch pickle"
+        raise ValueError(
+            f"checkpoint {path} is a {what} that torch cannot read (damaged, cut short, or not written by "
+            f"torch.save): {first_line(error)}"
+        ) from error

@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=2 -m fsl_core.train --model hmdrn --data data/birds --run-dir outputs/train/ddp
 
 Every setting of ``fsl_core.engine.TrainConfig`` is a flag; settings left out take the protocol's value.
-Running the same command again continues the run from ``RUN_DIR/last.pt``.
+Running the same command again continues the run from ``RUN_DIR/last.pt``; a RUN_DIR holding another run is
+refused (``--overwrite`` moves its files aside into ``RUN_DIR/replaced-<time>/``); Ctrl-C stops with one line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from fsl_core.engine.config import (
     setting_default,
     setting_help,
 )
-from fsl_core.engine.train import TrainingDiverged, train
+from fsl_core.engine.train import TrainingDiverged, TrainingInterrupted, train
+from fsl_core.run_folder import RunFolderInUse
 
 _CHOICES = {"protocol": PROTOCOLS, "sampler": SAMPLERS, "scheduler": SCHEDULERS}
 _FLAGS = {"data_root": ["--data", "--data-root"]}
@@ -148,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     try:
         result = train(stop_after_epochs=stop_after, rank_log=rank_log, **arguments)
-    except (ValueError, OSError, TrainingDiverged) as error:
+    except TrainingInterrupted as interruption:
+        print(f"{prefix}{interruption}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, TrainingDiverged, RunFolderInUse) as error:
         print(f"{prefix}error: {error}", file=sys.stderr)
         return 1
     if rank == 0:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from fsl_core.data.synthetic import ensure_birds
+from fsl_core.engine import train
+from fsl_core.engine.checkpoint import load_checkpoint
 
 TINY_BIRDS = dict(seed=0, image_size=32, images_per_class=6, groups=3, species_per_group=3)
 """Settings of the session's tiny birds set: 9 classes (3 train, 3 val, 3 test) of 6 images, 32x32."""
@@ -68,3 +72,62 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A tiny run: HMDRN (two levels, fusion weights) on 16×16 inputs, 3-way 1-shot 2-query.
+TINY = dict(
+    protocol="quick",
+    model="hmdrn",
+    image_size=16,
+    way=3,
+    shot=1,
+    query=2,
+    sampler="fixed",
+    episodes_per_epoch=3,
+    epochs=3,
+    val_every=2,
+    val_way=3,
+    val_shot=1,
+    val_query=2,
+    val_episodes=6,
+    lr=0.05,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="session")
+def reference_run(birds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted TINY run, the reference of the resume tests (treat it as read-only: copy it to change it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    torch.set_num_threads(threads)
+    return run_dir
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same weights, optimizer state, best metric and metrics (wall-clock seconds aside)."""
+    last_a, last_b = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert last_a["epoch"] == last_b["epoch"]
+    assert last_a["state_dict"].keys() == last_b["state_dict"].keys()
+    for key, value in last_a["state_dict"].items():
+        assert torch.equal(value, last_b["state_dict"][key]), key
+    for key, state in last_a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], last_b["optimizer"]["state"][key]["momentum_buffer"])
+    assert last_a["best"] == last_b["best"]
+    metrics_a = pd.read_csv(a / "metrics.csv").drop(columns="seconds")
+    metrics_b = pd.read_csv(b / "metrics.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
+    best_a = torch.load(a / "best.pt", weights_only=True)["state_dict"]
+    best_b = torch.load(b / "best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` (relative path → digest), the lock file left out."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != ".lock"
+    }

@@ -92,10 +92,13 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     assert config["world_size"] == 2 and config["resumed_at_epoch"] == 1
     # only rank 0 writes the run files
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock",
         "best.pt",
         "config.json",
         "last.pt",
         "metrics.csv",
         "rank0.json",
         "rank1.json",
+        "run.json",
     ]
+    assert json.loads((run_dir / "run.json").read_text())["identity"]["seed"] == config["seed"]

@@ -18,17 +18,20 @@ import nbformat
 import pandas as pd
 import papermill
 import pytest
+from conftest import snapshot
 
 from fsl_core.models import MODEL_NAMES
 from fsl_core.notebooks import (
     NotebookRunError,
     expand_grid,
     list_notebooks,
+    main,
     notebooks_dir,
     resolve_notebook,
     run,
     sweep_run_name,
 )
+from fsl_core.run_folder import RunFolderConflict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OURS = [
@@ -90,6 +93,20 @@ def test_runner_refuses_unknown_parameters_before_starting_a_kernel(tmp_path: Pa
     assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="run_name"):
         run("00_quickstart", run_name="a b/c", output_root=tmp_path)
+
+
+def test_runner_refuses_a_folder_that_exists_before_starting_a_kernel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "00_quickstart" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text('{"accuracy": 71.5}\n')
+    before = snapshot(folder)
+    with pytest.raises(RunFolderConflict, match=r"holds files that no notebook run of fsl_core wrote"):
+        run("00_quickstart", run_name="mine", output_root=tmp_path)
+    code = main(["00_quickstart", "--run-name", "mine", "--output-root", str(tmp_path), "--no-progress"])
+    assert code == 1 and "--overwrite" in capsys.readouterr().err
+    assert snapshot(folder) == before
 
 
 def test_grids_and_run_names() -> None:
@@ -199,6 +216,7 @@ NEEDS = {
     "test_masks_and_reconstructions": ["masks"],
     "test_gradcam": ["gradcam"],
     "test_wrong_parameters_fail_with_a_readable_message": ["bad-model", "bad-shot", "no-checkpoint"],
+    "test_a_notebook_run_is_never_rewritten": ["explorer", "bad-shot"],
 }
 """The runs each test checks (a run's prerequisite is started too)."""
 
@@ -430,3 +448,24 @@ def test_wrong_parameters_fail_with_a_readable_message(
         o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
     assert shown and message in shown[0]["evalue"]
+
+
+@slow
+def test_a_notebook_run_is_never_rewritten(executions: Executions, notebook_birds: Path) -> None:
+    plan = _runs(str(notebook_birds), executions.root)
+    finished = executions.get("explorer")
+    before = snapshot(finished)
+    notebook, parameters, _ = plan["explorer"]
+    with pytest.raises(RunFolderConflict, match="holds a notebook run .* a run is never rewritten"):
+        run(notebook, parameters, run_name="explorer", output_root=executions.root)
+    assert snapshot(finished) == before
+
+    failed = executions.failure("bad-shot").run_dir
+    assert failed is not None
+    before = snapshot(failed)
+    notebook, parameters, _ = plan["bad-shot"]
+    with pytest.raises(NotebookRunError, match="shot=-1"):  # the re-run fails the same way
+        run(notebook, parameters, run_name="bad-shot", output_root=executions.root, overwrite=True)
+    (moved,) = failed.glob("replaced-*")
+    assert snapshot(moved) == before  # the first attempt, byte for byte
+    assert (failed / "FAILED").is_file() and (failed / "run.json").is_file()

@@ -13,60 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, assert_same_run
 
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
 from fsl_core.engine.checkpoint import load_checkpoint
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.train import build_parser, main, parse_option
 
-# A tiny run: HMDRN (two levels, fusion weights) on 16×16 inputs, 3-way 1-shot 2-query.
-TINY = dict(
-    protocol="quick",
-    model="hmdrn",
-    image_size=16,
-    way=3,
-    shot=1,
-    query=2,
-    sampler="fixed",
-    episodes_per_epoch=3,
-    epochs=3,
-    val_every=2,
-    val_way=3,
-    val_shot=1,
-    val_query=2,
-    val_episodes=6,
-    lr=0.05,
-    progress=False,
-)
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def reference_run(birds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted TINY run, the reference of the resume tests."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    train(data_root=str(birds), run_dir=str(run_dir), **TINY)
-    return run_dir
-
-
-def _assert_same_run(a: Path, b: Path) -> None:
-    """Same weights, optimizer state, best metric and metrics (wall-clock seconds aside)."""
-    last_a, last_b = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
-    assert last_a["epoch"] == last_b["epoch"]
-    assert last_a["state_dict"].keys() == last_b["state_dict"].keys()
-    for key, value in last_a["state_dict"].items():
-        assert torch.equal(value, last_b["state_dict"][key]), key
-    for key, state in last_a["optimizer"]["state"].items():
-        assert torch.equal(state["momentum_buffer"], last_b["optimizer"]["state"][key]["momentum_buffer"])
-    assert last_a["best"] == last_b["best"]
-    metrics_a = pd.read_csv(a / "metrics.csv").drop(columns="seconds")
-    metrics_b = pd.read_csv(b / "metrics.csv").drop(columns="seconds")
-    pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
-    best_a = torch.load(a / "best.pt", weights_only=True)["state_dict"]
-    best_b = torch.load(b / "best.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
 # -- settings ---------------------------------------------------------------------------------------------------
@@ -115,12 +69,17 @@ def test_bad_settings_are_refused(settings: dict, message: str) -> None:
 # -- the run folder ---------------------------------------------------------------------------------------------
 def test_run_folder_contents(reference_run: Path) -> None:
     assert sorted(p.name for p in reference_run.iterdir()) == [
+        ".lock",
         "best.pt",
         "config.json",
         "last.pt",
         "metrics.csv",
+        "run.json",
     ]
     config = json.loads((reference_run / "config.json").read_text())
+    manifest = json.loads((reference_run / "run.json").read_text())
+    assert manifest["kind"] == "train"
+    assert manifest["identity"] == {k: config[k] for k in manifest["identity"]}
     assert config["model"] == "hmdrn" and config["way"] == 3 and config["epochs"] == 3
     assert config["fsl_core_version"] and config["torch_version"] == str(torch.__version__)
     assert (
@@ -189,7 +148,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(
     second = train(data_root=str(birds), run_dir=str(run_dir), num_workers=1, **TINY)
     assert second.epochs_done == 3
     assert json.loads((run_dir / "config.json").read_text())["resumed_at_epoch"] == 1
-    _assert_same_run(reference_run, run_dir)
+    assert_same_run(reference_run, run_dir)
 
 
 def test_epoch_sampler_resume_is_exact(birds: Path, tmp_path: Path) -> None:
@@ -235,7 +194,7 @@ def test_killed_process_resumes_exactly(reference_run: Path, birds: Path, tmp_pa
     assert was_running, process.stderr.read().decode()
     assert load_checkpoint(run_dir / "last.pt")["epoch"] >= 1
     train(data_root=str(birds), run_dir=str(run_dir), **TINY)
-    _assert_same_run(reference_run, run_dir)
+    assert_same_run(reference_run, run_dir)
 
 
 # -- divergence -------------------------------------------------------------------------------------------------
@@ -295,11 +254,11 @@ def test_resume_with_other_settings_is_refused(reference_run: Path, birds: Path)
     with pytest.raises(ValueError) as error:
         train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "lr": 0.2, "shot": 2})
     message = str(error.value)
-    assert "was written with other settings" in message
-    assert "lr: 0.05 in the checkpoint, 0.2 now" in message and "shot: 1 in the checkpoint, 2 now" in message
-    with pytest.raises(ValueError, match="another architecture|model config|other settings"):
+    assert "cannot continue" in message and "--overwrite" in message
+    assert "lr: 0.05 in the run, 0.2 now" in message and "shot: 1 in the run, 2 now" in message
+    with pytest.raises(ValueError, match="model: 'hmdrn' in the run, 'bifrn' now"):
         train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "model": "bifrn"})
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(ValueError, match="it holds last.pt and resume=False was asked"):
         train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "resume": False})
 
 

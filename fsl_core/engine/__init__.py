@@ -9,13 +9,20 @@
 
 from fsl_core.engine.config import PROTOCOLS, TrainConfig
 from fsl_core.engine.evaluate import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
-from fsl_core.engine.train import TrainingDiverged, TrainResult, build_training_model, train
+from fsl_core.engine.train import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    build_training_model,
+    train,
+)
 
 __all__ = [
     "PROTOCOLS",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "EvalResult",
     "build_training_model",
     "confidence_interval",

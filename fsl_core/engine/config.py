@@ -29,9 +29,20 @@ SAMPLERS = ("epoch", "fixed")
 SCHEDULERS = ("cosine", "step", "none")
 
 # Settings that change how a run executes, not what it computes: they may differ when a run is resumed.
-# ``epochs`` may grow (train longer); the schedules do not depend on it.
+# ``epochs`` may grow (train longer): a schedule period that was derived from ``epochs`` (the "quick" protocol's
+# cosine cycle over the run) keeps the value the run started with, so the learning rate restarts its cycle.
 RUNTIME_SETTINGS = frozenset(
-    {"protocol", "run_dir", "device", "num_workers", "progress", "epochs", "find_unused_parameters", "resume"}
+    {
+        "protocol",
+        "run_dir",
+        "device",
+        "num_workers",
+        "progress",
+        "epochs",
+        "find_unused_parameters",
+        "resume",
+        "overwrite",
+    }
 )
 
 
@@ -142,6 +153,11 @@ class TrainConfig:
         None, "run folder (default outputs/train/<model>-<backbone>-<way>w<shot>s-seed<seed>)"
     )
     resume: bool = _setting(True, "continue from run_dir/last.pt when it exists (False: refuse to reuse it)")
+    overwrite: bool = _setting(
+        False,
+        "when run_dir holds another run (or files no run wrote): move them aside into run_dir/replaced-<time>/ "
+        "and start a new run, instead of refusing",
+    )
     device: str = _setting("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
     num_workers: int = _setting(0, "DataLoader worker processes")
     amp: bool | None = _setting(None, "bfloat16 autocast on CUDA (ignored on CPU)")
@@ -197,7 +213,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
             if value < 0 or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
-        for name in ("nesterov", "amp", "channels_last", "find_unused_parameters", "progress", "resume"):
+        bools = (
+            "nesterov",
+            "amp",
+            "channels_last",
+            "find_unused_parameters",
+            "progress",
+            "resume",
+            "overwrite",
+        )
+        for name in bools:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.sampler not in SAMPLERS:
@@ -276,10 +301,12 @@ def check_setting_names(values: dict[str, Any]) -> None:
         raise ValueError(f"unknown training setting {', '.join(hints)}; known settings: {', '.join(known)}")
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], where: str = "the checkpoint"
+) -> list[str]:
     """Human-readable differences between two ``to_dict`` outputs, ignoring ``RUNTIME_SETTINGS``.
 
-    ``data_root`` is compared as a resolved path.
+    ``data_root`` is compared as a resolved path; ``where`` names what holds ``saved`` in the messages.
     """
     differences = []
     for name in sorted(set(saved) | set(current)):
@@ -291,5 +318,5 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         else:
             same = old == new
         if not same:
-            differences.append(f"{name}: {old!r} in the checkpoint, {new!r} now")
+            differences.append(f"{name}: {old!r} in {where}, {new!r} now")
     return differences

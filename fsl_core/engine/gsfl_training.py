@@ -30,7 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..models.gsfl import GSFLClassifier
+from ..run_folder import claim_run_folder
 from ..runtime import atomic_torch_save, resolve_device
+from .checkpoint import load_checkpoint
 
 CHECKPOINT_NAME = "gsfl_last.pt"
 BEST_NAME = "gsfl_best.pt"
@@ -43,8 +45,10 @@ class GSFLTrainConfig:
     stage1_epochs / stage2_epochs: epochs of the frozen-backbone and the full stage (0 skips a stage);
     stage1_lr / stage2_lr, weight_decay: Adam settings (release: 1e-3, 1e-4, 1e-5);
     lr_factor, lr_patience: ReduceLROnPlateau on validation accuracy (only with a validation set);
-    run_dir: folder for ``gsfl_last.pt`` (every epoch) and ``gsfl_best.pt`` (best validation accuracy);
-    resume: continue from ``run_dir/gsfl_last.pt`` when it exists.
+    run_dir: folder for ``gsfl_last.pt`` (every epoch) and ``gsfl_best.pt`` (best validation accuracy), a run
+    folder of one run (``fsl_core.run_folder``: a folder holding another run is refused);
+    resume: continue from ``run_dir/gsfl_last.pt`` when it exists;
+    overwrite: when ``run_dir`` holds another run, move its files aside into ``replaced-<time>/`` and start anew.
     """
 
     stage1_epochs: int = 10
@@ -60,7 +64,12 @@ class GSFLTrainConfig:
     num_workers: int = 0
     run_dir: str | None = None
     resume: bool = True
+    overwrite: bool = False
     progress: bool = True
+
+    # Settings that may differ when a run is continued: how it executes, and the epochs (a run may grow).
+    RUNTIME = ("device", "num_workers", "run_dir", "resume", "overwrite", "progress")
+    LENGTH = ("stage1_epochs", "stage2_epochs")
 
     def __post_init__(self) -> None:
         for name in ("stage1_epochs", "stage2_epochs", "lr_patience", "num_workers", "seed"):
@@ -235,87 +244,109 @@ def train_gsfl(
     history: list[dict[str, Any]] = []
     start_stage, start_epoch = 1, 0
     resumed: dict[str, Any] | None = None
-    if run_dir is not None and (run_dir / CHECKPOINT_NAME).is_file():
-        if not config.resume:
-            raise FileExistsError(
-                f"{run_dir / CHECKPOINT_NAME} exists; set resume=True or choose another run_dir"
-            )
-        resumed = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-        model.load_state_dict(resumed["state_dict"])
-        history = list(resumed["history"])
-        start_stage, start_epoch = int(resumed["stage"]), int(resumed["epoch"])
-    best = max((row["val_accuracy"] for row in history if row.get("val_accuracy") is not None), default=-1.0)
-    for stage, epochs in ((1, config.stage1_epochs), (2, config.stage2_epochs)):
-        if stage < start_stage or epochs == 0:
-            continue
-        first = start_epoch if stage == start_stage else 0
-        if first >= epochs:
-            continue
-        optimiser, scheduler = _make_stage(model, stage, config)
-        if resumed is not None and stage == start_stage and first > 0:
-            optimiser.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-        for epoch in range(first, epochs):
-            torch.manual_seed(config.seed * 100_003 + stage * 1009 + epoch)
-            model.train()
-            if stage == 1:
-                model.backbone.eval()
-            sums = {"loss": 0.0, "ce": 0.0, "rec": 0.0, "d": 0.0, "s": 0.0}
-            correct = seen = 0
-            loader = _loader(
-                train_data,
-                config.batch_size,
-                True,
-                config.seed * 1009 + stage * 101 + epoch,
-                config.num_workers,
-            )
-            bar = tqdm(
-                loader,
-                desc=f"GSFL stage {stage} epoch {epoch + 1}/{epochs}",
-                leave=False,
-                disable=not config.progress,
-            )
-            for images, labels in bar:
-                images, labels = images.to(device), torch.as_tensor(labels).to(device)
-                loss, logits = model.batch_loss(images, labels)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                n = labels.numel()
-                sums["loss"] += float(loss.detach()) * n
-                for key in ("ce", "rec", "d", "s"):
-                    sums[key] += model.last_terms[key] * n
-                correct += int((logits.argmax(1) == labels).sum())
-                seen += n
-            row: dict[str, Any] = {
-                "stage": stage,
-                "epoch": epoch + 1,
-                **{k: v / seen for k, v in sums.items()},
-                "train_accuracy": 100.0 * correct / seen,
-                "val_accuracy": None,
-                "lr": optimiser.param_groups[0]["lr"],
-            }
-            if val_data is not None:
-                row["val_accuracy"] = classifier_accuracy(
-                    model, val_data, config.batch_size, device, config.num_workers
+    folder = None
+    if run_dir is not None:
+        settings = {k: v for k, v in asdict(config).items() if k not in config.RUNTIME + config.LENGTH}
+        identity = {"settings": settings, "model": dict(model.config)}
+
+        def cannot_continue(saved: dict[str, Any]) -> list[str]:
+            reasons = [
+                f"{key}: {saved.get(key)!r} in the run, {value!r} now"
+                for key, value in identity.items()
+                if saved.get(key) != value
+            ]
+            if (run_dir / CHECKPOINT_NAME).is_file() and not config.resume:
+                reasons.append(f"it holds {CHECKPOINT_NAME} and resume=False was asked")
+            return reasons
+
+        folder = claim_run_folder(
+            run_dir, "gsfl", identity, same_run=cannot_continue, overwrite=config.overwrite
+        )
+    try:
+        if run_dir is not None and (run_dir / CHECKPOINT_NAME).is_file():
+            resumed = load_checkpoint(run_dir / CHECKPOINT_NAME)
+            model.load_state_dict(resumed["state_dict"])
+            history = list(resumed["history"])
+            start_stage, start_epoch = int(resumed["stage"]), int(resumed["epoch"])
+        best = max(
+            (row["val_accuracy"] for row in history if row.get("val_accuracy") is not None), default=-1.0
+        )
+        for stage, epochs in ((1, config.stage1_epochs), (2, config.stage2_epochs)):
+            if stage < start_stage or epochs == 0:
+                continue
+            first = start_epoch if stage == start_stage else 0
+            if first >= epochs:
+                continue
+            optimiser, scheduler = _make_stage(model, stage, config)
+            if resumed is not None and stage == start_stage and first > 0:
+                optimiser.load_state_dict(resumed["optimizer"])
+                scheduler.load_state_dict(resumed["scheduler"])
+            for epoch in range(first, epochs):
+                torch.manual_seed(config.seed * 100_003 + stage * 1009 + epoch)
+                model.train()
+                if stage == 1:
+                    model.backbone.eval()
+                sums = {"loss": 0.0, "ce": 0.0, "rec": 0.0, "d": 0.0, "s": 0.0}
+                correct = seen = 0
+                loader = _loader(
+                    train_data,
+                    config.batch_size,
+                    True,
+                    config.seed * 1009 + stage * 101 + epoch,
+                    config.num_workers,
                 )
-                scheduler.step(row["val_accuracy"])
-            history.append(row)
-            if run_dir is not None:
-                content = {
-                    "optimizer": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                bar = tqdm(
+                    loader,
+                    desc=f"GSFL stage {stage} epoch {epoch + 1}/{epochs}",
+                    leave=False,
+                    disable=not config.progress,
+                )
+                for images, labels in bar:
+                    images, labels = images.to(device), torch.as_tensor(labels).to(device)
+                    loss, logits = model.batch_loss(images, labels)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    n = labels.numel()
+                    sums["loss"] += float(loss.detach()) * n
+                    for key in ("ce", "rec", "d", "s"):
+                        sums[key] += model.last_terms[key] * n
+                    correct += int((logits.argmax(1) == labels).sum())
+                    seen += n
+                row: dict[str, Any] = {
                     "stage": stage,
                     "epoch": epoch + 1,
-                    "history": history,
-                    "train_config": asdict(config),
+                    **{k: v / seen for k, v in sums.items()},
+                    "train_accuracy": 100.0 * correct / seen,
+                    "val_accuracy": None,
+                    "lr": optimiser.param_groups[0]["lr"],
                 }
-                _save(run_dir / CHECKPOINT_NAME, model, content)
-                if row["val_accuracy"] is not None and row["val_accuracy"] > best:
-                    best = row["val_accuracy"]
-                    _save(
-                        run_dir / BEST_NAME, model, {"stage": stage, "epoch": epoch + 1, "val_accuracy": best}
+                if val_data is not None:
+                    row["val_accuracy"] = classifier_accuracy(
+                        model, val_data, config.batch_size, device, config.num_workers
                     )
+                    scheduler.step(row["val_accuracy"])
+                history.append(row)
+                if run_dir is not None:
+                    content = {
+                        "optimizer": optimiser.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "stage": stage,
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "train_config": asdict(config),
+                    }
+                    _save(run_dir / CHECKPOINT_NAME, model, content)
+                    if row["val_accuracy"] is not None and row["val_accuracy"] > best:
+                        best = row["val_accuracy"]
+                        _save(
+                            run_dir / BEST_NAME,
+                            model,
+                            {"stage": stage, "epoch": epoch + 1, "val_accuracy": best},
+                        )
+    finally:
+        if folder is not None:
+            folder.release()
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(True)
     model.eval()

@@ -9,7 +9,13 @@ writes the run folder::
     run_dir/last.pt       resumable state after the last finished epoch (see ``checkpoint.py``)
     run_dir/best.pt       model of the best validation accuracy (``fsl_core.models.load_model`` reads it)
 
-Calling ``train`` again with the same ``run_dir`` continues from ``last.pt``. Everything random is a pure
+    run_dir/run.json      the manifest, written first: the settings that identify the run (``fsl_core.run_folder``)
+
+A run folder belongs to one run. Training into a folder that holds another run, or files no run wrote, stops
+before any work (``RunFolderConflict``; ``overwrite=True`` moves the old files aside into ``replaced-<time>/``),
+and a process writing a run folder holds its lock (a second one fails with ``RunFolderInUse``). Weights are
+checked finite after every step and before every save. Calling ``train`` again with the same ``run_dir`` and
+settings continues from ``last.pt``; ``epochs`` may grow on resume. Everything random is a pure
 function of (seed, epoch): the episodes (``fsl_core.data`` samplers), each image's augmentation (seeded per
 image from its episode, see ``episodes.py``) and dropout (generators reseeded at the start of every epoch), so
 on CPU a run that is stopped after any epoch and resumed ends with exactly the weights and metrics of an
@@ -24,10 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,14 +57,26 @@ from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
 from fsl_core.engine.episodes import SeededImages, TrainingEpisodes, _episode_seed
 from fsl_core.engine.evaluate import check_episodes_fit, evaluate
 from fsl_core.models import EpisodicModel, build_model, save_model
-from fsl_core.runtime import atomic_write_bytes, atomic_write_json, git_revision, seed_everything
+from fsl_core.run_folder import RunFolder, claim_run_folder, read_manifest
+from fsl_core.runtime import (
+    atomic_write_bytes,
+    atomic_write_json,
+    git_revision,
+    non_finite_tensors,
+    seed_everything,
+)
 
 # Models whose constructor takes the input size (it fixes feature-map token counts).
 _SIZED_MODELS = ("protonet", "frn", "bifrn", "hmdrn")
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the run folder keeps the last good checkpoint."""
+    """The loss or, after a step, the weights became NaN or infinite. Nothing non-finite is ever saved, so the run
+    folder's ``last.pt`` and ``best.pt`` keep the last finite state (the epoch the message names)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training; the message says where and what ``last.pt`` holds."""
 
 
 @dataclass
@@ -108,16 +128,22 @@ def train(
             of its parameters (a check of multi-process training).
 
     Every setting is validated before any work: unknown model, backbone or option names, episodes that the
-    data cannot provide, and a ``last.pt`` in ``run_dir`` written with other settings raise a ValueError.
-    A NaN or infinite loss raises ``TrainingDiverged`` without overwriting ``last.pt``.
+    data cannot provide, and a ``run_dir`` holding another run (``RunFolderConflict``, a ValueError) or in use
+    by another process (``RunFolderInUse``). A NaN or infinite loss, or a step that makes a weight non-finite,
+    raises ``TrainingDiverged``; Ctrl-C raises ``TrainingInterrupted``; ``last.pt`` then keeps the last
+    finished epoch.
     """
     config = _resolve_config(config, settings)
     if stop_after_epochs is not None and (not isinstance(stop_after_epochs, int) or stop_after_epochs < 1):
         raise ValueError(f"stop_after_epochs must be a positive integer or None, got {stop_after_epochs!r}")
     processes = start_processes(config.device)
+    run: _Run | None = None
     try:
-        return _Run(config, processes, rank_log).run(stop_after_epochs)
+        run = _Run(config, processes, rank_log)
+        return run.run(stop_after_epochs)
     finally:
+        if run is not None and run.folder is not None:
+            run.folder.release()
         processes.close()
 
 
@@ -160,6 +186,32 @@ def build_training_model(config: TrainConfig, train_classes: int | None = None) 
         raise ValueError(f"cannot build model {config.model!r} on {config.backbone!r}: {error}") from error
 
 
+def _continued_schedule(config: TrainConfig, run_dir: Path, announce: bool) -> TrainConfig:
+    """``config`` for continuing the run in ``run_dir`` with more epochs than it started with.
+
+    A schedule period derived from ``epochs`` (the "quick" protocol: one cosine cycle over the run) keeps the
+    value the run started with, as the saved scheduler state does: the learning rate starts a new cycle of the
+    same length after the first one. Every other setting is returned unchanged.
+    """
+    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
+    if manifest is None or manifest.get("kind") != "train":
+        return config
+    started = manifest["identity"]
+    old_epochs, old_period = started.get("epochs"), started.get("scheduler_period")
+    grows = isinstance(old_epochs, int) and config.epochs > old_epochs
+    derived = old_period == old_epochs and config.scheduler_period == config.epochs
+    if not (grows and derived):
+        return config
+    if announce:
+        print(
+            f"{run_dir}: epochs grow from {old_epochs} to {config.epochs}; the {config.scheduler} schedule keeps "
+            f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
+            f"{old_period + 1}); give scheduler_period explicitly for a schedule over the whole run",
+            file=sys.stderr,
+        )
+    return dataclasses.replace(config, scheduler_period=old_period)
+
+
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     """Reseed Python, NumPy and torch for epoch ``epoch`` of process ``rank`` (dropout, loader seeds)."""
     seed_everything(_episode_seed(seed, 0x7E, epoch, rank))
@@ -193,11 +245,14 @@ class _Run:
     """One call of ``train``: set-up (all validation first), then the epoch loop."""
 
     def __init__(self, config: TrainConfig, processes: Processes, rank_log: bool) -> None:
-        self.config = config
+        self.run_dir = Path(config.run_dir)  # type: ignore[arg-type]
+        self.config = config = _continued_schedule(config, self.run_dir, processes.is_main)
         self.processes = processes
         self.device = processes.device
         self.rank_log = rank_log
-        self.run_dir = Path(config.run_dir)  # type: ignore[arg-type]
+        self.folder: RunFolder | None = None
+        self.position = "set-up"  # where an interruption stops the run, for the message
+        self.saved_epoch = 0  # the epoch last.pt holds
         self.last_path = self.run_dir / "last.pt"
         self.best_path = self.run_dir / "best.pt"
         self.versions = {
@@ -236,17 +291,31 @@ class _Run:
                 config.data_root, "val", transform="eval", image_size=config.image_size
             )
             check_episodes_fit(self.val_set, config.val_way, config.val_shot, config.val_query, "validation")
+        if processes.is_main:  # only the main process writes the run folder
+            self.folder = claim_run_folder(
+                self.run_dir,
+                "train",
+                config.to_dict(),
+                same_run=self._cannot_continue,
+                overwrite=config.overwrite,
+                overwrite_hint="overwrite=True (--overwrite)",
+            )
+        processes.barrier()  # the other processes look at the folder once it is claimed
         self.checkpoint = self._previous_run()
+
+    def _cannot_continue(self, identity: dict[str, Any]) -> list[str]:
+        """Why this call cannot continue the run whose manifest holds ``identity`` ([]: it can)."""
+        reasons = config_differences(identity, self.config.to_dict(), where="the run")
+        if self.last_path.exists() and not self.config.resume:
+            reasons.append("it holds last.pt and resume=False was asked")
+        if not self.last_path.exists() and self.best_path.exists():
+            reasons.append("it holds best.pt but no last.pt to continue from")
+        return reasons
 
     def _previous_run(self) -> dict[str, Any] | None:
         """The ``last.pt`` to continue from (None for a fresh run); refuses one of other settings."""
         if not self.last_path.exists():
             return None
-        if not self.config.resume:
-            raise ValueError(
-                f"{self.run_dir} already holds a run (last.pt); pass resume=True to continue it or choose "
-                "another run_dir"
-            )
         checkpoint = load_checkpoint(self.last_path, map_location=self.device)
         if "train_config" not in checkpoint or "optimizer" not in checkpoint:
             raise ValueError(f"{self.last_path} is not a resumable training checkpoint (no optimizer state)")
@@ -326,6 +395,7 @@ class _Run:
                 self.checkpoint["epoch"],
             )
             restore_rng_state(self.checkpoint["rng"])
+            self.saved_epoch = done
             self.checkpoint = None  # free the memory
         fusion_names = list(model.fusion_weights())
         columns = [
@@ -339,11 +409,8 @@ class _Run:
             "episodes",
             "seconds",
         ]
-        if processes.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not done:  # a fresh run: drop what a run stopped before its first checkpoint left behind
-                for stale in [self.best_path, *self.run_dir.glob("rank*.json")]:
-                    stale.unlink(missing_ok=True)
+        finished = done >= config.epochs  # a finished run is returned as it is: nothing is written
+        if processes.is_main and not finished:
             atomic_write_json(self._environment(done or None), self.run_dir / "config.json")
             _write_metrics(rows, columns, self.run_dir / "metrics.csv")
 
@@ -373,6 +440,7 @@ class _Run:
                 lr = float(optimizer.param_groups[0]["lr"])
                 loss, accuracy, count = self._train_epoch(module, optimizer, loader, epoch, done, show, seen)
                 scheduler.step()
+                self.position = f"epoch {epoch}, during validation"
                 result = self._validate(epoch, show)
                 row: dict[str, Any] = {
                     "epoch": epoch,
@@ -389,9 +457,11 @@ class _Run:
                 improved = result is not None and (best["val_acc"] is None or result[0] > best["val_acc"])
                 if improved:
                     best = {"val_acc": result[0], "val_ci95": result[1], "epoch": epoch}
+                self.position = f"epoch {epoch}, while saving it"
                 if processes.is_main:
                     self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
                 done = epoch
+                self.position = f"epoch {epoch + 1}, before its first episode"
                 epochs_bar.update(1)
                 postfix = f"loss {loss:.3f} train {accuracy:.1f}%"
                 if result is not None:
@@ -399,6 +469,12 @@ class _Run:
                 epochs_bar.set_postfix_str(postfix)
                 if stop_after_epochs is not None and epoch - first_epoch + 1 >= stop_after_epochs:
                     break
+        except KeyboardInterrupt:
+            saved = self.saved_epoch
+            kept = f"{self.last_path.name} holds epoch {saved}" if saved else "no checkpoint was written yet"
+            raise TrainingInterrupted(
+                f"interrupted at {self.position}; {kept}; run the same command to resume"
+            ) from None
         finally:
             epochs_bar.close()
         processes.barrier()
@@ -453,7 +529,9 @@ class _Run:
                 "process(es); use sampler='fixed' or a smaller way/shot/query"
             )
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", unit="episode", leave=False, disable=not show)
+        kept = f"{self.last_path} still holds epoch {last_good}" if last_good else "no checkpoint was written"
         for step, episode in enumerate(bar):
+            self.position = f"epoch {epoch}, episode {step + 1} of {steps}"
             episode = episode.to(device, non_blocking=True)
             support = episode.support_images.contiguous(memory_format=memory_format)
             query = episode.query_images.contiguous(memory_format=memory_format)
@@ -466,11 +544,6 @@ class _Run:
             totals = processes.sum(torch.stack([loss.detach().double(), accuracy]))
             step_loss, step_accuracy = totals.tolist()
             if not math.isfinite(step_loss):
-                kept = (
-                    f"{self.last_path} still holds epoch {last_good}"
-                    if last_good
-                    else "no checkpoint had been written yet"
-                )
                 raise TrainingDiverged(
                     f"training diverged: the loss is {step_loss / processes.world_size} at epoch {epoch}, "
                     f"episode {step + 1} of {steps} "
@@ -479,12 +552,31 @@ class _Run:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            self._check_finite_after_step(epoch, step, steps, optimizer, kept)
             loss_sum += step_loss
             accuracy_sum += step_accuracy
             count += processes.world_size
             bar.set_postfix_str(f"loss {step_loss / processes.world_size:.3f}")
         bar.close()
         return loss_sum / count, accuracy_sum / count, count
+
+    def _check_finite_after_step(
+        self, epoch: int, step: int, steps: int, optimizer: torch.optim.Optimizer, kept: str
+    ) -> None:
+        """Raise ``TrainingDiverged`` when the step just taken made a weight or a buffer NaN or infinite."""
+        tensors = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
+        if bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            return
+        state = self.model.state_dict(keep_vars=True)
+        names = [
+            name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
+        raise TrainingDiverged(
+            f"training diverged: the step of epoch {epoch}, episode {step + 1} of {steps} "
+            f"(lr {optimizer.param_groups[0]['lr']:.4g}) made {len(names)} weight or buffer tensors NaN or "
+            f"infinite ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); {kept}. Lower lr or check "
+            "the data"
+        )
 
     def _validate(self, epoch: int, show: bool) -> tuple[float, float] | None:
         """(mean, ci95) on the fixed validation episodes when due this epoch (computed on rank 0 and shared)."""
@@ -521,8 +613,18 @@ class _Run:
         columns: list[str],
         improved: bool,
     ) -> None:
-        """best.pt (when improved), then last.pt, then metrics.csv — each atomically."""
+        """best.pt (when improved), then last.pt, then metrics.csv — each atomically, all only when every
+        weight, buffer and optimiser state is finite (else ``TrainingDiverged`` and nothing is written)."""
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+        optimizer_state = optimizer.state_dict()
+        bad = non_finite_tensors({"model": state, "optimizer": optimizer_state})
+        if bad:
+            saved = self.saved_epoch
+            kept = f"{self.last_path} still holds epoch {saved}" if saved else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}: {len(bad)} tensors are NaN or infinite ({', '.join(bad[:4])}"
+                f"{', ...' if len(bad) > 4 else ''}); nothing of epoch {epoch} was saved and {kept}"
+            )
         if improved:
             save_model(
                 model,
@@ -539,7 +641,7 @@ class _Run:
                 "config": dict(model.config),
                 "state_dict": state,
                 "train_config": self.config.to_dict(),
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
                 "best": dict(best),
@@ -554,4 +656,5 @@ class _Run:
                 "versions": dict(self.versions),
             },
         )
+        self.saved_epoch = epoch
         _write_metrics(rows, columns, self.run_dir / "metrics.csv")

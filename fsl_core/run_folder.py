@@ -1,0 +1,223 @@
+"""A run folder belongs to one run: a manifest says which, a lock says who is writing, nothing is overwritten.
+
+Every writer of run folders (``fsl_core.engine.train`` and the notebook runner ``fsl_core.notebooks``) claims
+its folder first with ``claim_run_folder``:
+
+1. **Lock.** ``<folder>/.lock`` is locked with ``fcntl.flock`` (the operating system releases it when the
+   process ends, however it ends) and holds the writer's process id. A second process claiming the same folder
+   fails at once with ``RunFolderInUse``: "run folder X is in use by process N".
+2. **Identity.** ``<folder>/run.json``, the manifest, is written first (atomically) and never rewritten: the
+   kind of run (``"train"``, ``"notebook"``) and the settings that identify it. A folder whose manifest names
+   another run, or that holds files but no manifest, is refused with ``RunFolderConflict`` before any work,
+   naming the folder, what it holds and the two ways out: another folder, or ``overwrite=True``.
+3. **Overwrite moves aside.** ``overwrite=True`` moves everything the folder holds into a dated subfolder
+   ``replaced-<UTC time>/`` and starts a new run there: nothing is deleted.
+
+Temporary files of an interrupted atomic write (``.<name>.<random>.tmp``, see ``fsl_core.runtime``) never
+held finished work; a claim removes them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import fsl_core
+from fsl_core.runtime import atomic_write_json, git_revision
+
+MANIFEST = "run.json"
+LOCK = ".lock"
+REPLACED_PREFIX = "replaced-"
+
+
+class RunFolderConflict(ValueError):
+    """The run folder holds another run's files, or files no run of this kind wrote."""
+
+
+class RunFolderInUse(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def _is_interrupted_write(path: Path) -> bool:
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def _own_entries(folder: Path) -> set[str]:
+    """Entries every run folder may hold besides a run's outputs: the lock and moved-aside runs."""
+    return {LOCK} | {p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith(REPLACED_PREFIX)}
+
+
+def folder_contents(folder: Path) -> list[str]:
+    """The names in ``folder`` that belong to a run (lock, moved-aside runs, interrupted writes left out)."""
+    own = _own_entries(folder)
+    return sorted(p.name for p in folder.iterdir() if p.name not in own and not _is_interrupted_write(p))
+
+
+def _describe(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def move_aside(path: str | Path) -> Path:
+    """Move a file, or everything in a folder but its lock and earlier moved-aside runs, out of the way.
+
+    A folder's entries go into ``<folder>/replaced-<UTC time>/``; a file ``a/b.json`` becomes
+    ``a/b.replaced-<UTC time>.json``. Returns where the old content now is. Nothing is deleted.
+    """
+    path = Path(path)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    if path.is_dir():
+        target = path / f"{REPLACED_PREFIX}{stamp}"
+        target.mkdir()
+        for name in folder_contents(path):
+            os.replace(path / name, target / name)
+        return target
+    target = path.with_name(f"{path.stem}.{REPLACED_PREFIX}{stamp}{path.suffix}")
+    os.replace(path, target)
+    return target
+
+
+@dataclass
+class RunFolder:
+    """A claimed run folder: ``path``, its manifest, whether it was new, and the held lock."""
+
+    path: Path
+    manifest: dict[str, Any]
+    created: bool
+    moved_aside: Path | None = None
+    _lock: Any = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Release the lock (also released by the operating system when the process ends)."""
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_folder(folder: Path) -> Any:
+    """Take ``folder/.lock`` without waiting; ``RunFolderInUse`` names the process that holds it."""
+    try:
+        handle = open(folder / LOCK, "a+")  # noqa: SIM115 -- kept open while the lock is held
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"cannot lock run folder {folder}: {error.strerror}; choose a folder you can write to",
+        ) from error
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+            handle.close()
+            raise
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunFolderInUse(
+            f"run folder {folder} is in use by process {holder}; wait for it to finish, or choose another folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+    """The manifest of ``folder`` (None when it has none)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunFolderConflict(f"{path} is not a readable run manifest ({error})") from error
+    if not isinstance(manifest, dict) or "kind" not in manifest or "identity" not in manifest:
+        raise RunFolderConflict(f"{path} is not a run manifest (expected 'kind' and 'identity')")
+    return manifest
+
+
+def claim_run_folder(
+    folder: str | Path,
+    kind: str,
+    identity: dict[str, Any],
+    *,
+    same_run: Callable[[dict[str, Any]], list[str]] | None = None,
+    overwrite: bool = False,
+    overwrite_hint: str = "overwrite=True",
+) -> RunFolder:
+    """Lock ``folder`` and make sure it holds this run, or nothing (see the module docstring).
+
+    Args:
+        kind: the kind of run ("train", "notebook").
+        identity: the settings that identify the run (JSON-ready); written to the manifest of a new run.
+        same_run: given the manifest's identity, the differences that make it another run ([] = the same
+            run, which may continue in the folder). Default: any difference. ``None`` continues nothing:
+            a folder with content is always refused.
+        overwrite: move what the folder holds aside (``move_aside``) instead of refusing it.
+        overwrite_hint: how the caller's user asks for ``overwrite`` (``--overwrite`` on a command line).
+
+    Returns the claimed ``RunFolder``, holding the lock until ``release()`` or the end of the process.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot create run folder {folder}: {error.strerror}") from error
+    lock = lock_folder(folder)
+    try:
+        for leftover in folder.iterdir():
+            if _is_interrupted_write(leftover):
+                leftover.unlink()
+        manifest = read_manifest(folder)
+        contents = folder_contents(folder)
+        problem = None
+        if manifest is not None and manifest["kind"] != kind:
+            problem = f"holds a {manifest['kind']} run (made {manifest.get('created', '?')})"
+        elif manifest is not None:
+            reasons = same_run(manifest["identity"]) if same_run else ["a run is never rewritten"]
+            if reasons:
+                problem = (
+                    f"holds a {kind} run (made {manifest.get('created', '?')}) that this one cannot continue: "
+                    + "; ".join(reasons)
+                )
+        elif contents:
+            problem = f"holds files that no {kind} run of fsl_core wrote ({_describe(contents)})"
+        moved = None
+        if problem is not None:
+            if not overwrite:
+                raise RunFolderConflict(
+                    f"run folder {folder} {problem}. Nothing was changed. Choose another folder for this run, "
+                    f"or pass {overwrite_hint} to move its present files aside into {folder}/"
+                    f"{REPLACED_PREFIX}<time>/ (nothing is deleted)"
+                )
+            moved = move_aside(folder)
+            manifest = None
+        created = manifest is None
+        if manifest is None:
+            manifest = {
+                "kind": kind,
+                "identity": identity,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "fsl_core_version": fsl_core.__version__,
+                "git_revision": git_revision(),
+            }
+            atomic_write_json(manifest, folder / MANIFEST)
+        return RunFolder(folder, manifest, created, moved, lock)
+    except BaseException:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+        raise

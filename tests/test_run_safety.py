@@ -1,0 +1,386 @@
+"""Runs never lose work: fault injection against the run folder rules of ``fsl_core.run_folder``.
+
+Every test asserts on the files a run leaves (names and SHA-256 hashes), not only on messages: a second run, a
+racing process, a poisoned step, a kill during a checkpoint write, a read-only folder, a full disk and Ctrl-C
+all leave what was finished exactly as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY, assert_same_run, snapshot
+
+import fsl_core.runtime
+from fsl_core.engine import TrainingDiverged, train
+from fsl_core.engine.checkpoint import load_checkpoint
+from fsl_core.run_folder import LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
+from fsl_core.runtime import NonFiniteError, atomic_torch_save
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(LOCK))
+    return target
+
+
+def cli_command(run_dir: Path, birds: Path, **overrides: object) -> list[str]:
+    """``python -m fsl_core.train`` with the TINY settings (``overrides`` win)."""
+    command = [sys.executable, "-m", "fsl_core.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    for name, value in {**TINY, **overrides}.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]
+    return command
+
+
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+# -- a second run never replaces a finished one ------------------------------------------------------------------
+def test_another_run_into_a_finished_run_folder_changes_nothing(
+    reference_run: Path, birds: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(reference_run, tmp_path / "a")
+    (run_dir / "last.pt").unlink()  # a user starting over after a corrupt file
+    before = snapshot(run_dir)
+    with pytest.raises(RunFolderConflict) as error:
+        train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "model": "protonet"})
+    message = str(error.value)
+    assert str(run_dir) in message and "model: 'hmdrn' in the run, 'protonet' now" in message
+    assert "Choose another folder" in message and "overwrite=True (--overwrite)" in message
+    assert snapshot(run_dir) == before
+    with pytest.raises(RunFolderConflict, match="it holds best.pt but no last.pt to continue from"):
+        train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    assert snapshot(run_dir) == before
+
+    result = train(
+        data_root=str(birds), run_dir=str(run_dir), overwrite=True, **{**TINY, "model": "protonet"}
+    )
+    assert result.epochs_done == 3
+    (moved,) = run_dir.glob("replaced-*")
+    assert snapshot(moved) == before  # the old run, byte for byte, beside the new one
+    assert json.loads((run_dir / "run.json").read_text())["identity"]["model"] == "protonet"
+    assert json.loads((run_dir / "config.json").read_text())["model"] == "protonet"
+    assert load_checkpoint(run_dir / "last.pt")["config"]["name"] == "protonet"
+
+
+def test_a_folder_of_unrelated_files_is_refused(birds: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes\n")
+    with pytest.raises(
+        RunFolderConflict, match=r"holds files that no train run of fsl_core wrote \(notes.txt\)"
+    ):
+        train(data_root=str(birds), run_dir=str(folder), **TINY)
+    assert snapshot(folder) == {"notes.txt": hashlib.sha256(b"my notes\n").hexdigest()}
+
+
+def test_a_finished_run_called_again_is_returned_and_nothing_is_written(
+    reference_run: Path, birds: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(reference_run, tmp_path / "done")
+    before = snapshot(run_dir)
+    result = train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    assert result.finished and result.epochs_done == 3
+    assert snapshot(run_dir) == before
+
+
+def test_epochs_may_grow_on_resume(
+    reference_run: Path, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(reference_run, tmp_path / "longer")
+    result = train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 5})
+    assert result.epochs_done == 5
+    assert (
+        "epochs grow from 3 to 5; the cosine schedule keeps the period of 3 epochs" in capsys.readouterr().err
+    )
+    assert json.loads((run_dir / "config.json").read_text())["scheduler_period"] == 3
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert metrics["lr"][3] == metrics["lr"][0] == TINY["lr"]  # a new cosine cycle starts at epoch 4
+    assert pd.read_csv(reference_run / "metrics.csv")["loss"].tolist() == metrics["loss"][:3].tolist()
+
+
+# -- one process per run folder ----------------------------------------------------------------------------------
+def test_a_folder_in_use_is_refused_at_once_and_freed_when_its_process_dies(
+    birds: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from fsl_core.run_folder import claim_run_folder; "
+            "held = claim_run_folder(sys.argv[1], 'train', {}); print('held', flush=True); time.sleep(600)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderInUse, match=f"run folder {run_dir} is in use by process {holder.pid}"):
+            train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the operating system released the lock of the killed process: the folder holds its (empty) run
+    with pytest.raises(RunFolderConflict, match="cannot continue"):
+        train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+
+
+def test_two_trainings_started_at_once_into_one_folder_do_not_mix(birds: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "race"
+    processes = [
+        subprocess.Popen(
+            cli_command(run_dir, birds, seed=seed),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=CHILD_ENV,
+        )
+        for seed in (1, 2)
+    ]
+    outcomes = [(p.wait(timeout=300), p.stderr.read().decode()) for p in processes]  # type: ignore[union-attr]
+    codes = sorted(code for code, _ in outcomes)
+    assert codes == [0, 1], outcomes
+    refused = next(err for code, err in outcomes if code == 1)
+    assert "is in use by process" in refused or "cannot continue: seed" in refused
+    seed = json.loads((run_dir / "run.json").read_text())["identity"]["seed"]
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == seed
+    assert load_checkpoint(run_dir / "last.pt")["train_config"]["seed"] == seed
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
+
+
+# -- nothing non-finite is saved ---------------------------------------------------------------------------------
+def test_a_poisoned_step_keeps_the_last_finite_checkpoint(
+    birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "poisoned"
+    train(data_root=str(birds), run_dir=str(run_dir), stop_after_epochs=1, **TINY)
+    before = {name: digest for name, digest in snapshot(run_dir).items() if name.endswith(".pt")}
+    steps = {"n": 0}
+    original = torch.optim.SGD.step
+
+    def poisoned_step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        result = original(self, *args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 2:  # epoch 2, episode 2: the loss was finite, the update is not
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "step", poisoned_step)
+    with pytest.raises(TrainingDiverged) as error:
+        train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    message = str(error.value)
+    assert "the step of epoch 2, episode 2 of 3" in message and "last.pt still holds epoch 1" in message
+    after = {name: digest for name, digest in snapshot(run_dir).items() if name.endswith(".pt")}
+    assert after == before
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+
+
+def test_a_huge_learning_rate_never_reaches_a_checkpoint(birds: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "lr1e6"
+    settings = {**TINY, "model": "protonet", "episodes_per_epoch": 1, "epochs": 4, "val_every": 1, "lr": 1e6}
+    with pytest.raises(TrainingDiverged, match=r"epoch \d, episode 1 of 1") as error:
+        train(data_root=str(birds), run_dir=str(run_dir), **settings)
+    kept = load_checkpoint(run_dir / "last.pt")
+    assert f"last.pt still holds epoch {kept['epoch']}" in str(error.value)
+    for name in ("last.pt", "best.pt"):
+        content = torch.load(run_dir / name, weights_only=True)
+        assert fsl_core.runtime.non_finite_tensors(content) == [], name
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert len(metrics) == kept["epoch"] and metrics["loss"].notna().all()
+
+
+def test_a_non_finite_tensor_is_never_written(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    atomic_torch_save({"w": torch.ones(3)}, path)
+    before = snapshot(tmp_path)
+    poisoned = {"w": torch.tensor([1.0, float("nan")]), "state": {0: {"m": torch.tensor([float("-inf")])}}}
+    with pytest.raises(NonFiniteError, match=r"2 tensors hold NaN or inf values \(w, state.0.m\)"):
+        atomic_torch_save(poisoned, path)
+    assert snapshot(tmp_path) == before
+
+
+# -- crashes and failing disks -------------------------------------------------------------------------------------
+KILLED_DURING_WRITE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    from fsl_core.engine import train
+
+    settings, marker = json.loads(sys.argv[1]), Path(sys.argv[2])
+    real_fsync = os.fsync
+
+    def fsync_then_hang(fd):
+        real_fsync(fd)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.basename(name).startswith(".last.pt."):
+            marker.write_text(name)
+            time.sleep(600)
+
+    os.fsync = fsync_then_hang
+    train(**settings)
+    """
+)
+
+
+def test_kill_during_a_checkpoint_write_keeps_the_old_checkpoint(
+    reference_run: Path, birds: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "killed"
+    train(data_root=str(birds), run_dir=str(run_dir), stop_after_epochs=1, **TINY)
+    before = snapshot(run_dir)["last.pt"]
+    marker = tmp_path / "writing"
+    settings = {**TINY, "data_root": str(birds), "run_dir": str(run_dir)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DURING_WRITE, json.dumps(settings), str(marker)], env=CHILD_ENV
+    )
+    deadline = time.monotonic() + 240
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert marker.exists(), "the child never reached the write of last.pt"
+    half_written = Path(marker.read_text())
+    assert half_written.is_file() and half_written.parent == run_dir  # the new last.pt, never renamed
+    assert snapshot(run_dir)["last.pt"] == before
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    train(data_root=str(birds), run_dir=str(run_dir), **TINY)  # resumes from epoch 1, exactly
+    assert not half_written.exists()
+    assert_same_run(reference_run, run_dir)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_checkpoint(
+    reference_run: Path, birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = copy_run(reference_run, tmp_path / "full")
+    before = snapshot(run_dir)
+    real_replace = os.replace
+
+    def no_space_for_checkpoints(source: str, target: str) -> None:
+        if str(target).endswith(".pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(source, target)
+
+    monkeypatch.setattr(fsl_core.runtime.os, "replace", no_space_for_checkpoints)
+    with pytest.raises(
+        OSError, match=f"cannot write {run_dir}/(best|last).pt: No space left on device"
+    ) as error:
+        train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 4})
+    assert error.value.errno == errno.ENOSPC
+    after = snapshot(run_dir)
+    assert {k: after[k] for k in ("last.pt", "best.pt")} == {k: before[k] for k in ("last.pt", "best.pt")}
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs mounted for the test (needs root and the right to mount; skipped elsewhere)."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk_and_a_read_only_folder(
+    reference_run: Path, birds: Path, small_tmpfs: Path
+) -> None:
+    run_dir = copy_run(reference_run, small_tmpfs / "run")
+    filler = small_tmpfs / "filler"
+    free = shutil.disk_usage(small_tmpfs).free
+    filler.write_bytes(b"\0" * max(0, free - 200_000))  # leave less than a checkpoint needs
+    before = snapshot(run_dir)
+    with pytest.raises(OSError, match=r"cannot write .*/(best|last).pt: No space left on device"):
+        train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 4})
+    after = snapshot(run_dir)
+    assert {k: after[k] for k in ("last.pt", "best.pt")} == {k: before[k] for k in ("last.pt", "best.pt")}
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    before = snapshot(run_dir)
+    with pytest.raises(OSError, match=f"cannot lock run folder {run_dir}: Read-only file system"):
+        train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 4})
+    assert snapshot(run_dir) == before
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------------------------
+def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(
+    reference_run: Path, birds: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        cli_command(run_dir, birds),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=CHILD_ENV,
+        text=True,
+    )
+    metrics = run_dir / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:  # header + epoch 1
+            break
+        time.sleep(0.01)
+    was_running = process.poll() is None
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert was_running, stderr
+    assert process.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    epoch = load_checkpoint(run_dir / "last.pt")["epoch"]
+    assert lines[0].startswith(f"interrupted at epoch {epoch + 1}")
+    assert f"last.pt holds epoch {epoch}; run the same command to resume" in lines[0]
+    train(data_root=str(birds), run_dir=str(run_dir), **TINY)
+    assert_same_run(reference_run, run_dir)
+
+
+# -- the rules themselves ------------------------------------------------------------------------------------------
+def test_claim_rules(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    with claim_run_folder(folder, "notebook", {"notebook": "00", "parameters": {"a": 1}}) as claimed:
+        assert claimed.created and json.loads((folder / "run.json").read_text())["identity"][
+            "parameters"
+        ] == {"a": 1}
+        with pytest.raises(RunFolderInUse, match=f"in use by process {os.getpid()}"):
+            claim_run_folder(folder, "notebook", {})
+    (folder / "result.txt").write_text("finished\n")
+    (folder / ".result.txt.x1y2.tmp").write_text("half")  # an interrupted atomic write
+    with pytest.raises(RunFolderConflict, match="holds a notebook run .* a run is never rewritten"):
+        claim_run_folder(folder, "notebook", {"notebook": "00", "parameters": {"a": 1}})
+    with pytest.raises(RunFolderConflict, match="holds a notebook run"):
+        claim_run_folder(folder, "train", {}, same_run=lambda identity: [])
+    assert not (folder / ".result.txt.x1y2.tmp").exists()
+    before = snapshot(folder)
+    with claim_run_folder(folder, "notebook", {"n": 2}, overwrite=True) as claimed:
+        assert claimed.moved_aside is not None and claimed.created
+        assert snapshot(claimed.moved_aside) == before
+    with claim_run_folder(folder, "notebook", {"n": 3}, overwrite=True) as again:  # earlier moves stay on top
+        assert sorted(p.name for p in folder.glob("replaced-*")) == sorted(
+            [claimed.moved_aside.name, again.moved_aside.name]  # type: ignore[union-attr]
+        )
