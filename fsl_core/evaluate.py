@@ -3,13 +3,17 @@
     python -m fsl_core.evaluate outputs/train/NAME/best.pt --data data/birds --shot 1 5 --episodes 10000
     python -m fsl_core.evaluate CUB_conv4.pth --reference --data data/CUB_fewshot_cropped
 
-Prints a table (mean ± 95% confidence interval per shot) and writes the results as JSON next to the
-checkpoint (``<checkpoint stem>_<split>_eval.json``) or to ``--out``.
+Prints a table (mean ± 95% confidence interval per shot), then writes the results as JSON to ``--out`` or
+next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
+``best_test_5way_1+5shot_16query_10000ep_seed0.json``. The output path is checked before any episode runs;
+an existing result is never overwritten: choose another ``--out``, or pass ``--overwrite`` to move the old
+file aside (``<name>.replaced-<UTC time>.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 import time
 from pathlib import Path
@@ -17,7 +21,13 @@ from pathlib import Path
 import torch
 
 import fsl_core
-from fsl_core.engine.evaluate import evaluate_checkpoint, write_results
+from fsl_core.engine.evaluate import (
+    check_episode_settings,
+    check_result_path,
+    evaluate_checkpoint,
+    result_file_name,
+    write_results,
+)
 from fsl_core.runtime import git_revision, resolve_device
 
 
@@ -53,8 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CHECKPOINT holds the HMDRN authors' released weights (load_reference_checkpoint)",
     )
-    parser.add_argument("--model", default="hmdrn", help="with --reference: model name (default: hmdrn)")
-    parser.add_argument("--backbone", default="conv4", help="with --reference: backbone (default: conv4)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="with --reference only: model name (default and only choice: hmdrn)",
+    )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="with --reference only: backbone (default and only choice: conv4)",
+    )
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     parser.add_argument(
         "--batch-size", type=int, default=256, help="images per embedding batch (default: 256)"
@@ -65,16 +83,45 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run every episode through the model instead of caching embeddings (slow)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON output file (default: next to the checkpoint, named after the checkpoint and settings)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="if the output file exists, move it aside to <name>.replaced-<UTC time>.json and write anew",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Evaluate, print the table, write the JSON; a one-line error and exit status 1 on bad input."""
+    """Check the inputs and the output path, evaluate, print the table, then write the JSON.
+
+    Returns 0, or 1 after a one-line error on stderr (bad input before any episode runs; a failed write
+    after the table was printed).
+    """
     args = build_parser().parse_args(argv)
-    out = args.out or args.checkpoint.with_name(f"{args.checkpoint.stem}_{args.split}_eval.json")
+    name = result_file_name(
+        args.checkpoint, args.split, args.way, args.shot, args.query, args.episodes, args.seed, args.plain
+    )
+    out = Path(args.out) if args.out is not None else args.checkpoint.with_name(name)
     try:
+        check_episode_settings(args.way, args.shot, args.query, args.episodes)
+        if not args.reference and (args.model is not None or args.backbone is not None):
+            raise ValueError(
+                "--model and --backbone are only used with --reference; an fsl_core checkpoint records "
+                "its model"
+            )
+        check_result_path(
+            args.out if args.out is not None else out,
+            args.overwrite,
+            other_hint="another --out",
+            overwrite_hint="--overwrite",
+            example_name=name,
+        )
         device = resolve_device(args.device)
         started = time.perf_counter()
         results = evaluate_checkpoint(
@@ -97,9 +144,22 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.num_workers,
         )
         seconds = time.perf_counter() - started
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.checkpoint} on {args.data}/{args.split}: {args.way}-way, {args.query} queries per class, "
+        f"{args.episodes} episodes, {device}"
+    )
+    print(f"{'shot':>4}  {'accuracy (%)':>15}  {'seconds':>8}")
+    for shot, result in results.items():
+        print(f"{shot:>4}  {str(result):>15}  {result.seconds:>8.1f}", flush=True)
+    existed = out.exists()
+    try:
         write_results(
             results,
             out,
+            overwrite=args.overwrite,
             checkpoint=str(args.checkpoint),
             data=str(args.data),
             split=args.split,
@@ -112,15 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             git_revision=git_revision(),
         )
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}; the results above were not saved", file=sys.stderr)
         return 1
-    print(
-        f"{args.checkpoint} on {args.data}/{args.split}: {args.way}-way, {args.query} queries per class, "
-        f"{args.episodes} episodes, {device}"
-    )
-    print(f"{'shot':>4}  {'accuracy (%)':>15}  {'seconds':>8}")
-    for shot, result in results.items():
-        print(f"{shot:>4}  {str(result):>15}  {result.seconds:>8.1f}")
+    if existed:
+        pattern = f"{glob.escape(out.stem)}.replaced-*{glob.escape(out.suffix)}"
+        moved = sorted(out.parent.glob(pattern))
+        if moved:
+            print(f"previous result moved to: {moved[-1]}")
     print(f"written: {out}")
     return 0
 

@@ -19,6 +19,8 @@ from fsl_core.data import (
     load_rgb,
     train_transform,
 )
+from fsl_core.data.folder import SHOWN_BAD_FILES
+from fsl_core.data.images import image_file_problem
 from fsl_core.data.transforms import IMAGENET_MEAN, eval_resize
 
 
@@ -151,7 +153,7 @@ def test_folder_errors_name_what_is_wrong(tmp_path: Path, tiny_folder: Path) -> 
 def test_folder_names_a_corrupt_image_when_loading(tiny_folder: Path) -> None:
     bad = tiny_folder / "train" / "class_2" / "img_3.png"
     bad.write_bytes(b"\x89PNG broken")
-    data = FewShotFolder(tiny_folder, "train")  # listing does not decode
+    data = FewShotFolder(tiny_folder, "train", verify=False)  # listing without the check does not decode
     index = [i for i, (p, _) in enumerate(data.samples) if p == bad][0]
     with pytest.raises(ImageLoadError, match=r"class_2/img_3.png"):
         data[index]
@@ -161,3 +163,52 @@ def test_folder_reads_the_generated_birds(tiny_birds: Path) -> None:
     data = FewShotFolder(tiny_birds, "train", image_size=32)
     assert len(data.classes) == 3 and len(data) == 18
     assert data[0][0].shape == (3, 32, 32)
+
+
+def test_folder_reports_every_unreadable_file_at_once(tiny_folder: Path) -> None:
+    empty = tiny_folder / "train" / "class_1" / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tiny_folder / "train" / "class_3" / "notes.png"
+    text.write_text("label: sparrow\n")
+    with pytest.raises(FewShotDataError) as raised:
+        FewShotFolder(tiny_folder, "train")
+    message = str(raised.value)
+    assert message.startswith(
+        f"2 of {5 + 6 + 7 + 8 + 2} image files in {tiny_folder / 'train'} cannot be read"
+    )
+    assert "class_1/empty.jpg: empty (0 bytes)" in message
+    assert "class_3/notes.png: not an image but text beginning 'label: sparrow" in message
+    assert "verify=False" in message and "Remove or replace" in message
+    data = FewShotFolder(tiny_folder, "train", verify=False)
+    assert len(data) == 5 + 6 + 7 + 8 + 2 and empty in [path for path, _ in data.samples]
+    assert len(FewShotFolder(tiny_folder, "val")) == 5 + 6 + 7 + 8  # other splits are not affected
+
+
+def test_folder_error_lists_a_limited_number_of_files(tiny_folder: Path) -> None:
+    count = SHOWN_BAD_FILES + 5
+    for i in range(count):
+        (tiny_folder / "test" / "class_0" / f"bad_{i:02d}.png").write_bytes(b"")
+    with pytest.raises(FewShotDataError, match=f"^{count} of .*; and 5 more. Remove") as raised:
+        FewShotFolder(tiny_folder, "test")
+    assert str(raised.value).count("empty (0 bytes)") == SHOWN_BAD_FILES
+
+
+def test_image_check_finds_truncated_images_and_keeps_whole_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    for suffix in (".png", ".jpg", ".bmp", ".webp"):
+        whole = tmp_path / f"whole{suffix}"
+        noise.save(whole)
+        assert image_file_problem(whole) is None
+        data = whole.read_bytes()
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(data[: len(data) - 200])
+        assert image_file_problem(cut).startswith("damaged or truncated"), suffix
+    # a JPEG with data after its end marker (as phones append) is whole
+    appended = tmp_path / "appended.jpg"
+    appended.write_bytes((tmp_path / "whole.jpg").read_bytes() + b"\x00" * 5000)
+    assert image_file_problem(appended) is None
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(bytes(range(256)))
+    assert image_file_problem(garbage) == "not an image (first bytes: 00 01 02 03 04 05 06 07)"
+    assert image_file_problem(tmp_path / "missing.png") == "cannot be opened: No such file or directory"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import fsl_core.evaluate as evaluate_cli
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.engine import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
+from fsl_core.engine.evaluate import check_result_path, result_file_name, write_results
 from fsl_core.evaluate import main
 from fsl_core.models import build_model, save_model
 
@@ -148,7 +155,7 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
     )
     out = capsys.readouterr().out
     assert code == 0 and f"{results[1]}" in out and f"{results[2]}" in out
-    written = json.loads((tmp_path / "best_test_eval.json").read_text())
+    written = json.loads((tmp_path / "best_test_5way_1+2shot_3query_6ep_seed0.json").read_text())
     assert (
         written["results"]["1"]["mean"] == results[1].mean
         and written["results"]["2"]["ci95"] == results[2].ci95
@@ -163,3 +170,219 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
     code = main([str(not_ours), "--data", str(birds), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "--reference" in err and err.count("\n") == 1
+
+
+# -- output files: named after the settings, checked first, never overwritten -------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HMDRN checkpoint (16×16 inputs), shared read-only: copy it before writing beside it."""
+    torch.manual_seed(0)
+    model = build_model("hmdrn", "conv4", image_size=16)
+    return save_model(model, tmp_path_factory.mktemp("trained") / "best.pt", train_config={"image_size": 16})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def copy_checkpoint(trained: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(trained, folder / "best.pt"))
+
+
+def quick(checkpoint: Path, data: Path, *extra: str) -> list[str]:
+    return [str(checkpoint), "--data", str(data), "--episodes", "4", "--query", "3", "--no-progress", *extra]
+
+
+def never_called(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    raise AssertionError("evaluate_checkpoint ran although the command should have stopped before it")
+
+
+def test_result_file_name_says_what_was_evaluated() -> None:
+    assert result_file_name("runs/a/best.pt", "test", 5, [1], 16, 10000, 0) == (
+        "best_test_5way_1shot_16query_10000ep_seed0.json"
+    )
+    assert result_file_name(Path("CUB_conv4.pth"), "val", 10, [5, 1], 15, 600, 3, plain=True) == (
+        "CUB_conv4_val_10way_1+5shot_15query_600ep_seed3_plain.json"
+    )
+    names = {
+        result_file_name("best.pt", "test", 5, shots, 16, 1000, seed)
+        for shots in ([1], [5], [1, 5])
+        for seed in (0, 1)
+    }
+    assert len(names) == 6  # each setting its own file
+
+
+def test_cli_second_shot_keeps_the_first_result(
+    birds: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    assert main(quick(checkpoint, birds, "--shot", "1")) == 0
+    one = tmp_path / "best_test_5way_1shot_3query_4ep_seed0.json"
+    assert f"written: {one}" in capsys.readouterr().out
+    before = sha256(one)
+    assert main(quick(checkpoint, birds, "--shot", "5")) == 0
+    five = tmp_path / "best_test_5way_5shot_3query_4ep_seed0.json"
+    assert sha256(one) == before
+    assert sorted(json.loads(one.read_text())["results"]) == ["1"]
+    assert sorted(json.loads(five.read_text())["results"]) == ["5"]
+    assert json.loads(five.read_text())["results"]["5"]["shot"] == 5
+
+
+def test_cli_refuses_a_folder_or_unwritable_out_before_any_episode(
+    birds: Path,
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path / "run")
+    monkeypatch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "other.json").write_text("{}")
+    listing = sorted(p.name for p in results.iterdir())
+
+    assert main(quick(checkpoint, birds, "--out", str(results))) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert f"{results} is a folder" in captured.err
+    assert str(results / "best_test_5way_1+5shot_3query_4ep_seed0.json") in captured.err
+    assert sorted(p.name for p in results.iterdir()) == listing
+
+    # a folder that cannot be created: a file stands where it would be
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    assert main(quick(checkpoint, birds, "--out", str(blocker / "sub" / "r.json"))) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{blocker} is a file" in captured.err and "another --out" in captured.err
+    assert blocker.read_text() == "x"
+
+    # a folder without write permission (os.access), and one where the test write fails
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "access", lambda *args, **kwargs: False)
+        assert main(quick(checkpoint, birds, "--out", str(results / "new.json"))) == 1
+        assert "no permission to write in" in capsys.readouterr().err
+
+    def read_only(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", read_only)
+        assert main(quick(checkpoint, birds, "--out", str(results / "deeper" / "new.json"))) == 1
+        captured = capsys.readouterr()
+    assert captured.out == "" and "Read-only file system" in captured.err and str(results) in captured.err
+    assert sorted(p.name for p in results.iterdir()) == listing  # the test file was removed, nothing made
+
+
+def test_cli_never_overwrites_an_existing_result(
+    birds: Path,
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    out = tmp_path / "result.json"
+    out.write_text('{"old": true}\n')
+    old_hash = sha256(out)
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
+        assert main(quick(checkpoint, birds, "--shot", "1", "--out", str(out))) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert str(out) in captured.err and "another --out" in captured.err and "--overwrite" in captured.err
+    assert sha256(out) == old_hash
+
+    assert main(quick(checkpoint, birds, "--shot", "1", "--out", str(out), "--overwrite")) == 0
+    stdout = capsys.readouterr().out
+    moved = list(tmp_path.glob("result.replaced-*.json"))
+    assert len(moved) == 1 and sha256(moved[0]) == old_hash
+    assert f"previous result moved to: {moved[0]}" in stdout and f"written: {out}" in stdout
+    assert json.loads(out.read_text())["results"]["1"]["episodes"] == 4
+
+
+def test_cli_shows_the_table_when_the_write_fails(
+    birds: Path,
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    expected = evaluate_checkpoint(checkpoint, birds, shots=(1, 2), query=3, episodes=4, progress=False)
+    out = tmp_path / "out" / "r.json"
+
+    def disk_full(src, dst):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    assert main(quick(checkpoint, birds, "--shot", "1", "2", "--out", str(out))) == 1
+    captured = capsys.readouterr()
+    assert str(expected[1]) in captured.out and str(expected[2]) in captured.out
+    assert "written:" not in captured.out
+    assert f"cannot write {out}" in captured.err and "No space left on device" in captured.err
+    assert not out.exists() and list(out.parent.iterdir()) == []  # no partial or temporary file
+
+
+def test_cli_checks_the_episode_and_model_flags(
+    birds: Path,
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
+        assert main(quick(checkpoint, birds, "--way", "1")) == 1
+        assert "way=1" in capsys.readouterr().err
+        assert main(quick(checkpoint, birds, "--backbone", "resnet12")) == 1
+        assert "only used with --reference" in capsys.readouterr().err
+    for flags, shown in ((["--model", "frn"], "'frn'"), (["--backbone", "resnet12"], "'resnet12'")):
+        assert main(quick(checkpoint, birds, "--reference", *flags)) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "" and shown in captured.err
+        assert "'hmdrn'" in captured.err and "'conv4'" in captured.err
+    assert list(tmp_path.iterdir()) == [checkpoint]  # nothing written
+    with pytest.raises(ValueError, match="only used with reference=True"):
+        evaluate_checkpoint(checkpoint, birds, model_name="hmdrn", episodes=2, progress=False)
+
+
+def test_evaluate_refuses_one_way_episodes(test_set: FewShotFolder) -> None:
+    model = build_model("protonet", "conv4", image_size=16)
+    with pytest.raises(ValueError, match=r"way=1: .*always classified correctly.*way >= 2"):
+        evaluate(model, test_set, way=1, shot=1, query=2, episodes=2, progress=False)
+
+
+def test_write_results_never_overwrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = EvalResult(
+        mean=50.0, ci95=1.0, accuracies=np.zeros(2), way=5, shot=1, query=3, episodes=2, seed=0
+    )
+    path = tmp_path / "r.json"
+    write_results({1: result}, path, split="test")
+    first = sha256(path)
+    with pytest.raises(FileExistsError, match=f"{path} already exists.*overwrite=True"):
+        write_results({1: result}, path, split="val")
+    assert sha256(path) == first
+
+    # a failed overwrite puts the old file back
+    real_replace = os.replace
+
+    def failing_write(src, dst):  # noqa: ANN001, ANN202
+        if str(src).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", failing_write)
+        with pytest.raises(OSError, match="No space left"):
+            write_results({1: result}, path, overwrite=True, split="val")
+    assert sha256(path) == first and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+    write_results({1: result}, path, overwrite=True, split="val")
+    moved = list(tmp_path.glob("r.replaced-*.json"))
+    assert len(moved) == 1 and sha256(moved[0]) == first
+    assert json.loads(path.read_text())["split"] == "val"
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        check_result_path(tmp_path)

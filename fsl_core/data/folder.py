@@ -14,10 +14,12 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .images import FewShotDataError, is_image_file, load_rgb
+from .images import FewShotDataError, image_file_problem, is_image_file, load_rgb
 from .transforms import eval_transform, train_transform
 
 LAYOUT = "ROOT/{train,val,test}/<class>/<image>"
+SHOWN_BAD_FILES = 20
+"""How many unreadable files a ``FewShotFolder`` error lists by name (the rest are counted)."""
 
 
 def _visible_children(folder: Path) -> list[Path]:
@@ -35,13 +37,17 @@ class FewShotFolder(Dataset):
         use_pre: read ``<split>_pre`` (images pre-resized for evaluation) instead of ``<split>``; only for
             non-training splits, ignored for "train". The "eval" transform then only converts and normalises.
         min_images: every class must have at least this many images.
+        verify: check every image file at construction (``image_file_problem``: header, PNG checksums,
+            JPEG end marker; about 0.02-0.03 ms per image once cached, 0.3 s for 10,000 images) and report
+            all unreadable ones in one error. ``False`` skips the check; a bad file then fails when loaded.
 
     Items: ``(image (3, H, W) float tensor, label int)``.
 
     Raises:
         FewShotDataError: missing root or split folder, a split without class folders, a class folder without
-            images or with fewer than ``min_images``. Unreadable images raise ``ImageLoadError`` (a subclass)
-            when they are loaded.
+            images or with fewer than ``min_images``; with ``verify``, every empty, truncated or non-image
+            file (up to ``SHOWN_BAD_FILES`` named, the rest counted) in one error. Without ``verify``,
+            unreadable images raise ``ImageLoadError`` (a subclass) when they are loaded.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class FewShotFolder(Dataset):
         image_size: int = 84,
         use_pre: bool = False,
         min_images: int = 0,
+        verify: bool = True,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -99,8 +106,25 @@ class FewShotFolder(Dataset):
             raise FewShotDataError(
                 f"{len(small)} class(es) in {self.folder} have fewer than min_images={min_images} images: {listed}"
             )
+        if verify:
+            self._verify_files()
         self.targets: list[int] = [label for _, label in self.samples]
         self.transform = self._resolve_transform(transform)
+
+    def _verify_files(self) -> None:
+        """Raise one FewShotDataError naming every sample file that ``image_file_problem`` rejects."""
+        bad = [(path, problem) for path, _ in self.samples if (problem := image_file_problem(path))]
+        if not bad:
+            return
+        shown = "; ".join(
+            f"{path.relative_to(self.folder)}: {problem}" for path, problem in bad[:SHOWN_BAD_FILES]
+        )
+        more = f"; and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+        raise FewShotDataError(
+            f"{len(bad)} of {len(self.samples)} image files in {self.folder} cannot be read: {shown}{more}. "
+            "Remove or replace them, or pass verify=False to skip this check (an unreadable file then fails "
+            "when it is loaded)"
+        )
 
     def _resolve_transform(self, transform: str | Callable | None) -> Callable | None:
         if transform == "train":

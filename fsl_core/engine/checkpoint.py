@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsl_core.runtime import atomic_torch_save
+from fsl_core.runtime import atomic_torch_save, load_torch_file
 
 FORMAT = "fsl_core.train/1"
 
@@ -79,16 +79,15 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint with ``weights_only=True``; errors name the file."""
+    """Read a training checkpoint (tensors and plain containers only, ``load_torch_file``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a readable checkpoint (the message says why: empty, a text file, damaged,
+            holding other Python objects) or not one of fsl_core's (no 'config' and 'state_dict').
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])
-        raise ValueError(f"{path} is not a readable checkpoint: {reason}") from error
+    content = load_torch_file(path, map_location=map_location)
     if not isinstance(content, dict) or "state_dict" not in content or "config" not in content:
         raise ValueError(
             f"{path} is not an fsl_core checkpoint (expected a dict with 'config' and 'state_dict'); "

@@ -16,6 +16,8 @@ Two paths give the same episodes (``EpisodeSampler`` with the same seed) and the
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.engine.checkpoint import load_checkpoint
 from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
+from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_json, resolve_device
 
 
@@ -75,6 +78,21 @@ def confidence_interval(accuracies: Sequence[float] | np.ndarray) -> tuple[float
     if values.size == 0:
         raise ValueError("no accuracies to summarise")
     return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
+
+
+def check_episode_settings(way: int, shots: Sequence[int], query: int, episodes: int) -> None:
+    """Raise a ValueError unless way >= 2 and every shot, query and episodes are positive integers."""
+    if not shots:
+        raise ValueError("shots is empty; give at least one shot, e.g. (1, 5)")
+    values = [("way", way), *(("shot", shot) for shot in shots), ("query", query), ("episodes", episodes)]
+    for name, value in values:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if way < 2:
+        raise ValueError(
+            f"way={way}: a 1-way episode has one class, so every query is always classified correctly "
+            "(100 %); use way >= 2 (the usual protocol: 5)"
+        )
 
 
 def check_episodes_fit(
@@ -174,11 +192,10 @@ def evaluate(
 
     The episodes are those of ``EpisodeSampler(dataset, way, shot, query, episodes, seed)``; both paths
     (``cached`` or not) see the same episodes. The model is moved to ``device``, run in eval mode under
-    ``torch.inference_mode`` and put back in its previous train/eval mode afterwards.
+    ``torch.inference_mode`` and put back in its previous train/eval mode afterwards. ``way`` must be at
+    least 2: with one class every query is right.
     """
-    for name, value in (("way", way), ("shot", shot), ("query", query), ("episodes", episodes)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_episode_settings(way, [shot], query, episodes)
     check_episodes_fit(dataset, way, shot, query)
     device = resolve_device(device)
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
@@ -283,8 +300,8 @@ def evaluate_checkpoint(
     seed: int = 0,
     image_size: int | None = None,
     reference: bool = False,
-    model_name: str = "hmdrn",
-    backbone: str = "conv4",
+    model_name: str | None = None,
+    backbone: str | None = None,
     cached: bool = True,
     device: str | torch.device = "auto",
     batch_size: int = 256,
@@ -293,17 +310,22 @@ def evaluate_checkpoint(
 ) -> dict[int, EvalResult]:
     """Load a checkpoint and evaluate it on ``split`` of ``data_root`` for every shot in ``shots``.
 
-    ``path``: an fsl_core checkpoint (``best.pt``/``last.pt``/``save_model``), or with ``reference=True``
-    the HMDRN authors' released weights (built as ``model_name``/``backbone``). ``image_size`` defaults
-    to the training image size recorded in the checkpoint, else 84. Returns {shot: EvalResult}.
+    ``path``: an fsl_core checkpoint (``best.pt``/``last.pt``/``save_model``), which records its model, or
+    with ``reference=True`` the HMDRN authors' released weights, built as ``model_name``/``backbone``
+    (default and only choice: "hmdrn"/"conv4"; anything else is refused). ``image_size`` defaults to the
+    training image size recorded in the checkpoint, else 84. Returns {shot: EvalResult}.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not shots:
-        raise ValueError("shots is empty; give at least one shot, e.g. (1, 5)")
+    check_episode_settings(way, list(shots), query, episodes)
+    if not reference and (model_name is not None or backbone is not None):
+        raise ValueError(
+            "model_name and backbone are only used with reference=True; an fsl_core checkpoint records "
+            "its model"
+        )
     if reference:
-        model = load_reference_checkpoint(path, name=model_name, backbone=backbone)
+        model = load_reference_checkpoint(path, name=model_name or "hmdrn", backbone=backbone or "conv4")
         recorded_size = None
     else:
         content = load_checkpoint(path)
@@ -330,7 +352,101 @@ def evaluate_checkpoint(
     }
 
 
-def write_results(results: dict[int, EvalResult], path: str | Path, **context: Any) -> Path:
-    """Write ``{"results": {shot: summary}, **context}`` as JSON, atomically."""
+def result_file_name(
+    checkpoint: str | Path,
+    split: str,
+    way: int,
+    shots: Sequence[int],
+    query: int,
+    episodes: int,
+    seed: int,
+    plain: bool = False,
+) -> str:
+    """The JSON file name that says what was evaluated.
+
+    E.g. ``best_test_5way_1+5shot_16query_10000ep_seed0.json``: checkpoint file stem, split, way, the
+    shots (sorted, joined by "+"), queries per class, episodes, seed, and ``_plain`` when every episode
+    went through the model (``cached=False``).
+    """
+    shot_part = "+".join(str(shot) for shot in sorted(set(shots)))
+    name = f"{Path(checkpoint).stem}_{split}_{way}way_{shot_part}shot_{query}query_{episodes}ep_seed{seed}"
+    return f"{name}_plain.json" if plain else f"{name}.json"
+
+
+def check_result_path(
+    path: str | Path,
+    overwrite: bool = False,
+    *,
+    other_hint: str = "another path",
+    overwrite_hint: str = "overwrite=True",
+    example_name: str = "result.json",
+) -> Path:
+    """Make sure a result can be written to ``path`` later, before any work is done; returns ``path``.
+
+    Refused: a folder; a path under a file or in a folder that cannot be created or written (checked
+    with ``os.access`` and by writing and removing a temporary file in the nearest existing folder); an
+    existing file unless ``overwrite`` (``write_results`` then moves it aside, nothing is deleted).
+    ``other_hint``/``overwrite_hint``: how the caller's user chooses another path or asks to overwrite;
+    ``example_name``: the file name a folder error suggests.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OSError: the folder cannot be created or written (the message names it).
+    """
+    given = os.fspath(path)
+    path = Path(path)
+    if path.is_dir() or given.endswith(("/", os.sep)):
+        raise IsADirectoryError(
+            f"result path {given} is a folder; give a file path, e.g. {path / example_name}"
+        )
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise FileExistsError(f"result path {path} exists and is not a regular file; choose {other_hint}")
+        if not overwrite:
+            raise FileExistsError(
+                f"result file {path} already exists and is kept as it is; choose {other_hint}, or pass "
+                f"{overwrite_hint} to move it aside to {path.stem}.replaced-<time>{path.suffix} first"
+            )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(
+            f"cannot write {path}: {folder} is a file, so the folder {path.parent} cannot be created; "
+            f"choose {other_hint}"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: no permission to write in {folder}; choose {other_hint}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fsl_core-write-check-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"cannot write {path}: a test file in {folder} failed ({error.strerror}); choose {other_hint}",
+        ) from error
+    return path
+
+
+def write_results(
+    results: dict[int, EvalResult], path: str | Path, *, overwrite: bool = False, **context: Any
+) -> Path:
+    """Write ``{**context, "results": {shot: summary}}`` as JSON to ``path``, atomically; returns ``path``.
+
+    An existing ``path`` is never overwritten: it raises ``FileExistsError`` naming the file, unless
+    ``overwrite``, which first moves it to ``<stem>.replaced-<UTC time><suffix>`` (``move_aside``); if the
+    write then fails, the old file is put back. Errors (disk full, no permission) name ``path``.
+    """
+    path = Path(path)
+    check_result_path(path, overwrite)
     content = {**context, "results": {str(shot): result.to_dict() for shot, result in results.items()}}
-    return atomic_write_json(content, path)
+    if not path.exists():
+        return atomic_write_json(content, path)
+    moved = move_aside(path)
+    try:
+        return atomic_write_json(content, path)
+    except BaseException:
+        os.replace(moved, path)
+        raise

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..runtime import atomic_torch_save
+from ..runtime import atomic_torch_save, load_torch_file
 from .base import EpisodicModel
 from .factory import build_model
 
@@ -22,15 +22,16 @@ def save_model(model: EpisodicModel, path: str | Path, **extra: Any) -> Path:
 
 
 def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A loaded checkpoint as it is, or the content of a checkpoint file (``load_torch_file``)."""
     if isinstance(source, Mapping):
         return source
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors have many types
-        raise ValueError(f"checkpoint {path} could not be read as a torch checkpoint: {error}") from error
+    content = load_torch_file(source)
+    if not isinstance(content, Mapping):
+        raise ValueError(
+            f"checkpoint {source} holds a {type(content).__name__}; expected a dict of tensors (a state dict "
+            "or an fsl_core checkpoint)"
+        )
+    return content
 
 
 def load_model(source: str | Path | Mapping[str, Any], device: str | torch.device = "cpu") -> EpisodicModel:
@@ -52,8 +53,11 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -62,8 +66,10 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
             parts.append(f"unexpected tensors {unexpected}")
         if shapes:
             parts.append(f"wrong shapes {shapes}")
-        raise ValueError(f"{what} does not fit {model.config.get('name')}/{model.config.get('backbone')}: "
-                         + "; ".join(parts))
+        raise ValueError(
+            f"{what} does not fit {model.config.get('name')}/{model.config.get('backbone')}: "
+            + "; ".join(parts)
+        )
     model.load_state_dict(state)
 
 
@@ -94,14 +100,27 @@ def reference_key(name: str) -> str:
 
 
 def load_reference_checkpoint(
-    path_or_state_dict: str | Path | Mapping[str, Any], name: str = "hmdrn", backbone: str = "conv4",
+    path_or_state_dict: str | Path | Mapping[str, Any],
+    name: str = "hmdrn",
+    backbone: str = "conv4",
     **options: Any,
 ) -> EpisodicModel:
     """A model holding the HMDRN authors' released weights (Conv-4: CUB, Cars, Dogs), or one of our checkpoints.
 
     The authors' positional tables (``fsrm*.transformer.positional_emb``) are fixed sinusoids; they are
     checked against ours and, should they differ, used as stored.
+
+    Raises:
+        ValueError: ``name``/``backbone`` other than "hmdrn"/"conv4" (the only released weights), a file
+            that is not a readable checkpoint (see ``load_torch_file``), or tensors that do not fit.
     """
+    if (name, backbone) != ("hmdrn", "conv4"):
+        raise ValueError(
+            f"reference weights cannot be loaded as model {name!r} with backbone {backbone!r}: the HMDRN "
+            "authors released weights only for model 'hmdrn' with backbone 'conv4' (Conv-4 on CUB, Cars and "
+            "Dogs); use name='hmdrn', backbone='conv4' (on the command line: --model hmdrn --backbone conv4, "
+            "the defaults)"
+        )
     checkpoint = _read(path_or_state_dict)
     if "config" in checkpoint and "state_dict" in checkpoint:
         return load_model(checkpoint)
