@@ -22,6 +22,7 @@ test: setup lint  ## the whole test suite
 
 lint: setup
 	$(BIN)/ruff check fsl_core tests bench
+	$(BIN)/ruff format --check fsl_core tests bench
 
 lab: setup  ## open JupyterLab in the project's environment
 	$(BIN)/jupyter lab notebooks

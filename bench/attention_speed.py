@@ -34,26 +34,35 @@ def attention_paths(way: int, args: argparse.Namespace) -> dict[str, Callable[[]
         (attend() - target).pow(2).sum().backward()
 
     return {
-        "sdpa reference (dropout)": lambda: step(lambda: F.scaled_dot_product_attention(
-            queries.expand(way, -1, -1), keys, values, dropout_p=args.dropout)),
+        "sdpa reference (dropout)": lambda: step(
+            lambda: F.scaled_dot_product_attention(
+                queries.expand(way, -1, -1), keys, values, dropout_p=args.dropout
+            )
+        ),
         "chunked (dropout)": lambda: step(lambda: cross_attention(queries, keys, values, args.dropout, True)),
         "fused, no dropout (floor)": lambda: step(lambda: cross_attention(queries, keys, values, 0.0, True)),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ways", nargs="+", type=int, default=[5, 30])
     parser.add_argument("--shot", type=int, default=5)
     parser.add_argument("--query", type=int, default=15)
-    parser.add_argument("--tokens", type=int, default=100, help="N: tokens per image (10×10 for Conv-4 at 84px)")
+    parser.add_argument(
+        "--tokens", type=int, default=100, help="N: tokens per image (10×10 for Conv-4 at 84px)"
+    )
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, dropout {args.dropout}, C {args.channels}")
+    print(
+        f"device: cpu ({device_name('cpu')}), torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, dropout {args.dropout}, C {args.channels}"
+    )
     header = f"{'way':>4} {'L':>7} {'S':>5} {'path':<26} {'fwd+bwd ms':>10} {'vs reference':>12}"
     print(header)
     print("-" * len(header))
@@ -63,7 +72,9 @@ def main() -> None:
         times = interleaved_medians(paths, args.repeats)
         reference = times["sdpa reference (dropout)"]
         for name, seconds in times.items():
-            print(f"{way:>4} {length:>7} {support:>5} {name:<26} {seconds * 1e3:>10.0f} {reference / seconds:>11.2f}x")
+            print(
+                f"{way:>4} {length:>7} {support:>5} {name:<26} {seconds * 1e3:>10.0f} {reference / seconds:>11.2f}x"
+            )
 
 
 if __name__ == "__main__":

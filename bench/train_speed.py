@@ -34,7 +34,7 @@ def synchronise(device: torch.device) -> None:
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """"hmdrn:levels=last,attention_dropout=0" → ("hmdrn", {"levels": "last", "attention_dropout": 0})."""
+    """ "hmdrn:levels=last,attention_dropout=0" → ("hmdrn", {"levels": "last", "attention_dropout": 0})."""
     name, _, options = spec.partition(":")
     parsed: dict[str, object] = {}
     for item in filter(None, options.split(",")):
@@ -48,8 +48,17 @@ def parse_model_spec(spec: str) -> tuple[str, dict[str, object]]:
     return name, parsed
 
 
-def episode_runners(spec: str, backbone: str, way: int, shot: int, query: int, image_size: int, fmt: str,
-                    device: torch.device, amp: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+def episode_runners(
+    spec: str,
+    backbone: str,
+    way: int,
+    shot: int,
+    query: int,
+    image_size: int,
+    fmt: str,
+    device: torch.device,
+    amp: bool,
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """(one training step, one evaluation episode) of a fresh model on a random episode."""
     torch.manual_seed(0)
     name, options = parse_model_spec(spec)
@@ -101,49 +110,80 @@ def interleaved_medians(runners: dict[str, Callable[[], None]], repeats: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["protonet", "frn", "bifrn", "hmdrn"],
-                        help="names, or name:key=value,… for a model with options (an ablation)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["protonet", "frn", "bifrn", "hmdrn"],
+        help="names, or name:key=value,… for a model with options (an ablation)",
+    )
     parser.add_argument("--backbones", nargs="+", default=["conv4"], choices=["conv4", "resnet12"])
-    parser.add_argument("--settings", nargs="+", default=["5", "authors"],
-                        help="ways to time: integers, or 'authors' (Conv-4 30-way, ResNet-12 10-way)")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["5", "authors"],
+        help="ways to time: integers, or 'authors' (Conv-4 30-way, ResNet-12 10-way)",
+    )
     parser.add_argument("--shot", type=int, default=5)
     parser.add_argument("--query", type=int, default=15)
     parser.add_argument("--image-size", type=int, default=84)
-    parser.add_argument("--formats", nargs="+", default=["eager", "channels_last"],
-                        choices=["eager", "channels_last", "compile"])
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["eager", "channels_last"],
+        choices=["eager", "channels_last", "compile"],
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (median reported)")
-    parser.add_argument("--no-huge-pages", action="store_true",
-                        help="allocate large CPU tensors in 4 KiB pages (the default without fsl_core)")
+    parser.add_argument(
+        "--no-huge-pages",
+        action="store_true",
+        help="allocate large CPU tensors in 4 KiB pages (the default without fsl_core)",
+    )
     args = parser.parse_args()
 
     if args.no_huge_pages:
-        os.environ["THP_MEM_ALLOC_ENABLE"] = "0"  # read at PyTorch's first large allocation, which is still ahead
+        os.environ["THP_MEM_ALLOC_ENABLE"] = (
+            "0"  # read at PyTorch's first large allocation, which is still ahead
+        )
     device = resolve_device(args.device)
     name = device_name(device)
-    print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"amp {'bf16' if args.amp else 'off'}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
-          f"{args.shot}-shot {args.query}-query {args.image_size}px")
+    print(
+        f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"amp {'bf16' if args.amp else 'off'}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
+        f"{args.shot}-shot {args.query}-query {args.image_size}px"
+    )
     width = max(9, *(len(model) for model in args.models))
-    header = f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} " \
-             f"{'step vs FRN':>11}"
+    header = (
+        f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} "
+        f"{'step vs FRN':>11}"
+    )
     print(header)
     print("-" * len(header))
     for backbone in args.backbones:
         for setting in args.settings:
             way = AUTHORS_WAY[backbone] if setting == "authors" else int(setting)
             for fmt in args.formats:
-                runners = {model: episode_runners(model, backbone, way, args.shot, args.query, args.image_size,
-                                                  fmt, device, args.amp) for model in args.models}
+                runners = {
+                    model: episode_runners(
+                        model, backbone, way, args.shot, args.query, args.image_size, fmt, device, args.amp
+                    )
+                    for model in args.models
+                }
                 steps = interleaved_medians({model: pair[0] for model, pair in runners.items()}, args.repeats)
-                episodes = interleaved_medians({model: pair[1] for model, pair in runners.items()}, args.repeats)
+                episodes = interleaved_medians(
+                    {model: pair[1] for model, pair in runners.items()}, args.repeats
+                )
                 for model in args.models:
                     step, episode = steps[model], episodes[model]
                     ratio = f"{step / steps['frn']:.2f}x" if "frn" in steps else "-"
-                    print(f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
-                          f"{ratio:>11}")
+                    print(
+                        f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
+                        f"{ratio:>11}"
+                    )
 
 
 if __name__ == "__main__":

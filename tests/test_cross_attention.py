@@ -39,10 +39,13 @@ def test_chunked_attention_equals_formula_and_gradients(rows):
 def test_chunked_gradients_equal_autograd_of_formula():
     queries, keys, values, keep = inputs(torch.float32, length=300, entries=5, tokens=40, channels=16)
     weights = torch.randn(5, 300, 16)
-    grads = torch.autograd.grad((ChunkedDropoutAttention.apply(queries, keys, values, keep, 0.1, 37) * weights).sum(),
-                                (queries, keys, values))
-    expected = torch.autograd.grad((reference(queries, keys, values, keep, 0.1) * weights).sum(),
-                                   (queries, keys, values))
+    grads = torch.autograd.grad(
+        (ChunkedDropoutAttention.apply(queries, keys, values, keep, 0.1, 37) * weights).sum(),
+        (queries, keys, values),
+    )
+    expected = torch.autograd.grad(
+        (reference(queries, keys, values, keep, 0.1) * weights).sum(), (queries, keys, values)
+    )
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 

@@ -36,9 +36,12 @@ def episode(way: int = 3, shot: int = 2, query: int = 2, size: int = 84, seed: i
 @pytest.mark.parametrize(
     "name,backbone,expected",
     [
-        ("hmdrn", "conv4", 288_067), ("hmdrn", "resnet12", 23_198_403),
-        ("bifrn", "conv4", 150_531), ("bifrn", "resnet12", 16_116_483),
-        ("frn", "conv4", 113_091), ("frn", "resnet12", 12_424_323),
+        ("hmdrn", "conv4", 288_067),
+        ("hmdrn", "resnet12", 23_198_403),
+        ("bifrn", "conv4", 150_531),
+        ("bifrn", "resnet12", 16_116_483),
+        ("frn", "conv4", 113_091),
+        ("frn", "resnet12", 12_424_323),
         ("protonet", "conv4", 113_089),
     ],
 )
@@ -49,10 +52,26 @@ def test_trainable_parameter_counts(name: str, backbone: str, expected: int) -> 
 @pytest.mark.parametrize(
     "backbone,parts",
     [
-        ("conv4", {"backbone": 113_088, "transformers.last": 75_200, "transformers.mid": 75_200,
-                   "reconstructions.last": 12_288, "reconstructions.mid": 12_288}),
-        ("resnet12", {"backbone": 12_424_320, "transformers.last": 7_387_520, "transformers.mid": 1_850_560,
-                      "reconstructions.last": 1_228_800, "reconstructions.mid": 307_200}),
+        (
+            "conv4",
+            {
+                "backbone": 113_088,
+                "transformers.last": 75_200,
+                "transformers.mid": 75_200,
+                "reconstructions.last": 12_288,
+                "reconstructions.mid": 12_288,
+            },
+        ),
+        (
+            "resnet12",
+            {
+                "backbone": 12_424_320,
+                "transformers.last": 7_387_520,
+                "transformers.mid": 1_850_560,
+                "reconstructions.last": 1_228_800,
+                "reconstructions.mid": 307_200,
+            },
+        ),
     ],
 )
 def test_hmdrn_parameter_breakdown(backbone: str, parts: dict[str, int]) -> None:
@@ -62,8 +81,9 @@ def test_hmdrn_parameter_breakdown(backbone: str, parts: dict[str, int]) -> None
     assert not any("positions" in n for n, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("backbone,mid,high", [("conv4", (64, 10, 10), (64, 5, 5)),
-                                               ("resnet12", (320, 10, 10), (640, 5, 5))])
+@pytest.mark.parametrize(
+    "backbone,mid,high", [("conv4", (64, 10, 10), (64, 5, 5)), ("resnet12", (320, 10, 10), (640, 5, 5))]
+)
 def test_feature_shapes(backbone: str, mid: tuple, high: tuple) -> None:
     model = build_model("hmdrn", backbone).eval()
     with torch.no_grad():
@@ -138,7 +158,9 @@ def test_attention_reconstruction_scores_match_formula() -> None:
             q_hat = ((qq[i] @ ks[c].T) / 2).softmax(-1) @ vs[c]
             s_hat = ((qs[c] @ kq[i].T) / 2).softmax(-1) @ vq[i]
             assert torch.allclose(out["query"]["error"][i, c].sum(), (vq[i] - q_hat).pow(2).sum(), atol=1e-5)
-            assert torch.allclose(out["support"]["error"][i, c].sum(), (vs[c] - s_hat).pow(2).sum(), atol=1e-5)
+            assert torch.allclose(
+                out["support"]["error"][i, c].sum(), (vs[c] - s_hat).pow(2).sum(), atol=1e-5
+            )
 
 
 def test_bifrn_logits_follow_the_fused_formula() -> None:
@@ -158,8 +180,14 @@ def test_hmdrn_with_bifrn_settings_equals_bifrn() -> None:
     torch.manual_seed(3)
     bifrn = build_model("bifrn").eval()
     torch.manual_seed(3)
-    hmdrn = build_model("hmdrn", levels="last", mask=False, transformer_layers=1, transformer_heads=1,
-                        reconstruction="bidirectional").eval()
+    hmdrn = build_model(
+        "hmdrn",
+        levels="last",
+        mask=False,
+        transformer_layers=1,
+        transformer_heads=1,
+        reconstruction="bidirectional",
+    ).eval()
     with torch.no_grad():
         assert torch.equal(bifrn(s, y, q), hmdrn(s, y, q))
 
@@ -178,7 +206,9 @@ def test_ridge_forms_agree_and_use_a_solve(monkeypatch: pytest.MonkeyPatch) -> N
     # direct formula: Q Sᵀ (S Sᵀ + λI)⁻¹ S with λ = kN/C + 1e-6
     s0 = support[0].double()
     lam = 10 / 6 + 1e-6
-    rebuilt = query.double() @ s0.T @ torch.linalg.solve(s0 @ s0.T + lam * torch.eye(10, dtype=torch.float64), s0)
+    rebuilt = (
+        query.double() @ s0.T @ torch.linalg.solve(s0 @ s0.T + lam * torch.eye(10, dtype=torch.float64), s0)
+    )
     assert torch.allclose(a[:, 0], (rebuilt - query.double()).pow(2).sum(-1).float(), rtol=1e-4, atol=1e-5)
 
 
@@ -197,7 +227,9 @@ def test_frn_logits_and_auxiliary_loss() -> None:
     with torch.no_grad():
         logits = model(s, y, q)
         support, query = model.embed_episode(s, q)
-        err = model.reconstructions["last"](support["last"].reshape(3, -1, 64), query["last"])["query"]["error"]
+        err = model.reconstructions["last"](support["last"].reshape(3, -1, 64), query["last"])["query"][
+            "error"
+        ]
     assert torch.allclose(logits, -err.mean(-1), atol=1e-5)  # γ = 1, fixed weight 1, mean over tokens
     model.train()
     loss, _ = model.episode_loss(s, y, q, qy)
@@ -275,7 +307,10 @@ def test_ablation_switches() -> None:
         (dict(name="hmdrn", reconstruction="linear"), "reconstruction='linear'"),
         (dict(name="hmdrn", transformer_heads=3), "must divide the channel count 64"),
         (dict(name="hmdrn", transformer_layers=0), "mask=True needs a transformer"),
-        (dict(name="hmdrn", attention_dropout=1.0), "attention_dropout=1.0; expected a probability in [0, 1)"),
+        (
+            dict(name="hmdrn", attention_dropout=1.0),
+            "attention_dropout=1.0; expected a probability in [0, 1)",
+        ),
     ],
 )
 def test_bad_options_name_the_problem(kwargs: dict, message: str) -> None:
@@ -322,7 +357,9 @@ def test_reference_checkpoint_values_land_where_they_belong(tmp_path: Path) -> N
     model = load_reference_checkpoint(tmp_path / "authors.pth")
     ours = model.state_dict()
     pairs = {
-        "scale": "gamma", "w1": "fusion.last", "w2": "fusion.mid",
+        "scale": "gamma",
+        "w1": "fusion.last",
+        "w2": "fusion.mid",
         "feature_extractor.conv1.layers.0.weight": "backbone.blocks.0.0.weight",
         "feature_extractor.conv4.layers.1.running_var": "backbone.blocks.3.1.running_var",
         "feature_extractor.conv2.layers.1.num_batches_tracked": "backbone.blocks.1.1.num_batches_tracked",

@@ -69,8 +69,9 @@ def faults_per_allocation(thp: str | None) -> float:
     env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
     if thp is not None:
         env["THP_MEM_ALLOC_ENABLE"] = thp
-    run = subprocess.run([sys.executable, "-c", FAULTS_PER_ALLOCATION], env=env, capture_output=True, text=True,
-                         check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_ALLOCATION], env=env, capture_output=True, text=True, check=True
+    )
     return float(run.stdout.strip().splitlines()[-1])
 
 
@@ -79,7 +80,9 @@ def huge_pages_available() -> bool:
     return path.exists() and "[never]" not in path.read_text()
 
 
-@pytest.mark.skipif(not huge_pages_available(), reason="transparent huge pages are off or absent on this system")
+@pytest.mark.skipif(
+    not huge_pages_available(), reason="transparent huge pages are off or absent on this system"
+)
 def test_importing_fsl_core_backs_large_tensors_with_huge_pages() -> None:
     """100 MB is 24,414 pages of 4 KiB: the default allocator faults each one in again at every allocation; with
     huge pages (set by ``import fsl_core``) it is 50 pages of 2 MiB. An explicit 0 is respected."""

@@ -11,7 +11,19 @@ from .hmdrn import ReconstructionNetwork
 from .protonet import ProtoNet
 
 __all__ = [
-    "Conv4", "ResNet12", "build_backbone", "count_trainable", "EpisodicModel", "concat_embeddings",
-    "index_embedding", "load_model", "load_reference_checkpoint", "reference_key", "save_model", "MODEL_NAMES",
-    "build_model", "ReconstructionNetwork", "ProtoNet",
+    "Conv4",
+    "ResNet12",
+    "build_backbone",
+    "count_trainable",
+    "EpisodicModel",
+    "concat_embeddings",
+    "index_embedding",
+    "load_model",
+    "load_reference_checkpoint",
+    "reference_key",
+    "save_model",
+    "MODEL_NAMES",
+    "build_model",
+    "ReconstructionNetwork",
+    "ProtoNet",
 ]

@@ -79,14 +79,23 @@ class EpisodicModel(nn.Module):
         raise NotImplementedError
 
     def auxiliary_loss(
-        self, support: Embedding, support_labels: Tensor, query: Embedding, query_labels: Tensor, way: int,
+        self,
+        support: Embedding,
+        support_labels: Tensor,
+        query: Embedding,
+        query_labels: Tensor,
+        way: int,
         class_ids: Tensor | None,
     ) -> Tensor | None:
         """Extra training terms beyond cross-entropy (None when the model has none)."""
         return None
 
     def forward(
-        self, support_images: Tensor, support_labels: Tensor, query_images: Tensor, return_details: bool = False
+        self,
+        support_images: Tensor,
+        support_labels: Tensor,
+        query_images: Tensor,
+        return_details: bool = False,
     ) -> Tensor | tuple[Tensor, dict[str, Any]]:
         """support_images: (way*shot, 3, H, W) class-major, support_labels: (way*shot,), query_images:
         (n_query, 3, H, W) → logits (n_query, way) [, details]."""

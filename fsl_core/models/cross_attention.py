@@ -35,8 +35,15 @@ class ChunkedDropoutAttention(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, queries: Tensor, keys: Tensor, values: Tensor, keep: Tensor, p: float,  # noqa: D102
-                rows: int) -> Tensor:
+    def forward(
+        ctx,
+        queries: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        keep: Tensor,
+        p: float,  # noqa: D102
+        rows: int,
+    ) -> Tensor:
         out = queries.new_empty(keys.shape[0], queries.shape[0], keys.shape[-1])
         for start in range(0, queries.shape[0], rows):
             block = slice(start, start + rows)
@@ -85,16 +92,18 @@ def keep_mask(shape: tuple[int, ...], p: float) -> Tensor:
     return torch.from_numpy(uniform).view(shape) >= p
 
 
-def cross_attention(queries: Tensor, keys: Tensor, values: Tensor, dropout: float = 0.0,
-                    training: bool = False) -> Tensor:
+def cross_attention(
+    queries: Tensor, keys: Tensor, values: Tensor, dropout: float = 0.0, training: bool = False
+) -> Tensor:
     """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C).
 
     softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``.
     """
     b, s, _ = keys.shape
     if not (training and dropout > 0 and queries.device.type == "cpu"):
-        return F.scaled_dot_product_attention(queries.expand(b, -1, -1), keys, values,
-                                              dropout_p=dropout if training else 0.0)
+        return F.scaled_dot_product_attention(
+            queries.expand(b, -1, -1), keys, values, dropout_p=dropout if training else 0.0
+        )
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
     keep = keep_mask((b, queries.shape[0], s), dropout)

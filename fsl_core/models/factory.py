@@ -11,12 +11,34 @@ from .hmdrn import ReconstructionNetwork
 from .protonet import ProtoNet
 
 RECONSTRUCTION_PRESETS: dict[str, dict[str, Any]] = {
-    "hmdrn": dict(levels="last+mid", transformer_layers=3, transformer_heads=2, mask=True,
-                  reconstruction="attention", fusion="learned", normaliser="channels"),
-    "bifrn": dict(levels="last", transformer_layers=1, transformer_heads=1, mask=False,
-                  reconstruction="bidirectional", fusion="learned", normaliser="channels"),
-    "frn": dict(levels="last", transformer_layers=0, mask=False, reconstruction="ridge", fusion="fixed",
-                fusion_init=1.0, normaliser="tokens", orthogonality_weight=0.03),
+    "hmdrn": dict(
+        levels="last+mid",
+        transformer_layers=3,
+        transformer_heads=2,
+        mask=True,
+        reconstruction="attention",
+        fusion="learned",
+        normaliser="channels",
+    ),
+    "bifrn": dict(
+        levels="last",
+        transformer_layers=1,
+        transformer_heads=1,
+        mask=False,
+        reconstruction="bidirectional",
+        fusion="learned",
+        normaliser="channels",
+    ),
+    "frn": dict(
+        levels="last",
+        transformer_layers=0,
+        mask=False,
+        reconstruction="ridge",
+        fusion="fixed",
+        fusion_init=1.0,
+        normaliser="tokens",
+        orthogonality_weight=0.03,
+    ),
 }
 MODEL_NAMES = ("protonet", "frn", "bifrn", "hmdrn", "gsfl")
 

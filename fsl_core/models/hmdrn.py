@@ -30,7 +30,7 @@ LAST_TOKENS = 25
 
 
 def parse_levels(levels: str | Sequence[str]) -> tuple[str, ...]:
-    """"last" | "last+mid" | ["last", "mid"] → ("last",) | ("last", "mid")."""
+    """ "last" | "last+mid" | ["last", "mid"] → ("last",) | ("last", "mid")."""
     names = tuple(levels.replace(",", "+").split("+")) if isinstance(levels, str) else tuple(levels)
     names = tuple(name.strip() for name in names)
     if not names or any(name not in LEVELS for name in names) or len(set(names)) != len(names):
@@ -125,8 +125,9 @@ class ReconstructionNetwork(EpisodicModel):
         self.orthogonality_weight = float(orthogonality_weight)
         self.transformers = nn.ModuleDict(
             {
-                level: MaskedTransformer(self.channels[level], tokens[level], transformer_layers,
-                                         transformer_heads, mask)
+                level: MaskedTransformer(
+                    self.channels[level], tokens[level], transformer_layers, transformer_heads, mask
+                )
                 for level in self.levels
             }
             if transformer_layers > 0
@@ -136,14 +137,17 @@ class ReconstructionNetwork(EpisodicModel):
             {
                 level: RidgeReconstruction()
                 if reconstruction == "ridge"
-                else AttentionReconstruction(self.channels[level], reconstruction == "bidirectional",
-                                             attention_dropout)
+                else AttentionReconstruction(
+                    self.channels[level], reconstruction == "bidirectional", attention_dropout
+                )
                 for level in self.levels
             }
         )
         directions = ["support", "query"] if reconstruction == "bidirectional" else ["query"]
         self.terms = [(level, direction) for level in self.levels for direction in directions]
-        self.fusion = FusionWeights([self.term_name(*t) for t in self.terms], fusion_init, fusion == "learned")
+        self.fusion = FusionWeights(
+            [self.term_name(*t) for t in self.terms], fusion_init, fusion == "learned"
+        )
         self.gamma = nn.Parameter(torch.ones(1))
         self.decompositions = nn.ModuleDict()
         if gsfl is not None:
@@ -181,14 +185,19 @@ class ReconstructionNetwork(EpisodicModel):
         return out
 
     # -- per episode ----------------------------------------------------------------------------------------
-    def level_errors(self, support: Embedding, support_labels: Tensor, query: Embedding, way: int,
-                     level: str) -> dict[str, dict[str, Tensor]]:
+    def level_errors(
+        self, support: Embedding, support_labels: Tensor, query: Embedding, way: int, level: str
+    ) -> dict[str, dict[str, Tensor]]:
         """Reconstruction errors of one level: {direction: {"error": (n_query, way, tokens), ...}}."""
         pooled = group_by_class(support[level], support_labels, way)
         return self.reconstructions[level](pooled, query[level])
 
     def head(
-        self, support: Embedding, support_labels: Tensor, query: Embedding, way: int,
+        self,
+        support: Embedding,
+        support_labels: Tensor,
+        query: Embedding,
+        way: int,
         details: dict[str, Any] | None = None,
     ) -> Tensor:
         """Fused reconstruction score → logits (n_query, way); see the class docstring for the formula."""
@@ -218,7 +227,12 @@ class ReconstructionNetwork(EpisodicModel):
         return logits
 
     def auxiliary_loss(
-        self, support: Embedding, support_labels: Tensor, query: Embedding, query_labels: Tensor, way: int,
+        self,
+        support: Embedding,
+        support_labels: Tensor,
+        query: Embedding,
+        query_labels: Tensor,
+        way: int,
         class_ids: Tensor | None,
     ) -> Tensor | None:
         """FRN's orthogonality term and the GSFL plug-in's decomposition losses."""
@@ -233,7 +247,7 @@ class ReconstructionNetwork(EpisodicModel):
             for level, decomposition in self.decompositions.items():
                 prefix = f"gsfl_{level}_"
                 extras = {
-                    key[len(prefix):]: torch.cat([support[key], query[key]])
+                    key[len(prefix) :]: torch.cat([support[key], query[key]])
                     for key in support
                     if key.startswith(prefix)
                 }

@@ -23,7 +23,11 @@ class ProtoNet(EpisodicModel):
     """
 
     def __init__(
-        self, backbone: nn.Module, config: dict[str, Any], feature_dim: int, learn_scale: bool = True,
+        self,
+        backbone: nn.Module,
+        config: dict[str, Any],
+        feature_dim: int,
+        learn_scale: bool = True,
         scale_init: float | None = None,
     ) -> None:
         super().__init__(backbone, config)
@@ -39,7 +43,11 @@ class ProtoNet(EpisodicModel):
         return {"last": maps[1].flatten(1)}
 
     def head(
-        self, support: Embedding, support_labels: Tensor, query: Embedding, way: int,
+        self,
+        support: Embedding,
+        support_labels: Tensor,
+        query: Embedding,
+        way: int,
         details: dict[str, Any] | None = None,
     ) -> Tensor:
         """Prototypes (way, D) from support (way*shot, D); query (n_query, D) → logits (n_query, way)."""

@@ -82,7 +82,9 @@ class MaskedTransformer(nn.Module):
         mask: apply the binary mask to query images (HMDRN); support images are never masked.
     """
 
-    def __init__(self, channels: int, tokens: int, layers: int = 3, heads: int = 2, mask: bool = True) -> None:
+    def __init__(
+        self, channels: int, tokens: int, layers: int = 3, heads: int = 2, mask: bool = True
+    ) -> None:
         super().__init__()
         self.mask = mask
         self.layers = nn.ModuleList(TransformerLayer(channels, heads) for _ in range(layers))
@@ -115,5 +117,10 @@ class MaskedTransformer(nn.Module):
         return self.norm_final(x), (torch.stack(masks, dim=1) if masks else None)
 
 
-__all__ = ["MaskedTransformer", "TransformerLayer", "MaskedSelfAttention", "sinusoidal_positions",
-           "norm_threshold_mask"]
+__all__ = [
+    "MaskedTransformer",
+    "TransformerLayer",
+    "MaskedSelfAttention",
+    "sinusoidal_positions",
+    "norm_threshold_mask",
+]
