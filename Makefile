@@ -28,7 +28,7 @@ lab: setup  ## open JupyterLab in the project's environment
 	$(BIN)/jupyter lab notebooks
 
 data: setup  ## generate the embedded data set into data/birds
-	$(BIN)/python -m fsl_core.data.synthetic data/birds
+	$(BIN)/python -m fsl_core.data.birds data/birds
 
 bench: setup  ## print the benchmark tables
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

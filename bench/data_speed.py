@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fsl_core.data import EpisodeSampler, EpochEpisodeSampler, FewShotFolder, episode_loader
-from fsl_core.data.synthetic import generate_birds
+from fsl_core.data.birds import generate_birds
 from fsl_core.runtime import device_name
 
 

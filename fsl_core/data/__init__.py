@@ -1,7 +1,7 @@
 """Data: the few-shot folder data set, episode samplers, transforms and the embedded birds generator.
 
-The generator's names (``generate_birds``, ``ensure_birds``, ``load_metadata``, ...) are loaded on first use,
-so ``python -m fsl_core.data.synthetic`` runs the module once, as a script.
+The generator's names (``generate_birds``, ``ensure_birds``, ``load_metadata``, ...) come from
+``fsl_core.data.birds``, which is imported on first use of one of them.
 """
 
 from typing import Any
@@ -11,7 +11,7 @@ from .images import IMAGE_EXTENSIONS, FewShotDataError, ImageLoadError, load_rgb
 from .sampler import Episode, EpisodeCollate, EpisodeSampler, EpochEpisodeSampler, episode_loader
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, eval_transform, train_transform
 
-_SYNTHETIC_NAMES = (
+_BIRDS_NAMES = (
     "PART_IDS",
     "PART_NAMES",
     "BirdSettings",
@@ -26,10 +26,10 @@ _SYNTHETIC_NAMES = (
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SYNTHETIC_NAMES:
-        from . import synthetic
+    if name in _BIRDS_NAMES:
+        from . import birds
 
-        return getattr(synthetic, name)
+        return getattr(birds, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -49,5 +49,5 @@ __all__ = [
     "denormalize",
     "eval_transform",
     "train_transform",
-    *_SYNTHETIC_NAMES,
+    *_BIRDS_NAMES,
 ]
