@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
@@ -9,6 +10,7 @@ import platform
 import random
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,49 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
+# -- seeds ---------------------------------------------------------------------------------------------------
+# Everything random in fsl_core is a pure function of integer "words" (a run's seed, a stream tag, an epoch,
+# an episode index, ...) mixed by NumPy's SeedSequence, which is well spread and the same on every platform.
+
+TORCH_SEED_MASK = (1 << 63) - 1
+"""Derived seeds are kept to 63 bits: a seed for Python, NumPy and torch that is non-negative as a signed
+64-bit integer."""
+
+SEED_WORD_MASK = (1 << 64) - 1
+"""A SeedSequence word of a NumPy generator is taken modulo 2**64 (a negative seed becomes its two's
+complement), so every 64-bit integer names a stream."""
+
+
+def derive_seed(*words: int) -> int:
+    """A 63-bit seed (``TORCH_SEED_MASK``) mixed from non-negative integer ``words`` by SeedSequence.
+
+    Raises ``ValueError`` for a negative word.
+    """
+    low, high = np.random.SeedSequence([int(w) for w in words]).generate_state(2, np.uint32)
+    return ((int(high) << 32) | int(low)) & TORCH_SEED_MASK
+
+
+def seeded_generator(*words: int) -> np.random.Generator:
+    """A NumPy generator (PCG64) that is a pure function of integer ``words``, each taken modulo 2**64
+    (``SEED_WORD_MASK``); it never touches the global generators."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([w & SEED_WORD_MASK for w in words])))
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
+    """Seed Python, NumPy (with ``seed`` modulo 2**32) and torch (all devices) from one integer."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def did_you_mean(name: Any, known: Iterable[Any]) -> str:
+    """The hint of an "unknown name" error: `` (did you mean 'x'?)`` where ``x`` is the entry of ``known``
+    closest to a misspelt ``name`` (``difflib.get_close_matches`` on their ``str``), or ``""`` if none is
+    close. ``f"unknown setting {name!r}{did_you_mean(name, known)}"`` gives e.g.
+    ``unknown setting 'wya' (did you mean 'way'?)``.
+    """
+    close = difflib.get_close_matches(str(name), [str(entry) for entry in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def git_revision(path: str | Path | None = None) -> str | None:
@@ -87,8 +127,20 @@ def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+def new_file_mode() -> int:
+    """Permissions of a newly created file under the current umask: ``0o666 & ~umask``.
+
+    Reading the umask sets it for a moment, process-wide: code that writes files from several threads reads
+    this once beforehand and passes it to ``atomic_write_bytes(..., mode=...)``.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_bytes(data: bytes, path: str | Path, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder (``.<name>.*.tmp``) and an
+    atomic rename; the file gets permissions ``mode`` (default ``new_file_mode()``).
 
     A crash or kill at any moment leaves either the old ``path`` or the new one, never a mix; an error (no space
     left, no permission) names ``path`` and leaves the old file as it was.
@@ -99,10 +151,9 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, new_file_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

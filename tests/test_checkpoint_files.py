@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from fsl_core.engine.checkpoint import load_checkpoint
 from fsl_core.models import build_model, load_model, load_reference_checkpoint, save_model
+from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.runtime import load_torch_file
 
 

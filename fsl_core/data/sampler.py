@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ..runtime import seeded_generator
 from .images import FewShotDataError
 
-_SEED_MASK = (1 << 64) - 1
 _EPOCH_STREAM = 0x45504F4348  # separates the epoch sampler's streams from EpisodeSampler's
 
 
@@ -26,11 +26,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise FewShotDataError(f"{name}={value!r}: expected an integer >= {minimum}")
     return int(value)
-
-
-def _generator(*words: int) -> np.random.Generator:
-    """A NumPy generator that is a pure function of ``words`` (non-negative integers)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([w & _SEED_MASK for w in words])))
 
 
 class _ClassPools:
@@ -80,8 +75,16 @@ class _ClassPools:
 class _EpisodeSettings:
     """The checks and attributes both samplers share: episode shape, seed, this process's rank, class pools."""
 
-    def __init__(self, labels: Sequence[int] | Any, way: int, shot: int, query: int, seed: int, rank: int,
-                 world_size: int) -> None:
+    def __init__(
+        self,
+        labels: Sequence[int] | Any,
+        way: int,
+        shot: int,
+        query: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+    ) -> None:
         self.way = _check_int("way", way, 1)
         self.shot = _check_int("shot", shot, 1)
         self.query = _check_int("query", query, 1)
@@ -138,7 +141,7 @@ class EpisodeSampler(_EpisodeSettings):
 
     def episode(self, g: int) -> list[int]:
         """Indices of global episode ``g`` (support class-major, then query class-major)."""
-        rng = _generator(self.seed, _check_int("episode index", g, 0))
+        rng = seeded_generator(self.seed, _check_int("episode index", g, 0))
         pools = self._classes.pools
         chosen = rng.choice(len(pools), size=self.way, replace=False)
         need = self.shot + self.query
@@ -194,7 +197,7 @@ class EpochEpisodeSampler(_EpisodeSettings):
         """All episodes of the current epoch, before rank slicing."""
         if self._cache is not None and self._cache[0] == self.epoch:
             return self._cache[1]
-        rng = _generator(self.seed, _EPOCH_STREAM, self.epoch)
+        rng = seeded_generator(self.seed, _EPOCH_STREAM, self.epoch)
         need = self.shot + self.query
         left = [list(rng.permutation(pool)) for pool in self._classes.pools]
         active = list(range(len(left)))

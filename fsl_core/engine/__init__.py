@@ -5,10 +5,13 @@
 - ``evaluate(model, dataset, way, shot, query, episodes, seed)`` → ``EvalResult``: mean accuracy ± 95%
   confidence interval; the cached path embeds every image once and gives the same episodes and accuracies
   as the plain path.
+- ``train_gsfl(model, train_data, GSFLTrainConfig(...), val_data)``: GSFL-Net's two-stage training with
+  ordinary batches over the base classes.
 """
 
 from fsl_core.engine.config import PROTOCOLS, TrainConfig
 from fsl_core.engine.evaluate import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
+from fsl_core.engine.gsfl_training import GSFLTrainConfig, train_gsfl
 from fsl_core.engine.train import (
     TrainingDiverged,
     TrainingInterrupted,
@@ -29,4 +32,6 @@ __all__ = [
     "evaluate",
     "evaluate_checkpoint",
     "train",
+    "GSFLTrainConfig",
+    "train_gsfl",
 ]

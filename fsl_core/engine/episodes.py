@@ -17,15 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from fsl_core.data import EpisodeSampler, EpochEpisodeSampler
+from fsl_core.runtime import TORCH_SEED_MASK, derive_seed, seed_everything
 
 _MODE_TAG = {"fixed": 0, "epoch": 1}
-_SEED_MASK = 2**63 - 1
-
-
-def _episode_seed(*words: int) -> int:
-    """A 63-bit seed derived from ``words`` with NumPy's SeedSequence (well mixed, platform independent)."""
-    low, high = np.random.SeedSequence([int(w) for w in words]).generate_state(2, np.uint32)
-    return ((int(high) << 32) | int(low)) & _SEED_MASK
 
 
 class TrainingEpisodes:
@@ -105,7 +99,7 @@ class TrainingEpisodes:
             out = []
             for i, indices in enumerate(sampler):
                 g = start + i * self.world_size + self.rank
-                out.append((_episode_seed(self.seed, tag, g), list(indices)))
+                out.append((derive_seed(self.seed, tag, g), list(indices)))
             return out
         sampler = EpochEpisodeSampler(
             self.labels,
@@ -118,7 +112,7 @@ class TrainingEpisodes:
             world_size=self.world_size,
         )
         return [
-            (_episode_seed(self.seed, tag, self.epoch, self.rank + i * self.world_size), list(indices))
+            (derive_seed(self.seed, tag, self.epoch, self.rank + i * self.world_size), list(indices))
             for i, indices in enumerate(sampler)
         ]
 
@@ -127,7 +121,7 @@ class TrainingEpisodes:
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for seed, indices in self.episodes():
-            yield [((seed + position) & _SEED_MASK, index) for position, index in enumerate(indices)]
+            yield [((seed + position) & TORCH_SEED_MASK, index) for position, index in enumerate(indices)]
 
 
 class SeededImages(Dataset):
@@ -155,9 +149,7 @@ class SeededImages(Dataset):
         try:
             items = []
             for seed, index in keys:
-                random.seed(seed)
-                np.random.seed(seed & 0xFFFFFFFF)
-                torch.manual_seed(seed)
+                seed_everything(seed)
                 items.append(self.dataset[index])
             return items
         finally:

@@ -29,10 +29,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..models.checkpoints import load_checkpoint, save_model
 from ..models.gsfl import GSFLClassifier
 from ..run_folder import claim_run_folder
-from ..runtime import atomic_torch_save, resolve_device
-from .checkpoint import load_checkpoint
+from ..runtime import resolve_device
 
 CHECKPOINT_NAME = "gsfl_last.pt"
 BEST_NAME = "gsfl_best.pt"
@@ -216,11 +216,6 @@ def _make_stage(model: GSFLClassifier, stage: int, config: GSFLTrainConfig):
     return optimiser, scheduler
 
 
-def _save(path: Path, model: GSFLClassifier, content: dict[str, Any]) -> None:
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    atomic_torch_save({"config": dict(model.config), "state_dict": state, **content}, path)
-
-
 def train_gsfl(
     model: GSFLClassifier,
     train_data: Dataset,
@@ -336,13 +331,11 @@ def train_gsfl(
                         "history": history,
                         "train_config": asdict(config),
                     }
-                    _save(run_dir / CHECKPOINT_NAME, model, content)
+                    save_model(model, run_dir / CHECKPOINT_NAME, **content)
                     if row["val_accuracy"] is not None and row["val_accuracy"] > best:
                         best = row["val_accuracy"]
-                        _save(
-                            run_dir / BEST_NAME,
-                            model,
-                            {"stage": stage, "epoch": epoch + 1, "val_accuracy": best},
+                        save_model(
+                            model, run_dir / BEST_NAME, stage=stage, epoch=epoch + 1, val_accuracy=best
                         )
     finally:
         if folder is not None:

@@ -1,12 +1,22 @@
 """Few-shot models: Conv-4 / ResNet-12 backbones; ProtoNet, FRN, BiFRN, HMDRN and GSFL-Net.
 
-``build_model(name, backbone, **options)`` is the single entry point; see ``factory.py``.
+``build_model(name, backbone, **options)`` is the single entry point; see ``factory.py``. Checkpoint files are
+read and written by ``checkpoints.py`` (``save_model``/``load_model`` for models, ``save_checkpoint``/
+``load_checkpoint`` for resumable training checkpoints, ``load_reference_checkpoint`` for the HMDRN authors'
+released weights).
 """
 
 from .backbones import Conv4, ResNet12, build_backbone, count_trainable
-from .base import EpisodicModel, concat_embeddings, index_embedding
-from .checkpoints import load_model, load_reference_checkpoint, reference_key, save_model
+from .base import EpisodicModel
+from .checkpoints import (
+    load_checkpoint,
+    load_model,
+    load_reference_checkpoint,
+    save_checkpoint,
+    save_model,
+)
 from .factory import MODEL_NAMES, build_model
+from .gsfl import GSFLClassifier
 from .hmdrn import ReconstructionNetwork
 from .protonet import ProtoNet
 
@@ -16,14 +26,14 @@ __all__ = [
     "build_backbone",
     "count_trainable",
     "EpisodicModel",
-    "concat_embeddings",
-    "index_embedding",
+    "load_checkpoint",
     "load_model",
     "load_reference_checkpoint",
-    "reference_key",
+    "save_checkpoint",
     "save_model",
     "MODEL_NAMES",
     "build_model",
+    "GSFLClassifier",
     "ReconstructionNetwork",
     "ProtoNet",
 ]

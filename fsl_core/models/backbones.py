@@ -1,5 +1,17 @@
 """Conv-4 and ResNet-12 feature extractors returning the penultimate and the last feature map.
 
+Both are the few-shot backbones of FRN (Wertheimer, Tang & Hariharan, CVPR 2021), BiFRN and HMDRN:
+
+- Conv-4 (Conv-64F): Oriol Vinyals, Charles Blundell, Timothy Lillicrap, Koray Kavukcuoglu, Daan Wierstra,
+  "Matching Networks for One Shot Learning", NeurIPS 2016, arXiv:1606.04080; the same four blocks embed
+  images in Jake Snell, Kevin Swersky, Richard Zemel, "Prototypical Networks for Few-shot Learning",
+  NeurIPS 2017, arXiv:1703.05175.
+- ResNet-12: introduced for few-shot learning by Boris N. Oreshkin, Pau Rodríguez López, Alexandre Lacoste,
+  "TADAM: Task dependent adaptive metric for improved few-shot learning", NeurIPS 2018, arXiv:1805.10123;
+  the widths 64/160/320/640 used here (and by FRN's release) are those of Kwonjoon Lee, Subhransu Maji,
+  Avinash Ravichandran, Stefano Soatto, "Meta-Learning with Differentiable Convex Optimization" (MetaOptNet),
+  CVPR 2019, arXiv:1904.03758.
+
 Shapes at 84×84 input: Conv-4 → mid (B, 64, 10, 10), high (B, 64, 5, 5);
 ResNet-12 → mid (B, 320, 10, 10), high (B, 640, 5, 5).
 """
@@ -10,8 +22,10 @@ from torch import Tensor, nn
 
 
 class Conv4(nn.Module):
-    """Four blocks Conv3×3 (padding 1, with bias) → BatchNorm → ReLU → MaxPool2 (Vinyals et al., 2016).
+    """Four blocks Conv3×3 (padding 1, with bias) → BatchNorm → ReLU → MaxPool2 (Vinyals et al., NeurIPS 2016;
+    Snell et al., NeurIPS 2017; see the module docstring).
 
+    images (B, 3, H, W) → mid (B, C, H/8, W/8) after three blocks, high (B, C, H/16, W/16) after four.
     113,088 trainable parameters with 64 channels.
     """
 
@@ -63,9 +77,11 @@ class ResidualStage(nn.Module):
 
 
 class ResNet12(nn.Module):
-    """ResNet-12 (Lee et al., 2019; as used by FRN, BiFRN and HMDRN), widths 64/160/320/640, no DropBlock.
+    """ResNet-12 (Oreshkin et al., NeurIPS 2018) with the widths 64/160/320/640 of Lee et al. (CVPR 2019), as
+    used by FRN, BiFRN and HMDRN (see the module docstring), without DropBlock.
 
-    12,424,320 trainable parameters.
+    Four ``ResidualStage``s; images (B, 3, H, W) → mid (B, 320, H/8, W/8) after three stages, high
+    (B, 640, H/16, W/16) after four. 12,424,320 trainable parameters.
     """
 
     def __init__(self, widths: tuple[int, int, int, int] = (64, 160, 320, 640)) -> None:

@@ -137,3 +137,15 @@ def group_by_class(tokens: Tensor, labels: Tensor, way: int) -> Tensor:
         raise ValueError(f"every class needs the same number of support images; got counts {counts.tolist()}")
     ordered = tokens[torch.argsort(labels, stable=True)]
     return ordered.reshape(way, -1, tokens.shape[-1])
+
+
+def prototype_distances(support: Tensor, support_labels: Tensor, query: Tensor, way: int) -> Tensor:
+    """Squared Euclidean distance of every query to every class prototype (Snell et al., NeurIPS 2017).
+
+    The prototype of class k is the mean of its support embeddings, c_k = (1/|S_k|) Σ_{i ∈ S_k} f(x_i)
+    (ProtoNet Eq. 1); the distance is d(q, c_k) = ‖f(q) − c_k‖² (the d of ProtoNet Eq. 2).
+
+    support: (way*shot, D), support_labels: (way*shot,) in 0..way-1, query: (n_query, D) → (n_query, way).
+    """
+    prototypes = group_by_class(support, support_labels, way).mean(dim=1)
+    return (query[:, None] - prototypes[None]).pow(2).sum(-1)

@@ -1,4 +1,34 @@
-"""Saving and loading models: our own checkpoints and the HMDRN authors' released Conv-4 weights."""
+"""Checkpoint files: the one module that reads and writes them.
+
+Every file is a dict of tensors and plain containers, written atomically by
+``fsl_core.runtime.atomic_torch_save`` (never half-written, never holding NaN or inf) and read by
+``fsl_core.runtime.load_torch_file`` (``torch.load(weights_only=True)`` whose errors say in plain words why a
+file cannot be read).
+
+Our files share two keys: ``config`` (``build_model(**config)`` rebuilds the model) and ``state_dict`` (its
+weights and buffers, on the CPU).
+
+- Model files (``save_model`` / ``load_model``): ``{"config", "state_dict", **extra}``. A run's ``best.pt``
+  adds ``train_config``, ``epoch``, ``val_acc``, ``val_ci95`` and ``versions``; GSFL training's
+  ``gsfl_last.pt`` adds ``optimizer``, ``scheduler``, ``stage``, ``epoch``, ``history``, ``train_config`` and
+  its ``gsfl_best.pt`` adds ``stage``, ``epoch``, ``val_accuracy``.
+- Training checkpoints (``save_checkpoint`` / ``load_checkpoint``): a run's resumable ``last.pt``, tagged
+  with ``FORMAT``::
+
+    {"format": "fsl_core.train/1",
+     "config": model.config, "state_dict": model weights,
+     "train_config": TrainConfig.to_dict(),
+     "optimizer": ..., "scheduler": ..., "epoch": completed epochs,
+     "best": {"val_acc": float | None, "val_ci95": float | None, "epoch": int | None},
+     "sampler": {"mode": "epoch" | "fixed", "seed": int, "next_epoch": int, "next_episode": int},
+     "rng": {"python": ..., "numpy": ..., "torch": ByteTensor, "cuda": [ByteTensor, ...]},
+     "metrics": [one dict per epoch, the rows of metrics.csv],
+     "versions": {"fsl_core": ..., "torch": ..., "git": ...}}
+
+  (``rng`` is ``fsl_core.engine.random_state.rng_state()``.) ``load_model`` reads these files too.
+- The HMDRN authors' released Conv-4 weights: a bare state dict under their module names, read by
+  ``load_reference_checkpoint``.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +43,9 @@ from torch import Tensor
 from ..runtime import atomic_torch_save, load_torch_file
 from .base import EpisodicModel
 from .factory import build_model
+
+FORMAT = "fsl_core.train/1"
+"""The ``format`` tag of training checkpoints (``save_checkpoint``)."""
 
 
 def save_model(model: EpisodicModel, path: str | Path, **extra: Any) -> Path:
@@ -46,6 +79,30 @@ def load_model(source: str | Path | Mapping[str, Any], device: str | torch.devic
     model = build_model(**checkpoint["config"])
     load_state_strict(model, checkpoint["state_dict"], what="checkpoint")
     return model.to(device)
+
+
+def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
+    """Write a training checkpoint ``{"format": FORMAT, **content}`` atomically (a crash never leaves a
+    half-written ``path``); ``content`` holds the keys listed in the module docstring."""
+    return atomic_torch_save({"format": FORMAT, **content}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read one of our checkpoint files as a dict (tensors and plain containers only, ``load_torch_file``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a readable checkpoint (the message says why: empty, a text file, damaged,
+            holding other Python objects) or not one of fsl_core's (no 'config' and 'state_dict').
+    """
+    path = Path(path)
+    content = load_torch_file(path, map_location=map_location)
+    if not isinstance(content, dict) or "state_dict" not in content or "config" not in content:
+        raise ValueError(
+            f"{path} is not an fsl_core checkpoint (expected a dict with 'config' and 'state_dict'); "
+            "released weights of the HMDRN authors load with load_reference_checkpoint (--reference)"
+        )
+    return content
 
 
 def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what: str) -> None:

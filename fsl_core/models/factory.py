@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..runtime import did_you_mean
 from .backbones import BACKBONES, build_backbone
 from .base import EpisodicModel
 from .hmdrn import ReconstructionNetwork
@@ -41,13 +42,18 @@ RECONSTRUCTION_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 MODEL_NAMES = ("protonet", "frn", "bifrn", "hmdrn", "gsfl")
+"""The names ``build_model`` accepts."""
 
 
 def _check_options(cls: type, options: dict[str, Any], name: str, skip: tuple[str, ...]) -> None:
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *skip)]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; accepted options: {accepted}")
+        hints = ", ".join(f"{n!r}{hint}" for n in unknown if (hint := did_you_mean(n, accepted)))
+        raise ValueError(
+            f"unknown option(s) {unknown} for model {name!r}{': ' + hints if hints else ''}; "
+            f"accepted options: {accepted}"
+        )
 
 
 def build_model(name: str, backbone: str = "conv4", **options: Any) -> EpisodicModel:

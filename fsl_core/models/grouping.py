@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -139,12 +142,67 @@ def group_sweep(
     return out
 
 
+def sweep_group_counts(counts: Sequence[int], chosen: int, classes: int) -> tuple[list[int], list[int]]:
+    """The K values of a K-means sweep over ``classes`` classes: ``counts`` that fit, plus ``chosen`` (sorted),
+    and the ``counts`` left out as larger than ``classes``. ``chosen > classes`` raises a ValueError."""
+    if chosen > classes:
+        raise ValueError(f"groups={chosen} exceeds the {classes} classes to group; choose at most {classes}")
+    swept = sorted({int(k) for k in counts if k <= classes} | {int(chosen)})
+    return swept, sorted({int(k) for k in counts} - set(swept))
+
+
+def linear_probe_accuracy(
+    fit_x: np.ndarray, fit_y: np.ndarray, held_x: np.ndarray, held_y: np.ndarray, max_iter: int = 1000
+) -> float:
+    """Held-out accuracy (%) of a standardised logistic regression from features to labels.
+
+    fit_x: (N, D) and fit_y: (N,) train it; held_x: (M, D), held_y: (M,) score it. With a single label in
+    ``fit_y`` the probe can only predict that label.
+    """
+    fit_y, held_y = np.asarray(fit_y), np.asarray(held_y)
+    if len(np.unique(fit_y)) < 2:
+        return 100.0 * float(np.mean(held_y == fit_y[0]))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    probe.fit(fit_x, fit_y)
+    return 100.0 * float(probe.score(held_x, held_y))
+
+
+def feature_probes(
+    fit: dict[str, np.ndarray],
+    held: dict[str, np.ndarray],
+    fit_labels: np.ndarray,
+    held_labels: np.ndarray,
+    class_group: np.ndarray,
+    pairs: Sequence[tuple[str, str]],
+    max_iter: int = 1000,
+) -> dict[str, float]:
+    """Linear probes ``{"<feature>_to_<target>": held-out accuracy %}`` for each (feature, target) of ``pairs``.
+
+    fit/held: {feature name: (N, D) array}; fit_labels/held_labels: class ids; class_group: (classes,) the
+    group of each class; target "class" predicts the class id, "group" the class's group — a feature that
+    carries the group (GSFL's shared part s) probes well for "group" and badly for "class".
+    """
+    targets = {
+        "class": (np.asarray(fit_labels), np.asarray(held_labels)),
+        "group": (np.asarray(class_group)[fit_labels], np.asarray(class_group)[held_labels]),
+    }
+    return {
+        f"{feature}_to_{target}": linear_probe_accuracy(
+            fit[feature], targets[target][0], held[feature], targets[target][1], max_iter
+        )
+        for feature, target in pairs
+    }
+
+
 __all__ = [
     "adjusted_rand",
     "canonical_labels",
     "class_means",
     "dataset_features",
+    "feature_probes",
     "group_sweep",
     "kmeans_groups",
+    "linear_probe_accuracy",
     "pooled_backbone_features",
+    "sweep_group_counts",
 ]

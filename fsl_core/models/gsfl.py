@@ -1,4 +1,7 @@
-"""GSFL-Net: group based deep shared feature learning (Li & Monga, BMVC 2019, arXiv 2004.01817).
+"""GSFL-Net: group based deep shared feature learning.
+
+Xuelu Li, Vishal Monga, "Group based Deep Shared Feature Learning for Fine-grained Image Classification",
+BMVC 2019, arXiv:2004.01817.
 
 The classes of a fine-grained set share much of their appearance. GSFL divides the classes into groups and
 learns an autoencoder that splits a feature f into a *shared* component s (what a class has in common with
@@ -42,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Embedding, EpisodicModel, group_by_class
+from ..runtime import did_you_mean
+from .base import Embedding, EpisodicModel, prototype_distances
 
 FEATURES = ("d", "sd", "raw")
 SHARED_FROM = ("d", "sd")
@@ -239,6 +243,7 @@ class Decomposition(nn.Module):
         labels = labels.long().to(self.centres.device)
         self._check_labels(labels)
         s, d = _per_image(extras["s"]), _per_image(extras["d"])
+        # L_rec; per sample, L_d (d to its class centre) and L_s (s to its group's shared pattern)
         rec_loss = F.mse_loss(extras["rec"], extras["input"])
         d_error = (d - self.centres[labels]).pow(2).mean(dim=1)
         s_error = (s - self.patterns[self.class_group[labels]]).pow(2).mean(dim=1)
@@ -283,20 +288,14 @@ class MapDecomposition(Decomposition):
                 f"MapDecomposition keeps the channel count: dim={options['dim']} must equal {channels}"
             )
         options.pop("dim", None)
-        unknown = set(options) - {
-            "groups",
-            "hidden",
-            "shared_from",
-            "alpha",
-            "rec_weight",
-            "d_weight",
-            "s_weight",
-            "mean_reduction",
-        }
+        accepted = ["num_classes", "class_groups", "groups", "hidden", "dropout", "shared_from", "alpha"]
+        accepted += ["rec_weight", "d_weight", "s_weight", "mean_reduction"]
+        unknown = sorted(set(options) - set(accepted))
         if unknown:
+            hints = ", ".join(f"{n!r}{hint}" for n in unknown if (hint := did_you_mean(n, accepted)))
             raise ValueError(
-                f"unknown gsfl option(s) {sorted(unknown)}; accepted: num_classes, class_groups, groups, hidden, "
-                "dropout, shared_from, alpha, rec_weight, d_weight, s_weight, mean_reduction"
+                f"unknown gsfl option(s) {unknown}{': ' + hints if hints else ''}; accepted: "
+                f"{', '.join(accepted)}"
             )
         super().__init__(
             channels, num_classes, class_groups, dim=channels, dropout=dropout, spatial=True, **options
@@ -322,7 +321,7 @@ def normalise_feature(f: Tensor, how: str) -> Tensor:
 
 
 class GSFLClassifier(EpisodicModel):
-    """GSFL-Net on one of our backbones (Li & Monga, BMVC 2019).
+    """GSFL-Net on one of our backbones (Li & Monga, BMVC 2019, arXiv:2004.01817; see the module docstring).
 
     Input feature f: global average pool of the backbone's last map, (B, C_high) (C_high = 64 for Conv-4, 640
     for ResNet-12), optionally normalised. f → E_s, E_d → s, d (B, dim); decoder on s + d; classifier W·d
@@ -462,8 +461,8 @@ class GSFLClassifier(EpisodicModel):
         details: dict[str, Any] | None = None,
     ) -> Tensor:
         """Prototypes (way, D) from support (way*shot, D); query (n_query, D) → logits −‖q − p‖² (n_query, way)."""
-        prototypes = group_by_class(support["last"], support_labels, way).mean(dim=1)
-        distances = (query["last"][:, None] - prototypes[None]).pow(2).sum(-1)
+        # ProtoNet's class means and squared distances (Snell et al., NeurIPS 2017, Eq. 1 and 2)
+        distances = prototype_distances(support["last"], support_labels, query["last"], way)
         if details is not None:
             details["distances"] = distances.detach()
             details["feature"] = self.feature

@@ -1,13 +1,24 @@
 """The feature-map reconstruction family — FRN, BiFRN and HMDRN as settings of one network.
 
-HMDRN (Luo et al., 2025, "Hierarchical Mask-enhanced Dual Reconstruction Network"): at the last and the
-penultimate backbone level, a masked transformer refines each image's tokens, then every query is rebuilt
-from each class's pooled support tokens by cross attention; the two levels' scores are fused by learnable
-weights: s(q,c) = w_last·s_last(q,c) + w_mid·s_mid(q,c), logits = s·γ/(C_last·25).
+A query image is classified by how well each class's support features rebuild its feature map: the
+reconstruction error of class c, summed (or averaged) over the query's tokens, is the negative class score.
 
-BiFRN (Wu et al., AAAI 2023) = last level only, 1-layer 1-head unmasked transformer, bidirectional attention.
-FRN (Wertheimer et al., CVPR 2021) = last level only, no transformer, ridge reconstruction, logits = −γ·mean
-token error, plus the 0.03-weighted orthogonality term.
+- HMDRN: Ning Luo, Meiyin Hu, Huan Wan, Yanyan Yang, Zhuohang Jiang, Xin Wei, "Hierarchical Mask-Enhanced
+  Dual Reconstruction Network for Few-Shot Fine-Grained Image Classification", 2025, arXiv:2506.20263.
+  At the last and the penultimate backbone level a masked transformer refines each image's tokens (self-
+  reconstruction, ``transformer.py``), then every query is rebuilt from each class's pooled support tokens by
+  cross attention (``AttentionReconstruction``); the two levels' scores are fused by learned weights:
+  s(q, c) = w_last·s_last(q, c) + w_mid·s_mid(q, c), logits = γ·s / (C_last·25).
+- BiFRN: Jijie Wu, Dongliang Chang, Aneeshan Sain, Xiaoxu Li, Zhanyu Ma, Jie Cao, Jun Guo, Yi-Zhe Song,
+  "Bi-Directional Feature Reconstruction Network for Fine-Grained Few-Shot Image Classification", AAAI 2023,
+  arXiv:2211.17161. Last level only, a 1-layer 1-head unmasked transformer, and reconstruction in both
+  directions (query from support and support from query), each direction's score with its own weight.
+- FRN: Davis Wertheimer, Luming Tang, Bharath Hariharan, "Few-Shot Classification with Feature Map
+  Reconstruction Networks", CVPR 2021, arXiv:2012.01506. Last level only, no transformer, closed-form ridge
+  regression (``RidgeReconstruction``), logits = −γ · mean squared token error, plus the auxiliary
+  orthogonality term weighted 0.03.
+
+Shapes: images (B, 3, H, W) → per level tokens (B, N, C) (N = h·w); an episode's logits are (n_query, way).
 """
 
 from __future__ import annotations
@@ -58,7 +69,10 @@ class FusionWeights(nn.Module):
 
 
 class ReconstructionNetwork(EpisodicModel):
-    """FRN / BiFRN / HMDRN with every ablation a parameter.
+    """FRN / BiFRN / HMDRN with every ablation a parameter (papers in the module docstring).
+
+    ``embed(images (B, 3, H, W))`` → {level: tokens (B, N, C)} (N = 25 last-level, 100 penultimate tokens at
+    84×84), plus masks (B, layers, heads, N) for masked queries; ``head`` → logits (n_query, way).
 
     Args:
         backbone: returns (mid, high) maps; ``backbone.channels`` = (C_mid, C_high).
@@ -188,7 +202,10 @@ class ReconstructionNetwork(EpisodicModel):
     def level_errors(
         self, support: Embedding, support_labels: Tensor, query: Embedding, way: int, level: str
     ) -> dict[str, dict[str, Tensor]]:
-        """Reconstruction errors of one level: {direction: {"error": (n_query, way, tokens), ...}}."""
+        """Reconstruction errors of one level: {direction: {"error": (n_query, way, tokens), ...}}.
+
+        Support tokens (way*shot, N, C) are pooled per class into (way, shot*N, C) first.
+        """
         pooled = group_by_class(support[level], support_labels, way)
         return self.reconstructions[level](pooled, query[level])
 
@@ -200,16 +217,19 @@ class ReconstructionNetwork(EpisodicModel):
         way: int,
         details: dict[str, Any] | None = None,
     ) -> Tensor:
-        """Fused reconstruction score → logits (n_query, way); see the class docstring for the formula."""
+        """Fused reconstruction score → logits (n_query, way); see the module docstring for the formula.
+
+        support: {level: (way*shot, N, C)}, query: {level: (n_query, N, C)}.
+        """
         score = 0.0
         level_scores = {}
         for level in self.levels:
             errors = self.level_errors(support, support_labels, query, way, level)
             level_scores[level] = 0.0
             for direction, result in errors.items():
-                term = -result["error"].sum(-1)
+                term = -result["error"].sum(-1)  # s_level(q, c): minus the summed squared token error
                 if self.normaliser == "tokens":
-                    term = term / result["error"].shape[-1]
+                    term = term / result["error"].shape[-1]  # FRN: the error averaged over the tokens
                 weighted = self.fusion[self.term_name(level, direction)] * term
                 level_scores[level] = level_scores[level] + weighted
                 score = score + weighted
@@ -219,7 +239,7 @@ class ReconstructionNetwork(EpisodicModel):
                 if f"mask_{level}" in query:
                     details.setdefault("masks", {})[level] = query[f"mask_{level}"]
         scale = self.channels["last"] * LAST_TOKENS if self.normaliser == "channels" else 1.0
-        logits = score * self.gamma / scale
+        logits = score * self.gamma / scale  # HMDRN/BiFRN: γ·s/(C_last·25); FRN: γ·s
         if details is not None:
             details["levels"] = list(self.levels)
             details["level_scores"] = {k: (v * self.gamma / scale).detach() for k, v in level_scores.items()}

@@ -1,5 +1,13 @@
-"""Prototypical Networks (Snell et al., NeurIPS 2017): class prototype = mean support embedding,
-logits = −scale · squared Euclidean distance / D."""
+"""Prototypical Networks.
+
+Jake Snell, Kevin Swersky, Richard Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017,
+arXiv:1703.05175.
+
+The prototype of class k is the mean embedded support image, c_k = (1/|S_k|) Σ_{x_i ∈ S_k} f(x_i) (Eq. 1),
+and a query is classified by a softmax over negative squared Euclidean distances to the prototypes (Eq. 2).
+Here the embedding f is the flattened last backbone map (D = C_high·h·w) and the logits are
+−scale · d(f(q), c_k) / D (a learned temperature on distances divided by D; the paper's logits are −d).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import Embedding, EpisodicModel, group_by_class
+from .base import Embedding, EpisodicModel, prototype_distances
 
 
 class ProtoNet(EpisodicModel):
@@ -39,7 +47,7 @@ class ProtoNet(EpisodicModel):
             self.register_buffer("scale", init)
 
     def encode(self, maps: tuple[Tensor, Tensor], query: bool) -> Embedding:
-        """maps → {"last": (B, C_high·h·w)}."""
+        """maps (mid (B, C_mid, 2h, 2w), high (B, C_high, h, w)) → {"last": (B, C_high·h·w)}."""
         return {"last": maps[1].flatten(1)}
 
     def head(
@@ -51,8 +59,8 @@ class ProtoNet(EpisodicModel):
         details: dict[str, Any] | None = None,
     ) -> Tensor:
         """Prototypes (way, D) from support (way*shot, D); query (n_query, D) → logits (n_query, way)."""
-        prototypes = group_by_class(support["last"], support_labels, way).mean(dim=1)
-        distances = (query["last"][:, None] - prototypes[None]).pow(2).sum(-1)
+        # d(f(q), c_k) with c_k the class means (Eq. 1); the logits of the softmax of Eq. 2
+        distances = prototype_distances(support["last"], support_labels, query["last"], way)
         if details is not None:
             details["distances"] = distances
             details["fusion_weights"] = self.fusion_weights()

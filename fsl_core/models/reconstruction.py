@@ -1,12 +1,16 @@
 """Feature-map reconstruction heads: a query's tokens are rebuilt from the pooled support tokens of each class.
 
-- ``AttentionReconstruction``: BiFRN's cross attention (Wu et al., AAAI 2023) with one shared W_qkv (C→3C, no
-  bias) and dropout on the attention probabilities; one-way ("query from support", HMDRN) or bidirectional
-  (also "support from query", BiFRN).
-- ``RidgeReconstruction``: FRN's closed-form ridge regression (Wertheimer et al., CVPR 2021), solved with a
-  Cholesky factorisation in its primal (kN×kN) or Woodbury (C×C) form.
+- ``AttentionReconstruction``: the cross-attention reconstruction of BiFRN (Jijie Wu, Dongliang Chang,
+  Aneeshan Sain, Xiaoxu Li, Zhanyu Ma, Jie Cao, Jun Guo, Yi-Zhe Song, "Bi-Directional Feature Reconstruction
+  Network for Fine-Grained Few-Shot Image Classification", AAAI 2023, arXiv:2211.17161) with one shared W_qkv
+  (C→3C, no bias) and dropout on the attention probabilities; one-way ("query from support", as HMDRN: Luo et
+  al., arXiv:2506.20263) or bidirectional (also "support from query", BiFRN).
+- ``RidgeReconstruction``: the closed-form ridge regression of FRN (Davis Wertheimer, Luming Tang, Bharath
+  Hariharan, "Few-Shot Classification with Feature Map Reconstruction Networks", CVPR 2021, arXiv:2012.01506),
+  solved with a Cholesky factorisation in its primal (kN×kN) or Woodbury (C×C) form.
 
-Both return per-direction squared errors per token; the network turns them into class scores.
+Both take support tokens pooled per class (way, kN, C) (k shots of N tokens) and query tokens (n_query, N, C),
+and return per-direction squared errors per token; the network turns them into class scores.
 """
 
 from __future__ import annotations
@@ -43,11 +47,12 @@ class AttentionReconstruction(nn.Module):
         n_query, n = query.shape[:2]
         q_q, k_q, v_q = self.qkv(query).chunk(3, dim=-1)
         q_s, k_s, v_s = self.qkv(support).chunk(3, dim=-1)
+        # query from support: softmax(Q_q K_cᵀ/√C) V_c for every class c, compared with the query's own values
         rebuilt = cross_attention(q_q.reshape(n_query * n, c), k_s, v_s, self.dropout, self.training)
         rebuilt = rebuilt.view(way, n_query, n, c)
         error = (rebuilt - v_q.unsqueeze(0)).pow(2).sum(-1)  # (way, n_query, N)
         out = {"query": {"error": error.permute(1, 0, 2), "reconstruction": rebuilt.permute(1, 0, 2, 3)}}
-        if self.bidirectional:
+        if self.bidirectional:  # support from query (BiFRN's second direction)
             rebuilt_support = cross_attention(q_s.reshape(way * kn, c), k_q, v_q, self.dropout, self.training)
             error_support = (rebuilt_support.view(n_query, way, kn, c) - v_s.unsqueeze(0)).pow(2).sum(-1)
             out["support"] = {"error": error_support}
@@ -55,9 +60,14 @@ class AttentionReconstruction(nn.Module):
 
 
 class RidgeReconstruction(nn.Module):
-    """FRN's ridge reconstruction Q̄_c = ρ·Q Sᵀ(S Sᵀ + λI)⁻¹ S = ρ·Q (SᵀS + λI)⁻¹ SᵀS.
+    """FRN's ridge reconstruction (Wertheimer et al., CVPR 2021): the query feature map Q (N, C) is rebuilt
+    from class c's support features S (kN, C) with the ridge-regression weights
+    W̄ = argmin_W ‖Q − W S‖² + λ‖W‖²,
 
-    λ = (kN/C)·e^α + 1e-6 and ρ = e^β, with α, β learnable scalars initialised to 0.
+        Q̄_c = ρ · W̄ S = ρ · Q Sᵀ(S Sᵀ + λI)⁻¹ S = ρ · Q (SᵀS + λI)⁻¹ SᵀS    (the last by Woodbury's identity),
+
+    with the learned regulariser λ = (kN/C)·e^α (+ 1e-6 here) and the learned recalibration ρ = e^β, α and β
+    scalars initialised to 0. The class score is minus the mean squared token error ‖Q − Q̄_c‖²/N.
 
     Args:
         form: "auto" (Woodbury when kN > C, as FRN does), "primal" (kN×kN system) or "woodbury" (C×C system).
@@ -75,16 +85,16 @@ class RidgeReconstruction(nn.Module):
         """support: (way, kN, C) → W (way, C, C) with Q̄_c = Q·W_c (ρ included)."""
         way, kn, c = support.shape
         s = support.float()
-        lam = (kn / c) * self.alpha.exp() + 1e-6
+        lam = (kn / c) * self.alpha.exp() + 1e-6  # λ = (kN/C)·e^α
         woodbury = self.form == "woodbury" or (self.form == "auto" and kn > c)
         if woodbury:
-            gram = s.transpose(1, 2) @ s  # (way, C, C)
+            gram = s.transpose(1, 2) @ s  # SᵀS (way, C, C); W = (SᵀS + λI)⁻¹ SᵀS
             system = gram + lam * torch.eye(c, device=s.device)
             weights = torch.cholesky_solve(gram, torch.linalg.cholesky(system))
         else:
-            system = s @ s.transpose(1, 2) + lam * torch.eye(kn, device=s.device)  # (way, kN, kN)
+            system = s @ s.transpose(1, 2) + lam * torch.eye(kn, device=s.device)  # S Sᵀ + λI (way, kN, kN)
             weights = s.transpose(1, 2) @ torch.cholesky_solve(s, torch.linalg.cholesky(system))
-        return (self.beta.exp() * weights).to(support.dtype)
+        return (self.beta.exp() * weights).to(support.dtype)  # ρ = e^β
 
     def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
         """support: (way, kN, C); query: (n_query, N, C) →
@@ -94,8 +104,9 @@ class RidgeReconstruction(nn.Module):
 
 
 def orthogonality_loss(support: Tensor) -> Tensor:
-    """FRN's auxiliary term Σ_{i<j} ‖Ŝ_i Ŝ_jᵀ‖²_F over class pairs; support: (way, kN, C), divided by its
-    global 2-norm first. (Weighted by 0.03 in FRN.)"""
+    """FRN's auxiliary loss Σ_{i<j} ‖Ŝ_i Ŝ_jᵀ‖²_F over class pairs, which pushes the support features of
+    different classes apart; support: (way, kN, C), divided by its global 2-norm first → scalar. (Weighted by
+    0.03 in FRN.)"""
     s = support / support.norm()
     gram = torch.einsum("imc,jnc->ijmn", s, s).pow(2).sum((-1, -2))  # (way, way)
     return torch.triu(gram, diagonal=1).sum()

@@ -1,9 +1,17 @@
-"""Masked transformer self-reconstruction of HMDRN (Luo et al., 2025); with one layer, one head and no mask
-it is BiFRN's self-reconstruction module (Wu et al., AAAI 2023).
+"""Masked transformer self-reconstruction of HMDRN; with one layer, one head and no mask it is the
+self-reconstruction module of BiFRN.
+
+- HMDRN: Ning Luo, Meiyin Hu, Huan Wan, Yanyan Yang, Zhuohang Jiang, Xin Wei, "Hierarchical Mask-Enhanced
+  Dual Reconstruction Network for Few-Shot Fine-Grained Image Classification", 2025, arXiv:2506.20263.
+- BiFRN: Jijie Wu, Dongliang Chang, Aneeshan Sain, Xiaoxu Li, Zhanyu Ma, Jie Cao, Jun Guo, Yi-Zhe Song,
+  "Bi-Directional Feature Reconstruction Network for Fine-Grained Few-Shot Image Classification", AAAI 2023,
+  arXiv:2211.17161.
 
 A layer: X ← X + MSA(LN_pre(X)); X ← LN_1(X); X ← X + W2·GELU(W1·X); a final LayerNorm after the last layer.
 The binary mask keeps, per query image and head, the tokens whose query vector has a squared norm
 strictly above that image's mean; masked query vectors are zeroed (keys and values untouched).
+
+Shapes: tokens (B, N, C) → (B, N, C), and for masked query images masks (B, layers, heads, N).
 """
 
 from __future__ import annotations

@@ -1,34 +1,19 @@
 """Visualisation: HMDRN's masks, reconstruction error maps, Grad-CAM on episodic models, seaborn plots of runs
 and evaluations, ground-truth parts of the embedded set, and an ipywidgets episode browser.
 
-Figure functions return ``matplotlib.figure.Figure`` objects; ``save_figure(fig, path)`` writes a PNG.
+Figure functions return ``matplotlib.figure.Figure`` objects; ``save_figure(fig, path)`` writes a PNG and
+``show_figure`` shows one (and writes it when given a path). This namespace holds what a user calls: the
+figures, the episode browser, and what they are made from (an episode's images, Grad-CAM maps, confusion
+counts, the ground-truth parts) with the pointing-game measures. The helpers behind them (token grids, mask
+alignment, peak finding, ...) are imported from their modules (``fsl_core.viz.masks``, ``.gradcam``, ...).
 """
 
 from .browser import EpisodeBrowser, load_episode, plot_episode
-from .confusion import confused_pairs, episode_confusion, most_confused, plot_confusion
-from .gradcam import (
-    EpisodeCAM,
-    cam_overlay,
-    dilate,
-    episode_cams,
-    flat_maps,
-    peak_points,
-    plot_cams,
-    pointing_game,
-    random_point_rate,
-    target_layer,
-)
-from .masks import (
-    align_to_eval,
-    mask_agreement,
-    plot_query_masks,
-    token_fractions,
-    token_grid,
-    upsample_tokens,
-)
+from .confusion import confused_pairs, episode_confusion, plot_confusion
+from .gradcam import EpisodeCAM, episode_cams, plot_cams, pointing_game, random_point_rate
+from .masks import plot_query_masks
 from .parts import GroundTruth, has_parts, plot_parts
 from .plots import (
-    image_array,
     plot_accuracy_bars,
     plot_accuracy_histogram,
     plot_training_curves,
@@ -36,13 +21,7 @@ from .plots import (
     set_theme,
     show_figure,
 )
-from .reconstruction import (
-    best_reconstructing_class,
-    error_maps,
-    plot_error_maps,
-    plot_level_scores,
-    true_class_best_rate,
-)
+from .reconstruction import plot_error_maps, plot_level_scores
 
 __all__ = [
     "EpisodeBrowser",
@@ -50,37 +29,22 @@ __all__ = [
     "plot_episode",
     "confused_pairs",
     "episode_confusion",
-    "most_confused",
     "plot_confusion",
     "EpisodeCAM",
-    "cam_overlay",
-    "dilate",
     "episode_cams",
-    "flat_maps",
-    "peak_points",
     "plot_cams",
     "pointing_game",
     "random_point_rate",
-    "target_layer",
-    "align_to_eval",
-    "mask_agreement",
     "plot_query_masks",
-    "token_fractions",
-    "token_grid",
-    "upsample_tokens",
     "GroundTruth",
     "has_parts",
     "plot_parts",
-    "image_array",
     "plot_accuracy_bars",
     "plot_accuracy_histogram",
     "plot_training_curves",
     "save_figure",
     "set_theme",
     "show_figure",
-    "best_reconstructing_class",
-    "error_maps",
     "plot_error_maps",
     "plot_level_scores",
-    "true_class_best_rate",
 ]

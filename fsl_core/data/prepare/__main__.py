@@ -22,7 +22,7 @@ EPILOG = (
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
-        prog="python -m fsl_core.data.prepare",
+        prog="fsl-prepare",
         epilog=EPILOG,
         description="Prepare CUB-200-2011, Stanford Dogs or Stanford Cars as a few-shot folder; check one.",
     )

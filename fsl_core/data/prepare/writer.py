@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ...runtime import atomic_write_bytes, new_file_mode
 from ..images import ImageLoadError, load_rgb
 from .source import Box, PrepareError, SourceDataset
 from .splits import SPLIT_NAMES, ClassSplit, match_split
@@ -52,29 +52,6 @@ def encode(image: Image.Image, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def file_mode() -> int:
-    """Permissions of a newly created file under the current umask (read in the main thread only)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_atomic(data: bytes, path: Path, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (``.<name>.*.tmp``), then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class Job:
     """One source image and the file(s) it becomes."""
@@ -102,8 +79,8 @@ def _run_job(job: Job, image_format: str, mode: int) -> tuple[str, str | None]:
             )
         image = image.crop(box.as_tuple())
     if job.pre is not None:
-        write_atomic(encode(pre_resize(image), image_format), job.pre, mode)
-    write_atomic(encode(image, image_format), job.output, mode)
+        atomic_write_bytes(encode(pre_resize(image), image_format), job.pre, mode)
+    atomic_write_bytes(encode(image, image_format), job.output, mode)
     return "written", None
 
 
@@ -240,7 +217,7 @@ def prepare_folder(
         "image_format": image_format,
     }
     check_destination(dst, source.root, settings)
-    mode = file_mode()
+    mode = new_file_mode()  # read here, before the writing threads start
     summary: dict[str, Any] = {
         "format_version": SUMMARY_VERSION,
         "status": "incomplete",
@@ -254,7 +231,7 @@ def prepare_folder(
         },
     }
     dst.mkdir(parents=True, exist_ok=True)
-    write_atomic((json.dumps(summary, indent=2) + "\n").encode(), dst / SUMMARY_NAME, mode)
+    atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), dst / SUMMARY_NAME, mode)
     _remove_stale_temporaries(dst)
 
     jobs = _jobs(source, split, dst, image_format)
@@ -276,7 +253,7 @@ def prepare_folder(
             "skipped": skipped,
         }
     )
-    write_atomic((json.dumps(summary, indent=2) + "\n").encode(), dst / SUMMARY_NAME, mode)
+    atomic_write_bytes((json.dumps(summary, indent=2) + "\n").encode(), dst / SUMMARY_NAME, mode)
     if echo:
         print(format_summary(summary, dst))
     return summary
