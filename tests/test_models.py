@@ -6,10 +6,20 @@ Few-Shot Image Classification", AAAI 2023, arXiv:2211.17161 (BiFRN); Luo, Hu, Wa
 "Hierarchical Mask-Enhanced Dual Reconstruction Network for Few-Shot Fine-Grained Image Classification", 2025,
 arXiv:2506.20263 (HMDRN). ``tests/data/hmdrn_conv4_checkpoint_keys.json`` lists the tensor names and shapes of
 the HMDRN authors' released Conv-4 checkpoints.
+
+Golden logits: every model on both backbones, plus HMDRN's ablation switches, the GSFL plug-in and GSFL's
+base-class head, run one fixed episode with fixed weights; ``tests/data/golden_logits.json`` holds the
+float32 logits and the cases, and ``tests/data/make_golden.py`` (which also defines the cases, the weights
+and the episode) writes that file. Run the script only when a change of what a model computes is intended:
+
+    .venv/bin/python tests/data/make_golden.py --check   # how far each case is from its stored values
+    .venv/bin/python tests/data/make_golden.py           # rewrite the stored values
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import math
 from pathlib import Path
@@ -19,10 +29,24 @@ import torch
 import torch.nn.functional as F
 
 from fsl_core.models import build_model, count_trainable, load_model, load_reference_checkpoint, save_model
+from fsl_core.models.backbones import BACKBONES
+from fsl_core.models.factory import MODEL_NAMES
 from fsl_core.models.reconstruction import AttentionReconstruction, RidgeReconstruction, orthogonality_loss
 from fsl_core.models.transformer import MaskedTransformer, norm_threshold_mask, sinusoidal_positions
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "hmdrn_conv4_checkpoint_keys.json"
+
+
+def _load_golden_script():
+    path = Path(__file__).resolve().parent / "data" / "make_golden.py"
+    spec = importlib.util.spec_from_file_location("make_golden", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+golden = _load_golden_script()
+GOLDEN = json.loads(golden.GOLDEN.read_text())
 
 
 def episode(way: int = 3, shot: int = 2, query: int = 2, size: int = 84, seed: int = 0):
@@ -391,3 +415,26 @@ def test_reference_checkpoint_errors_name_the_tensors() -> None:
     with pytest.raises(ValueError) as error:
         load_reference_checkpoint(state)
     assert "fusion.mid" in str(error.value) and "reconstructions.last.qkv.weight" in str(error.value)
+
+
+# -- golden logits -------------------------------------------------------------------------------------------
+def test_golden_file_matches_the_cases_and_covers_every_model() -> None:
+    assert list(GOLDEN["cases"]) == list(golden.CASES), "cases changed: rerun tests/data/make_golden.py"
+    for case_id, case in golden.CASES.items():
+        assert GOLDEN["cases"][case_id]["case"] == golden.spec(case), case_id
+    covered = {(case["name"], case["backbone"]) for case in golden.CASES.values()}
+    assert covered == set(itertools.product(MODEL_NAMES, BACKBONES))
+    hmdrn_options = [case["options"] for case in golden.CASES.values() if case["name"] == "hmdrn"]
+    for switch in (dict(levels="last"), dict(mask=False), dict(reconstruction="ridge"), dict(fusion="fixed")):
+        assert any(switch.items() <= options.items() for options in hmdrn_options), switch
+    assert any("gsfl" in options for options in hmdrn_options)
+    for case_id, entry in GOLDEN["cases"].items():
+        # every logit differs from every other: no case is degenerate (constant or tied scores)
+        assert len(set(entry["hex"])) == len(entry["hex"]), case_id
+
+
+@pytest.mark.parametrize("case_id", list(golden.CASES))
+def test_logits_equal_the_golden_values(case_id: str, one_thread: None) -> None:
+    logits = golden.case_logits(golden.CASES[case_id])
+    expected = golden.decode(GOLDEN["cases"][case_id])
+    torch.testing.assert_close(logits, expected, rtol=golden.RTOL, atol=golden.ATOL)

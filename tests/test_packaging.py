@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import tomllib
+from packaging.requirements import Requirement
 
 import fsl_core
 
@@ -39,10 +43,84 @@ def test_environment_matches_pyproject() -> None:
     assert requirement_set(env_lines) == declared
 
 
-def test_torch_range_admits_the_supported_release() -> None:
-    deps = requirement_set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
-    assert deps["torch"] == ">=2.2,<2.15" and deps["torchvision"] == ">=0.17,<0.30"
-    assert fsl_core.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+def test_installed_versions_satisfy_the_declared_ranges() -> None:
+    """Every declared requirement (dev ones included) is installed at a version its range admits, so the
+    ranges describe at least the environment the tests run in."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    outside = {}
+    for line in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        requirement = Requirement(line)
+        installed = metadata.version(requirement.name)
+        if not requirement.specifier.contains(installed, prereleases=True):
+            outside[requirement.name] = f"{installed} not in {requirement.specifier}"
+    assert outside == {}
+    assert fsl_core.__version__ == project["version"]
+
+
+def distribution_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def required_by(names: list[str]) -> set[str]:
+    """The distributions ``names`` install: themselves and everything they require, recursively (extras
+    left out)."""
+    seen: set[str] = set()
+    todo = [distribution_name(name) for name in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(distribution_name(requirement.name))
+    return seen
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of the absolute imports in Python source."""
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules
+
+
+# Imported by fsl_core or the notebooks but installed by a declared requirement, not declared themselves.
+INSTALLED_BY: dict[str, str] = {}  # modules a declared requirement brings without being declared: none
+
+
+def test_every_imported_library_is_declared() -> None:
+    """Each third-party module that fsl_core or a notebook imports belongs to a declared requirement, or is
+    one of ``INSTALLED_BY``, which a declared requirement installs."""
+    modules: set[str] = set()
+    for path in sorted((ROOT / "fsl_core").rglob("*.py")):
+        modules |= imported_modules(path.read_text())
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                lines = "".join(cell["source"]).splitlines()
+                modules |= imported_modules(
+                    "\n".join(x for x in lines if not x.lstrip().startswith(("%", "!")))
+                )
+    third_party = sorted(m for m in modules if m not in sys.stdlib_module_names and m != "fsl_core")
+    assert {"torch", "numpy", "sklearn", "pytorch_grad_cam", "ipywidgets"} <= set(third_party)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {distribution_name(Requirement(line).name) for line in project["dependencies"]}
+    owners = metadata.packages_distributions()
+    undeclared = {}
+    for module in third_party:
+        distributions = {distribution_name(d) for d in owners.get(module, [module])}
+        if distributions & declared:
+            continue
+        provider = INSTALLED_BY.get(module)
+        if provider is None or not distributions & required_by([provider]):
+            undeclared[module] = sorted(distributions)
+    assert undeclared == {}, "declare these in pyproject.toml and environment.yml"
+    assert set(INSTALLED_BY.values()) <= declared
 
 
 def test_every_library_the_project_names_is_a_dependency() -> None:
@@ -84,8 +162,8 @@ def huge_pages_available() -> bool:
     not huge_pages_available(), reason="transparent huge pages are off or absent on this system"
 )
 def test_importing_fsl_core_backs_large_tensors_with_huge_pages() -> None:
-    """100 MB is 24,414 pages of 4 KiB: the default allocator faults each one in again at every allocation; with
-    huge pages (set by ``import fsl_core``) it is 50 pages of 2 MiB. An explicit 0 is respected."""
+    """100 MB is 24,414 pages of 4 KiB: the default allocator faults each one in again at every allocation;
+    with huge pages (set by ``import fsl_core``) it is 50 pages of 2 MiB. An explicit 0 is respected."""
     default = faults_per_allocation(None)
     refused = faults_per_allocation("0")
     assert default < 2_000

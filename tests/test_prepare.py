@@ -538,9 +538,18 @@ def test_command_line_prepares_checks_and_fails_with_one_line(cub, tmp_path: Pat
     src, _, split = cub
     dst = tmp_path / "CUB"
     assert main(["cub", str(src), str(dst), "--split-file", str(split), "--quiet"]) == 0
-    assert "train" in capsys.readouterr().out
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    table = {row[0]: row[1:] for row in rows if row[:1] in (["train"], ["val"], ["test"])}
+    assert table == {"train": ["2", "6"], "val": ["1", "3"], "test": ["1", "3"]}  # classes, images
+    assert ["written", "12,", "already", "there", "0,", "skipped", "0"] in rows
     assert main(["check", str(dst)]) == 0
-    assert "valid few-shot folder" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{dst}: valid few-shot folder")
+    assert [line.split()[:5] for line in out[1:4]] == [
+        ["train", "2", "classes", "6", "images"],
+        ["val", "1", "classes", "3", "images"],
+        ["test", "1", "classes", "3", "images"],
+    ]
     assert main(["cub", str(src), str(dst), "--split-file", str(split), "--no-crop", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from matplotlib.figure import Figure
+from matplotlib.colors import to_rgba
 
 from fsl_core.data import FewShotFolder, eval_transform
 from fsl_core.data.transforms import denormalize
@@ -18,15 +18,9 @@ from fsl_core.viz import (
     EpisodeBrowser,
     EpisodeCAM,
     GroundTruth,
-    align_to_eval,
     confused_pairs,
     episode_cams,
-    error_maps,
-    flat_maps,
     load_episode,
-    mask_agreement,
-    most_confused,
-    peak_points,
     plot_accuracy_bars,
     plot_cams,
     plot_episode,
@@ -36,17 +30,16 @@ from fsl_core.viz import (
     pointing_game,
     random_point_rate,
     save_figure,
-    target_layer,
-    token_fractions,
-    token_grid,
-    true_class_best_rate,
-    upsample_tokens,
 )
+from fsl_core.viz.confusion import most_confused
+from fsl_core.viz.gradcam import flat_maps, peak_points, target_layer
+from fsl_core.viz.masks import align_to_eval, mask_agreement, token_fractions, token_grid, upsample_tokens
+from fsl_core.viz.reconstruction import error_maps, true_class_best_rate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-# -- masks ------------------------------------------------------------------------------------------------------
+# -- masks ---------------------------------------------------------------------------------------------------
 def test_upsample_tokens_puts_each_token_on_its_cell() -> None:
     values = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 5.0]])  # two 2x2 grids, row-major
     pixels = upsample_tokens(values, 8)
@@ -113,7 +106,7 @@ def test_mask_agreement_scores_a_mask_on_the_parts_above_random() -> None:
         mask_agreement(kept, obj[:9], part)
 
 
-# -- Grad-CAM ---------------------------------------------------------------------------------------------------
+# -- Grad-CAM ------------------------------------------------------------------------------------------------
 def _episode(way: int = 3, shot: int = 2, query: int = 2, size: int = 32) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     support = torch.randn(way * shot, 3, size, size, generator=generator)
@@ -146,7 +139,10 @@ def test_episode_cams_are_real_maps_in_the_unit_range(name: str) -> None:
     cams = episode_cams(model, support, labels, queries, classes=torch.arange(3).repeat_interleave(2))
     assert cams.shape == (6, 32, 32) and cams.dtype == np.float32
     assert np.isfinite(cams).all() and cams.min() >= 0.0 and cams.max() <= 1.0 + 1e-6
-    assert (~flat_maps(cams)).any() and cams.max() == pytest.approx(1.0, abs=1e-5)
+    varied = cams[~flat_maps(cams)]
+    assert len(varied) > 0  # each map with evidence spans [0, 1]
+    assert np.allclose(varied.min(axis=(1, 2)), 0.0, atol=1e-6)
+    assert np.allclose(varied.max(axis=(1, 2)), 1.0, atol=1e-5)
     assert model.training, "the model's train/eval mode is restored"
     assert target_layer(model) is model.backbone.blocks[-1]
     with pytest.raises(ValueError, match="outside the episode's classes"):
@@ -186,7 +182,7 @@ def test_pointing_game_on_a_hand_made_example() -> None:
         pointing_game(cams, masks[:2])
 
 
-# -- reconstruction errors, confusion ---------------------------------------------------------------------------
+# -- reconstruction errors, confusion ------------------------------------------------------------------------
 def test_reconstruction_error_helpers() -> None:
     errors = torch.ones(3, 2, 4)
     errors[0, 0] = 0.1  # query 0 (class 0) best rebuilt by class 0
@@ -195,7 +191,14 @@ def test_reconstruction_error_helpers() -> None:
     assert true_class_best_rate(errors, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
     assert error_maps(errors).shape == (3, 2, 2, 2)
     fig = plot_error_maps(torch.rand(3, 32, 32), errors[0], ["a_b_c", "d"], true_class=0)
-    assert isinstance(fig, Figure)
+    panels, colourbars = fig.axes[:3], fig.axes[3:]
+    assert [len(ax.images) for ax in panels] == [1, 2, 2]  # the query, then query + error overlay per class
+    assert [ax.get_title() for ax in panels] == ["query", "a b c (best)\nerror 0.4", "d\nerror 4"]
+    assert [ax.get_ylabel() for ax in colourbars] == ["squared error"]
+    overlays = [ax.images[1] for ax in panels[1:]]
+    assert [im.get_clim() for im in overlays] == [(pytest.approx(0.1), pytest.approx(1.0))] * 2  # one scale
+    outlined = [ax.spines["left"].get_edgecolor() == to_rgba("limegreen") for ax in panels]
+    assert outlined == [False, True, False]  # the true class
 
 
 def test_most_confused_and_confused_pairs() -> None:
@@ -207,7 +210,7 @@ def test_most_confused_and_confused_pairs() -> None:
     assert pairs[0]["rate"] == pytest.approx(5 / 13) and pairs[0]["count"] == 5
 
 
-# -- figures --------------------------------------------------------------------------------------------------
+# -- figures -------------------------------------------------------------------------------------------------
 def test_figures_are_saved_as_png(tmp_path: Path) -> None:
     table = pd.DataFrame(
         {
@@ -217,7 +220,15 @@ def test_figures_are_saved_as_png(tmp_path: Path) -> None:
             "ci95": [1.0, 0.8, 1.1, 0.9],
         }
     )
-    path = save_figure(plot_accuracy_bars(table, hue="shot", chance=20.0), tmp_path / "sub" / "bars.png")
+    bars = plot_accuracy_bars(table, hue="shot", chance=20.0, title="few-shot")
+    ax = bars.axes[0]
+    assert [p.get_height() for p in ax.patches] == [60.0, 40.0, 75.0, 55.0]  # 1-shot bars, then 5-shot
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["hmdrn", "protonet"]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["1-shot", "5-shot", "chance"]
+    assert ax.get_ylabel() == "accuracy (%)" and ax.get_title() == "few-shot"
+    assert [list(line.get_ydata()) for line in ax.lines if line.get_linestyle() == "--"] == [[20.0, 20.0]]
+    assert sorted(t.get_text() for t in ax.texts) == ["40.0", "55.0", "60.0", "75.0"]
+    path = save_figure(bars, tmp_path / "sub" / "bars.png")
     assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 5000
     metrics = pd.DataFrame(
         {
@@ -232,16 +243,41 @@ def test_figures_are_saved_as_png(tmp_path: Path) -> None:
     )
     fig = plot_training_curves(metrics)
     assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learned scalars"]
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes]
+    assert legends == [["loss"], ["train_acc", "val_acc"], ["w_last", "gamma"]]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch"] * 3
+    val_line = fig.axes[1].lines[1]
+    assert list(val_line.get_xdata()) == [2, 3] and list(val_line.get_ydata()) == [50.0, 58.0]  # NaN dropped
     with pytest.raises(ValueError, match="lacks column"):
         plot_accuracy_bars(table.drop(columns="ci95"))
-    masks = {"last": torch.rand(3, 2, 25) > 0.5, "mid": torch.rand(3, 2, 100) > 0.5}
-    fig = plot_query_masks(torch.rand(3, 84, 84), masks)
-    assert len([ax for ax in fig.axes if ax.images]) == 2 * (1 + 3 * 2)
-    cams = {"a": np.random.rand(2, 16, 16).astype(np.float32), "b": np.zeros((2, 16, 16), np.float32)}
-    assert isinstance(plot_cams([torch.rand(3, 16, 16)] * 2, cams, titles=["x", "y"]), Figure)
+    masks = {"last": torch.zeros(3, 2, 25, dtype=torch.bool), "mid": torch.zeros(3, 2, 100, dtype=torch.bool)}
+    masks["last"][1, 0, :5] = True  # layer 2, head 1 keeps 5 of 25 tokens
+    masks["mid"][0, 1, :] = True  # layer 1, head 2 keeps them all
+    fig = plot_query_masks(torch.rand(3, 84, 84), masks, title="masks")
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 2 * (1 + 3 * 2)
+    assert [ax.get_ylabel() for ax in shown if ax.get_ylabel()] == ["level last", "level mid"]
+    titles = [ax.get_title() for ax in shown]
+    assert titles[0] == "query" and titles[1:7] == [
+        f"layer {layer} head {head}\nkept {'20%' if (layer, head) == (2, 1) else '0%'}"
+        for layer in (1, 2, 3)
+        for head in (1, 2)
+    ]
+    assert titles[7:10] == ["", "layer 1 head 1\nkept 0%", "layer 1 head 2\nkept 100%"]
+    assert fig.get_suptitle() == "masks"
+    rng = np.random.default_rng(0)
+    cams = {"a": rng.random((2, 16, 16), dtype=np.float32), "b": np.zeros((2, 16, 16), np.float32)}
+    fig = plot_cams([torch.rand(3, 16, 16)] * 2, cams, titles=["x", "y"])
+    grid = np.array(fig.axes).reshape(2, 3)  # a row per image: the image, then one overlay per model
+    assert [[ax.get_title() for ax in row] for row in grid] == [["x", "a", "b"], ["y", "", ""]]
+    assert all(len(ax.images) == 1 for ax in grid.flat)
+    peak = cams["a"][0].argmax()
+    marker = grid[0, 1].lines[0]
+    assert (marker.get_ydata()[0], marker.get_xdata()[0]) == divmod(int(peak), 16)  # the cross on the peak
+    assert [t.get_text() for t in grid[0, 2].texts] == ["no evidence"] and not grid[0, 2].lines  # flat map
 
 
-# -- data-backed: episodes, browser, ground truth ---------------------------------------------------------------
+# -- data-backed: episodes, browser, ground truth ------------------------------------------------------------
 def test_episode_browser_and_plot(tiny_birds: Path) -> None:
     import ipywidgets
 
@@ -251,10 +287,19 @@ def test_episode_browser_and_plot(tiny_birds: Path) -> None:
     again = load_episode(data, way=3, shot=1, query=2, seed=0)
     assert torch.equal(episode.query_images, again.query_images)
     fig = plot_episode(episode, data.classes, predictions=[0, 1, 1, 1, 2, 0])
-    assert len([ax for ax in fig.axes if ax.images]) == 3 + 6
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3 + 6
+    names = [data.classes[int(c)].replace("_", " ") for c in episode.class_ids]
+    assert [ax.get_ylabel().replace("\n", " ") for ax in shown if ax.get_ylabel()] == names  # a row per class
+    query_axes = [ax for ax in shown if ax.get_ylabel() == ""]
+    guesses = [0, 1, 1, 1, 2, 0]  # query i belongs to class i // 2: right, wrong, right, right, right, wrong
+    assert [ax.get_title().replace("\n", " ") for ax in query_axes] == [names[g] for g in guesses]
+    assert [ax.title.get_color() for ax in query_axes] == ["green", "red", "green", "green", "green", "red"]
     browser = EpisodeBrowser(tiny_birds, image_size=32)
     widget = browser.widget(split="test", way=3, shot=1, query=2)
     assert isinstance(widget, ipywidgets.interactive)
+    controls = {child.description: child.value for child in widget.children if hasattr(child, "description")}
+    assert controls == {"split": "test", "way": 3, "shot": 1, "query": 2, "seed": 0, "episode": 0}
     picture = widget.children[-1]
     assert picture.outputs[0]["output_type"] == "display_data" and "image/png" in picture.outputs[0]["data"]
     query = next(child for child in widget.children if getattr(child, "description", "") == "query")
