@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import hashlib
 import itertools
 import json
@@ -41,8 +40,15 @@ from typing import Any
 import pandas as pd
 
 import fsl_core
+from fsl_core.notebook_parameters import (
+    NOTEBOOKS,
+    check,  # noqa: F401 -- the notebooks' one call: fsl_core.notebooks.check(NOTEBOOK, globals())
+    check_values,
+    declared,
+    parameters_cell,
+)
 from fsl_core.run_folder import RunFolderInUse, claim_run_folder
-from fsl_core.runtime import atomic_write_bytes, atomic_write_json, git_revision
+from fsl_core.runtime import atomic_write_bytes, atomic_write_json, did_you_mean, git_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INJECTED = ("run_dir", "run_name")
@@ -164,17 +170,27 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
 
 # -- parameters -----------------------------------------------------------------------------------------------
 def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
-    """The parameters a notebook declares in its ``parameters`` cell: {name: {default, type, help}}."""
+    """The parameters a notebook declares: {name: {default, type, help}}.
+
+    The project's notebooks declare theirs in ``fsl_core.notebook_parameters`` (type = what a valid value
+    looks like); another notebook's are read from its ``parameters`` cell by papermill.
+    """
+    name = resolve_notebook(notebook).stem
+    if name in NOTEBOOKS:
+        return {
+            key: {"default": spec.default, "type": spec.expected(), "help": spec.help}
+            for key, spec in declared(name).items()
+        }
     import papermill
 
-    declared = papermill.inspect_notebook(str(resolve_notebook(notebook)))
+    inspected = papermill.inspect_notebook(str(resolve_notebook(notebook)))
     return {
-        name: {
+        key: {
             "default": spec.get("default"),
             "type": spec.get("inferred_type_name"),
             "help": spec.get("help"),
         }
-        for name, spec in declared.items()
+        for key, spec in inspected.items()
     }
 
 
@@ -190,18 +206,37 @@ def _plain(value: Any) -> Any:
 
 
 def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> None:
-    """Raise a ValueError naming any parameter the notebook does not declare (with the closest name)."""
-    declared = notebook_parameters(notebook)
-    unknown = [name for name in parameters if name not in declared and name not in INJECTED]
+    """Raise a ValueError naming every unknown parameter (with the closest name) and, for the project's
+    notebooks, every wrong value — before a kernel starts."""
+    name = resolve_notebook(notebook).stem
+    if name in NOTEBOOKS:
+        check_values(name, {k: v for k, v in parameters.items() if k not in INJECTED})
+        return
+    declared_here = notebook_parameters(notebook)
+    unknown = [key for key in parameters if key not in declared_here and key not in INJECTED]
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, list(declared), n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = ", ".join(f"{key!r}{did_you_mean(key, declared_here)}" for key in unknown)
         raise ValueError(
-            f"notebook {resolve_notebook(notebook).stem} has no parameter {', '.join(hints)}; "
-            f"its parameters: {', '.join(declared)}"
+            f"notebook {name} has no parameter {hints}; its parameters: {', '.join(declared_here)}"
         )
+
+
+def write_parameter_cells() -> list[str]:
+    """Rewrite the ``parameters`` cell of every project notebook from its declarations; returns the changed
+    notebooks (run after adding or changing a parameter in ``fsl_core.notebook_parameters``)."""
+    import nbformat
+
+    changed = []
+    for name in NOTEBOOKS:
+        path = notebooks_dir() / f"{name}.ipynb"
+        notebook = nbformat.read(path, as_version=4)
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        source = parameters_cell(name)
+        if cell.source != source:
+            cell.source = source
+            nbformat.write(notebook, path)
+            changed.append(name)
+    return changed
 
 
 # -- one run --------------------------------------------------------------------------------------------------
@@ -500,9 +535,7 @@ def _value(text: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fsl_core.notebooks NAME [-p key value ...] [-y YAML] [--run-name X]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fsl_core.notebooks", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="fsl-notebook", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "notebook", nargs="?", help=f"notebook name or path; one of: {', '.join(list_notebooks())}"
     )
@@ -532,14 +565,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--help-notebook", action="store_true", help="list the notebook's parameters and exit"
     )
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    parser.add_argument(
+        "--write-parameter-cells",
+        action="store_true",
+        help="rewrite every notebook's parameters cell from fsl_core/notebook_parameters.py and exit",
+    )
     args = parser.parse_args(argv)
+    if args.write_parameter_cells:
+        changed = write_parameter_cells()
+        print(
+            f"rewrote the parameters cell of {', '.join(changed)}" if changed else "every cell is up to date"
+        )
+        return 0
     if args.list or not args.notebook:
         print("\n".join(list_notebooks()))
         return 0
     if args.help_notebook:
         for name, spec in notebook_parameters(args.notebook).items():
-            kind = f"{spec['type']}, " if spec["type"] not in (None, "None") else ""
-            print(f"{name} ({kind}default {spec['default']}): {spec['help'] or ''}")
+            kind = f"{spec['type']}; " if spec["type"] not in (None, "None") else ""
+            print(f"{name} = {spec['default']!r}  ({kind}{spec['help'] or ''})")
         return 0
     parameters: dict[str, Any] = {}
     if args.yaml:

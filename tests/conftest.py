@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fsl_core.data.synthetic import ensure_birds
+from fsl_core.data.birds import ensure_birds
 from fsl_core.engine import train
-from fsl_core.engine.checkpoint import load_checkpoint
+from fsl_core.models.checkpoints import load_checkpoint
 
 TINY_BIRDS = dict(seed=0, image_size=32, images_per_class=6, groups=3, species_per_group=3)
 """Settings of the session's tiny birds set: 9 classes (3 train, 3 val, 3 test) of 6 images, 32x32."""
@@ -23,7 +23,7 @@ TINY_BIRDS = dict(seed=0, image_size=32, images_per_class=6, groups=3, species_p
 @pytest.fixture(scope="session")
 def tiny_birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny embedded birds set (generated once per test session; treat it as read-only)."""
-    from fsl_core.data.synthetic import generate_birds
+    from fsl_core.data.birds import generate_birds
 
     return generate_birds(tmp_path_factory.mktemp("birds") / "birds", **TINY_BIRDS, progress=False, workers=1)
 

@@ -25,7 +25,7 @@ def _torchrun(birds: Path, run_dir: Path, *extra: str) -> subprocess.CompletedPr
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "fsl_core.train",
+        "fsl_core.cli.train",
         "--protocol",
         "quick",
         "--model",

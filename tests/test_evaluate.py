@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-import fsl_core.evaluate as evaluate_cli
+import fsl_core.cli.evaluate as evaluate_cli
+from fsl_core.cli.evaluate import main
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.engine import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
 from fsl_core.engine.evaluate import check_result_path, result_file_name, write_results
-from fsl_core.evaluate import main
 from fsl_core.models import build_model, save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

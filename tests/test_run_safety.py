@@ -27,7 +27,7 @@ from conftest import TINY, assert_same_run, snapshot
 
 import fsl_core.runtime
 from fsl_core.engine import TrainingDiverged, train
-from fsl_core.engine.checkpoint import load_checkpoint
+from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.run_folder import LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import NonFiniteError, atomic_torch_save
 
@@ -40,8 +40,8 @@ def copy_run(source: Path, target: Path) -> Path:
 
 
 def cli_command(run_dir: Path, birds: Path, **overrides: object) -> list[str]:
-    """``python -m fsl_core.train`` with the TINY settings (``overrides`` win)."""
-    command = [sys.executable, "-m", "fsl_core.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    """``fsl-train`` with the TINY settings (``overrides`` win)."""
+    command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
     for name, value in {**TINY, **overrides}.items():
         flag = "--" + name.replace("_", "-")
         command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import TINY, assert_same_run
 
+from fsl_core.cli.train import build_parser, main, parse_option
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
-from fsl_core.engine.checkpoint import load_checkpoint
 from fsl_core.models import ProtoNet, load_model
-from fsl_core.train import build_parser, main, parse_option
+from fsl_core.models.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,6 +44,10 @@ def test_replace_derives_protocol_values_again() -> None:
     assert TrainConfig(way=12).replace(backbone="resnet12").way == 12
     assert TrainConfig().replace(seed=3).run_dir == "outputs/train/hmdrn-conv4-30w5s-seed3"
     assert TrainConfig(run_dir="here").replace(seed=3).run_dir == "here"
+    # an explicit value is kept even when it equals the protocol's value
+    assert TrainConfig(way=30).replace(backbone="resnet12").way == 30
+    assert TrainConfig().replace(backbone="resnet12").way == 10
+    assert TrainConfig(protocol="quick", scheduler_period=10).replace(epochs=50).scheduler_period == 10
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         quick.replace(epoch=3)
 
@@ -176,7 +180,7 @@ def test_epoch_sampler_resume_is_exact(birds: Path, tmp_path: Path) -> None:
 
 def test_killed_process_resumes_exactly(reference_run: Path, birds: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "fsl_core.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
     for name, value in TINY.items():
         flag = "--" + name.replace("_", "-")
         command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]

@@ -26,6 +26,23 @@ def _visible_children(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
 
 
+def split_folders(root: str | Path, required: str | None = None) -> list[str]:
+    """The split folders ``train``/``val``/``test`` present under ``root``, in that order.
+
+    Raises ``FewShotDataError`` when ``root`` is not a folder, holds none of them, or lacks ``required``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FewShotDataError(f"data root {root} does not exist or is not a folder; expected the layout {LAYOUT}")
+    present = [split for split in ("train", "val", "test") if (root / split).is_dir()]
+    if not present or (required is not None and required not in present):
+        wanted = f"split {required!r}" if required else "any of train/, val/, test/"
+        raise FewShotDataError(
+            f"data root {root} holds no {wanted} (present: {present or 'none'}); expected the layout {LAYOUT}"
+        )
+    return present
+
+
 class FewShotFolder(Dataset):
     """Images of one split, labelled by class folder (classes sorted by name, labels 0..n_classes-1).
 

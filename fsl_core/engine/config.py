@@ -16,7 +16,6 @@ Every setting left as ``None`` takes the protocol's value; any setting can be gi
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Callable
@@ -24,7 +23,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fsl_core.runtime import did_you_mean
+
 PROTOCOLS = ("authors", "quick")
+"""The protocols a ``TrainConfig`` can start from (see the module docstring)."""
 SAMPLERS = ("epoch", "fixed")
 SCHEDULERS = ("cosine", "step", "none")
 
@@ -128,7 +130,7 @@ class TrainConfig:
         "'epoch': FRN epochs (classes drawn without replacement until fewer than `way` remain); "
         "'fixed': episodes_per_epoch episodes per epoch",
     )
-    episodes_per_epoch: int | None = _setting(None, "episodes per epoch with sampler='fixed'")
+    episodes_per_epoch: int | None = _setting(None, "episodes per epoch with the 'fixed' sampler")
     epochs: int | None = _setting(None, "number of epochs")
     # optimisation
     lr: float | None = _setting(None, "SGD learning rate")
@@ -141,7 +143,7 @@ class TrainConfig:
     scheduler_period: int | None = _setting(None, "epochs per cosine cycle or per step decay")
     scheduler_gamma: float | None = _setting(None, "decay factor of the 'step' scheduler")
     # validation
-    val_every: int | None = _setting(None, "validate every N epochs (and after the last); 0 = never")
+    val_every: int | None = _setting(None, "validate every N epochs (and after the last); 0: never")
     val_way: int | None = _setting(None, "classes per validation episode")
     val_shot: int | None = _setting(None, "support images per class in validation episodes")
     val_query: int | None = _setting(None, "query images per class in validation episodes")
@@ -176,6 +178,8 @@ class TrainConfig:
         self.data_root = str(self.data_root)
         if self.run_dir is not None:
             self.run_dir = str(self.run_dir)
+        # the settings given explicitly (not left to the protocol): ``replace`` keeps them
+        self._explicit = frozenset(f.name for f in fields(self) if getattr(self, f.name) is not None)
         for name, value in _protocol_values(self.protocol, self.backbone).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -254,19 +258,15 @@ class TrainConfig:
         return cls(**{name: values[name] for name in setting_names() if name in values})
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes``. Settings still holding the value their protocol gave them are derived
-        again, so ``replace(backbone="resnet12")`` gets the ResNet-12 way and ``replace(epochs=50)`` under
-        "quick" a cosine period of 50; explicitly chosen values are kept."""
+        """A copy with ``changes``. Settings that were left to the protocol are derived again, so
+        ``replace(backbone="resnet12")`` gets the ResNet-12 way and ``replace(epochs=50)`` under "quick" a cosine
+        period of 50; settings given explicitly are kept, even when they equal the protocol's value
+        (``TrainConfig(way=30).replace(backbone="resnet12").way == 30``)."""
         check_setting_names(changes)
         values = self.to_dict()
-        filled = _protocol_values(self.protocol, self.backbone)
-        for name, value in filled.items():
-            if value is not None and values[name] == value:
+        for name in [*PROTOCOL_SETTINGS, "run_dir"]:
+            if name not in self._explicit:
                 values[name] = None
-        if filled["scheduler_period"] is None and self.scheduler_period == self.epochs:
-            values["scheduler_period"] = None
-        if self.run_dir == self.default_run_dir():
-            values["run_dir"] = None
         values.update(changes)
         return TrainConfig(**values)
 
@@ -294,11 +294,8 @@ def check_setting_names(values: dict[str, Any]) -> None:
     known = setting_names()
     unknown = [name for name in values if name not in known]
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"unknown training setting {', '.join(hints)}; known settings: {', '.join(known)}")
+        hints = ", ".join(f"{name!r}{did_you_mean(name, known)}" for name in unknown)
+        raise ValueError(f"unknown training setting {hints}; known settings: {', '.join(known)}")
 
 
 def config_differences(

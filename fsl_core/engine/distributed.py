@@ -1,7 +1,7 @@
 """Several processes, one model: process-group set-up from ``torchrun``'s environment and the module that
 DistributedDataParallel wraps.
 
-``torchrun --nproc_per_node=N -m fsl_core.train ...`` sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and the
+``torchrun --nproc_per_node=N -m fsl_core.cli.train ...`` sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and the
 rendezvous address; with ``WORLD_SIZE > 1`` the process group is created with NCCL on CUDA and gloo on CPU.
 """
 

@@ -15,7 +15,6 @@ Two paths give the same episodes (``EpisodeSampler`` with the same seed) and the
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -31,10 +30,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
-from fsl_core.engine.checkpoint import load_checkpoint
 from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
+from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_json, resolve_device
+from fsl_core.statistics import confidence_interval
 
 
 @dataclass
@@ -70,14 +70,6 @@ class EvalResult:
             "seed": self.seed,
             "seconds": self.seconds,
         }
-
-
-def confidence_interval(accuracies: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """(mean, 1.96·std/√n) of per-episode accuracies, std with ddof=0 (FRN/BiFRN convention)."""
-    values = np.asarray(accuracies, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("no accuracies to summarise")
-    return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
 
 
 def check_episode_settings(way: int, shots: Sequence[int], query: int, episodes: int) -> None:

@@ -6,7 +6,7 @@ writes the run folder::
     run_dir/config.json   every setting, the model config, fsl_core/torch versions, git revision, device
     run_dir/metrics.csv   one row per epoch: epoch, loss, train_acc, val_acc, val_ci95 (empty when not
                           validated), lr, the model's fusion weights, episodes, seconds
-    run_dir/last.pt       resumable state after the last finished epoch (see ``checkpoint.py``)
+    run_dir/last.pt       resumable state after the last finished epoch (``fsl_core.models.checkpoints``)
     run_dir/best.pt       model of the best validation accuracy (``fsl_core.models.load_model`` reads it)
 
     run_dir/run.json      the manifest, written first: the settings that identify the run (``fsl_core.run_folder``)
@@ -21,7 +21,7 @@ image from its episode, see ``episodes.py``) and dropout (generators reseeded at
 on CPU a run that is stopped after any epoch and resumed ends with exactly the weights and metrics of an
 uninterrupted run (wall-clock ``seconds`` aside).
 
-Several processes: ``torchrun --nproc_per_node=N -m fsl_core.train ...`` trains with
+Several processes: ``torchrun --nproc_per_node=N -m fsl_core.cli.train ...`` trains with
 DistributedDataParallel; each process draws different episodes, gradients are averaged, validation runs on
 rank 0 and only rank 0 writes files. Episode counts and loss/accuracy in ``metrics.csv`` cover all processes.
 """
@@ -51,16 +51,18 @@ from tqdm.auto import tqdm
 
 import fsl_core
 from fsl_core.data import EpisodeCollate, FewShotFolder
-from fsl_core.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
 from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
-from fsl_core.engine.episodes import SeededImages, TrainingEpisodes, _episode_seed
+from fsl_core.engine.episodes import SeededImages, TrainingEpisodes
 from fsl_core.engine.evaluate import check_episodes_fit, evaluate
+from fsl_core.engine.random_state import restore_rng_state, rng_state
 from fsl_core.models import EpisodicModel, build_model, save_model
+from fsl_core.models.checkpoints import load_checkpoint, save_checkpoint
 from fsl_core.run_folder import RunFolder, claim_run_folder, read_manifest
 from fsl_core.runtime import (
     atomic_write_bytes,
     atomic_write_json,
+    derive_seed,
     git_revision,
     non_finite_tensors,
     seed_everything,
@@ -214,7 +216,7 @@ def _continued_schedule(config: TrainConfig, run_dir: Path, announce: bool) -> T
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     """Reseed Python, NumPy and torch for epoch ``epoch`` of process ``rank`` (dropout, loader seeds)."""
-    seed_everything(_episode_seed(seed, 0x7E, epoch, rank))
+    seed_everything(derive_seed(seed, 0x7E, epoch, rank))
 
 
 def parameter_digest(model: nn.Module) -> str:

@@ -103,6 +103,20 @@ def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10
     ]
 
 
+def within_group_error_share(
+    matrix: np.ndarray, class_names: Sequence[str], group_of: dict[str, str]
+) -> float:
+    """Share of the errors of a confusion matrix (C, C) made with a class of the true class's own group.
+
+    ``group_of``: {class name: group name}; classes without a group count as a group of their own.
+    """
+    errors = matrix.astype(float).copy()
+    np.fill_diagonal(errors, 0)
+    groups = [group_of.get(name, name) for name in class_names]
+    same = np.equal.outer(np.array(groups, dtype=object), np.array(groups, dtype=object))
+    return float(errors[same].sum() / max(errors.sum(), 1))
+
+
 def plot_confusion(
     matrix: np.ndarray,
     class_names: Sequence[str],

@@ -16,7 +16,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from fsl_core.data import FewShotFolder, load_metadata, part_map
-from fsl_core.data.synthetic import BIRD_PART_IDS, PART_NAMES
+from fsl_core.data.birds import BIRD_PART_IDS, PART_NAMES
 
 from .masks import align_to_eval
 from .plots import image_array

@@ -241,5 +241,16 @@ __all__ = [
     "plot_training_curves",
     "plot_accuracy_bars",
     "plot_accuracy_histogram",
+    "plot_scalars",
     "set_theme",
 ]
+
+
+def plot_scalars(values: Mapping[str, float], title: str, ylabel: str = "value") -> Figure:
+    """Bars of a few named scalars (e.g. HMDRN's learned fusion weights)."""
+    fig = Figure(figsize=(3.5, 2.6), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(x=list(values), y=list(values.values()), ax=ax, hue=list(values), legend=False)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    return fig

@@ -1,7 +1,7 @@
 """Command line for few-shot evaluation of a checkpoint.
 
-    python -m fsl_core.evaluate outputs/train/NAME/best.pt --data data/birds --shot 1 5 --episodes 10000
-    python -m fsl_core.evaluate CUB_conv4.pth --reference --data data/CUB_fewshot_cropped
+    fsl-evaluate outputs/train/NAME/best.pt --data data/birds --shot 1 5 --episodes 10000
+    fsl-evaluate CUB_conv4.pth --reference --data data/CUB_fewshot_cropped
 
 Prints a table (mean ± 95% confidence interval per shot), then writes the results as JSON to ``--out`` or
 next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
@@ -34,7 +34,7 @@ from fsl_core.runtime import git_revision, resolve_device
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m fsl_core.evaluate",
+        prog="fsl-evaluate",
         description="Accuracy (mean ± 1.96·std/√n over N episodes) of a trained few-shot model.",
     )
     parser.add_argument(

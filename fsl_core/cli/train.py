@@ -1,8 +1,8 @@
 """Command line for episodic training (also under ``torchrun`` for several processes).
 
-    python -m fsl_core.train --model hmdrn --backbone conv4 --data data/birds --run-dir outputs/train/NAME
-    python -m fsl_core.train --protocol quick --model protonet --data data/birds --epochs 5
-    torchrun --nproc_per_node=2 -m fsl_core.train --model hmdrn --data data/birds --run-dir outputs/train/ddp
+    fsl-train --model hmdrn --backbone conv4 --data data/birds --run-dir outputs/train/NAME
+    fsl-train --protocol quick --model protonet --data data/birds --epochs 5
+    torchrun --nproc_per_node=2 -m fsl_core.cli.train --model hmdrn --data data/birds --run-dir outputs/train/ddp
 
 Every setting of ``fsl_core.engine.TrainConfig`` is a flag; settings left out take the protocol's value.
 Running the same command again continues the run from ``RUN_DIR/last.pt``; a RUN_DIR holding another run is
@@ -67,7 +67,7 @@ def _protocol_defaults(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The parser: one flag per TrainConfig setting, plus --option, --stop-after-epochs and --rank-log."""
     parser = argparse.ArgumentParser(
-        prog="python -m fsl_core.train",
+        prog="fsl-train",
         description=(
             "Episodic training of a few-shot model from scratch. Writes config.json, metrics.csv, last.pt and "
             "best.pt into the run folder; running again with the same --run-dir continues from last.pt. Unset "

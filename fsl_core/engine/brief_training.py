@@ -1,0 +1,86 @@
+"""A trained model at hand: loaded from a checkpoint when one is given, else trained briefly on the spot.
+
+The visualisation notebooks (masks and reconstructions, Grad-CAM) look at trained models. A user brings a
+checkpoint; a student without one gets a model trained for a few quick-protocol epochs into the run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsl_core.engine.train import train
+from fsl_core.models import EpisodicModel, load_checkpoint, load_model
+from fsl_core.runtime import resolve_device
+
+
+def trained_image_size(checkpoint: str | Path) -> int | None:
+    """The input size a checkpoint's model was trained at (None when the checkpoint does not say)."""
+    return (load_checkpoint(checkpoint).get("train_config") or {}).get("image_size")
+
+
+def checkpoint_or_brief_training(
+    model: str,
+    checkpoint: str | Path | None,
+    run_dir: str | Path,
+    *,
+    data_root: str | Path,
+    backbone: str = "conv4",
+    options: dict[str, Any] | None = None,
+    image_size: int = 84,
+    epochs: int = 5,
+    episodes_per_epoch: int = 20,
+    query: int = 8,
+    lr: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    accepted: tuple[str, ...] | None = None,
+) -> tuple[EpisodicModel, Path, int]:
+    """``(model in eval mode on device, its checkpoint, the input size it was trained at)``.
+
+    With ``checkpoint`` the model is loaded from it (its recorded training size, else ``image_size``).
+    Without, ``model`` is trained with the "quick" protocol (5-way 5-shot episodes, ``query`` queries per
+    class, validated once at the end on ``query`` queries) into ``run_dir``, and its best checkpoint loaded.
+    ``accepted``: the model names the caller can use; a checkpoint of another model raises a ValueError.
+    """
+    if checkpoint:
+        path = Path(checkpoint)
+        size = trained_image_size(path) or image_size
+    else:
+        result = train(
+            protocol="quick",
+            model=model,
+            backbone=backbone,
+            options=options or {},
+            data_root=str(data_root),
+            run_dir=str(run_dir),
+            image_size=image_size,
+            epochs=epochs,
+            episodes_per_epoch=episodes_per_epoch,
+            query=query,
+            val_query=query,
+            lr=lr,
+            val_every=epochs,
+            seed=seed,
+            device=str(device),
+        )
+        path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
+        size = image_size
+    loaded = load_model(path, device=resolve_device(device)).eval()
+    if accepted is not None and loaded.config["name"] not in accepted:
+        raise ValueError(
+            f"{path} holds a {loaded.config['name']} model; expected one of {list(accepted)}: give the checkpoint "
+            "of such a model, or none to train one here"
+        )
+    return loaded, path, size
+
+
+def same_image_size(sizes: dict[str, int]) -> int:
+    """The one input size of several models ({name: size}); models of different sizes raise a ValueError."""
+    if len(set(sizes.values())) != 1:
+        raise ValueError(
+            f"the models were trained at different image sizes {sizes}; compare models of one size"
+        )
+    return next(iter(sizes.values()))

@@ -1,0 +1,561 @@
+"""The parameters of every notebook, declared once: name, type, range, default and help.
+
+Everything else follows from these declarations:
+
+- each notebook's ``parameters`` cell is generated from them (``parameters_cell``; a test keeps the committed
+  cells equal to it, and ``python -m fsl_core.notebooks --write-parameter-cells`` rewrites them);
+- ``check(NOTEBOOK, globals())``, the one call a notebook makes after its parameters cell, checks every value
+  and raises one ``ValueError`` naming each wrong parameter, what was expected and, for a misspelt choice,
+  the closest one;
+- the notebook runner checks the values it is given with ``check_values`` before a kernel starts, and
+  ``--help-notebook`` lists the declarations.
+
+Settings that are also training settings take their help text from ``fsl_core.engine.TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from fsl_core.engine.config import PROTOCOLS, check_setting_names, setting_help
+from fsl_core.models import MODEL_NAMES
+from fsl_core.runtime import did_you_mean
+
+BACKBONES = ("conv4", "resnet12")
+SPLITS = ("train", "val", "test")
+TRAINED_HERE = ("protonet", "frn", "bifrn", "hmdrn")  # the models a notebook trains with the episodic engine
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One notebook parameter.
+
+    ``kind``: "int", "float", "str", "bool", "ints" (list of int), "names" (list of str), "dict" or "path"
+    (a file or folder, relative to the repository root); ``low``/``high``: inclusive bounds of numbers (and of
+    list entries); ``above``: an exclusive lower bound; ``choices``: the allowed strings (and list entries);
+    ``optional``: None is allowed, meaning ``none``; ``required``: how to give a value that must be given.
+    """
+
+    default: Any
+    help: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[str, ...] | None = None
+    optional: bool = False
+    none: str = ""
+    required: str = ""
+
+    def expected(self) -> str:
+        """What a valid value looks like, in words."""
+        if self.kind == "int":
+            text = {1: "a positive integer", 0: "a non-negative integer"}.get(
+                self.low, f"an integer of at least {self.low}"
+            )
+        elif self.kind == "float":
+            bounds = []
+            if self.above is not None:
+                bounds.append(f"> {self.above}")
+            if self.low is not None:
+                bounds.append(f">= {self.low}")
+            if self.below is not None:
+                bounds.append(f"< {self.below}")
+            text = "a number" + (f" {' and '.join(bounds)}" if bounds else "")
+        elif self.kind == "ints":
+            text = "a non-empty list of " + ("positive" if self.low == 1 else "non-negative") + " integers"
+        elif self.kind == "names":
+            text = f"a non-empty list drawn from {list(self.choices or ())}"
+        elif self.kind == "bool":
+            text = "True or False"
+        elif self.kind == "dict":
+            text = "a dict"
+        elif self.choices:
+            text = f"one of {list(self.choices)}"
+        elif self.kind == "path":
+            text = "a path (relative to the repository root, or absolute)"
+        else:
+            text = "a string"
+        return text + (f", or None ({self.none})" if self.optional and self.none else "")
+
+    def problem(self, name: str, value: Any) -> str | None:
+        """Why ``value`` is not valid for parameter ``name`` (None when it is)."""
+        if value is None or value == "" and self.kind == "path":
+            if self.required:
+                return f"{name} is required: {self.required}"
+            return None if self.optional else f"{name}={value!r}: expected {self.expected()}"
+        if self.choices and self.kind in ("str", "names"):
+            entries = value if self.kind == "names" and isinstance(value, list) else [value]
+            unknown = [v for v in entries if v not in self.choices]
+            if self.kind == "names" and (not isinstance(value, list) or not value):
+                return f"{name}={value!r}: expected {self.expected()}"
+            if unknown:
+                hint = did_you_mean(unknown[0], self.choices)
+                return f"{name}={unknown[0]!r} is not known; expected one of {list(self.choices)}{hint}"
+            return None
+        if self.kind in ("int", "ints"):
+            entries = value if self.kind == "ints" and isinstance(value, list) else [value]
+            if self.kind == "ints" and (not isinstance(value, list) or not value):
+                return f"{name}={value!r}: expected {self.expected()}"
+            for entry in entries:
+                if isinstance(entry, bool) or not isinstance(entry, int) or not self._in_range(entry):
+                    return f"{name}={value!r}: expected {self.expected()}"
+            return None
+        if self.kind == "float":
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            return (
+                None if number and self._in_range(value) else f"{name}={value!r}: expected {self.expected()}"
+            )
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else f"{name}={value!r}: expected {self.expected()}"
+        if self.kind == "dict":
+            return None if isinstance(value, dict) else f"{name}={value!r}: expected {self.expected()}"
+        return None if isinstance(value, str) else f"{name}={value!r}: expected {self.expected()}"
+
+    def _in_range(self, value: float) -> bool:
+        return (
+            (self.low is None or value >= self.low)
+            and (self.high is None or value <= self.high)
+            and (self.above is None or value > self.above)
+            and (self.below is None or value < self.below)
+        )
+
+
+def integer(default: int | None, help: str, low: int = 1, **more: Any) -> Parameter:
+    return Parameter(default, help, "int", low=low, **more)
+
+
+def number(default: float, help: str, **bounds: Any) -> Parameter:
+    return Parameter(default, help, "float", **bounds)
+
+
+def choice(default: str | None, help: str, choices: tuple[str, ...], **more: Any) -> Parameter:
+    return Parameter(default, help, "str", choices=choices, **more)
+
+
+def setting(name: str, default: Any, kind: str = "int", **more: Any) -> Parameter:
+    """A parameter that is also a training setting: its help comes from ``TrainConfig``."""
+    help = setting_help(name) + (" (None: the protocol's value)" if more.get("optional") else "")
+    if more.get("optional"):
+        more.setdefault("none", "the protocol's value")
+    if kind == "int":
+        return Parameter(default, help, "int", low=more.pop("low", 1), **more)
+    return Parameter(default, help, kind, **more)
+
+
+def _run_parameters(notebook: str) -> dict[str, Parameter]:
+    return {
+        "run_dir": Parameter(
+            None,
+            f"run folder; None: outputs/{notebook}/interactive (the runner sets it)",
+            "path",
+            optional=True,
+        ),
+        "run_name": Parameter(None, "name of this run (set by the runner)", "str", optional=True),
+    }
+
+
+DATA_ROOT = Parameter(
+    "data/birds", "data set folder (few-shot layout), relative to the repository root", "path"
+)
+DEVICE = Parameter("auto", '"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"', "str")
+THREADS = integer(0, "CPU threads (0: automatic, the cores other processes leave free)", low=0)
+BACKBONE = choice("conv4", "backbone: conv4 or resnet12", BACKBONES)
+SEED = integer(0, "seed of initialisation, episodes, augmentation and dropout", low=0)
+IMAGE_SIZE = integer(84, "input side in pixels (84 in the papers)", low=16)
+WAY = integer(5, "classes per episode", low=2)
+LR = number(0.1, "SGD learning rate", above=0)
+
+
+def _train_here(what: str) -> dict[str, Parameter]:
+    """The brief training of the notebooks that train a model when no checkpoint is given."""
+    return {
+        "backbone": choice("conv4", f"backbone of {what} trained here: conv4 or resnet12", BACKBONES),
+        "data_root": DATA_ROOT,
+        "image_size": integer(84, f"input side of {what} trained here (a checkpoint brings its own)", low=16),
+        "train_epochs": integer(5, f"epochs of {what} trained here"),
+        "train_episodes": integer(20, f"episodes per epoch of {what} trained here (5-way 5-shot)"),
+        "train_query": integer(
+            8, f"query images per class in the training and validation episodes of {what}"
+        ),
+        "lr": number(0.1, f"SGD learning rate of {what} trained here", above=0),
+    }
+
+
+NOTEBOOKS: dict[str, dict[str, Parameter]] = {
+    "00_quickstart": {
+        "data_root": Parameter(
+            "data/birds",
+            "data set folder, relative to the repository root; the birds set is generated there when missing",
+            "path",
+        ),
+        "data_seed": integer(0, "seed of the generated birds set (used only when it is generated)", low=0),
+        "models": Parameter(
+            ["hmdrn", "protonet"],
+            "models to train and compare: protonet, frn, bifrn, hmdrn (the first is visualised)",
+            "names",
+            choices=TRAINED_HERE,
+        ),
+        "model_options": Parameter(
+            {"protonet": {"learn_scale": False}},
+            "options per model; ProtoNet keeps its distance scale 1/D fixed (stable with lr 0.1)",
+            "dict",
+        ),
+        "backbone": BACKBONE,
+        "image_size": IMAGE_SIZE,
+        "way": integer(5, "classes per training episode", low=2),
+        "shot": integer(5, "support images per class in a training episode"),
+        "query": integer(8, "query images per class in a training episode"),
+        "epochs": integer(5, "training epochs per model"),
+        "episodes_per_epoch": integer(20, "training episodes per epoch"),
+        "lr": number(0.1, "SGD learning rate, cosine-annealed over the run", above=0),
+        "val_episodes": integer(100, "validation episodes (5-way 5-shot) after training"),
+        "eval_episodes": integer(
+            500, "test episodes per setting (5-way 1-shot and 5-way 5-shot; the papers use 10,000)"
+        ),
+        "eval_query": integer(
+            16, "query images per class in validation and test episodes (16 in the papers)"
+        ),
+        "seed": SEED,
+        "device": DEVICE,
+        "threads": THREADS,
+    },
+    "01_data_explorer": {
+        "data_root": DATA_ROOT,
+        "generate_if_missing": Parameter(
+            True, "generate the embedded birds set into data_root when the folder does not exist", "bool"
+        ),
+        "image_size": integer(84, "side of the evaluation transform used to draw episodes", low=16),
+        "max_images_per_class": integer(
+            10, "images read per class for the size/colour/part statistics (bounds the time)"
+        ),
+        "split": choice("test", "split shown first in the episode browser: train, val or test", SPLITS),
+        "way": integer(5, "classes per browsed episode", low=2),
+        "shot": integer(1, "support images per class in the browsed episode"),
+        "query": integer(2, "query images per class in the browsed episode"),
+        "seed": integer(0, "episode seed (an episode is a pure function of the seed and its index)", low=0),
+        "part_examples": integer(4, "images shown with their part map and discriminative-part mask"),
+    },
+    "02_train": {
+        "model": choice("hmdrn", "model name: protonet, frn, bifrn, hmdrn, gsfl", tuple(MODEL_NAMES)),
+        "backbone": BACKBONE,
+        "model_options": Parameter(
+            {}, 'model options (ablation switches), e.g. {"levels": "last", "mask": False}', "dict"
+        ),
+        "data_root": DATA_ROOT,
+        "protocol": choice(
+            "quick", '"quick" (CPU demonstration) or "authors" (the HMDRN paper protocol)', PROTOCOLS
+        ),
+        "image_size": setting("image_size", None, low=16, optional=True),
+        "way": setting("way", None, low=2, optional=True),
+        "shot": setting("shot", None, optional=True),
+        "query": setting("query", None, optional=True),
+        "epochs": setting("epochs", None, optional=True),
+        "episodes_per_epoch": setting("episodes_per_epoch", None, optional=True),
+        "lr": setting("lr", None, "float", above=0, optional=True),
+        "val_every": setting("val_every", None, low=0, optional=True),
+        "val_episodes": setting("val_episodes", None, optional=True),
+        "val_query": setting("val_query", None, optional=True),
+        "train_settings": Parameter(
+            {}, 'any other training setting, e.g. {"weight_decay": 0.0, "scheduler": "step"}', "dict"
+        ),
+        "test_episodes": integer(0, "test episodes per shot after training (0: no test evaluation)", low=0),
+        "test_shots": Parameter([1, 5], "shots of the test evaluation (5-way)", "ints", low=1),
+        "test_query": integer(16, "query images per class in test episodes"),
+        "seed": SEED,
+        "device": DEVICE,
+        "threads": THREADS,
+        "num_workers": setting("num_workers", 0, low=0),
+        "train_dir": Parameter(
+            None,
+            "training run folder (None: <run folder>/train); an existing one is continued",
+            "path",
+            optional=True,
+        ),
+    },
+    "03_evaluate": {
+        "checkpoint": Parameter(
+            None,
+            "path of the checkpoint to evaluate (required), relative to the repository root or absolute",
+            "path",
+            required="pass the path of a training run's best.pt, e.g. -p checkpoint "
+            "outputs/02_train/<run>/train/best.pt",
+        ),
+        "reference": Parameter(
+            False,
+            "the checkpoint is the file released by the HMDRN authors (loaded into reference_model on conv4)",
+            "bool",
+        ),
+        "reference_model": choice(
+            "hmdrn", "model the released HMDRN weights are loaded into (with reference True)", ("hmdrn",)
+        ),
+        "data_root": DATA_ROOT,
+        "split": choice("test", "split to evaluate on: test or val", SPLITS),
+        "image_size": integer(
+            None,
+            "input side (None: the size the checkpoint was trained with, else 84)",
+            low=16,
+            optional=True,
+            none="the size the checkpoint was trained with",
+        ),
+        "way": WAY,
+        "shots": Parameter([1, 5], "support images per class, one evaluation each", "ints", low=1),
+        "query": integer(16, "query images per class"),
+        "episodes": integer(1000, "episodes per shot (the papers use 10,000)"),
+        "seed": integer(
+            0, "episode seed (the same seed gives the same episodes, so models compare fairly)", low=0
+        ),
+        "confusion_shot": integer(1, "shot of the episodes behind the confusion matrix"),
+        "confusion_episodes": integer(500, "episodes behind the confusion matrix"),
+        "top_classes": integer(8, "classes shown in the confusion matrix (the most confused ones)"),
+        "device": DEVICE,
+    },
+    "04_ablation": {
+        "rows": Parameter(
+            ["last", "last+mid", "last+mask", "hmdrn", "frn", "bifrn", "protonet"],
+            "ablation rows (keys of the table above)",
+            "names",
+            choices=("last", "last+mid", "last+mask", "hmdrn", "frn", "bifrn", "protonet"),
+        ),
+        "backbone": BACKBONE,
+        "data_root": DATA_ROOT,
+        "image_size": IMAGE_SIZE,
+        "way": integer(5, "classes per training episode", low=2),
+        "shot": integer(5, "support images per class in a training episode"),
+        "query": integer(10, "query images per class in a training episode"),
+        "epochs": integer(8, "training epochs per row"),
+        "episodes_per_epoch": integer(30, "training episodes per epoch"),
+        "lr": LR,
+        "val_every": integer(
+            4, "validate every N epochs (and after the last); the best model is tested", low=0
+        ),
+        "val_episodes": integer(200, "validation episodes (5-way 5-shot)"),
+        "test_episodes": integer(1000, "test episodes per shot"),
+        "test_shots": Parameter([1, 5], "shots of the test evaluation (5-way)", "ints", low=1),
+        "test_query": integer(16, "query images per class in validation and test episodes"),
+        "seeds": Parameter(
+            [0], "training seeds; with several, each row reports the mean over seeds", "ints", low=0
+        ),
+        "max_workers": integer(2, "training runs at once (each in its own kernel process)"),
+        "skip_finished": Parameter(True, "reuse finished runs with the same parameters", "bool"),
+        "runs_root": Parameter(
+            None,
+            "output root of the 02_train runs (None: the output root of this run, e.g. outputs/)",
+            "path",
+            optional=True,
+        ),
+        "device": DEVICE,
+    },
+    "05_masks_and_reconstructions": {
+        "checkpoint": Parameter(
+            None,
+            "an HMDRN checkpoint (e.g. outputs/00_quickstart/<run>/train/hmdrn/best.pt); None: train one "
+            "briefly here",
+            "path",
+            optional=True,
+        ),
+        "model_options": Parameter(
+            {},
+            'options of the HMDRN trained here when no checkpoint is given, e.g. {"levels": "last"}',
+            "dict",
+        ),
+        **_train_here("the HMDRN"),
+        "split": choice("test", "split the episodes come from", SPLITS),
+        "way": WAY,
+        "shot": integer(1, "support images per class"),
+        "query": integer(3, "query images per class"),
+        "n_show": integer(3, "queries shown in figures (one per class)"),
+        "stats_episodes": integer(50, "episodes behind the numbers (reconstruction and mask statistics)"),
+        "random_draws": integer(100, "random masks per real mask for the baseline"),
+        "seed": integer(0, "seed of episodes and training", low=0),
+        "device": DEVICE,
+        "threads": THREADS,
+    },
+    "06_gradcam": {
+        "models": Parameter(
+            ["protonet", "frn", "bifrn", "hmdrn"],
+            "models compared: protonet, frn, bifrn, hmdrn",
+            "names",
+            choices=TRAINED_HERE,
+        ),
+        "checkpoints": Parameter(
+            {}, "{model: checkpoint path}; models without one are trained briefly here", "dict"
+        ),
+        **_train_here("each model"),
+        "split": choice("test", "split the episodes come from", SPLITS),
+        "way": WAY,
+        "shot": integer(1, "support images per class"),
+        "n_show": integer(5, "queries shown side by side (one per class)"),
+        "pointing_episodes": integer(20, "episodes of the pointing game"),
+        "pointing_query": integer(4, "queries per class in the pointing-game episodes"),
+        "tolerance": integer(
+            2, "pixels the ground-truth regions are dilated by (at 84 px; scaled with image_size)", low=0
+        ),
+        "seed": integer(0, "seed of episodes and training", low=0),
+        "device": DEVICE,
+        "threads": THREADS,
+    },
+    "07_gsfl": {
+        "data_root": Parameter(
+            None,
+            "None: the embedded birds set in data/birds (generated if missing); or a generated birds folder",
+            "path",
+            optional=True,
+            none="the embedded birds set",
+        ),
+        "birds_settings": Parameter(
+            {},
+            'generator settings for the embedded set, e.g. {"image_size": 84, "images_per_class": 40}',
+            "dict",
+        ),
+        "image_size": IMAGE_SIZE,
+        "backbone": BACKBONE,
+        "group_counts": Parameter(
+            [1, 3, 5, 10], "the K values of the K-means sweep (question 1)", "ints", low=1
+        ),
+        "groups": integer(
+            10, "K used to train GSFL and the HMDRN plug-in (at most the number of train classes)"
+        ),
+        "kmeans_n_init": integer(10, "K-means restarts (scikit-learn n_init)"),
+        "held_out_fraction": number(
+            0.25,
+            "share of each train class's images held out for classifier accuracy and probes",
+            above=0,
+            below=1,
+        ),
+        "warmup_epochs": integer(
+            10,
+            "brief supervised training of the backbone before grouping (0: group with a random backbone)",
+            low=0,
+        ),
+        "stage1_epochs": integer(10, "GSFL stage 1: backbone frozen, Adam lr 1e-3, weight decay 1e-5", low=0),
+        "stage2_epochs": integer(10, "GSFL stage 2: everything trained, Adam lr 1e-4", low=0),
+        "batch_size": integer(32, "images per GSFL training batch"),
+        "hidden": integer(512, "hidden width of the GSFL encoders and decoder"),
+        "dropout": number(
+            0.5,
+            "dropout before each Linear of the GSFL encoders (0.5 in the authors' release)",
+            low=0,
+            below=1,
+        ),
+        "feature_normalise": choice(
+            "none",
+            'normalisation of the pooled feature: "none", "l2" or "sqrt_l2" (the authors\' release)',
+            ("none", "l2", "sqrt_l2"),
+        ),
+        "shared_from": choice(
+            "d", 'group patterns from the centres of d ("d", the release) or of s + d ("sd")', ("d", "sd")
+        ),
+        "rec_weight": number(0.01, "weight of the reconstruction loss", low=0),
+        "d_weight": number(0.1, "weight of the d-to-class-centre loss", low=0),
+        "s_weight": number(0.1, "weight of the s-to-group-pattern loss", low=0),
+        "alpha": number(0.01, "centre update rate", low=0),
+        "mean_reduction": Parameter(
+            True, "average the centre losses over the batch (False: sum, as the release)", "bool"
+        ),
+        "way": integer(5, "classes per few-shot test episode", low=2),
+        "shots": Parameter([1, 5], "support images per class in the few-shot tests", "ints", low=1),
+        "query": integer(15, "query images per class in the few-shot tests"),
+        "few_shot_episodes": integer(600, "test episodes per setting (95% confidence intervals over them)"),
+        "probe_max_iter": integer(1000, "iterations of the logistic-regression probes"),
+        "hmdrn_train_episodes": integer(200, "training budget of each HMDRN run (question 4), in episodes"),
+        "hmdrn_way": integer(5, "classes per HMDRN training episode", low=2),
+        "hmdrn_shot": integer(5, "support images per class in HMDRN training episodes"),
+        "hmdrn_query": integer(10, "query images per class in HMDRN training episodes"),
+        "hmdrn_lr": number(
+            0.1, 'SGD learning rate of the HMDRN runs (the "quick" protocol\'s value)', above=0
+        ),
+        "seed": integer(0, "one seed for initialisation, K-means, splits and episodes", low=0),
+        "device": DEVICE,
+        "progress": Parameter(True, "tqdm progress bars", "bool"),
+    },
+}
+
+
+def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
+    """Problems that involve several parameters of ``notebook``."""
+    problems = []
+    if notebook == "02_train":
+        try:
+            check_setting_names(values["train_settings"])
+        except ValueError as error:
+            problems.append(f"train_settings: {error}")
+        given = {"model", "backbone", "options", "data_root", "run_dir"}
+        given |= {name for name in NOTEBOOKS[notebook] if values.get(name) is not None}
+        clash = sorted(set(values["train_settings"]) & given)
+        if clash:
+            problems.append(
+                f"train_settings sets {clash}, which are parameters of this notebook: set them there"
+            )
+    if notebook in ("00_quickstart",):
+        bad = [k for k, v in values["model_options"].items() if not isinstance(v, dict)]
+        if bad:
+            problems.append(
+                f"model_options: expected a dict {{model: {{option: value}}}}; {bad} are not dicts"
+            )
+    if notebook == "06_gradcam":
+        extra = sorted(set(values["checkpoints"]) - set(values["models"]))
+        if extra:
+            problems.append(f"checkpoints names {extra}, which are not in models={values['models']}")
+    return problems
+
+
+def declared(notebook: str) -> dict[str, Parameter]:
+    """Every parameter of ``notebook`` (a notebook name such as ``02_train``), run_dir and run_name last."""
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"notebook {notebook!r} declares no parameters here; known: {list(NOTEBOOKS)}")
+    return {**NOTEBOOKS[notebook], **_run_parameters(notebook)}
+
+
+def check_values(notebook: str, values: Mapping[str, Any]) -> SimpleNamespace:
+    """Check ``values`` (missing names take their defaults) and return them as attributes.
+
+    Raises one ValueError naming every unknown or wrong parameter (with the closest name or choice).
+    """
+    spec = declared(notebook)
+    unknown = [name for name in values if name not in spec]
+    problems = [
+        f"{notebook} has no parameter {name!r}{did_you_mean(name, spec)}; its parameters: {', '.join(spec)}"
+        for name in unknown
+    ]
+    merged = {name: values.get(name, parameter.default) for name, parameter in spec.items()}
+    problems += [p for name, parameter in spec.items() if (p := parameter.problem(name, merged[name]))]
+    if not problems:
+        problems = _relations(notebook, merged)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return SimpleNamespace(**merged)
+
+
+def check(notebook: str, namespace: Mapping[str, Any]) -> SimpleNamespace:
+    """The one check a notebook makes after its parameters cell: ``check("02_train", globals())``."""
+    return check_values(notebook, {name: namespace[name] for name in declared(notebook) if name in namespace})
+
+
+def _literal(value: Any) -> str:
+    """Python source for a parameter value, strings in double quotes."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def parameters_cell(notebook: str) -> str:
+    """The source of ``notebook``'s ``parameters`` cell: one ``name = default  # help`` line each.
+
+    A help text may not hold "=": papermill would not read the line as a parameter.
+    """
+    unreadable = [name for name, p in declared(notebook).items() if "=" in p.help]
+    if unreadable:
+        raise ValueError(
+            f"the help of {notebook}'s parameters {unreadable} holds '=': papermill cannot read it"
+        )
+    return "\n".join(f"{name} = {_literal(p.default)}  # {p.help}" for name, p in declared(notebook).items())

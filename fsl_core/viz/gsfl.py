@@ -1,0 +1,92 @@
+"""Figures of the GSFL analysis (Li & Monga, "Group based Deep Shared Feature Learning for Fine-grained Image
+Classification", BMVC 2019, arXiv:2004.01817): recovered groups, linear probes, and the shared (s) and
+discriminative (d) features in two dimensions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+
+def plot_ari_per_k(table: pd.DataFrame, true_groups: int) -> Figure:
+    """Adjusted Rand index of the K-means groups against the ``true_groups`` true ones, one bar per K.
+
+    ``table``: columns "K" and "ARI".
+    """
+    fig = Figure(figsize=(4.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=table, x="K", y="ARI", color=sns.color_palette()[0], ax=ax)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylim(min(-0.1, float(table["ARI"].min()) - 0.05), 1.0)
+    ax.set_title(f"K-means groups vs the {true_groups} true groups")
+    return fig
+
+
+def plot_probes(probes: Mapping[str, float], classes: int, groups: int) -> Figure:
+    """Held-out accuracy (%) of each linear probe ``{"<feature>_to_<target>": accuracy}``, with chance levels."""
+    table = pd.DataFrame(
+        [
+            {"feature": key.split("_to_")[0], "target": key.split("_to_")[1], "accuracy": value}
+            for key, value in probes.items()
+        ]
+    )
+    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=table, x="feature", y="accuracy", hue="target", ax=ax)
+    ax.axhline(100.0 / classes, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(100.0 / groups, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylabel("held-out probe accuracy (%)")
+    ax.set_title("Linear probes (dashed: class chance, dotted: group chance)")
+    return fig
+
+
+def plot_feature_pca(
+    features: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    group_of: np.ndarray,
+    group_names: Mapping[int, str],
+    class_names: Sequence[str],
+    shown_classes: int = 10,
+    seed: int = 0,
+) -> Figure:
+    """The s and d features of images (N, D each) on their first two principal components.
+
+    Top row coloured by true group (``group_of``: the group of each class), bottom row by class (the first
+    ``shown_classes`` classes): s should cluster by group, d by class.
+    """
+    shown = np.isin(labels, np.unique(labels)[:shown_classes])
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for column, feature in enumerate(("s", "d")):
+        values = features[feature]
+        spread = values.std(0).sum() > 0
+        points = (
+            PCA(n_components=2, random_state=seed).fit_transform(values)
+            if spread
+            else np.zeros((len(values), 2))
+        )
+        frame = pd.DataFrame(
+            {
+                "PC1": points[:, 0],
+                "PC2": points[:, 1],
+                "group": [f"{g} {group_names[g]}" for g in group_of[labels]],
+                "class": [class_names[c] for c in labels],
+            }
+        )
+        sns.scatterplot(
+            data=frame, x="PC1", y="PC2", hue="group", s=14, ax=axes[0, column], legend=column == 1
+        )
+        axes[0, column].set_title(f"{feature}: coloured by true group")
+        sns.scatterplot(
+            data=frame[shown], x="PC1", y="PC2", hue="class", s=14, ax=axes[1, column], legend=column == 1
+        )
+        axes[1, column].set_title(f"{feature}: coloured by class (first {shown_classes} classes)")
+    for ax in axes[:, 1]:
+        if ax.get_legend() is not None:
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=6, title_fontsize=7)
+    return fig

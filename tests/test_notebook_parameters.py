@@ -1,0 +1,111 @@
+"""The notebooks' parameters, declared once in ``fsl_core.notebook_parameters``: checks, messages, cells."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fsl_core.engine.config import setting_help
+from fsl_core.notebook_parameters import NOTEBOOKS, check, check_values, declared, parameters_cell
+from fsl_core.notebooks import list_notebooks, main, notebooks_dir
+
+NOTEBOOK_FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+CODE_LINE_BUDGET = 700
+
+
+def test_every_notebook_declares_its_parameters() -> None:
+    assert sorted(NOTEBOOKS) == list_notebooks()
+
+
+@pytest.mark.parametrize(
+    "notebook, values, message",
+    [
+        ("00_quickstart", {"shot": 0}, "shot=0: expected a positive integer"),
+        ("00_quickstart", {"shots": 5}, "00_quickstart has no parameter 'shots' (did you mean 'shot'?)"),
+        (
+            "00_quickstart",
+            {"models": ["hmdrn", "protonett"]},
+            "models='protonett' is not known; expected one of",
+        ),
+        ("00_quickstart", {"image_size": 8}, "image_size=8: expected an integer of at least 16"),
+        ("00_quickstart", {"lr": 0}, "lr=0: expected a number > 0"),
+        ("00_quickstart", {"model_options": {"hmdrn": 3}}, "['hmdrn'] are not dicts"),
+        (
+            "01_data_explorer",
+            {"split": "tset"},
+            "split='tset' is not known; expected one of ['train', 'val', 'test'] (did you mean 'test'?)",
+        ),
+        ("02_train", {"way": 1}, "way=1: expected an integer of at least 2, or None"),
+        (
+            "02_train",
+            {"train_settings": {"lr": 0.2}, "lr": 0.1},
+            "train_settings sets ['lr'], which are parameters",
+        ),
+        ("03_evaluate", {}, "checkpoint is required: pass the path"),
+        (
+            "03_evaluate",
+            {"checkpoint": "a.pt", "shots": []},
+            "shots=[]: expected a non-empty list of positive integers",
+        ),
+        ("06_gradcam", {"models": ["hmdrn"], "checkpoints": {"frn": "x.pt"}}, "checkpoints names ['frn']"),
+        ("07_gsfl", {"dropout": 1.0}, "dropout=1.0: expected a number >= 0 and < 1"),
+        ("07_gsfl", {"mean_reduction": "yes"}, "mean_reduction='yes': expected True or False"),
+    ],
+)
+def test_wrong_values_are_named_with_what_was_expected(notebook: str, values: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        check_values(notebook, values)
+    assert message in str(error.value)
+
+
+def test_every_wrong_parameter_is_named_at_once() -> None:
+    with pytest.raises(ValueError) as error:
+        check_values("04_ablation", {"epochs": -1, "seeds": [0, -2], "rows": ["hmdrn", "lats"]})
+    text = str(error.value)
+    assert "epochs=-1" in text and "seeds=[0, -2]" in text and "'lats' is not known" in text
+    assert "(did you mean 'last'?)" in text
+
+
+def test_check_reads_a_notebook_namespace_and_returns_the_values() -> None:
+    namespace = {name: spec.default for name, spec in declared("02_train").items()}
+    namespace.update(way=7, unrelated_global=object())
+    settings = check("02_train", namespace)
+    assert settings.way == 7 and settings.model == "hmdrn" and settings.test_shots == [1, 5]
+
+
+def test_training_parameters_take_their_help_from_the_training_settings() -> None:
+    spec = declared("02_train")
+    for name in ("way", "shot", "query", "epochs", "episodes_per_epoch", "lr", "val_every", "val_episodes"):
+        assert spec[name].help.startswith(setting_help(name)), name
+
+
+def test_parameters_cell_is_python_that_gives_the_defaults() -> None:
+    for name in NOTEBOOKS:
+        namespace: dict = {}
+        exec(parameters_cell(name), namespace)  # noqa: S102 -- our own generated source
+        assert {k: namespace[k] for k in declared(name)} == {k: p.default for k, p in declared(name).items()}
+
+
+def test_help_notebook_lists_types_and_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["02_train", "--help-notebook"]) == 0
+    out = capsys.readouterr().out
+    assert "way = None  (an integer of at least 2, or None" in out
+    assert setting_help("way") in out
+
+
+def test_notebooks_hold_no_validation_and_little_code() -> None:
+    lines = {}
+    for path in sorted(notebooks_dir().glob("[0-9]*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = [
+            line
+            for cell in cells
+            if cell["cell_type"] == "code" and "parameters" not in cell["metadata"].get("tags", [])
+            for line in "".join(cell["source"]).splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        assert not [line for line in code if line.lstrip().startswith("raise ")], path.name
+        lines[path.stem] = len(code)
+    assert sum(lines.values()) <= CODE_LINE_BUDGET, lines
