@@ -279,8 +279,17 @@ def run(
     run_dir = repo_path(output_root) / name / run_name
     identity = {"notebook": name, "parameters": parameters}
     folder = claim_run_folder(
-        run_dir, "notebook", identity, overwrite=overwrite, overwrite_hint="overwrite=True (--overwrite)"
+        run_dir,
+        "notebook",
+        identity,
+        overwrite=overwrite,
+        overwrite_hint="overwrite=True (--overwrite)",
+        other_hint="another run name (--run-name; the default is a new timestamp)",
     )
+    if folder.moved_aside is not None:
+        print(
+            f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr
+        )
     try:
         return _execute(source, parameters, run_name, run_dir, kernel_name, log_output, progress)
     finally:

@@ -108,6 +108,29 @@ class RunFolder:
         self.release()
 
 
+def _in_use(folder: Path, holder: str) -> RunFolderInUse:
+    return RunFolderInUse(
+        f"run folder {folder} is in use by process {holder or 'unknown'}; wait for it to finish, or choose "
+        "another folder"
+    )
+
+
+def _refuse_if_in_use(folder: Path) -> None:
+    """Raise ``RunFolderInUse`` when another process holds ``folder``'s lock; changes nothing."""
+    try:
+        handle = open(folder / LOCK)  # noqa: SIM115 -- read only: the file stays as it is
+    except OSError:
+        return  # no lock file: nobody holds the folder (a lock is taken on the file, never without it)
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise _in_use(folder, handle.read().strip()) from None
+            raise
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def lock_folder(folder: Path) -> Any:
     """Take ``folder/.lock`` without waiting; ``RunFolderInUse`` names the process that holds it."""
     try:
@@ -124,11 +147,9 @@ def lock_folder(folder: Path) -> Any:
             handle.close()
             raise
         handle.seek(0)
-        holder = handle.read().strip() or "unknown"
+        holder = handle.read().strip()
         handle.close()
-        raise RunFolderInUse(
-            f"run folder {folder} is in use by process {holder}; wait for it to finish, or choose another folder"
-        ) from None
+        raise _in_use(folder, holder) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
@@ -150,6 +171,21 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _problem(folder: Path, kind: str, same_run: Callable[[dict[str, Any]], list[str]] | None) -> str | None:
+    """Why ``folder`` cannot take this run (None: it is empty, or holds this very run)."""
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest["kind"] != kind:
+        return f"holds a {manifest['kind']} run (made {manifest.get('created', '?')})"
+    if manifest is not None:
+        reasons = same_run(manifest["identity"]) if same_run else ["a run is never rewritten"]
+        if reasons:
+            made = manifest.get("created", "?")
+            return f"holds a {kind} run (made {made}) that this one cannot continue: " + "; ".join(reasons)
+        return None
+    contents = folder_contents(folder)
+    return f"holds files that no {kind} run of fsl_core wrote ({_describe(contents)})" if contents else None
+
+
 def claim_run_folder(
     folder: str | Path,
     kind: str,
@@ -158,6 +194,7 @@ def claim_run_folder(
     same_run: Callable[[dict[str, Any]], list[str]] | None = None,
     overwrite: bool = False,
     overwrite_hint: str = "overwrite=True",
+    other_hint: str = "another folder for this run",
 ) -> RunFolder:
     """Lock ``folder`` and make sure it holds this run, or nothing (see the module docstring).
 
@@ -168,11 +205,25 @@ def claim_run_folder(
             run, which may continue in the folder). Default: any difference. ``None`` continues nothing:
             a folder with content is always refused.
         overwrite: move what the folder holds aside (``move_aside``) instead of refusing it.
-        overwrite_hint: how the caller's user asks for ``overwrite`` (``--overwrite`` on a command line).
+        overwrite_hint / other_hint: how the caller's user asks for ``overwrite`` (``--overwrite`` on a command
+            line) and names another folder (``another run name (--run-name)``), for the messages.
 
-    Returns the claimed ``RunFolder``, holding the lock until ``release()`` or the end of the process.
+    A refused claim changes nothing in ``folder``, not even its lock file: the folder is looked at before it is
+    locked, and again under the lock. Returns the claimed ``RunFolder``, holding the lock until ``release()``
+    or the end of the process.
     """
     folder = Path(folder)
+
+    def refuse(problem: str) -> RunFolderConflict:
+        return RunFolderConflict(
+            f"run folder {folder} {problem}. Nothing was changed. Choose {other_hint}, or pass {overwrite_hint} "
+            f"to move its present files aside into {folder}/{REPLACED_PREFIX}<time>/ (nothing is deleted)"
+        )
+
+    if folder.is_dir():
+        _refuse_if_in_use(folder)
+        if not overwrite and (problem := _problem(folder, kind, same_run)):
+            raise refuse(problem)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -182,30 +233,13 @@ def claim_run_folder(
         for leftover in folder.iterdir():
             if _is_interrupted_write(leftover):
                 leftover.unlink()
-        manifest = read_manifest(folder)
-        contents = folder_contents(folder)
-        problem = None
-        if manifest is not None and manifest["kind"] != kind:
-            problem = f"holds a {manifest['kind']} run (made {manifest.get('created', '?')})"
-        elif manifest is not None:
-            reasons = same_run(manifest["identity"]) if same_run else ["a run is never rewritten"]
-            if reasons:
-                problem = (
-                    f"holds a {kind} run (made {manifest.get('created', '?')}) that this one cannot continue: "
-                    + "; ".join(reasons)
-                )
-        elif contents:
-            problem = f"holds files that no {kind} run of fsl_core wrote ({_describe(contents)})"
+        problem = _problem(folder, kind, same_run)
         moved = None
         if problem is not None:
             if not overwrite:
-                raise RunFolderConflict(
-                    f"run folder {folder} {problem}. Nothing was changed. Choose another folder for this run, "
-                    f"or pass {overwrite_hint} to move its present files aside into {folder}/"
-                    f"{REPLACED_PREFIX}<time>/ (nothing is deleted)"
-                )
+                raise refuse(problem)
             moved = move_aside(folder)
-            manifest = None
+        manifest = read_manifest(folder)
         created = manifest is None
         if manifest is None:
             manifest = {

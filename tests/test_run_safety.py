@@ -62,8 +62,8 @@ def test_another_run_into_a_finished_run_folder_changes_nothing(
         train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "model": "protonet"})
     message = str(error.value)
     assert str(run_dir) in message and "model: 'hmdrn' in the run, 'protonet' now" in message
-    assert "Choose another folder" in message and "overwrite=True (--overwrite)" in message
-    assert snapshot(run_dir) == before
+    assert "Choose another run_dir (--run-dir)" in message and "overwrite=True (--overwrite)" in message
+    assert snapshot(run_dir) == before and not (run_dir / LOCK).exists()  # not even a lock file
     with pytest.raises(RunFolderConflict, match="it holds best.pt but no last.pt to continue from"):
         train(data_root=str(birds), run_dir=str(run_dir), **TINY)
     assert snapshot(run_dir) == before
@@ -88,6 +88,7 @@ def test_a_folder_of_unrelated_files_is_refused(birds: Path, tmp_path: Path) -> 
     ):
         train(data_root=str(birds), run_dir=str(folder), **TINY)
     assert snapshot(folder) == {"notes.txt": hashlib.sha256(b"my notes\n").hexdigest()}
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
 def test_a_finished_run_called_again_is_returned_and_nothing_is_written(
@@ -375,11 +376,12 @@ def test_claim_rules(tmp_path: Path) -> None:
         claim_run_folder(folder, "notebook", {"notebook": "00", "parameters": {"a": 1}})
     with pytest.raises(RunFolderConflict, match="holds a notebook run"):
         claim_run_folder(folder, "train", {}, same_run=lambda identity: [])
-    assert not (folder / ".result.txt.x1y2.tmp").exists()
-    before = snapshot(folder)
+    assert (folder / ".result.txt.x1y2.tmp").exists()  # a refused claim changes nothing at all
+    before = {k: v for k, v in snapshot(folder).items() if not k.endswith(".tmp")}
     with claim_run_folder(folder, "notebook", {"n": 2}, overwrite=True) as claimed:
         assert claimed.moved_aside is not None and claimed.created
         assert snapshot(claimed.moved_aside) == before
+        assert not (folder / ".result.txt.x1y2.tmp").exists()  # an interrupted write never held a result
     with claim_run_folder(folder, "notebook", {"n": 3}, overwrite=True) as again:  # earlier moves stay on top
         assert sorted(p.name for p in folder.glob("replaced-*")) == sorted(
             [claimed.moved_aside.name, again.moved_aside.name]  # type: ignore[union-attr]

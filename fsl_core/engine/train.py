@@ -72,6 +72,12 @@ from fsl_core.runtime import (
 _SIZED_MODELS = ("protonet", "frn", "bifrn", "hmdrn")
 
 
+RESTART_ADVICE = (
+    "Lower lr and start again in another run_dir (or in this one with overwrite=True / --overwrite), or check "
+    "the data"
+)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or, after a step, the weights became NaN or infinite. Nothing non-finite is ever saved, so the run
     folder's ``last.pt`` and ``best.pt`` keep the last finite state (the epoch the message names)."""
@@ -301,7 +307,13 @@ class _Run:
                 same_run=self._cannot_continue,
                 overwrite=config.overwrite,
                 overwrite_hint="overwrite=True (--overwrite)",
+                other_hint="another run_dir (--run-dir)",
             )
+            if self.folder.moved_aside is not None:
+                print(
+                    f"the files of the earlier run in {self.run_dir} were moved to {self.folder.moved_aside}",
+                    file=sys.stderr,
+                )
         processes.barrier()  # the other processes look at the folder once it is claimed
         self.checkpoint = self._previous_run()
 
@@ -412,6 +424,9 @@ class _Run:
             "seconds",
         ]
         finished = done >= config.epochs  # a finished run is returned as it is: nothing is written
+        if done and processes.is_main and config.progress:
+            state = "has finished; nothing to train" if finished else "continues from last.pt"
+            print(f"{self.run_dir}: the run {state} (epoch {done} of {config.epochs})", file=sys.stderr)
         if processes.is_main and not finished:
             atomic_write_json(self._environment(done or None), self.run_dir / "config.json")
             _write_metrics(rows, columns, self.run_dir / "metrics.csv")
@@ -549,7 +564,7 @@ class _Run:
                 raise TrainingDiverged(
                     f"training diverged: the loss is {step_loss / processes.world_size} at epoch {epoch}, "
                     f"episode {step + 1} of {steps} "
-                    f"(lr {optimizer.param_groups[0]['lr']:.4g}); {kept}. Lower lr or check the data"
+                    f"(lr {optimizer.param_groups[0]['lr']:.4g}); {kept}. {RESTART_ADVICE}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -576,8 +591,7 @@ class _Run:
         raise TrainingDiverged(
             f"training diverged: the step of epoch {epoch}, episode {step + 1} of {steps} "
             f"(lr {optimizer.param_groups[0]['lr']:.4g}) made {len(names)} weight or buffer tensors NaN or "
-            f"infinite ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); {kept}. Lower lr or check "
-            "the data"
+            f"infinite ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); {kept}. {RESTART_ADVICE}"
         )
 
     def _validate(self, epoch: int, show: bool) -> tuple[float, float] | None:
