@@ -1,7 +1,7 @@
 """A run folder belongs to one run: a manifest says which, a lock says who is writing, nothing is overwritten.
 
-Every writer of run folders (``fsl_core.engine.train`` and the notebook runner ``fsl_core.notebooks``) claims
-its folder first with ``claim_run_folder``:
+Every writer of run folders (``fsl_core.engine.train``, ``fsl_core.engine.train_gsfl`` and the notebook runner
+``fsl_core.notebooks``) claims its folder first with ``claim_run_folder``:
 
 1. **Lock.** ``<folder>/.lock`` is locked with ``fcntl.flock`` (the operating system releases it when the
    process ends, however it ends) and holds the writer's process id. A second process claiming the same folder
@@ -13,8 +13,9 @@ its folder first with ``claim_run_folder``:
 3. **Overwrite moves aside.** ``overwrite=True`` moves everything the folder holds into a dated subfolder
    ``replaced-<UTC time>/`` and starts a new run there: nothing is deleted.
 
-Temporary files of an interrupted atomic write (``.<name>.<random>.tmp``, see ``fsl_core.runtime``) never
-held finished work; a claim removes them.
+A refused claim changes nothing in the folder, not even the lock file. Temporary files of an interrupted atomic
+write (``.<name>.<random>.tmp``, see ``fsl_core.runtime``) never held finished work; a successful claim removes
+them.
 """
 
 from __future__ import annotations
