@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from fsl_core.data.transforms import AUGMENTATIONS
 from fsl_core.engine.config import PROTOCOLS, check_setting_names, setting_help
 from fsl_core.models import MODEL_NAMES
 from fsl_core.runtime import did_you_mean
@@ -35,9 +36,11 @@ class Parameter:
     """One notebook parameter.
 
     ``kind``: "int", "float", "str", "bool", "ints" (list of int), "names" (list of str), "dict" or "path"
-    (a file or folder, relative to the repository root); ``low``/``high``: inclusive bounds of numbers (and of
-    list entries); ``above``: an exclusive lower bound; ``choices``: the allowed strings (and list entries);
-    ``optional``: None is allowed, meaning ``none``; ``required``: how to give a value that must be given.
+    (a file or folder: the runner makes a relative one given to it absolute from the folder it is started in;
+    a default, or a value typed into the notebook, is relative to the repository root); ``low``/``high``:
+    inclusive bounds of numbers (and of list entries); ``above``: an exclusive lower bound; ``choices``: the
+    allowed strings (and list entries); ``optional``: None is allowed, meaning ``none``; ``required``: how to
+    give a value that must be given.
     """
 
     default: Any
@@ -78,7 +81,7 @@ class Parameter:
         elif self.choices:
             text = f"one of {list(self.choices)}"
         elif self.kind == "path":
-            text = "a path (relative to the repository root, or absolute)"
+            text = "a path (absolute, or relative to the folder fsl-notebook is started in)"
         else:
             text = "a string"
         return text + (f", or None ({self.none})" if self.optional and self.none else "")
@@ -160,16 +163,17 @@ def _run_parameters(notebook: str) -> dict[str, Parameter]:
     }
 
 
-DATA_ROOT = Parameter(
-    "data/birds", "data set folder (few-shot layout), relative to the repository root", "path"
-)
+DATA_ROOT = Parameter("data/birds", "data set folder (few-shot layout)", "path")
 DEVICE = Parameter("auto", '"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"', "str")
-THREADS = integer(0, "CPU threads (0: automatic, the cores other processes leave free)", low=0)
+THREADS = integer(
+    0, "CPU threads (0: every core this process may use, or OMP_NUM_THREADS when it is set)", low=0
+)
 BACKBONE = choice("conv4", "backbone: conv4 or resnet12", BACKBONES)
 SEED = integer(0, "seed of initialisation, episodes, augmentation and dropout", low=0)
 IMAGE_SIZE = integer(84, "input side in pixels (84 in the papers)", low=16)
 WAY = integer(5, "classes per episode", low=2)
 LR = number(0.1, "SGD learning rate", above=0)
+AUGMENTATION = setting("augmentation", "papers", "str", choices=tuple(AUGMENTATIONS))
 
 
 def _train_here(what: str) -> dict[str, Parameter]:
@@ -191,7 +195,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
     "00_quickstart": {
         "data_root": Parameter(
             "data/birds",
-            "data set folder, relative to the repository root; the birds set is generated there when missing",
+            "data set folder; the birds set is generated there when missing",
             "path",
         ),
         "data_seed": integer(0, "seed of the generated birds set (used only when it is generated)", low=0),
@@ -208,6 +212,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         ),
         "backbone": BACKBONE,
         "image_size": IMAGE_SIZE,
+        "augmentation": AUGMENTATION,
         "way": integer(5, "classes per training episode", low=2),
         "shot": integer(5, "support images per class in a training episode"),
         "query": integer(8, "query images per class in a training episode"),
@@ -230,7 +235,9 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "generate_if_missing": Parameter(
             True, "generate the embedded birds set into data_root when the folder does not exist", "bool"
         ),
-        "image_size": integer(84, "side of the evaluation transform used to draw episodes", low=16),
+        "image_size": integer(
+            84, "side of the episodes drawn (evaluation transform) and of the augmentation figure", low=16
+        ),
         "max_images_per_class": integer(
             10, "images read per class for the size/colour/part statistics (bounds the time)"
         ),
@@ -240,6 +247,9 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "query": integer(2, "query images per class in the browsed episode"),
         "seed": integer(0, "episode seed (an episode is a pure function of the seed and its index)", low=0),
         "part_examples": integer(4, "images shown with their part map and discriminative-part mask"),
+        "augmentation_images": integer(
+            4, "training images shown under each augmentation preset (0: no augmentation figure)", low=0
+        ),
     },
     "02_train": {
         "model": choice("hmdrn", "model name: protonet, frn, bifrn, hmdrn, gsfl", tuple(MODEL_NAMES)),
@@ -252,6 +262,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             "quick", '"quick" (CPU demonstration) or "authors" (the HMDRN paper protocol)', PROTOCOLS
         ),
         "image_size": setting("image_size", None, low=16, optional=True),
+        "augmentation": AUGMENTATION,
         "way": setting("way", None, low=2, optional=True),
         "shot": setting("shot", None, optional=True),
         "query": setting("query", None, optional=True),
@@ -311,7 +322,9 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             0, "episode seed (the same seed gives the same episodes, so models compare fairly)", low=0
         ),
         "confusion_shot": integer(1, "shot of the episodes behind the confusion matrix"),
-        "confusion_episodes": integer(500, "episodes behind the confusion matrix"),
+        "confusion_episodes": integer(
+            500, "episodes behind the confusion matrix (0: no confusion pass)", low=0
+        ),
         "top_classes": integer(8, "classes shown in the confusion matrix (the most confused ones)"),
         "device": DEVICE,
     },
@@ -472,6 +485,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         ),
         "seed": integer(0, "one seed for initialisation, K-means, splits and episodes", low=0),
         "device": DEVICE,
+        "threads": THREADS,
         "progress": Parameter(True, "tqdm progress bars", "bool"),
     },
 }

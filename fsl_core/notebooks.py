@@ -5,6 +5,12 @@
 ``run_dir`` and ``run_name`` so that the notebook writes its figures, tables and ``results.json`` beside the
 executed copy. ``sweep`` runs a grid of parameter sets through a bounded pool of kernels and returns a table.
 
+A path given to the runner (``-p data_root glyphs``, or a path parameter of ``run``/``sweep``) is taken from
+the folder the runner is started in and passed to the notebook as an absolute path; the notebooks' defaults
+are relative to the repository root. While a notebook runs, the runner prints its progress lines (the
+training plan, one line per epoch with the time left, one per evaluation: ``fsl_core.progress``), which the
+kernel prints in plain-lines mode; everything else the notebook prints stays in the executed notebook.
+
 Run folder contents written here: ``run.json`` (the manifest, written first: notebook and parameters),
 ``config.json`` (notebook, parameters, library version, git revision), the executed notebook, and a ``DONE``
 marker once it ran to the end (``FAILED`` with the error otherwise). A run folder belongs to one run
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -47,8 +54,15 @@ from fsl_core.notebook_parameters import (
     declared,
     parameters_cell,
 )
+from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, report, tqdm
 from fsl_core.run_folder import RunFolderInUse, claim_run_folder
-from fsl_core.runtime import atomic_write_bytes, atomic_write_json, did_you_mean, git_revision
+from fsl_core.runtime import (
+    atomic_write_bytes,
+    atomic_write_json,
+    did_you_mean,
+    git_revision,
+    usable_cpu_cores,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INJECTED = ("run_dir", "run_name")
@@ -137,26 +151,6 @@ def run_folder(notebook: str, run_dir: str | Path | None = None, output_root: st
     return folder
 
 
-def set_cpu_threads(threads: int = 0) -> int:
-    """Set torch's CPU threads for this process and return the number in use.
-
-    ``threads > 0`` is taken as given. ``0`` (automatic) keeps an ``OMP_NUM_THREADS`` setting from the
-    environment, else uses the cores that other processes leave free (cores minus the one-minute load
-    average, at least 1): on a busy machine, threads that wait for each other slow training down severely.
-    """
-    import torch
-
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads={threads!r}: expected a non-negative integer (0: automatic)")
-    if threads == 0:
-        if os.environ.get("OMP_NUM_THREADS"):
-            return torch.get_num_threads()
-        cores = os.cpu_count() or 1
-        threads = max(1, min(cores, cores - round(os.getloadavg()[0])))
-    torch.set_num_threads(threads)
-    return threads
-
-
 def is_finished(run_dir: str | Path) -> bool:
     """Whether the run in ``run_dir`` ran to the end (its ``DONE`` marker exists)."""
     return (Path(run_dir) / DONE).is_file()
@@ -221,6 +215,30 @@ def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> Non
         )
 
 
+def absolute_path_parameters(
+    notebook: str | Path, parameters: Mapping[str, Any], folder: str | Path | None = None
+) -> dict[str, Any]:
+    """``parameters`` with every path a project notebook declares (kind "path") made absolute, relative ones
+    taken from ``folder`` (default: the current working folder): what the runner passes to the kernel, which
+    runs in the repository root. ``~`` is expanded; None and "" stay as they are."""
+    name = resolve_notebook(notebook).stem
+    if name not in NOTEBOOKS:
+        return dict(parameters)
+    base = Path(folder) if folder is not None else Path.cwd()
+    kinds = declared(name)
+    out = dict(parameters)
+    for key, value in parameters.items():
+        if (
+            key in kinds
+            and kinds[key].kind == "path"
+            and key not in INJECTED
+            and isinstance(value, str)
+            and value
+        ):
+            out[key] = os.path.normpath(base / Path(value).expanduser())
+    return out
+
+
 def write_parameter_cells() -> list[str]:
     """Rewrite the ``parameters`` cell of every project notebook from its declarations; returns the changed
     notebooks (run after adding or changing a parameter in ``fsl_core.notebook_parameters``)."""
@@ -239,6 +257,74 @@ def write_parameter_cells() -> list[str]:
     return changed
 
 
+# -- the kernel ----------------------------------------------------------------------------------------------
+class _ProgressEcho:
+    """The kernel's stdout, as papermill receives it: the progress lines (``fsl_core.progress.PREFIX``) are
+    printed again by ``report``, after ``label``; everything else stays in the executed notebook only."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.pending = ""
+
+    def write(self, text: str) -> None:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self._forward(line)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.pending:
+            self._forward(self.pending)
+            self.pending = ""
+
+    def _forward(self, line: str) -> None:
+        line = line.rsplit("\r", 1)[-1]  # what a terminal would show of a line rewritten in place
+        if line.startswith(PREFIX):
+            report(f"{self.label}: {line[len(PREFIX) :]}" if self.label else line[len(PREFIX) :])
+
+
+@functools.cache
+def _kernel_manager_class() -> type:
+    """The kernel manager of the runner's kernels (a subclass of jupyter_client's ``AsyncKernelManager``).
+
+    - A kernel starts in the repository root with ``FSL_CORE_PROGRESS=lines`` (``fsl_core.progress``): no
+      widget bars, which would be saved as frozen text, and progress lines that the runner forwards. The
+      runner itself never changes its working folder (papermill's ``cwd`` would, for the whole process).
+    - The kernel's messages travel encrypted (CurveZMQ keys provisioned by the manager, when pyzmq supports
+      them and the kernel declares it can use them) or, without CurveZMQ on POSIX, over local sockets: the
+      kernel then has no reason to warn that it runs "over TCP without encryption".
+    - A kernel is shut down without the interrupt that jupyter_client sends first. papermill shuts a kernel
+      down once its notebook ran to the end or stopped at an error (or the runner was stopped), and the
+      shutdown request, then SIGTERM, ends it in every case; the interrupt only ever reached a kernel still
+      finishing its answer to the runner's last request, which ipykernel then logged as an error
+      ("KeyboardInterrupt caught in kernel") after a run that had succeeded.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RunnerKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            if self.has_trait("transport_encryption") and zmq.has("curve"):
+                self.transport_encryption = "auto"
+            elif os.name == "posix":
+                self.transport = "ipc"
+
+        async def start_kernel(self, **kwargs: Any) -> None:
+            env = dict(kwargs.pop("env", None) or os.environ)
+            env[ENVIRONMENT] = LINES
+            kwargs.setdefault("cwd", str(REPO_ROOT))
+            await super().start_kernel(env=env, **kwargs)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return RunnerKernelManager
+
+
 # -- one run --------------------------------------------------------------------------------------------------
 def run(
     notebook: str | Path,
@@ -249,12 +335,15 @@ def run(
     log_output: bool = False,
     progress: bool = False,
     overwrite: bool = False,
+    progress_lines: bool = True,
+    label: str | None = None,
 ) -> Path:
     """Execute a notebook with papermill into ``<output_root>/<notebook>/<run_name>/`` and return that folder.
 
     Args:
         notebook: name (``00_quickstart``), number, or path of the notebook.
-        parameters: values for the notebook's ``parameters`` cell (unknown names raise ValueError).
+        parameters: values for the notebook's ``parameters`` cell (unknown names raise ValueError); a relative
+            path is taken from the current working folder (``absolute_path_parameters``).
         run_name: run folder name (default: a timestamp).
         output_root: folder of all runs; relative paths are taken from the repository root.
         kernel_name: Jupyter kernel (``python3`` resolves to the environment running this code).
@@ -262,6 +351,8 @@ def run(
         progress: papermill's per-cell progress bar.
         overwrite: when the run folder exists, move its files aside into ``replaced-<time>/`` and run;
             otherwise an existing run folder is refused (``RunFolderConflict``) before anything runs.
+        progress_lines: print the notebook's progress lines while it runs (the training plan, one line per
+            epoch, one per evaluation), each preceded by ``label`` (default: the notebook's name).
 
     Raises:
         NotebookRunError: a cell raised; the message names the run, the cell and the error, and the executed
@@ -273,6 +364,7 @@ def run(
     name = source.stem
     parameters = _plain(dict(parameters or {}))
     check_parameters(source, parameters)
+    parameters = absolute_path_parameters(source, parameters)
     run_name = run_name or default_run_name()
     if not _RUN_NAME.match(run_name):
         raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
@@ -290,8 +382,9 @@ def run(
         print(
             f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr
         )
+    echo = _ProgressEcho(label if label is not None else name) if progress_lines else None
     try:
-        return _execute(source, parameters, run_name, run_dir, kernel_name, log_output, progress)
+        return _execute(source, parameters, run_name, run_dir, kernel_name, log_output, progress, echo)
     finally:
         folder.release()
 
@@ -304,6 +397,7 @@ def _execute(
     kernel_name: str,
     log_output: bool,
     progress: bool,
+    echo: _ProgressEcho | None = None,
 ) -> Path:
     """Execute ``source`` into the claimed ``run_dir``: config.json, the executed notebook, DONE or FAILED."""
     import papermill
@@ -328,9 +422,10 @@ def _execute(
             str(output),
             parameters={**parameters, "run_dir": str(run_dir), "run_name": run_name},
             kernel_name=kernel_name,
-            cwd=str(REPO_ROOT),
             progress_bar=progress,
             log_output=log_output,
+            stdout_file=echo,
+            kernel_manager_class=_kernel_manager_class(),  # starts the kernel in the repository root
         )
     except PapermillExecutionError as error:
         message = (
@@ -346,6 +441,9 @@ def _execute(
         )
         atomic_write_bytes((message + "\n").encode(), run_dir / FAILED)
         raise NotebookRunError(message, name, run_name, run_dir, ename, evalue) from error
+    finally:
+        if echo is not None:
+            echo.close()
     seconds = time.perf_counter() - start
     atomic_write_json(
         {"seconds": round(seconds, 1), "finished": datetime.now().isoformat(timespec="seconds")},
@@ -436,17 +534,17 @@ def sweep(
         skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters. Any other run whose
             folder exists (a failed or interrupted attempt) is run again after its files are moved aside into
             ``replaced-<time>/`` (see ``run``'s ``overwrite``): nothing is deleted.
-        parameters: values shared by every run (the grid's values win).
+        parameters: values shared by every run (the grid's values win). Relative paths, here and in the grid,
+            are taken from the current working folder (``absolute_path_parameters``).
         output_root: as in ``run``; runs land in ``<output_root>/<notebook>/<run name>/``.
         run_names: explicit run names (default: ``sweep_run_name``, which includes a parameter hash).
         strict: raise ``NotebookRunError`` naming the failed runs (after all runs ended).
+        progress: a bar over the runs, and each run's progress lines, after its run name, as they come.
 
     Returns:
         One row per run: ``run``, ``status`` ("done", "reused" or "failed"), ``seconds``, ``run_dir``,
         ``error``, the grid's values, and the scalars of its ``results.json`` (nested keys joined by ".").
     """
-    from tqdm.auto import tqdm
-
     source = resolve_notebook(notebook)
     combos = expand_grid(grid)
     if not combos:
@@ -459,6 +557,7 @@ def sweep(
         values = {k: v for k, v in _plain(combo).items() if k != "label"}
         full = {**shared, **values}
         check_parameters(source, full)
+        full = absolute_path_parameters(source, full)  # here: the kernels' runs may change the folder
         name = run_names[i] if run_names is not None else sweep_run_name(_plain(combo), full)
         jobs.append((name, combo, full))
     names = [name for name, _, _ in jobs]
@@ -493,6 +592,8 @@ def sweep(
                 output_root=output_root,
                 kernel_name=kernel_name,
                 overwrite=(base / name).exists(),
+                progress_lines=progress,
+                label=f"{source.stem} {name}",
             )
             return {"status": "done", "seconds": round(time.perf_counter() - start, 1)}
         except NotebookRunError as error:
@@ -502,14 +603,16 @@ def sweep(
                 "error": f"{error.ename}: {error.evalue}",
             }
 
-    threads = max(1, (os.cpu_count() or 1) // max_workers)
+    threads = max(1, usable_cpu_cores() // max_workers)
     if pending:
         with _threads_per_kernel(threads), ThreadPoolExecutor(max_workers=max_workers) as pool:
             futures = {pool.submit(one, name, full): name for name, full in pending}
             for future in tqdm(
                 as_completed(futures), total=len(futures), desc=f"{source.stem} runs", disable=not progress
             ):
-                rows[futures[future]] = future.result()
+                row = rows[futures[future]] = future.result()
+                if progress:
+                    note(f"{source.stem} {futures[future]}: {row['status']} in {row['seconds']:.0f} s")
 
     table = []
     for name, combo, _ in jobs:
@@ -564,12 +667,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="when the run folder exists, move its files aside into RUN/replaced-<time>/ and run again",
     )
-    parser.add_argument("--output-root", default="outputs", help="folder of all runs (default: outputs)")
+    parser.add_argument(
+        "--output-root",
+        default=None,
+        help="folder of all runs, relative to the current folder (default: outputs/ of the repository)",
+    )
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     parser.add_argument(
         "--log-output", action="store_true", help="stream the notebook's output while it runs"
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the per-cell progress bar and the progress lines (one per epoch, one per evaluation)",
+    )
     parser.add_argument(
         "--help-notebook", action="store_true", help="list the notebook's parameters and exit"
     )
@@ -612,11 +723,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.notebook,
             parameters,
             run_name=args.run_name,
-            output_root=args.output_root,
+            output_root=os.path.abspath(os.path.expanduser(args.output_root))
+            if args.output_root
+            else "outputs",
             kernel_name=args.kernel,
             log_output=args.log_output,
             progress=not args.no_progress,
             overwrite=args.overwrite,
+            progress_lines=not args.no_progress,
         )
     except (NotebookRunError, ValueError, OSError, RunFolderInUse) as error:
         print(f"error: {error}", file=sys.stderr)

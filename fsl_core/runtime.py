@@ -51,6 +51,58 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
+# -- CPU threads ---------------------------------------------------------------------------------------------
+def usable_cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity set where the system reports one (Linux), else
+    ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_cpu_threads(threads: int = 0) -> tuple[int, str]:
+    """The number of intra-op CPU threads ``use_cpu_threads(threads)`` sets, and why, in words.
+
+    ``threads > 0`` is taken as given. ``0`` takes, in this order: the cores of this machine divided between
+    the local processes of a ``torchrun`` launch (``LOCAL_WORLD_SIZE``); an ``OMP_NUM_THREADS`` setting of the
+    environment; every core this process may use (``usable_cpu_cores``).
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(
+            f"threads={threads!r}: expected a non-negative integer (0: every core this process may use)"
+        )
+    if threads > 0:
+        return threads, "as asked"
+    cores = usable_cpu_cores()
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if local.isdigit() and int(local) > 1:
+        return max(1, cores // int(local)), f"{cores} cores shared by {local} processes on this machine"
+    setting = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            raise ValueError(
+                f"OMP_NUM_THREADS={setting!r} in the environment is not a positive integer; set it to the "
+                "number of threads, unset it (every core), or give threads explicitly"
+            )
+        return int(setting), "OMP_NUM_THREADS of the environment"
+    total = os.cpu_count() or cores
+    return (
+        cores,
+        "every core of this machine"
+        if cores >= total
+        else f"the {cores} of {total} cores this process may use",
+    )
+
+
+def use_cpu_threads(threads: int = 0) -> int:
+    """Set torch's intra-op CPU threads for this process (``choose_cpu_threads``) and return the number in
+    use, ``torch.get_num_threads()``: the number to record with a run."""
+    count, _ = choose_cpu_threads(threads)
+    torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
 # -- seeds ---------------------------------------------------------------------------------------------------
 # Everything random in fsl_core is a pure function of integer "words" (a run's seed, a stream tag, an epoch,
 # an episode index, ...) mixed by NumPy's SeedSequence, which is well spread and the same on every platform.
@@ -210,7 +262,7 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         return lines[0] if lines else type(error).__name__
 
-    path = Path(path)
+    path = Path(path).expanduser().absolute()
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint {path} is a folder, not a file; give the .pt file in it")
     if not path.exists():

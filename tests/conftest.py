@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,11 +68,18 @@ def birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny tensors gain nothing from more, and a busy machine makes them much slower."""
+    """One intra-op thread: tiny tensors gain nothing from more, and a busy machine makes them much slower.
+    ``OMP_NUM_THREADS=1`` makes training (``threads=0``) and the processes started meanwhile use one too."""
     threads = torch.get_num_threads()
+    saved = os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if saved is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
 
 
 # A tiny run: HMDRN (two levels, fusion weights) on 16×16 inputs, 3-way 1-shot 2-query.
@@ -92,6 +100,7 @@ TINY = dict(
     val_episodes=6,
     lr=0.05,
     progress=False,
+    threads=1,
 )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import torch
 
 import fsl_core.cli.evaluate as evaluate_cli
-from fsl_core.cli.evaluate import main
+from fsl_core.cli.evaluate import format_table, main
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.engine import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
 from fsl_core.engine.evaluate import check_result_path, result_file_name, write_results
@@ -47,6 +49,62 @@ def test_eval_result_text() -> None:
     )
     assert str(result) == "78.12 ± 0.20"
     assert result.to_dict()["episodes"] == 3 and "accuracies" not in result.to_dict()
+    assert result.episodes_per_second is None and result.to_dict()["episodes_per_second"] is None
+    timed = EvalResult(
+        mean=50.0,
+        ci95=1.0,
+        accuracies=np.zeros(400),
+        way=5,
+        shot=1,
+        query=16,
+        episodes=400,
+        seed=0,
+        seconds=12.0,
+        embed_seconds=9.5,
+        episode_seconds=2.0,
+    )
+    assert {k: v for k, v in timed.to_dict().items() if "second" in k} == {
+        "seconds": 12.0,
+        "embed_seconds": 9.5,
+        "episode_seconds": 2.0,
+        "episodes_per_second": 200.0,
+    }
+    assert format_table({1: timed, 5: result}).splitlines() == [
+        "shot     accuracy (%)   embed s  episodes s  episodes/s",
+        "   1     50.00 ± 1.00       9.5         2.0       200.0",
+        "   5     78.12 ± 0.20       0.0         0.0           -",
+    ]
+
+
+def test_embedding_and_episodes_are_timed_apart(
+    test_set: FewShotFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sleeps of known length in the embedding and in every episode head land in their own time."""
+    evaluation = importlib.import_module("fsl_core.engine.evaluate")  # the module, not the function
+    real_embed = evaluation.embed_roles
+
+    def slow_embed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        time.sleep(0.3)
+        return real_embed(*args, **kwargs)
+
+    torch.manual_seed(0)
+    model = build_model("protonet", "conv4", image_size=16)
+    real_head = model.head
+
+    def slow_head(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        time.sleep(0.02)
+        return real_head(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "embed_roles", slow_embed)
+    monkeypatch.setattr(model, "head", slow_head, raising=False)
+    kwargs = dict(way=5, shot=1, query=3, episodes=8, seed=0, device="cpu", progress=False)
+    cached = evaluate(model, test_set, **kwargs)
+    assert cached.embed_seconds >= 0.3 and 8 * 0.02 <= cached.episode_seconds < cached.embed_seconds
+    assert cached.seconds >= cached.embed_seconds + cached.episode_seconds
+    assert cached.episodes_per_second == 8 / cached.episode_seconds
+    plain = evaluate(model, test_set, cached=False, **kwargs)  # each episode embeds its own images
+    assert plain.embed_seconds == 0.0 and 0 < plain.episode_seconds <= plain.seconds
+    assert np.array_equal(plain.accuracies, cached.accuracies)
 
 
 @pytest.mark.parametrize("name", ["hmdrn", "bifrn", "frn", "protonet"])
@@ -161,6 +219,10 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
         and written["results"]["2"]["ci95"] == results[2].ci95
     )
     assert written["split"] == "test" and written["device"] == "cpu"
+    timing = written["results"]["1"]
+    assert timing["embed_seconds"] > 0 and timing["episode_seconds"] > 0
+    assert timing["episodes_per_second"] == 6 / timing["episode_seconds"]
+    assert "embed s  episodes s  episodes/s" in out
 
     code = main([str(tmp_path / "missing.pt"), "--data", str(birds), "--no-progress"])
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,9 +24,12 @@ from conftest import snapshot
 from fsl_core.data import FewShotFolder, load_card, load_metadata
 from fsl_core.engine import evaluate
 from fsl_core.models import MODEL_NAMES, load_model
+from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.notebook_parameters import check_values, declared, parameters_cell
 from fsl_core.notebooks import (
     NotebookRunError,
+    _kernel_manager_class,
+    absolute_path_parameters,
     expand_grid,
     list_notebooks,
     main,
@@ -33,8 +37,10 @@ from fsl_core.notebooks import (
     read_results,
     resolve_notebook,
     run,
+    sweep,
     sweep_run_name,
 )
+from fsl_core.progress import ENVIRONMENT
 from fsl_core.run_folder import RunFolderConflict
 from fsl_core.viz import GroundTruth
 from fsl_core.viz.confusion import episode_confusion, within_group_error_share
@@ -137,6 +143,125 @@ def test_grids_and_run_names() -> None:
     assert sweep_run_name({"label": "full HMDRN"}, {}).startswith("full-HMDRN-")
 
 
+# -- what the runner gives a kernel, and what it prints ----------------------------------------------------------
+def test_paths_typed_by_the_user_are_taken_from_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    given = {"data_root": "glyphs", "train_dir": "../runs/a", "model": "frn", "image_size": None}
+    assert absolute_path_parameters("02_train", given) == {
+        "data_root": str(tmp_path / "glyphs"),
+        "train_dir": str(tmp_path.parent / "runs" / "a"),
+        "model": "frn",  # not a path
+        "image_size": None,
+    }
+    assert absolute_path_parameters("05", {"checkpoint": "~/best.pt"})["checkpoint"] == str(
+        Path.home() / "best.pt"
+    )
+    assert absolute_path_parameters("04_ablation", {"runs_root": "/abs", "data_root": ""}) == {
+        "runs_root": "/abs",
+        "data_root": "",  # "" and None keep their meaning
+    }
+
+
+class FakePapermill:
+    """Stands in for ``papermill.execute_notebook``: records what the runner passes, and prints through the
+    runner's stdout hook what a kernel would, in pieces cut anywhere."""
+
+    PRINTED = (
+        "[fsl_core] epoch 1/2: loss 1.5",
+        "000\nnot a progress line\n[fsl_core] evalu",
+        "ation 5-way\n",
+    )
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, source: str, output: str, **kwargs: Any) -> None:
+        self.calls.append(kwargs)
+        for piece in self.PRINTED:
+            kwargs["stdout_file"].write(piece)
+        Path(output).write_text("{}")
+
+
+def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakePapermill()
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    monkeypatch.chdir(tmp_path)
+    folder = run("02_train", {"data_root": "glyphs"}, run_name="here", output_root=tmp_path / "out")
+    (call,) = fake.calls
+    assert call["parameters"]["data_root"] == str(tmp_path / "glyphs")
+    assert call["parameters"]["run_dir"] == str(folder) == str(tmp_path / "out" / "02_train" / "here")
+    assert "cwd" not in call  # the runner's own working folder never changes
+    assert call["kernel_manager_class"] is _kernel_manager_class()
+    assert json.loads((folder / "config.json").read_text())["parameters"]["data_root"] == str(
+        tmp_path / "glyphs"
+    )
+    assert capsys.readouterr().out == "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
+
+    rows = sweep(
+        "02_train",
+        [{"data_root": "a"}, {"data_root": str(tmp_path / "b")}],
+        output_root=tmp_path / "out",
+        max_workers=1,
+        progress=True,
+    )
+    assert [c["parameters"]["data_root"] for c in fake.calls[1:]] == [
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+    ]
+    assert rows["status"].tolist() == ["done", "done"]
+    out = capsys.readouterr().out
+    for name in rows["run"]:
+        assert f"02_train {name}: epoch 1/2: loss 1.5000\n02_train {name}: evaluation 5-way\n" in out
+
+
+def test_a_run_of_the_runner_in_plain_lines_mode_keeps_the_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A notebook that runs notebooks (04_ablation): its runs' lines reach the top runner's terminal."""
+    monkeypatch.setattr(papermill, "execute_notebook", FakePapermill())
+    monkeypatch.setenv(ENVIRONMENT, "lines")
+    run("02_train", run_name="inner", output_root=tmp_path, label="02_train inner")
+    assert capsys.readouterr().out.splitlines() == [
+        "[fsl_core] 02_train inner: epoch 1/2: loss 1.5000",
+        "[fsl_core] 02_train inner: evaluation 5-way",
+    ]
+
+
+def test_the_runner_kernels_talk_privately_and_are_not_interrupted_at_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+
+    manager = _kernel_manager_class()(kernel_name="python3")
+    if manager.has_trait("transport_encryption") and zmq.has("curve"):
+        assert manager.transport_encryption == "auto"
+    else:
+        assert manager.transport == "ipc" or os.name != "posix"
+    started: list[dict[str, Any]] = []
+
+    async def start(self: AsyncKernelManager, **kwargs: Any) -> None:
+        started.append(kwargs)
+
+    monkeypatch.setattr(AsyncKernelManager, "start_kernel", start)
+    asyncio.run(manager.start_kernel())
+    assert started[0]["env"][ENVIRONMENT] == "lines" and started[0]["cwd"] == str(notebooks_dir().parent)
+    assert started[0]["env"]["PATH"] == os.environ["PATH"]
+    # an interrupt is sent on request, never as the first step of a shutdown
+    manager.shutting_down = True
+    asyncio.run(manager._async_interrupt_kernel())  # no kernel here, and nothing is sent
+    manager.shutting_down = False
+    with pytest.raises(RuntimeError, match="No kernel is running"):
+        asyncio.run(manager._async_interrupt_kernel())
+
+
 # -- executions -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def notebook_birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -145,9 +270,30 @@ def notebook_birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_birds(tmp_path_factory.mktemp("nb-birds") / "birds", **BIRDS, progress=False, workers=1)
 
 
+def without_groups(data: Path) -> Path:
+    """A folder data set without groups: a copy of the test split of ``data`` alone, with no metadata.json."""
+    copy = data.parent / "birds-without-groups"
+    if not copy.exists():
+        shutil.copytree(data / "test", copy / "test")
+    return copy
+
+
+def printed(folder: Path, notebook: str) -> str:
+    """Everything the executed notebook in ``folder`` printed."""
+    executed = nbformat.read(folder / f"{notebook}.ipynb", as_version=4)
+    return "".join(
+        o.get("text", "")
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
+
+
 def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     """key → (notebook, tiny parameters, key of a run it needs first), in the order they are started."""
     checkpoint = str(root / "02_train" / "train" / "train" / "best.pt")
+    untested = dict(data_root=data, **{**TRAIN, "episodes_per_epoch": 1}, val_every=0, test_episodes=0)
     ablation = dict(data_root=data, **TRAIN, val_every=1, val_episodes=2, test_episodes=3, test_query=4)
     return {
         "train": (
@@ -164,6 +310,7 @@ def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | N
             ),
             None,
         ),
+        "train-untested": ("02_train", dict(untested, model="protonet", augmentation="no_flip"), None),
         "quickstart": (
             "00_quickstart",
             dict(
@@ -213,6 +360,18 @@ def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | N
             ),
             "train",
         ),
+        "evaluate-lean": (
+            "03_evaluate",
+            dict(
+                checkpoint=str(root / "02_train" / "train-untested" / "train" / "last.pt"),
+                data_root=str(without_groups(Path(data))),
+                shots=[1],
+                query=2,
+                episodes=2,
+                confusion_episodes=0,
+            ),
+            "train-untested",
+        ),
         "masks": (
             "05_masks_and_reconstructions",
             dict(checkpoint=checkpoint, data_root=data, query=2, n_show=2, stats_episodes=2, random_draws=10),
@@ -226,7 +385,9 @@ NEEDS = {
     "test_quickstart": ["quickstart"],
     "test_data_explorer": ["explorer"],
     "test_train": ["train"],
+    "test_train_without_a_test": ["train-untested"],
     "test_evaluate": ["evaluate"],
+    "test_evaluate_without_groups_or_confusion": ["evaluate-lean"],
     "test_ablation_runs_rows_through_the_sweep_and_reuses_them": ["ablation-again"],
     "test_masks_and_reconstructions": ["masks"],
     "test_gradcam": ["gradcam"],
@@ -252,7 +413,7 @@ class Executions:
         def job() -> Path:
             if after is not None:
                 self.get(after)
-            return run(notebook, parameters, run_name=key, output_root=self.root)
+            return run(notebook, parameters, run_name=key, output_root=self.root, progress_lines=False)
 
         self.futures[key] = self.pool.submit(job)
 
@@ -350,7 +511,17 @@ def test_data_explorer(executions: Executions, notebook_birds: Path) -> None:
     assert out["groups"] == 5 and out["image_size"] == {"width": [32, 32], "height": [32, 32]}
     assert 0 < out["part_share"]["discriminative parts"] < out["part_share"]["bird"] < 1
     assert out["nn_pixel_5w1s"] == load_card(notebook_birds)["nn_pixel_5w1s"]
-    assert_pngs(folder, "counts.png", "appearance.png", "episode.png", "parts.png", "part_areas.png")
+    assert_pngs(
+        folder,
+        "counts.png",
+        "appearance.png",
+        "episode.png",
+        "parts.png",
+        "part_areas.png",
+        "augmentations.png",
+    )
+    assert "augmentations.png" in out["figures"]
+    assert "no_flip: the papers' preset without the flip" in printed(folder, "01_data_explorer")
     executed = nbformat.read(folder / "01_data_explorer.ipynb", as_version=4)
     widgets = [
         o
@@ -382,6 +553,20 @@ def test_train(executions: Executions, notebook_birds: Path, one_thread: None) -
 
 
 @slow
+def test_train_without_a_test(executions: Executions) -> None:
+    folder = executions.get("train-untested")
+    out = results(folder)
+    assert out["tested"] is False and out["test"] == "not run (test_episodes=0)"
+    assert out["summary"] == {"test": "no test evaluation was run (test_episodes=0)"}
+    assert "no test evaluation: test_episodes=0" in printed(folder, "02_train")
+    # no validation either: the checkpoint is last.pt, trained with the augmentation asked for
+    assert out["best_val_acc"] is None and out["checkpoint"] == str(folder / "train" / "last.pt")
+    assert out["augmentation"] == "no_flip"
+    assert json.loads((folder / "train" / "config.json").read_text())["augmentation"] == "no_flip"
+    assert load_checkpoint(out["checkpoint"])["train_config"]["augmentation"] == "no_flip"
+
+
+@slow
 def test_evaluate(executions: Executions, notebook_birds: Path, one_thread: None) -> None:
     folder = executions.get("evaluate")
     out = results(folder)
@@ -399,6 +584,27 @@ def test_evaluate(executions: Executions, notebook_birds: Path, one_thread: None
     share = out["confusion"]["within_group_error_share"]
     assert share == within_group_error_share(matrix, test_set.classes, groups)
     assert_pngs(folder, "episodes.png", "confusion.png")
+    # embedding and episodes are timed apart, in results.json and accuracy.csv
+    table = pd.read_csv(folder / "accuracy.csv")
+    assert {"embed_seconds", "episode_seconds", "episodes_per_second"} <= set(table.columns)
+    for value in out["accuracy"].values():
+        assert value["embed_seconds"] > 0 and value["episode_seconds"] > 0
+        assert value["episodes_per_second"] == 8 / value["episode_seconds"]
+
+
+@slow
+def test_evaluate_without_groups_or_confusion(executions: Executions, one_thread: None) -> None:
+    folder = executions.get("evaluate-lean")
+    out = results(folder)
+    assert out["confusion"] == "not run (confusion_episodes=0)"
+    assert "null" not in (folder / "results.json").read_text()  # nothing is reported as missing
+    assert not (folder / "confusion.png").exists() and not (folder / "confused_pairs.csv").exists()
+    text = printed(folder, "03_evaluate")
+    assert "names no class groups" in text and "no confusion matrix: confusion_episodes=0" in text
+    model = load_model(out["checkpoint"]).eval()
+    data = FewShotFolder(out["data_root"], "test", transform="eval", image_size=32)
+    again = evaluate(model, data, way=5, shot=1, query=2, episodes=2, seed=0, device="cpu")
+    assert (out["accuracy"]["1"]["mean"], out["accuracy"]["1"]["ci95"]) == (again.mean, again.ci95)
 
 
 @slow
@@ -527,3 +733,54 @@ def test_a_notebook_run_is_never_rewritten(executions: Executions, notebook_bird
     (moved,) = failed.glob("replaced-*")
     assert snapshot(moved) == before  # the first attempt, byte for byte
     assert (failed / "FAILED").is_file() and (failed / "run.json").is_file()
+
+
+@slow
+def test_a_run_started_in_another_folder_shows_its_progress_and_nothing_alarming(
+    notebook_birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``fsl-notebook 02_train -p data_root birds`` typed in the folder holding ``birds``: the data root and
+    the output root are taken from there; the terminal shows the plan, one line per epoch (the loss of
+    metrics.csv) and one per evaluation, and no warning or error of the kernel."""
+    monkeypatch.chdir(notebook_birds.parent)
+    values = dict(image_size=32, epochs=2, episodes_per_epoch=2, query=4, val_every=1, val_episodes=3)
+    values |= dict(val_query=4, test_episodes=4, test_query=4, threads=1)
+    arguments = [a for name, value in values.items() for a in ("-p", name, str(value))]
+    output_root = os.path.relpath(tmp_path, notebook_birds.parent)
+    code = main(
+        ["02_train", "-p", "data_root", notebook_birds.name, *arguments, "--output-root", output_root]
+        + ["--run-name", "here"]
+    )
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    folder = tmp_path / "02_train" / "here"
+    assert json.loads((folder / "config.json").read_text())["parameters"]["data_root"] == str(notebook_birds)
+    out_json = results(folder)
+
+    assert "02_train: plan: hmdrn on conv4, protocol 'quick' (a short CPU demonstration)" in out
+    assert f"02_train:   data: {notebook_birds}, 32 px" in out.splitlines()
+    assert "02_train:   device: cpu, 1 CPU thread (as asked)" in out.splitlines()
+    metrics = pd.read_csv(folder / "train" / "metrics.csv")
+    epochs = [line for line in out.splitlines() if line.startswith("02_train: epoch ")]
+    assert len(epochs) == len(metrics) == 2
+    for line, row in zip(epochs, metrics.itertuples()):
+        assert line.startswith(
+            f"02_train: epoch {row.epoch}/2: loss {row.loss:.4f}, train {row.train_acc:.2f} %, "
+            f"val {row.val_acc:.2f} ± {row.val_ci95:.2f} %, "
+        )
+    assert epochs[0].endswith(" left") and not epochs[1].endswith(" left")
+    for shot, value in out_json["test"].items():
+        assert (
+            f"02_train: evaluation 5-way {shot}-shot 4-query, 4 episodes: {value['mean']:.2f} ± "
+            f"{value['ci95']:.2f} %"
+        ) in out
+    assert out_json["cpu_threads"] == 1
+    assert json.loads((folder / "train" / "config.json").read_text())["cpu_threads"] == 1
+    for word in ("IPKernelApp", "WARNING", "ERROR", "Traceback"):
+        assert word not in out + err
+
+    # the executed notebook keeps the lines as plain text, without widget bars
+    assert f"[fsl_core] epoch 2/2: loss {metrics['loss'].iloc[1]:.4f}" in printed(folder, "02_train")
+    executed = nbformat.read(folder / "02_train.ipynb", as_version=4)
+    kinds = {key for c in executed.cells for o in c.get("outputs", []) for key in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" not in kinds

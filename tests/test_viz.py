@@ -11,7 +11,7 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from fsl_core.data import FewShotFolder, eval_transform
+from fsl_core.data import FewShotFolder, eval_transform, load_metadata
 from fsl_core.data.transforms import denormalize
 from fsl_core.models import build_model
 from fsl_core.viz import (
@@ -31,7 +31,7 @@ from fsl_core.viz import (
     random_point_rate,
     save_figure,
 )
-from fsl_core.viz.confusion import most_confused
+from fsl_core.viz.confusion import class_groups, most_confused
 from fsl_core.viz.gradcam import flat_maps, peak_points, target_layer
 from fsl_core.viz.masks import align_to_eval, mask_agreement, token_fractions, token_grid, upsample_tokens
 from fsl_core.viz.reconstruction import error_maps, true_class_best_rate
@@ -208,6 +208,17 @@ def test_most_confused_and_confused_pairs() -> None:
     pairs = confused_pairs(matrix, ["a", "b", "c", "d"], top=2)
     assert [(p["true"], p["predicted"]) for p in pairs] == [("b", "c"), ("c", "b")]
     assert pairs[0]["rate"] == pytest.approx(5 / 13) and pairs[0]["count"] == 5
+
+
+def test_class_groups_come_from_the_metadata_or_are_none(tiny_birds: Path, tmp_path: Path) -> None:
+    groups = class_groups(tiny_birds)
+    metadata = load_metadata(tiny_birds)["classes"]
+    assert groups == {name: info["group_name"] for name, info in metadata.items()}
+    assert len(groups) == 9 and len(set(groups.values())) == 3  # TINY_BIRDS: 3 groups of 3 species
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    assert class_groups(tmp_path) is None  # a folder data set names no groups
+    (tmp_path / "metadata.json").write_text('{"classes": {"a": {"split": "test"}}}')
+    assert class_groups(tmp_path) is None
 
 
 # -- figures -------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
     fsl-evaluate outputs/train/NAME/best.pt --data data/birds --shot 1 5 --episodes 10000
     fsl-evaluate CUB_conv4.pth --reference --data data/CUB_fewshot_cropped
 
-Prints a table (mean ± 95% confidence interval per shot), then writes the results as JSON to ``--out`` or
+Prints a table (per shot: mean ± 95% confidence interval, the seconds spent embedding every image once and
+running the episodes, and episodes per second), then writes the results as JSON to ``--out`` or
 next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
 ``best_test_5way_1+5shot_16query_10000ep_seed0.json``. The output path is checked before any episode runs;
 an existing result is never overwritten: choose another ``--out``, or pass ``--overwrite`` to move the old
@@ -22,6 +23,7 @@ import torch
 
 import fsl_core
 from fsl_core.engine.evaluate import (
+    EvalResult,
     check_episode_settings,
     check_result_path,
     evaluate_checkpoint,
@@ -97,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def format_table(results: dict[int, EvalResult]) -> str:
+    """The printed table: per shot, accuracy (mean ± 95% CI, %), seconds embedding the images once, seconds
+    running the episodes, and episodes per second of the latter ("-" when not measured)."""
+    lines = [f"{'shot':>4}  {'accuracy (%)':>15}  {'embed s':>8}  {'episodes s':>10}  {'episodes/s':>10}"]
+    for shot, result in results.items():
+        rate = result.episodes_per_second
+        lines.append(
+            f"{shot:>4}  {str(result):>15}  {result.embed_seconds:>8.1f}  {result.episode_seconds:>10.1f}  "
+            + (f"{rate:>10.1f}" if rate is not None else f"{'-':>10}")
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check the inputs and the output path, evaluate, print the table, then write the JSON.
 
@@ -151,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.checkpoint} on {args.data}/{args.split}: {args.way}-way, {args.query} queries per class, "
         f"{args.episodes} episodes, {device}"
     )
-    print(f"{'shot':>4}  {'accuracy (%)':>15}  {'seconds':>8}")
-    for shot, result in results.items():
-        print(f"{shot:>4}  {str(result):>15}  {result.seconds:>8.1f}", flush=True)
+    print(format_table(results), flush=True)
     existed = out.exists()
     try:
         write_results(

@@ -18,6 +18,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from fsl_core.data.transforms import AUGMENTATIONS
 from fsl_core.engine.config import (
     PROTOCOL_SETTINGS,
     PROTOCOLS,
@@ -31,7 +32,12 @@ from fsl_core.engine.config import (
 from fsl_core.engine.train import TrainingDiverged, TrainingInterrupted, train
 from fsl_core.run_folder import RunFolderInUse
 
-_CHOICES = {"protocol": PROTOCOLS, "sampler": SAMPLERS, "scheduler": SCHEDULERS}
+_CHOICES = {
+    "protocol": PROTOCOLS,
+    "sampler": SAMPLERS,
+    "scheduler": SCHEDULERS,
+    "augmentation": tuple(AUGMENTATIONS),
+}
 _FLAGS = {"data_root": ["--data", "--data-root"]}
 
 

@@ -9,7 +9,15 @@ from typing import Any
 from .folder import FewShotFolder
 from .images import IMAGE_EXTENSIONS, FewShotDataError, ImageLoadError, load_rgb
 from .sampler import Episode, EpisodeCollate, EpisodeSampler, EpochEpisodeSampler, episode_loader
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, eval_transform, train_transform
+from .transforms import (
+    AUGMENTATIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    augmentation_transform,
+    denormalize,
+    eval_transform,
+    train_transform,
+)
 
 _BIRDS_NAMES = (
     "PART_IDS",
@@ -44,8 +52,10 @@ __all__ = [
     "EpisodeSampler",
     "EpochEpisodeSampler",
     "episode_loader",
+    "AUGMENTATIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "augmentation_transform",
     "denormalize",
     "eval_transform",
     "train_transform",

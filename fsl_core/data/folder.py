@@ -31,9 +31,11 @@ def split_folders(root: str | Path, required: str | None = None) -> list[str]:
 
     Raises ``FewShotDataError`` when ``root`` is not a folder, holds none of them, or lacks ``required``.
     """
-    root = Path(root)
+    root = Path(root).expanduser().absolute()
     if not root.is_dir():
-        raise FewShotDataError(f"data root {root} does not exist or is not a folder; expected the layout {LAYOUT}")
+        raise FewShotDataError(
+            f"data root {root} does not exist or is not a folder; expected the layout {LAYOUT}"
+        )
     present = [split for split in ("train", "val", "test") if (root / split).is_dir()]
     if not present or (required is not None and required not in present):
         wanted = f"split {required!r}" if required else "any of train/, val/, test/"
@@ -77,7 +79,7 @@ class FewShotFolder(Dataset):
         min_images: int = 0,
         verify: bool = True,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser().absolute()
         self.split = split
         self.image_size = image_size
         self.use_pre = bool(use_pre) and split != "train"

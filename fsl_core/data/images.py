@@ -67,7 +67,7 @@ def load_rgb(path: str | Path) -> Image.Image:
                 if image is handle:
                     image = handle.copy()
     except FileNotFoundError as error:
-        raise ImageLoadError(f"image file {path} does not exist") from error
+        raise ImageLoadError(f"image file {path.absolute()} does not exist") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageLoadError(
             f"cannot read image file {path}: {error} (expected a readable JPEG, PNG, BMP or WebP file)"

@@ -37,6 +37,7 @@ def checkpoint_or_brief_training(
     seed: int = 0,
     device: str | torch.device = "auto",
     accepted: tuple[str, ...] | None = None,
+    threads: int = 0,
 ) -> tuple[EpisodicModel, Path, int]:
     """``(model in eval mode on device, its checkpoint, the input size it was trained at)``.
 
@@ -44,6 +45,7 @@ def checkpoint_or_brief_training(
     Without, ``model`` is trained with the "quick" protocol (5-way 5-shot episodes, ``query`` queries per
     class, validated once at the end on ``query`` queries) into ``run_dir``, and its best checkpoint loaded.
     ``accepted``: the model names the caller can use; a checkpoint of another model raises a ValueError.
+    ``threads``: CPU threads of the training (``TrainConfig.threads``; 0: every core this process may use).
     """
     if checkpoint:
         path = Path(checkpoint)
@@ -65,6 +67,7 @@ def checkpoint_or_brief_training(
             val_every=epochs,
             seed=seed,
             device=str(device),
+            threads=threads,
         )
         path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
         size = image_size

@@ -16,13 +16,15 @@ Every setting left as ``None`` takes the protocol's value; any setting can be gi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fsl_core.data.transforms import AUGMENTATIONS, CALLABLE_RECORD, ImageTransform, augmentation_label
 from fsl_core.runtime import did_you_mean
 
 PROTOCOLS = ("authors", "quick")
@@ -39,6 +41,7 @@ RUNTIME_SETTINGS = frozenset(
         "run_dir",
         "device",
         "num_workers",
+        "threads",
         "progress",
         "epochs",
         "find_unused_parameters",
@@ -46,6 +49,10 @@ RUNTIME_SETTINGS = frozenset(
         "overwrite",
     }
 )
+
+# Settings added after runs had been written without them, with the value those runs used: a run folder or
+# checkpoint that lacks one is compared as if it held this value.
+EARLIER_RUNS_VALUES: dict[str, Any] = {"augmentation": "papers"}
 
 
 def _protocol_values(protocol: str, backbone: str) -> dict[str, Any]:
@@ -121,6 +128,11 @@ class TrainConfig:
     # data
     data_root: str = _setting("data/birds", "data set root holding train/ and val/ class folders")
     image_size: int | None = _setting(None, "square input size in pixels (84 in the papers)")
+    augmentation: str | ImageTransform = _setting(
+        "papers",
+        "training augmentation: 'papers', 'no_flip', 'light' or 'none' (fsl_core.data.AUGMENTATIONS says "
+        "what each does); from Python also a callable",
+    )
     # training episodes
     way: int | None = _setting(None, "classes per training episode")
     shot: int | None = _setting(None, "support images per class in training episodes")
@@ -162,12 +174,19 @@ class TrainConfig:
     )
     device: str = _setting("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
     num_workers: int = _setting(0, "DataLoader worker processes")
+    threads: int = _setting(
+        0,
+        "CPU threads of torch (0: every core this process may use, or OMP_NUM_THREADS when set; under "
+        "torchrun the cores are divided between the processes of a machine)",
+    )
     amp: bool | None = _setting(None, "bfloat16 autocast on CUDA (ignored on CPU)")
     channels_last: bool | None = _setting(None, "channels-last memory format for model and images")
     find_unused_parameters: bool = _setting(
         False, "DistributedDataParallel: allow parameters that an episode does not use"
     )
-    progress: bool = _setting(True, "tqdm progress bars")
+    progress: bool = _setting(
+        True, "print the plan, one line per epoch with the time left, and tqdm progress bars"
+    )
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -203,7 +222,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("val_every", "num_workers", "seed", "val_seed"):
+        for name in ("val_every", "num_workers", "threads", "seed", "val_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -235,10 +254,30 @@ class TrainConfig:
             raise ValueError(f"scheduler={self.scheduler!r} is not known; expected one of {list(SCHEDULERS)}")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
+        augmentation = self.augmentation
+        if not callable(augmentation) and not (
+            isinstance(augmentation, str)
+            and (augmentation in AUGMENTATIONS or augmentation.startswith(CALLABLE_RECORD))
+        ):
+            raise ValueError(
+                f"augmentation={augmentation!r} is not known{did_you_mean(augmentation, AUGMENTATIONS)}; "
+                f"expected one of {list(AUGMENTATIONS)} or, from Python, a callable (PIL RGB image → "
+                "normalised (3, image_size, image_size) tensor)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain (JSON- and ``weights_only``-safe) dict of every setting."""
-        return asdict(self)
+        """Plain (JSON- and ``weights_only``-safe) dict of every setting.
+
+        A callable ``augmentation`` is written as its record (``fsl_core.data.transforms.augmentation_label``:
+        "callable <qualified name>[: <repr>]"), which ``from_dict`` keeps as text: such a config describes a
+        run, but ``train`` refuses to run it until the callable itself is given again.
+        """
+        return {
+            spec.name: augmentation_label(self.augmentation)
+            if spec.name == "augmentation"
+            else copy.deepcopy(getattr(self, spec.name))
+            for spec in fields(self)
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -253,7 +292,9 @@ class TrainConfig:
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; expected the config.json of a training run")
+            raise FileNotFoundError(
+                f"{path.absolute()} does not exist; expected the config.json of a training run"
+            )
         values = json.loads(path.read_text())
         return cls(**{name: values[name] for name in setting_names() if name in values})
 
@@ -264,6 +305,7 @@ class TrainConfig:
         (``TrainConfig(way=30).replace(backbone="resnet12").way == 30``)."""
         check_setting_names(changes)
         values = self.to_dict()
+        values["augmentation"] = self.augmentation  # a callable stays a callable
         for name in [*PROTOCOL_SETTINGS, "run_dir"]:
             if name not in self._explicit:
                 values[name] = None
@@ -303,13 +345,16 @@ def config_differences(
 ) -> list[str]:
     """Human-readable differences between two ``to_dict`` outputs, ignoring ``RUNTIME_SETTINGS``.
 
-    ``data_root`` is compared as a resolved path; ``where`` names what holds ``saved`` in the messages.
+    ``data_root`` is compared as a resolved path; a setting that ``saved`` lacks takes its value of
+    ``EARLIER_RUNS_VALUES`` (runs written before it existed); ``where`` names what holds ``saved`` in the
+    messages. A callable ``augmentation`` is compared by its record (qualified name and repr).
     """
     differences = []
     for name in sorted(set(saved) | set(current)):
         if name in RUNTIME_SETTINGS:
             continue
-        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        old = saved.get(name, EARLIER_RUNS_VALUES.get(name, "<absent>"))
+        new = current.get(name, "<absent>")
         if name == "data_root" and isinstance(old, str) and isinstance(new, str):
             same = Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
         else:

@@ -8,8 +8,9 @@ how many DataLoader workers or processes run, nor on whether the run was interru
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,18 +142,29 @@ class SeededImages(Dataset):
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
         """Load one episode's images (the DataLoader fetches a whole batch through this method)."""
-        python_state, numpy_state, torch_state = (
-            random.getstate(),
-            np.random.get_state(),
-            torch.get_rng_state(),
-        )
-        try:
+        with _generators_kept():
             items = []
             for seed, index in keys:
                 seed_everything(seed)
                 items.append(self.dataset[index])
             return items
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-            torch.set_rng_state(torch_state)
+
+
+@contextlib.contextmanager
+def _generators_kept() -> Iterator[None]:
+    """Restore the states of Python's, NumPy's and torch's (CPU) global generators on exit."""
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+
+
+def seeded_transform(transform: Callable[[Any], Any], image: Any, seed: int) -> Any:
+    """``transform(image)`` with the generators seeded from ``seed`` as ``SeededImages`` seeds them for a
+    training image (the caller's generator states are restored): the same seed gives the same augmentation."""
+    with _generators_kept():
+        seed_everything(seed)
+        return transform(image)

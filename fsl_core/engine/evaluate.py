@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
 from fsl_core.models.checkpoints import load_checkpoint
+from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_json, resolve_device
 from fsl_core.statistics import confidence_interval
@@ -43,6 +43,12 @@ class EvalResult:
 
     ``accuracies``: (episodes,) per-episode accuracy in percent; ``mean``; ``ci95`` = 1.96·std/√n with
     the population standard deviation (ddof=0).
+
+    Times, in seconds of wall clock: ``seconds`` the whole call (drawing the episodes, embedding, episodes);
+    ``embed_seconds`` loading and embedding every image the episodes use, once (cached path; 0.0 on the plain
+    path, where each episode embeds its own images); ``episode_seconds`` running the episodes (cached path:
+    the episode heads on cached embeddings; plain path: loading and the full model per episode);
+    ``episodes_per_second`` = episodes / episode_seconds (None when no time was measured).
     """
 
     mean: float
@@ -54,6 +60,13 @@ class EvalResult:
     episodes: int
     seed: int
     seconds: float = 0.0
+    embed_seconds: float = 0.0
+    episode_seconds: float = 0.0
+
+    @property
+    def episodes_per_second(self) -> float | None:
+        """Episodes per second of ``episode_seconds`` (None when it is 0: not measured)."""
+        return self.episodes / self.episode_seconds if self.episode_seconds > 0 else None
 
     def __str__(self) -> str:
         return f"{self.mean:.2f} ± {self.ci95:.2f}"
@@ -69,6 +82,9 @@ class EvalResult:
             "episodes": self.episodes,
             "seed": self.seed,
             "seconds": self.seconds,
+            "embed_seconds": self.embed_seconds,
+            "episode_seconds": self.episode_seconds,
+            "episodes_per_second": self.episodes_per_second,
         }
 
 
@@ -196,15 +212,23 @@ def evaluate(
     start = time.perf_counter()
     try:
         if cached:
-            correct = _cached_correct(
+            correct, embed_seconds, episode_seconds = _cached_correct(
                 model, dataset, sampler, way, shot, query, device, batch_size, progress, num_workers
             )
         else:
-            correct = _plain_correct(model, dataset, sampler, way, shot, query, device, progress, num_workers)
+            embed_seconds = 0.0
+            correct, episode_seconds = _plain_correct(
+                model, dataset, sampler, way, shot, query, device, progress, num_workers
+            )
     finally:
         model.train(was_training)
     accuracies = correct.double().cpu().numpy() * (100.0 / (way * query))
     mean, ci95 = confidence_interval(accuracies)
+    if progress:  # the notebook runner's line for this evaluation
+        note(
+            f"evaluation {way}-way {shot}-shot {query}-query, {episodes:,} episodes: {mean:.2f} ± {ci95:.2f} % "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
     return EvalResult(
         mean=mean,
         ci95=ci95,
@@ -215,7 +239,16 @@ def evaluate(
         episodes=episodes,
         seed=seed,
         seconds=time.perf_counter() - start,
+        embed_seconds=embed_seconds,
+        episode_seconds=episode_seconds,
     )
+
+
+def _clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` has finished (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 @torch.inference_mode()
@@ -230,15 +263,18 @@ def _cached_correct(
     batch_size: int,
     progress: bool,
     num_workers: int,
-) -> Tensor:
-    """Correct query predictions per episode, (episodes,) long, from embeddings computed once."""
+) -> tuple[Tensor, float, float]:
+    """Correct query predictions per episode, (episodes,) long, from embeddings computed once; with the
+    seconds spent embedding and the seconds spent on the episode heads."""
     episodes = torch.tensor([list(indices) for indices in sampler], dtype=torch.long)  # (E, way*(shot+query))
     used = torch.unique(episodes)
     rows = torch.full((len(dataset),), -1, dtype=torch.long)
     rows[used] = torch.arange(len(used))
     episodes = rows[episodes].to(device)
     roles = (False, True) if getattr(model, "query_embedding_differs", True) else (False,)
+    start = _clock(device)
     cache = embed_roles(model, dataset, used.tolist(), roles, device, batch_size, num_workers, progress)
+    embedded = _clock(device)
     support_cache, query_cache = cache[False], cache[roles[-1]]
     n_support = way * shot
     support_labels = torch.arange(way, device=device).repeat_interleave(shot)
@@ -250,7 +286,7 @@ def _cached_correct(
         queries = {key: value.index_select(0, query_rows) for key, value in query_cache.items()}
         logits = model.head(support, support_labels, queries, way)
         correct[e] = (logits.argmax(dim=1) == query_labels).sum()
-    return correct
+    return correct, embedded - start, _clock(device) - embedded
 
 
 @torch.inference_mode()
@@ -264,8 +300,9 @@ def _plain_correct(
     device: torch.device,
     progress: bool,
     num_workers: int,
-) -> Tensor:
-    """Correct query predictions per episode, (episodes,) long, each episode through ``model.forward``."""
+) -> tuple[Tensor, float]:
+    """Correct query predictions per episode, (episodes,) long, each episode through ``model.forward``;
+    with the seconds the episodes took (loading their images included)."""
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -274,11 +311,12 @@ def _plain_correct(
         pin_memory=device.type == "cuda",
     )
     correct = torch.empty(len(sampler), dtype=torch.long, device=device)
+    start = _clock(device)
     for e, episode in enumerate(tqdm(loader, desc="episodes", leave=False, disable=not progress)):
         episode = episode.to(device)
         logits = model(episode.support_images, episode.support_labels, episode.query_images)
         correct[e] = (logits.argmax(dim=1) == episode.query_labels).sum()
-    return correct
+    return correct, _clock(device) - start
 
 
 def evaluate_checkpoint(
@@ -309,7 +347,7 @@ def evaluate_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"checkpoint {path.absolute()} does not exist")
     check_episode_settings(way, list(shots), query, episodes)
     if not reference and (model_name is not None or backbone is not None):
         raise ValueError(

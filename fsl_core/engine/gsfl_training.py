@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..models.checkpoints import load_checkpoint, save_model
 from ..models.gsfl import GSFLClassifier
+from ..progress import tqdm
 from ..run_folder import claim_run_folder
 from ..runtime import resolve_device
 

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 import fsl_core
 from fsl_core.data import EpisodeCollate, FewShotFolder
+from fsl_core.data.transforms import augmentation_label, augmentation_transform
 from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
 from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
 from fsl_core.engine.episodes import SeededImages, TrainingEpisodes
@@ -58,14 +59,17 @@ from fsl_core.engine.evaluate import check_episodes_fit, evaluate
 from fsl_core.engine.random_state import restore_rng_state, rng_state
 from fsl_core.models import EpisodicModel, build_model, save_model
 from fsl_core.models.checkpoints import load_checkpoint, save_checkpoint
+from fsl_core.progress import PLAIN_BAR_INTERVAL, format_duration, plain_lines, report
 from fsl_core.run_folder import RunFolder, claim_run_folder, read_manifest
 from fsl_core.runtime import (
     atomic_write_bytes,
     atomic_write_json,
+    choose_cpu_threads,
     derive_seed,
     git_revision,
     non_finite_tensors,
     seed_everything,
+    use_cpu_threads,
 )
 
 # Models whose constructor takes the input size (it fixes feature-map token counts).
@@ -140,11 +144,16 @@ def train(
     by another process (``RunFolderInUse``). A NaN or infinite loss, or a step that makes a weight non-finite,
     raises ``TrainingDiverged``; Ctrl-C raises ``TrainingInterrupted``; ``last.pt`` then keeps the last
     finished epoch.
+
+    ``augmentation`` (a preset of ``fsl_core.data.AUGMENTATIONS`` or a callable) transforms the training
+    images; a callable is recorded in config.json and the checkpoints by its qualified name and repr, and a
+    resumed run is refused when they differ and continues with a note on stderr when they match.
     """
     config = _resolve_config(config, settings)
     if stop_after_epochs is not None and (not isinstance(stop_after_epochs, int) or stop_after_epochs < 1):
         raise ValueError(f"stop_after_epochs must be a positive integer or None, got {stop_after_epochs!r}")
     processes = start_processes(config.device)
+    threads_before = torch.get_num_threads()
     run: _Run | None = None
     try:
         run = _Run(config, processes, rank_log)
@@ -153,6 +162,7 @@ def train(
         if run is not None and run.folder is not None:
             run.folder.release()
         processes.close()
+        torch.set_num_threads(threads_before)  # the caller's setting again
 
 
 def _resolve_config(config: TrainConfig | dict[str, Any] | None, settings: dict[str, Any]) -> TrainConfig:
@@ -258,6 +268,8 @@ class _Run:
         self.processes = processes
         self.device = processes.device
         self.rank_log = rank_log
+        self.cpu_threads = use_cpu_threads(config.threads)
+        self.cpu_threads_reason = choose_cpu_threads(config.threads)[1]
         self.folder: RunFolder | None = None
         self.position = "set-up"  # where an interruption stops the run, for the message
         self.saved_epoch = 0  # the epoch last.pt holds
@@ -271,7 +283,10 @@ class _Run:
 
         # -- validation of everything, before any work --------------------------------------------------
         self.train_set = FewShotFolder(
-            config.data_root, "train", transform="train", image_size=config.image_size
+            config.data_root,
+            "train",
+            transform=augmentation_transform(config.augmentation, config.image_size),
+            image_size=config.image_size,
         )
         seed_everything(config.seed)
         self.model = build_training_model(config, len(self.train_set.classes))
@@ -349,6 +364,14 @@ class _Run:
                 f"{self.last_path} has already trained {checkpoint['epoch']} epochs, more than "
                 f"epochs={self.config.epochs}"
             )
+        if callable(self.config.augmentation) and self.processes.is_main:
+            label = augmentation_label(self.config.augmentation)
+            print(
+                f"{self.last_path}: continuing with the augmentation {label!r}; the run recorded the same "
+                "name and repr, which is all that can be compared for a callable, so make sure it is the "
+                "same transform (a different one changes the run without error)",
+                file=sys.stderr,
+            )
         return checkpoint
 
     # -- set-up ---------------------------------------------------------------------------------------------
@@ -383,11 +406,63 @@ class _Run:
             "git_revision": self.versions["git"],
             "torch_version": self.versions["torch"],
             "device_used": str(self.device),
+            "cpu_threads": self.cpu_threads,
             "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
             "world_size": self.processes.world_size,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "resumed_at_epoch": resumed_at,
         }
+
+    def _plan(self, done: int) -> list[str]:
+        """What this call will do, in words: printed before the first epoch."""
+        config = self.config
+        protocol = {"authors": "the HMDRN authors' protocol", "quick": "a short CPU demonstration"}
+        hint = "; protocol 'quick' trains a short run" if config.protocol == "authors" else ""
+        per_epoch = len(self.episodes) * self.processes.world_size
+        schedule = {
+            "cosine": f"cosine schedule restarting every {config.scheduler_period:,} epochs",
+            "step": f"x{config.scheduler_gamma:g} every {config.scheduler_period:,} epochs",
+            "none": "constant",
+        }[config.scheduler]
+        if self.val_set is None:
+            validation = "none (val_every 0)"
+        else:
+            every = (
+                "every epoch"
+                if config.val_every == 1
+                else f"every {config.val_every:,} epochs and after the last"
+            )
+            validation = (
+                f"{every}, on {config.val_episodes:,} "
+                f"{config.val_way}-way {config.val_shot}-shot {config.val_query}-query episodes"
+            )
+        processes = self.processes.world_size
+        return [
+            f"plan: {config.model} on {config.backbone}, protocol {config.protocol!r} "
+            f"({protocol[config.protocol]}{hint})",
+            f"  data: {Path(config.data_root).absolute()}, {config.image_size} px",
+            f"  training: {config.way}-way {config.shot}-shot {config.query}-query episodes, "
+            f"{per_epoch:,} per epoch ({config.sampler!r} sampler), "
+            f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
+            f"  validation: {validation}",
+            f"  device: {self.device}, {self.cpu_threads} CPU thread{'s' if self.cpu_threads > 1 else ''} "
+            f"({self.cpu_threads_reason})" + (f", {processes} processes" if processes > 1 else ""),
+            f"  run folder: {self.run_dir}",
+        ]
+
+    def _time_left(self, epoch: int, epoch_seconds: list[float], validation_seconds: list[float]) -> str:
+        """The time the epochs after ``epoch`` will take, from the epochs of this call (words)."""
+        config = self.config
+        left = (config.epochs - epoch) * sum(epoch_seconds) / len(epoch_seconds)
+        validations = 0
+        if self.val_set is not None:
+            later = range(epoch + 1, config.epochs + 1)
+            validations = sum(1 for e in later if e % config.val_every == 0 or e == config.epochs)
+        if validations and not validation_seconds:
+            return f"about {format_duration(left)} left, plus {validations} validations not timed yet"
+        if validations:
+            left += validations * sum(validation_seconds) / len(validation_seconds)
+        return f"about {format_duration(left)} left"
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self, stop_after_epochs: int | None) -> TrainResult:
@@ -447,18 +522,26 @@ class _Run:
             persistent_workers=config.num_workers > 0,
             generator=torch.Generator(),  # the loader's own seed draws leave the global generators alone
         )
-        show = config.progress and processes.is_main
+        self.show = show = config.progress and processes.is_main
+        bars = show and not plain_lines()  # plain lines: one per epoch, no bar (the notebook runner)
+        if show and not finished:
+            for line in self._plan(done):
+                report(line)
         seen: list[dict[str, Any]] = []
-        epochs_bar = tqdm(total=config.epochs, initial=done, desc="epochs", unit="epoch", disable=not show)
+        epochs_bar = tqdm(total=config.epochs, initial=done, desc="epochs", unit="epoch", disable=not bars)
         first_epoch = done + 1
+        epoch_seconds: list[float] = []  # each epoch of this call without its validation
+        validation_seconds: list[float] = []
         try:
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
                 lr = float(optimizer.param_groups[0]["lr"])
-                loss, accuracy, count = self._train_epoch(module, optimizer, loader, epoch, done, show, seen)
+                loss, accuracy, count = self._train_epoch(module, optimizer, loader, epoch, done, bars, seen)
                 scheduler.step()
                 self.position = f"epoch {epoch}, during validation"
-                result = self._validate(epoch, show)
+                validation_started = time.perf_counter()
+                result = self._validate(epoch, bars)
+                validated = time.perf_counter() - validation_started
                 row: dict[str, Any] = {
                     "epoch": epoch,
                     "loss": loss,
@@ -479,6 +562,17 @@ class _Run:
                     self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
                 done = epoch
                 self.position = f"epoch {epoch + 1}, before its first episode"
+                if result is not None:
+                    validation_seconds.append(validated)
+                epoch_seconds.append(time.perf_counter() - started - (validated if result else 0.0))
+                if show:
+                    line = f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, train {accuracy:.2f} %"
+                    if result is not None:
+                        line += f", val {result[0]:.2f} ± {result[1]:.2f} %"
+                    line += f", {format_duration(time.perf_counter() - started)}"
+                    if epoch < config.epochs:
+                        line += f"; {self._time_left(epoch, epoch_seconds, validation_seconds)}"
+                    report(line)
                 epochs_bar.update(1)
                 postfix = f"loss {loss:.3f} train {accuracy:.1f}%"
                 if result is not None:
@@ -547,6 +641,7 @@ class _Run:
             )
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", unit="episode", leave=False, disable=not show)
         kept = f"{self.last_path} still holds epoch {last_good}" if last_good else "no checkpoint was written"
+        heartbeat = time.perf_counter()  # plain lines: a line at least every PLAIN_BAR_INTERVAL seconds
         for step, episode in enumerate(bar):
             self.position = f"epoch {epoch}, episode {step + 1} of {steps}"
             episode = episode.to(device, non_blocking=True)
@@ -574,6 +669,12 @@ class _Run:
             accuracy_sum += step_accuracy
             count += processes.world_size
             bar.set_postfix_str(f"loss {step_loss / processes.world_size:.3f}")
+            if self.show and not show and time.perf_counter() - heartbeat >= PLAIN_BAR_INTERVAL:
+                heartbeat = time.perf_counter()
+                report(
+                    f"epoch {epoch}/{config.epochs}: episode {step + 1}/{steps}, "
+                    f"loss {loss_sum / count:.4f} so far"
+                )
         bar.close()
         return loss_sum / count, accuracy_sum / count, count
 

@@ -5,15 +5,16 @@ episodes (each episode's predictions mapped back from episode positions 0..way-1
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
-from fsl_core.data import EpisodeSampler, FewShotFolder
+from fsl_core.data import EpisodeSampler, FewShotFolder, load_metadata
+from fsl_core.progress import tqdm
 from fsl_core.runtime import resolve_device
 
 
@@ -103,6 +104,20 @@ def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10
     ]
 
 
+def class_groups(root: str | Path) -> dict[str, str] | None:
+    """{class name: group name} from the ``metadata.json`` of data set ``root`` (the generated birds set
+    has one), or None when the data set names no groups (no metadata.json, or no class with a group)."""
+    if not (Path(root) / "metadata.json").is_file():
+        return None
+    classes = load_metadata(root).get("classes", {})
+    groups = {
+        name: info["group_name"]
+        for name, info in classes.items()
+        if isinstance(info, dict) and isinstance(info.get("group_name"), str)
+    }
+    return groups or None
+
+
 def within_group_error_share(
     matrix: np.ndarray, class_names: Sequence[str], group_of: dict[str, str]
 ) -> float:
@@ -159,4 +174,11 @@ def plot_confusion(
     return fig
 
 
-__all__ = ["episode_confusion", "most_confused", "confused_pairs", "plot_confusion"]
+__all__ = [
+    "episode_confusion",
+    "most_confused",
+    "confused_pairs",
+    "class_groups",
+    "within_group_error_share",
+    "plot_confusion",
+]

@@ -81,7 +81,9 @@ def _read_metrics(metrics: pd.DataFrame | str | Path) -> pd.DataFrame:
         return metrics
     path = Path(metrics)
     if not path.is_file():
-        raise FileNotFoundError(f"metrics file {path} does not exist; expected a training run's metrics.csv")
+        raise FileNotFoundError(
+            f"metrics file {path.absolute()} does not exist; expected a training run's metrics.csv"
+        )
     return pd.read_csv(path)
 
 

@@ -64,8 +64,10 @@ def readme_text(card: dict[str, Any]) -> str:
 
 def load_card(root: str | Path) -> dict[str, Any]:
     """The ``card.json`` of a generated set."""
-    path = Path(root) / "card.json"
+    path = Path(root).absolute() / "card.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise FewShotDataError(f"{path} does not exist; {root} is not a generated birds set") from error
+        raise FewShotDataError(
+            f"{path} does not exist; {path.parent} is not a generated birds set"
+        ) from error

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+
+from fsl_core.progress import tqdm
 
 from ...runtime import atomic_write_bytes, atomic_write_json
 from ..images import FewShotDataError

@@ -70,11 +70,13 @@ def build_metadata(
 
 def load_metadata(root: str | Path) -> dict[str, Any]:
     """The ``metadata.json`` of a generated set (part names, groups, per-class split/attributes/parts)."""
-    path = Path(root) / "metadata.json"
+    path = Path(root).absolute() / "metadata.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise FewShotDataError(f"{path} does not exist; {root} is not a generated birds set") from error
+        raise FewShotDataError(
+            f"{path} does not exist; {path.parent} is not a generated birds set"
+        ) from error
 
 
 def true_groups(metadata: dict[str, Any], classes: list[str]) -> tuple[np.ndarray, dict[int, str]]:
@@ -96,7 +98,7 @@ def true_groups(metadata: dict[str, Any], classes: list[str]) -> tuple[np.ndarra
 
 def part_map(root: str | Path, split: str, class_name: str, file_name: str) -> np.ndarray:
     """Part ids (H, W) uint8 of one image (names in ``PART_NAMES`` / metadata "parts")."""
-    path = Path(root) / "parts" / split / class_name / Path(file_name).name
+    path = Path(root).absolute() / "parts" / split / class_name / Path(file_name).name
     try:
         with Image.open(path) as image:
             return np.asarray(image, dtype=np.uint8).copy()

@@ -49,7 +49,7 @@ class ClassSplit:
 
 def load_split(path: str | Path) -> ClassSplit:
     """Read and validate a split file: three non-empty, duplicate-free, disjoint class lists."""
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise PrepareError(f"split file {path} does not exist")
     try:

@@ -1,0 +1,147 @@
+"""Progress: the training plan, one line per epoch with the time left, one per evaluation; bars where
+someone watches them, plain lines (``FSL_CORE_PROGRESS=lines``) where output is kept."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY
+
+from fsl_core.data import FewShotFolder
+from fsl_core.engine import evaluate, train
+from fsl_core.models import build_model
+from fsl_core.progress import ENVIRONMENT, PREFIX, format_duration, note, report, tqdm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain-lines mode, as in a kernel of the notebook runner."""
+    monkeypatch.setenv(ENVIRONMENT, "lines")
+
+
+def test_durations_read_at_their_size() -> None:
+    assert [format_duration(s) for s in (0.42, 9.9, 45, 89.6, 600, 5399, 3 * 3600 + 5 * 60, 50 * 3600)] == [
+        "0.4 s",
+        "9.9 s",
+        "45 s",
+        "90 s",
+        "10 min",
+        "90 min",
+        "3 h 05 min",
+        "2 d 2 h",
+    ]
+    assert format_duration(float("nan")) == "unknown"
+
+
+def test_report_and_note(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    report("epoch 1/2")
+    note("only for the runner")
+    assert capsys.readouterr().out == "epoch 1/2\n"
+    monkeypatch.setenv(ENVIRONMENT, "lines")
+    report("epoch 1/2")
+    note("evaluation")
+    assert capsys.readouterr().out == f"{PREFIX}epoch 1/2\n{PREFIX}evaluation\n"
+
+
+def test_plain_bars_end_at_100_percent_and_inner_bars_vanish(
+    lines: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert sum(tqdm(range(4), desc="drawing", unit="class")) == 6
+    assert sum(tqdm(range(4), desc="episodes", leave=False)) == 6
+    out = capsys.readouterr().out
+    final = out.split("\r")[-1]
+    assert final.startswith("drawing: 100%") and "4/4" in final and final.endswith("\n")
+    assert "episodes" not in out and "\x1b" not in out  # plain text
+
+
+def test_training_prints_its_plan_and_one_line_per_epoch(
+    lines: None, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "progress": True})
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert all(line.startswith(PREFIX) for line in out)
+    out = [line[len(PREFIX) :] for line in out]
+    assert out[:6] == [
+        "plan: hmdrn on conv4, protocol 'quick' (a short CPU demonstration)",
+        f"  data: {birds}, 16 px",
+        "  training: 3-way 1-shot 2-query episodes, 3 per epoch ('fixed' sampler), epochs 1 to 3; "
+        "SGD lr 0.05, cosine schedule restarting every 3 epochs",
+        "  validation: every 2 epochs and after the last, on 6 3-way 1-shot 2-query episodes",
+        "  device: cpu, 1 CPU thread (as asked)",
+        f"  run folder: {run_dir}",
+    ]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    epochs = out[6:]
+    assert len(epochs) == len(metrics) == 3
+    for line, row in zip(epochs, metrics.itertuples()):
+        expected = f"epoch {row.epoch}/3: loss {row.loss:.4f}, train {row.train_acc:.2f} %"
+        if row.epoch > 1:  # validated at epochs 2 and 3
+            expected += f", val {row.val_acc:.2f} ± {row.val_ci95:.2f} %"
+        assert line.startswith(expected + ", "), (line, expected)
+    # the time left: after epoch 1 the validations are not timed yet, after epoch 2 they are
+    assert re.search(r"; about [\d.]+ s left, plus 2 validations not timed yet$", epochs[0])
+    assert re.search(r"; about [\d.]+ s left$", epochs[1])
+    assert "left" not in epochs[2]
+    assert "epoch" not in captured.err  # no bars in plain-lines mode
+
+
+def test_the_plan_names_the_authors_protocol_and_the_way_to_a_short_run(
+    birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    settings = {k: v for k, v in TINY.items() if k not in ("protocol", "sampler", "progress", "epochs")}
+    train(
+        data_root=str(birds), run_dir=str(tmp_path / "a"), protocol="authors", stop_after_epochs=1, **settings
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "plan: hmdrn on conv4, protocol 'authors' (the HMDRN authors' protocol; protocol 'quick' trains a "
+        "short run)"
+    )
+    assert out[2].startswith("  training: 3-way 1-shot 2-query episodes, ") and "'epoch' sampler" in out[2]
+    assert "epochs 1 to 1,200" in out[2] and "restarting every 400 epochs" in out[2]
+    assert out[6].startswith("epoch 1/1200: loss ")
+    assert re.search(r"; about .+ left", out[6])
+
+
+def test_an_evaluation_prints_one_line_for_the_runner(
+    lines: None, tiny_birds: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = FewShotFolder(tiny_birds, "test", transform="eval", image_size=16)
+    model = build_model("protonet", "conv4")
+    result = evaluate(model, data, way=3, shot=1, query=2, episodes=5, seed=0, device="cpu")
+    out = capsys.readouterr().out
+    assert out.startswith(
+        f"{PREFIX}evaluation 3-way 1-shot 2-query, 5 episodes: {result.mean:.2f} ± {result.ci95:.2f} % ("
+    )
+    assert out.count("\n") == 1
+    evaluate(model, data, way=3, shot=1, query=2, episodes=5, seed=0, device="cpu", progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_long_epoch_reports_its_episodes_in_plain_lines_mode(
+    lines: None,
+    birds: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = sys.modules["fsl_core.engine.train"]  # the module (fsl_core.engine.train is the function)
+    monkeypatch.setattr(engine, "PLAIN_BAR_INTERVAL", 0.0)  # a line after every episode
+    run_dir = tmp_path / "run"
+    train(
+        data_root=str(birds), run_dir=str(run_dir), **{**TINY, "progress": True, "epochs": 1, "val_every": 0}
+    )
+    beats = [line[len(PREFIX) :] for line in capsys.readouterr().out.splitlines() if "so far" in line]
+    loss = pd.read_csv(run_dir / "metrics.csv")["loss"].iloc[0]
+    assert [beat.split(",")[0] for beat in beats] == [f"epoch 1/1: episode {e}/3" for e in (1, 2, 3)]
+    assert beats[-1] == f"epoch 1/1: episode 3/3, loss {loss:.4f} so far"  # the epoch's mean loss

@@ -1,0 +1,121 @@
+"""CPU threads: one rule (``fsl_core.runtime.use_cpu_threads``), used by training and the notebooks, and
+the number in use recorded with each run."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from fsl_core.cli.train import main as train_main
+from fsl_core.engine import train
+from fsl_core.engine.distributed import EpisodeLoss
+from fsl_core.runtime import choose_cpu_threads, usable_cpu_cores, use_cpu_threads
+
+
+@pytest.fixture
+def three_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process allowed on three cores of a machine of eight, with no thread setting in the environment."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for name in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def keep_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_zero_takes_every_core_the_process_may_use(three_cores: None, keep_threads: None) -> None:
+    assert usable_cpu_cores() == 3
+    assert choose_cpu_threads(0) == (3, "the 3 of 8 cores this process may use")
+    assert use_cpu_threads(0) == 3 == torch.get_num_threads()
+
+
+def test_without_an_affinity_the_cpu_count_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert choose_cpu_threads(0) == (6, "every core of this machine")
+
+
+def test_an_explicit_number_is_honoured(three_cores: None, keep_threads: None) -> None:
+    assert choose_cpu_threads(5) == (5, "as asked")
+    assert use_cpu_threads(2) == 2 == torch.get_num_threads()
+    assert use_cpu_threads(1) == 1 == torch.get_num_threads()
+
+
+def test_the_environment_and_torchrun(three_cores: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_cpu_threads(0) == (2, "OMP_NUM_THREADS of the environment")
+    assert choose_cpu_threads(3)[0] == 3  # an explicit number wins
+    # under torchrun the machine's cores are divided between its processes (torchrun sets OMP_NUM_THREADS=1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert choose_cpu_threads(0) == (2, "8 cores shared by 3 processes on this machine")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert choose_cpu_threads(0)[0] == 1  # never none
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "four")
+    with pytest.raises(ValueError, match=r"OMP_NUM_THREADS='four' in the environment is not a positive"):
+        choose_cpu_threads(0)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_a_wrong_number_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="expected a non-negative integer"):
+        choose_cpu_threads(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("threads, expected", [(0, 3), (2, 2)])
+def test_training_records_the_threads_it_ran_with(
+    birds: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    three_cores: None,
+    keep_threads: None,
+    threads: int,
+    expected: int,
+) -> None:
+    seen = []
+    forward = EpisodeLoss.forward
+
+    def counting(self: EpisodeLoss, *args: object, **kwargs: object) -> object:
+        seen.append(torch.get_num_threads())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(EpisodeLoss, "forward", counting)
+    torch.set_num_threads(1)
+    settings = {**TINY, "epochs": 1, "val_every": 0, "threads": threads}
+    train(data_root=str(birds), run_dir=str(tmp_path / "run"), **settings)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["threads"] == threads and config["cpu_threads"] == expected
+    assert seen == [expected] * 3  # every step of the run
+    assert torch.get_num_threads() == 1  # the caller's setting is back
+
+
+def test_the_command_line_takes_threads(
+    birds: Path, tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = train_main(
+        ["--data", str(birds), "--run-dir", str(tmp_path / "cli"), "--threads", "2", "--epochs", "1"]
+        + [
+            f"--{name.replace('_', '-')}={value}"
+            for name, value in TINY.items()
+            if name not in ("epochs", "progress", "threads")
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "  device: cpu, 2 CPU threads (as asked)" in out
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["cpu_threads"] == 2
