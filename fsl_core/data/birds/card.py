@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import FewShotDataError
+from .ground_truth import read_set_file
 from .taxonomy import GENERATOR, GENERATOR_VERSION, PART_NAMES, SPLITS, BirdSettings, SpeciesSpec
 
 
@@ -64,10 +65,4 @@ def readme_text(card: dict[str, Any]) -> str:
 
 def load_card(root: str | Path) -> dict[str, Any]:
     """The ``card.json`` of a generated set."""
-    path = Path(root).absolute() / "card.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise FewShotDataError(
-            f"{path} does not exist; {path.parent} is not a generated birds set"
-        ) from error
+    return read_set_file(root, "card.json")

@@ -70,13 +70,16 @@ def build_metadata(
 
 def load_metadata(root: str | Path) -> dict[str, Any]:
     """The ``metadata.json`` of a generated set (part names, groups, per-class split/attributes/parts)."""
-    path = Path(root).absolute() / "metadata.json"
+    return read_set_file(root, "metadata.json")
+
+
+def read_set_file(root: str | Path, name: str) -> dict[str, Any]:
+    """A JSON file ``name`` of a generated set; a missing one says the folder is not such a set."""
+    path = Path(root).absolute() / name
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise FewShotDataError(
-            f"{path} does not exist; {path.parent} is not a generated birds set"
-        ) from error
+        raise FewShotDataError(f"{path} does not exist; {path.parent} is not a generated birds set") from error
 
 
 def true_groups(metadata: dict[str, Any], classes: list[str]) -> tuple[np.ndarray, dict[int, str]]:
