@@ -14,7 +14,6 @@ file aside (``<name>.replaced-<UTC time>.json``).
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 import time
 from pathlib import Path
@@ -167,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.episodes} episodes, {device}"
     )
     print(format_table(results), flush=True)
-    existed = out.exists()
     try:
-        write_results(
+        moved = write_results(
             results,
             out,
             overwrite=args.overwrite,
@@ -187,11 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}; the results above were not saved", file=sys.stderr)
         return 1
-    if existed:
-        pattern = f"{glob.escape(out.stem)}.replaced-*{glob.escape(out.suffix)}"
-        moved = sorted(out.parent.glob(pattern))
-        if moved:
-            print(f"previous result moved to: {moved[-1]}")
+    if moved is not None:
+        print(f"previous result moved to: {moved}")
     print(f"written: {out}")
     return 0
 

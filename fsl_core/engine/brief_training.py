@@ -13,12 +13,8 @@ import torch
 
 from fsl_core.engine.train import train
 from fsl_core.models import EpisodicModel, load_checkpoint, load_model
+from fsl_core.models.checkpoints import trained_image_size
 from fsl_core.runtime import resolve_device
-
-
-def trained_image_size(checkpoint: str | Path) -> int | None:
-    """The input size a checkpoint's model was trained at (None when the checkpoint does not say)."""
-    return (load_checkpoint(checkpoint).get("train_config") or {}).get("image_size")
 
 
 def checkpoint_or_brief_training(
@@ -49,7 +45,8 @@ def checkpoint_or_brief_training(
     """
     if checkpoint:
         path = Path(checkpoint)
-        size = trained_image_size(path) or image_size
+        content = load_checkpoint(path)  # read once: the size it records, then the model
+        size = trained_image_size(content) or image_size
     else:
         result = train(
             protocol="quick",
@@ -70,8 +67,8 @@ def checkpoint_or_brief_training(
             threads=threads,
         )
         path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
-        size = image_size
-    loaded = load_model(path, device=resolve_device(device)).eval()
+        content, size = load_checkpoint(path), image_size
+    loaded = load_model(content, device=resolve_device(device)).eval()
     if accepted is not None and loaded.config["name"] not in accepted:
         raise ValueError(
             f"{path} holds a {loaded.config['name']} model; expected one of {list(accepted)}: give the checkpoint "

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
-from fsl_core.models.checkpoints import load_checkpoint
+from fsl_core.models.checkpoints import load_checkpoint, trained_image_size
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_json, resolve_device
@@ -359,8 +359,8 @@ def evaluate_checkpoint(
         recorded_size = None
     else:
         content = load_checkpoint(path)
-        recorded_size = (content.get("train_config") or {}).get("image_size")
-        model = load_model(path)
+        recorded_size = trained_image_size(content)
+        model = load_model(content)
     size = image_size or recorded_size or 84
     dataset = FewShotFolder(data_root, split, transform="eval", image_size=size)
     return {
@@ -462,8 +462,9 @@ def check_result_path(
 
 def write_results(
     results: dict[int, EvalResult], path: str | Path, *, overwrite: bool = False, **context: Any
-) -> Path:
-    """Write ``{**context, "results": {shot: summary}}`` as JSON to ``path``, atomically; returns ``path``.
+) -> Path | None:
+    """Write ``{**context, "results": {shot: summary}}`` as JSON to ``path``, atomically; returns where an
+    earlier result at ``path`` was moved (None when there was none).
 
     An existing ``path`` is never overwritten: it raises ``FileExistsError`` naming the file, unless
     ``overwrite``, which first moves it to ``<stem>.replaced-<UTC time><suffix>`` (``move_aside``); if the
@@ -472,11 +473,11 @@ def write_results(
     path = Path(path)
     check_result_path(path, overwrite)
     content = {**context, "results": {str(shot): result.to_dict() for shot, result in results.items()}}
-    if not path.exists():
-        return atomic_write_json(content, path)
-    moved = move_aside(path)
+    moved = move_aside(path) if path.exists() else None
     try:
-        return atomic_write_json(content, path)
+        atomic_write_json(content, path)
     except BaseException:
-        os.replace(moved, path)
+        if moved is not None:
+            os.replace(moved, path)
         raise
+    return moved

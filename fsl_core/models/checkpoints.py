@@ -87,6 +87,13 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
     return atomic_torch_save({"format": FORMAT, **content}, path)
 
 
+def trained_image_size(source: str | Path | Mapping[str, Any]) -> int | None:
+    """The input size a checkpoint's model was trained at (a path or the loaded dict; None when it does not
+    say: a model saved outside training)."""
+    content = source if isinstance(source, Mapping) else load_checkpoint(source)
+    return (content.get("train_config") or {}).get("image_size")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read one of our checkpoint files as a dict (tensors and plain containers only, ``load_torch_file``).
 
