@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint lab data bench clean
+.PHONY: setup demo test test-ui lint lab data bench clean tensorboard
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,21 @@ demo: setup  ## run the quickstart notebook on the embedded data set
 test: setup lint  ## the whole test suite
 	$(BIN)/python -m pytest -q
 
+test-ui: setup  ## notebooks in JupyterLab in headless Chromium (Debian's chromium, installed when missing)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pytest -q -m ui tests/ui
+
 lint: setup
 	$(BIN)/ruff check fsl_core tests bench
 	$(BIN)/ruff format --check fsl_core tests bench
 
 lab: setup  ## open JupyterLab in the project's environment
 	$(BIN)/jupyter lab notebooks
+
+tensorboard: setup  ## TensorBoard on outputs/: the training curves of every run (the `tracking` extra)
+	@test -x $(BIN)/tensorboard || { echo "TensorBoard is not installed in $(VENV): install the tracking extra with" \
+	  "'$(BIN)/python -m pip install -e \".[tracking]\"', then run 'make tensorboard' again" >&2; exit 1; }
+	$(BIN)/tensorboard --logdir outputs
 
 data: setup  ## generate the embedded data set into data/birds
 	$(BIN)/python -m fsl_core.data.birds data/birds

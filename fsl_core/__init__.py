@@ -12,3 +12,15 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
+
+__all__ = ["FewShotClassifier", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """``FewShotClassifier`` (``fsl_core.classifier``), imported on first use so that ``import fsl_core`` stays
+    light."""
+    if name == "FewShotClassifier":
+        from fsl_core.classifier import FewShotClassifier
+
+        return FewShotClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

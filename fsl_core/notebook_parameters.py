@@ -488,6 +488,53 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "threads": THREADS,
         "progress": Parameter(True, "tqdm progress bars", "bool"),
     },
+    "08_your_images": {
+        "checkpoint": Parameter(
+            "",
+            "the model: best.pt of a training run, a save_model file, or the HMDRN authors' weights with "
+            "reference True; empty: a model is trained briefly here on data_root",
+            "path",
+            optional=True,
+            none="a model is trained briefly here",
+        ),
+        "reference": Parameter(
+            False, "the checkpoint holds the HMDRN authors' released Conv-4 weights", "bool"
+        ),
+        "support_dir": Parameter(
+            "",
+            "support folder, one sub-folder of images per class (<class name>/<image files>); empty: shots "
+            "images of way test classes of data_root, copied into the run folder",
+            "path",
+            optional=True,
+            none="an example from data_root",
+        ),
+        "query_dir": Parameter(
+            "",
+            "folder of the images to classify; empty: queries further images of each example class",
+            "path",
+            optional=True,
+            none="an example from data_root",
+        ),
+        "way": integer(5, "classes of the example support set (support_dir empty)", low=2),
+        "shots": integer(5, "support images per class of the example support set"),
+        "queries": integer(2, "images to classify per example class (query_dir empty)"),
+        "explain_query": integer(0, "position of the image explained among the images to classify", low=0),
+        "model": choice(
+            "hmdrn",
+            "model trained here when no checkpoint is given: protonet, frn, bifrn, hmdrn",
+            TRAINED_HERE,
+        ),
+        **_train_here("the model"),
+        "data_root": Parameter(
+            "data/birds",
+            "data set of the model trained here and of the example (the embedded birds set is generated there "
+            "when the folder does not exist)",
+            "path",
+        ),
+        "seed": integer(0, "seed of the example classes and of the training", low=0),
+        "device": DEVICE,
+        "threads": THREADS,
+    },
 }
 
 

@@ -1,17 +1,30 @@
-"""Progress of long work: bars where someone watches, one plain line per step where output is kept.
+"""Progress of long work: bars where someone watches, plain lines where the output is kept.
 
-Two ways to show progress, chosen by the environment variable ``FSL_CORE_PROGRESS``:
+Two ways to show progress:
 
-- unset (a terminal, JupyterLab): tqdm bars (``tqdm.auto``: widgets in JupyterLab, text in a terminal), and
-  the few lines of ``report`` (a training plan, one line per epoch) printed above the bars;
-- ``lines`` (set by the notebook runner for its kernels): no bars that would be saved into the executed
-  notebook as frozen widgets. ``report`` prints each line with the prefix ``PREFIX`` to stdout, which the
-  runner forwards to its terminal, and ``note`` adds the lines only the runner's terminal needs (one per
-  evaluation). A bar kept after its loop (``leave=True``) becomes plain text that ends at 100 %.
+- **bars** (a terminal, a live JupyterLab session): tqdm bars (``tqdm.auto``: widgets in JupyterLab, text in a
+  terminal), and the few lines of ``report`` (a training plan, one line per epoch) printed above them;
+- **plain lines** (a notebook executed headless, whose outputs are saved): no widget bars, which a saved
+  notebook would show frozen at 0 % (it keeps a widget's view but not its state). ``report`` prints plain lines,
+  a bar kept after its loop (``leave=True``) prints a line at most every ``PLAIN_BAR_INTERVAL`` seconds and a
+  last one at 100 %, and a bar that would vanish (``leave=False``) is not shown at all.
+
+Plain lines are chosen when
+
+- the environment variable ``FSL_CORE_PROGRESS`` is ``lines``: the notebook runner (``fsl_core.notebooks``)
+  sets it for its kernels. ``report`` then starts each line with ``PREFIX``, which the runner forwards to its
+  terminal, and ``note`` adds the lines only that terminal needs (one per evaluation);
+- or the code runs in a Jupyter kernel started by nbclient, the engine of ``papermill`` (command line or
+  ``papermill.execute_notebook``) and of ``jupyter nbconvert --execute``: nbclient starts IPython kernels with
+  the argument ``HEADLESS_KERNEL_ARGUMENT`` (an in-memory history: nobody types into such a kernel), which a
+  kernel started by JupyterLab or a console never has.
+
+``FSL_CORE_PROGRESS=bars`` asks for bars everywhere (a headless kernel included).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -19,27 +32,52 @@ import threading
 from typing import Any
 
 ENVIRONMENT = "FSL_CORE_PROGRESS"
-"""The environment variable that asks for plain progress lines (value ``"lines"``)."""
+"""The environment variable that chooses how progress is shown: ``"lines"`` or ``"bars"`` (unset: automatic)."""
 LINES = "lines"
+BARS = "bars"
 PREFIX = "[fsl_core] "
-"""The start of every progress line printed in plain-lines mode: the runner forwards exactly these lines."""
+"""The start of every progress line printed for the notebook runner: the runner forwards exactly these lines."""
 PLAIN_BAR_INTERVAL = 60.0
-"""Seconds between two updates of a plain-text bar (its end is always shown)."""
+"""Seconds between two lines of a plain-text bar (its end is always shown)."""
+HEADLESS_KERNEL_ARGUMENT = "--HistoryManager.hist_file=:memory:"
+"""The argument nbclient (papermill, ``jupyter nbconvert --execute``) gives the IPython kernels it starts."""
 
 _lock = threading.Lock()
 
 
+def _asked() -> str:
+    return os.environ.get(ENVIRONMENT, "").strip().lower()
+
+
+def runner_lines() -> bool:
+    """True in a kernel of the notebook runner (``FSL_CORE_PROGRESS=lines``): lines carry ``PREFIX``."""
+    return _asked() == LINES
+
+
+def headless_kernel() -> bool:
+    """True in a Jupyter kernel started by nbclient (papermill, ``jupyter nbconvert --execute``), whose
+    outputs are saved into a notebook file rather than watched."""
+    return "ipykernel" in sys.modules and HEADLESS_KERNEL_ARGUMENT in sys.argv
+
+
 def plain_lines() -> bool:
-    """True when progress is shown as plain lines (``FSL_CORE_PROGRESS=lines``, as under the runner)."""
-    return os.environ.get(ENVIRONMENT, "").strip().lower() == LINES
+    """True when progress is shown as plain lines: under the notebook runner, or in a notebook executed headless
+    (unless ``FSL_CORE_PROGRESS=bars``)."""
+    asked = _asked()
+    if asked in (LINES, BARS):
+        return asked == LINES
+    return headless_kernel()
 
 
 def report(text: str) -> None:
-    """Print one progress line to stdout: prefixed with ``PREFIX`` in plain-lines mode, else above any
-    tqdm bars."""
-    if plain_lines():
+    """Print one progress line to stdout: with ``PREFIX`` for the notebook runner, plain in another headless
+    kernel, else above any tqdm bars."""
+    if runner_lines():
         with _lock:
             print(PREFIX + text, flush=True)
+    elif plain_lines():
+        with _lock:
+            print(text, flush=True)
     else:
         from tqdm.auto import tqdm as auto
 
@@ -47,28 +85,64 @@ def report(text: str) -> None:
 
 
 def note(text: str) -> None:
-    """``report`` a line in plain-lines mode only: for what a bar or a printed table shows elsewhere."""
-    if plain_lines():
+    """``report`` a line for the notebook runner's terminal only: for what a bar or a printed table shows
+    elsewhere."""
+    if runner_lines():
         report(text)
 
 
+@functools.cache
+def _plain_bar_class() -> type:
+    """tqdm's text bar that prints whole lines: no carriage returns, no line for the untouched start (0 %),
+    at most one line per ``mininterval`` seconds, and its last state once when it closes."""
+    from tqdm.std import tqdm as text
+
+    class PlainBar(text):
+        _printed: float | None = None
+
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            closing = self.disable  # close() sets it before the last display
+            if msg is not None or (self.n == 0 and not closing) or self._printed == self.n:
+                return True
+            self._printed = self.n
+            self.fp.write(self.__str__() + "\n")
+            self.fp.flush()
+            return True
+
+        def close(self) -> None:
+            if getattr(self, "disable", True):
+                return
+            leave = self.leave if self.leave is not None else abs(self.pos) == 0
+            self.disable = True
+            self._decr_instances(self)
+            if leave and hasattr(self, "last_print_t"):
+                with self._lock:
+                    self.display()
+
+        def clear(self, nolock: bool = False) -> None:
+            pass  # lines are never taken back
+
+        def moveto(self, n: int) -> None:
+            pass  # each line is printed where the output stands
+
+    return PlainBar
+
+
 def tqdm(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
-    """``tqdm.auto.tqdm``; in plain-lines mode a text bar on stdout that is updated at most every
-    ``PLAIN_BAR_INTERVAL`` seconds and ends at 100 %, or no bar at all for one that would vanish
-    (``leave=False``)."""
+    """``tqdm.auto.tqdm``; in plain-lines mode a text bar on stdout that prints a line at most every
+    ``PLAIN_BAR_INTERVAL`` seconds and a last one at the end (100 % when the loop ran through), or no bar at
+    all for one that would vanish (``leave=False``)."""
     if not plain_lines():
         from tqdm.auto import tqdm as auto
 
         return auto(iterable, *args, **kwargs)
-    from tqdm.std import tqdm as text
-
     if not kwargs.get("leave", True):
         kwargs["disable"] = True
     kwargs.setdefault("file", sys.stdout)
     kwargs.setdefault("ncols", 100)
     kwargs.setdefault("mininterval", PLAIN_BAR_INTERVAL)
     kwargs.setdefault("maxinterval", PLAIN_BAR_INTERVAL)
-    return text(iterable, *args, **kwargs)
+    return _plain_bar_class()(iterable, *args, **kwargs)
 
 
 def format_duration(seconds: float) -> str:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.engine.train import parameter_digest
 from fsl_core.models import load_model
 
@@ -90,8 +91,8 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     assert metrics["val_acc"].notna().all()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["world_size"] == 2 and config["resumed_at_epoch"] == 1
-    # only rank 0 writes the run files
-    assert sorted(p.name for p in run_dir.iterdir()) == [
+    # only rank 0 writes the run files (and TensorBoard's, when it is installed)
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(EVENT_FILE_PREFIX)) == [
         ".lock",
         "best.pt",
         "config.json",
@@ -101,4 +102,6 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
         "rank1.json",
         "run.json",
     ]
+    events = list(run_dir.glob(EVENT_FILE_PREFIX + "*"))
+    assert len(events) == (2 if tensorboard_available() else 0)  # one per launch, from rank 0
     assert json.loads((run_dir / "run.json").read_text())["identity"]["seed"] == config["seed"]

@@ -17,6 +17,7 @@ from conftest import TINY, assert_same_run
 
 from fsl_core.cli.train import build_parser, main, parse_option
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
+from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
 
@@ -72,7 +73,10 @@ def test_bad_settings_are_refused(settings: dict, message: str) -> None:
 
 # -- the run folder ---------------------------------------------------------------------------------------------
 def test_run_folder_contents(reference_run: Path) -> None:
-    assert sorted(p.name for p in reference_run.iterdir()) == [
+    # TensorBoard's event file, when tensorboard is installed
+    events = sorted(p.name for p in reference_run.glob(EVENT_FILE_PREFIX + "*"))
+    assert len(events) == (1 if tensorboard_available() else 0)
+    assert sorted(p.name for p in reference_run.iterdir() if p.name not in events) == [
         ".lock",
         "best.pt",
         "config.json",

@@ -15,7 +15,6 @@ from fsl_core.data import FewShotFolder, eval_transform, load_metadata
 from fsl_core.data.transforms import denormalize
 from fsl_core.models import build_model
 from fsl_core.viz import (
-    EpisodeBrowser,
     EpisodeCAM,
     GroundTruth,
     confused_pairs,
@@ -34,6 +33,7 @@ from fsl_core.viz import (
 from fsl_core.viz.confusion import class_groups, most_confused
 from fsl_core.viz.gradcam import flat_maps, peak_points, target_layer
 from fsl_core.viz.masks import align_to_eval, mask_agreement, token_fractions, token_grid, upsample_tokens
+from fsl_core.viz.plots import RIGHT_COLOUR, WRONG_COLOUR
 from fsl_core.viz.reconstruction import error_maps, true_class_best_rate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -193,11 +193,15 @@ def test_reconstruction_error_helpers() -> None:
     fig = plot_error_maps(torch.rand(3, 32, 32), errors[0], ["a_b_c", "d"], true_class=0)
     panels, colourbars = fig.axes[:3], fig.axes[3:]
     assert [len(ax.images) for ax in panels] == [1, 2, 2]  # the query, then query + error overlay per class
-    assert [ax.get_title() for ax in panels] == ["query", "a b c (best)\nerror 0.4", "d\nerror 4"]
+    assert [ax.get_title() for ax in panels] == [
+        "query",
+        "a b c\n(true class)\nerror 0.4 (lowest)",
+        "d\nerror 4",
+    ]
     assert [ax.get_ylabel() for ax in colourbars] == ["squared error"]
     overlays = [ax.images[1] for ax in panels[1:]]
     assert [im.get_clim() for im in overlays] == [(pytest.approx(0.1), pytest.approx(1.0))] * 2  # one scale
-    outlined = [ax.spines["left"].get_edgecolor() == to_rgba("limegreen") for ax in panels]
+    outlined = [ax.spines["left"].get_edgecolor() == to_rgba(RIGHT_COLOUR) for ax in panels]
     assert outlined == [False, True, False]  # the true class
 
 
@@ -235,7 +239,7 @@ def test_figures_are_saved_as_png(tmp_path: Path) -> None:
     ax = bars.axes[0]
     assert [p.get_height() for p in ax.patches] == [60.0, 40.0, 75.0, 55.0]  # 1-shot bars, then 5-shot
     assert [t.get_text() for t in ax.get_xticklabels()] == ["hmdrn", "protonet"]
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["1-shot", "5-shot", "chance"]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["1-shot", "5-shot", "chance (20 %)"]
     assert ax.get_ylabel() == "accuracy (%)" and ax.get_title() == "few-shot"
     assert [list(line.get_ydata()) for line in ax.lines if line.get_linestyle() == "--"] == [[20.0, 20.0]]
     assert sorted(t.get_text() for t in ax.texts) == ["40.0", "55.0", "60.0", "75.0"]
@@ -252,11 +256,13 @@ def test_figures_are_saved_as_png(tmp_path: Path) -> None:
             "gamma": [1.0, 1.5, 2.0],
         }
     )
-    fig = plot_training_curves(metrics)
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learned scalars"]
-    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes]
-    assert legends == [["loss"], ["train_acc", "val_acc"], ["w_last", "gamma"]]
-    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch"] * 3
+    fig = plot_training_curves(metrics)  # one panel above the other, sharing the epoch axis
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy (%)", "learned scalar"]
+    legends = [
+        [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [] for ax in fig.axes
+    ]
+    assert legends == [[], ["training episodes", "validation ± 95% CI"], ["w_last", "gamma"]]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["", "", "epoch"]
     val_line = fig.axes[1].lines[1]
     assert list(val_line.get_xdata()) == [2, 3] and list(val_line.get_ydata()) == [50.0, 58.0]  # NaN dropped
     with pytest.raises(ValueError, match="lacks column"):
@@ -290,8 +296,6 @@ def test_figures_are_saved_as_png(tmp_path: Path) -> None:
 
 # -- data-backed: episodes, browser, ground truth ------------------------------------------------------------
 def test_episode_browser_and_plot(tiny_birds: Path) -> None:
-    import ipywidgets
-
     data = FewShotFolder(tiny_birds, "test", image_size=32)
     episode = load_episode(data, way=3, shot=1, query=2, seed=0)
     assert episode.support_images.shape == (3, 3, 32, 32) and episode.query_images.shape == (6, 3, 32, 32)
@@ -300,22 +304,27 @@ def test_episode_browser_and_plot(tiny_birds: Path) -> None:
     fig = plot_episode(episode, data.classes, predictions=[0, 1, 1, 1, 2, 0])
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 3 + 6
-    names = [data.classes[int(c)].replace("_", " ") for c in episode.class_ids]
-    assert [ax.get_ylabel().replace("\n", " ") for ax in shown if ax.get_ylabel()] == names  # a row per class
+    names = [data.classes[int(c)].replace("_", "") for c in episode.class_ids]  # as wrapped, without blanks
+
+    def unwrapped(text: str) -> str:
+        return text.replace("\n", "").replace(" ", "")
+
+    assert [unwrapped(ax.get_ylabel()) for ax in shown if ax.get_ylabel()] == names  # a row per class
     query_axes = [ax for ax in shown if ax.get_ylabel() == ""]
     guesses = [0, 1, 1, 1, 2, 0]  # query i belongs to class i // 2: right, wrong, right, right, right, wrong
-    assert [ax.get_title().replace("\n", " ") for ax in query_axes] == [names[g] for g in guesses]
-    assert [ax.title.get_color() for ax in query_axes] == ["green", "red", "green", "green", "green", "red"]
-    browser = EpisodeBrowser(tiny_birds, image_size=32)
-    widget = browser.widget(split="test", way=3, shot=1, query=2)
-    assert isinstance(widget, ipywidgets.interactive)
-    controls = {child.description: child.value for child in widget.children if hasattr(child, "description")}
-    assert controls == {"split": "test", "way": 3, "shot": 1, "query": 2, "seed": 0, "episode": 0}
-    picture = widget.children[-1]
-    assert picture.outputs[0]["output_type"] == "display_data" and "image/png" in picture.outputs[0]["data"]
-    query = next(child for child in widget.children if getattr(child, "description", "") == "query")
-    query.value = 8  # 1 + 8 images per class, but the classes have 6: the widget explains instead of failing
-    assert "cannot draw this episode" in picture.outputs[0]["text"]
+    marks = [ax.get_xlabel() for ax in query_axes]  # the predicted class under each query, after a mark
+    assert [unwrapped(mark[1:]) for mark in marks] == [names[g] for g in guesses]
+    assert [mark[0] for mark in marks] == ["✓", "✗", "✓", "✓", "✓", "✗"]
+    right, wrong = to_rgba(RIGHT_COLOUR), to_rgba(WRONG_COLOUR)
+    assert [to_rgba(ax.xaxis.label.get_color()) for ax in query_axes] == [
+        right,
+        wrong,
+        right,
+        right,
+        right,
+        wrong,
+    ]
+    # the interactive explorer (EpisodeBrowser.widget) is tested in test_explorer.py
 
 
 def test_ground_truth_regions_are_aligned_to_the_input(tiny_birds: Path) -> None:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..models.checkpoints import load_checkpoint, save_model
 from ..models.gsfl import GSFLClassifier
-from ..progress import tqdm
+from ..progress import report, tqdm
 from ..run_folder import claim_run_folder
 from ..runtime import resolve_device
 
@@ -196,6 +196,11 @@ def pretrain_backbone(
         history.append(
             {"epoch": epoch + 1, "loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen}
         )
+        if progress:  # the bar above vanishes: one line per epoch stays
+            row = history[-1]
+            report(
+                f"warm-up {epoch + 1}/{epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.2f} %"
+            )
     backbone.eval()
     return history
 
@@ -322,6 +327,12 @@ def train_gsfl(
                     )
                     scheduler.step(row["val_accuracy"])
                 history.append(row)
+                if config.progress:  # the bar above vanishes: one line per epoch stays
+                    validated = "" if row["val_accuracy"] is None else f", val {row['val_accuracy']:.2f} %"
+                    report(
+                        f"GSFL stage {stage} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, "
+                        f"train {row['train_accuracy']:.2f} %{validated}"
+                    )
                 if run_dir is not None:
                     content = {
                         "optimizer": optimiser.state_dict(),

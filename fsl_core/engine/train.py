@@ -8,6 +8,8 @@ writes the run folder::
                           validated), lr, the model's fusion weights, episodes, seconds
     run_dir/last.pt       resumable state after the last finished epoch (``fsl_core.models.checkpoints``)
     run_dir/best.pt       model of the best validation accuracy (``fsl_core.models.load_model`` reads it)
+    run_dir/events.out.tfevents.*   the rows of metrics.csv as TensorBoard scalars, when ``tensorboard`` is
+                          installed (``fsl_core.engine.tracking``); metrics.csv stays the record
 
     run_dir/run.json      the manifest, written first: the settings that identify the run (``fsl_core.run_folder``)
 
@@ -47,7 +49,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 import fsl_core
 from fsl_core.data import EpisodeCollate, FewShotFolder
@@ -57,9 +58,10 @@ from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
 from fsl_core.engine.episodes import SeededImages, TrainingEpisodes
 from fsl_core.engine.evaluate import check_episodes_fit, evaluate
 from fsl_core.engine.random_state import restore_rng_state, rng_state
+from fsl_core.engine.tracking import open_tensorboard_log
 from fsl_core.models import EpisodicModel, build_model, save_model
 from fsl_core.models.checkpoints import load_checkpoint, save_checkpoint
-from fsl_core.progress import PLAIN_BAR_INTERVAL, format_duration, plain_lines, report
+from fsl_core.progress import PLAIN_BAR_INTERVAL, format_duration, plain_lines, report, tqdm
 from fsl_core.run_folder import RunFolder, claim_run_folder, read_manifest
 from fsl_core.runtime import (
     atomic_write_bytes,
@@ -523,7 +525,7 @@ class _Run:
             generator=torch.Generator(),  # the loader's own seed draws leave the global generators alone
         )
         self.show = show = config.progress and processes.is_main
-        bars = show and not plain_lines()  # plain lines: one per epoch, no bar (the notebook runner)
+        bars = show and not plain_lines()  # plain lines (a notebook run headless): one per epoch, no bar
         if show and not finished:
             for line in self._plan(done):
                 report(line)
@@ -532,6 +534,8 @@ class _Run:
         first_epoch = done + 1
         epoch_seconds: list[float] = []  # each epoch of this call without its validation
         validation_seconds: list[float] = []
+        # TensorBoard's copy of metrics.csv (when tensorboard is installed), opened last so that it is closed
+        tensorboard = open_tensorboard_log(self.run_dir, rows) if processes.is_main and not finished else None
         try:
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
@@ -560,6 +564,8 @@ class _Run:
                 self.position = f"epoch {epoch}, while saving it"
                 if processes.is_main:
                     self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
+                    if tensorboard is not None:
+                        tensorboard.write(row)
                 done = epoch
                 self.position = f"epoch {epoch + 1}, before its first episode"
                 if result is not None:
@@ -588,6 +594,8 @@ class _Run:
             ) from None
         finally:
             epochs_bar.close()
+            if tensorboard is not None:
+                tensorboard.close()
         processes.barrier()
         if self.rank_log:
             atomic_write_json(

@@ -20,7 +20,7 @@ from fsl_core.data.transforms import ImageTransform, augmentation_label
 from fsl_core.engine.episodes import seeded_transform
 from fsl_core.runtime import derive_seed
 
-from .plots import image_array, wrap_label
+from .plots import IMAGE_TEXT_SIZE, MAX_FIGURE_WIDTH, image_array, label_width, readable, wrap_label
 
 
 def example_indices(dataset: FewShotFolder, count: int) -> list[int]:
@@ -79,7 +79,8 @@ def plot_augmentations(
             "images, 3, H, W) as augmentation_examples returns"
         )
     n_rows, n_columns = examples.shape[:2]
-    fig = Figure(figsize=(1.3 * n_columns + 0.9, 1.3 * n_rows + 0.4), layout="constrained")
+    cell = min(1.4, (MAX_FIGURE_WIDTH - 1.0) / n_columns)
+    fig = Figure(figsize=(cell * n_columns + 1.0, cell * n_rows + 0.8), layout="constrained")
     axes = fig.subplots(n_rows, n_columns, squeeze=False)
     for r, augmentation in enumerate(augmentations):
         # a preset is named as the user types it; a callable by the start of its record, wrapped
@@ -94,10 +95,10 @@ def plot_augmentations(
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(name, fontsize=8)
+                ax.set_ylabel(name, fontsize=IMAGE_TEXT_SIZE)
             if r == 0 and titles is not None:
-                ax.set_title(wrap_label(titles[c]), fontsize=7)
-    return fig
+                ax.set_title(wrap_label(titles[c], label_width(cell - 0.1)), fontsize=IMAGE_TEXT_SIZE)
+    return readable(fig)
 
 
 __all__ = ["augmentation_examples", "example_indices", "plot_augmentations"]

@@ -17,6 +17,8 @@ from fsl_core.data import EpisodeSampler, FewShotFolder, load_metadata
 from fsl_core.progress import tqdm
 from fsl_core.runtime import resolve_device
 
+from .plots import MIN_FONT_SIZE, readable, wrap_label
+
 
 @torch.inference_mode()
 def episode_confusion(
@@ -142,36 +144,44 @@ def plot_confusion(
     """Heat map of a (classes, classes) confusion matrix (rows: true class, columns: predicted class).
 
     With ``normalize`` each row is divided by the true class's total number of queries (over all columns),
-    so a cell is the share of that class's queries predicted as the column's class. ``classes`` restricts
-    the picture to those class indices (e.g. ``most_confused(matrix)``).
+    so a cell is the percentage of that class's queries predicted as the column's class; otherwise cells are
+    query counts. ``classes`` restricts the picture to those class indices (e.g. ``most_confused(matrix)``).
+    Rows are numbered and named; columns carry the rows' numbers, so that no name has to be turned.
     """
     values = np.asarray(matrix, dtype=float)
     if normalize:
-        values = values / np.clip(values.sum(axis=1, keepdims=True), 1e-12, None)
+        values = 100.0 * values / np.clip(values.sum(axis=1, keepdims=True), 1e-12, None)
     if classes is not None:
         chosen = list(classes)
         values = values[np.ix_(chosen, chosen)]
         class_names = [class_names[c] for c in chosen]
-    side = max(3.5, 0.45 * len(class_names) + 1.5)
-    fig = Figure(figsize=(side + 0.8, side), layout="constrained")
+    count = len(class_names)
+    cell = 0.5 if count <= 10 else 0.3  # rows of two lines of names, or of one when there are many
+    width = 26 if count <= 10 else 80
+    names = [
+        f"{i + 1}. {wrap_label(name, width)}".replace("\n", "\n    ") for i, name in enumerate(class_names)
+    ]
+    fig = Figure(figsize=(cell * count + 3.8, cell * count + 1.2), layout="constrained")
     ax = fig.subplots()
     sns.heatmap(
         values,
-        annot=len(class_names) <= 12,
-        fmt=".2f" if normalize else ".0f",
+        annot=count <= 12,
+        fmt=".0f",
         cmap="rocket_r",
-        xticklabels=list(class_names),
-        yticklabels=list(class_names),
+        xticklabels=[str(i + 1) for i in range(count)],
+        yticklabels=names,
         ax=ax,
-        annot_kws={"fontsize": 7},
-        cbar_kws={"shrink": 0.7},
+        annot_kws={"fontsize": MIN_FONT_SIZE},
+        cbar_kws={"shrink": 0.8, "label": "% of the true class's queries" if normalize else "queries"},
+        square=True,
     )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel("predicted class (numbered as the rows)")
+    ax.set_ylabel("true class")
+    ax.tick_params(axis="x", labelrotation=0)
+    ax.tick_params(axis="y", labelrotation=0)
     if title:
         ax.set_title(title)
-    return fig
+    return readable(fig)
 
 
 __all__ = [

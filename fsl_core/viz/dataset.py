@@ -13,6 +13,8 @@ from PIL import Image
 
 from fsl_core.data import FewShotFolder
 
+from .plots import MAX_FIGURE_WIDTH, legend_outside, readable, say_instead
+
 
 def image_table(root: str | Path, splits: list[str], metadata: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per image of ``splits``: split, class, group (from a generated set's metadata, else "-"), path."""
@@ -46,21 +48,50 @@ def split_summary(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_class, summary
 
 
+def single_value_sentence(values: pd.Series, subject: str, unit: str) -> str | None:
+    """ "every <subject> has <value> <unit>" when ``values`` hold one value (nothing to plot), else None."""
+    distinct = values.dropna().unique()
+    if len(distinct) != 1:
+        return None
+    value = distinct[0]
+    return f"every {subject} has {value:g} {unit}" if isinstance(value, (int, float, np.number)) else None
+
+
 def plot_split_counts(per_class: pd.DataFrame, by_group: bool) -> Figure:
-    """Images per class in each split, and classes per group and split (``by_group``) or per split."""
-    fig = Figure(figsize=(10, 3.4), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    sns.boxplot(data=per_class, x="split", y="images", ax=ax1, hue="split", legend=False)
-    sns.stripplot(data=per_class, x="split", y="images", ax=ax1, color="black", size=2, jitter=0.25)
-    ax1.set_title("images per class")
+    """Images per class in each split, and classes per group and split (``by_group``) or per split.
+
+    ``per_class``: one row per class with "split", "class", "group" and "images" (``split_summary``). When every
+    class has the same number of images, the first panel says so in a sentence instead of a flat plot.
+    """
+    fig = Figure(
+        figsize=(
+            MAX_FIGURE_WIDTH,
+            3.6 if not by_group else max(3.6, 0.32 * per_class["group"].nunique() + 1.2),
+        ),
+        layout="constrained",
+    )
+    ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.0, 1.4])
+    sentence = single_value_sentence(per_class["images"], "class", "images")
+    if sentence is not None:
+        say_instead(ax1, sentence, title="images per class")
+    else:
+        sns.boxplot(data=per_class, x="split", y="images", ax=ax1, hue="split", legend=False)
+        sns.stripplot(data=per_class, x="split", y="images", ax=ax1, color="black", size=2, jitter=0.25)
+        ax1.set_title("images per class")
+        ax1.set_ylabel("images of a class")
+        ax1.set_xlabel("")
     if by_group:
-        sns.countplot(data=per_class, x="group", hue="split", ax=ax2)
+        sns.countplot(data=per_class, y="group", hue="split", ax=ax2)
         ax2.set_title("classes per group and split")
-        ax2.tick_params(axis="x", rotation=45, labelsize=7)
+        ax2.set_xlabel("classes")
+        ax2.set_ylabel("")
+        legend_outside(ax2)
     else:
         sns.countplot(data=per_class, x="split", ax=ax2)
         ax2.set_title("classes per split")
-    return fig
+        ax2.set_ylabel("classes")
+        ax2.set_xlabel("")
+    return readable(fig)
 
 
 def image_appearance(images: pd.DataFrame, per_class: int) -> pd.DataFrame:
@@ -79,20 +110,38 @@ def image_appearance(images: pd.DataFrame, per_class: int) -> pd.DataFrame:
 
 
 def plot_appearance(sample: pd.DataFrame, key: str) -> Figure:
-    """Image sizes, the mean colour per ``key`` ("group" or "split") and the brightness per ``key``."""
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1, 1, 1.6])
-    sns.scatterplot(data=sample, x="width", y="height", hue="split", ax=ax1, s=12, alpha=0.6)
-    ax1.set_title("image size (pixels)")
+    """Image sizes (pixels), the mean colour per ``key`` ("group" or "split") and the brightness per ``key``.
+
+    ``sample``: ``image_appearance``'s table. When every image has the same size, the first panel says so in a
+    sentence instead of a single dot.
+    """
+    keys = sorted(sample[key].unique())
+    fig = Figure(figsize=(MAX_FIGURE_WIDTH, max(3.6, 0.3 * len(keys) + 1.4)), layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.2, 0.5, 1.3])
+    sizes = sample[["width", "height"]].drop_duplicates()
+    if len(sizes) == 1:
+        width, height = (int(v) for v in sizes.iloc[0])
+        say_instead(ax1, f"every image is {width} × {height} pixels", title="image size")
+    else:
+        sns.scatterplot(
+            data=sample, x="width", y="height", hue="split", ax=ax1, s=12, alpha=0.6, legend=False
+        )
+        ax1.set_title("image size")
+        ax1.set_xlabel("width (pixels)")
+        ax1.set_ylabel("height (pixels)")
     means = sample.groupby(key, sort=True)[["red", "green", "blue"]].mean()
     ax2.imshow(means.to_numpy()[:, None, :], aspect="auto")
-    ax2.set_yticks(range(len(means)), means.index, fontsize=7)
+    ax2.set_yticks(range(len(means)), means.index)
     ax2.set_xticks([])
     ax2.grid(False)
-    ax2.set_title(f"mean colour per {key}")
+    ax2.set_title("mean colour")
     sns.stripplot(
-        data=sample, x=key, y="brightness", hue="split", ax=ax3, size=2.5, dodge=True, order=list(means.index)
+        data=sample, x="brightness", y=key, hue="split", ax=ax3, size=3, dodge=True, order=list(means.index)
     )
-    ax3.tick_params(axis="x", rotation=45, labelsize=7)
+    ax3.set_ylim(ax2.get_ylim())  # the rows of the colour panel
+    ax3.tick_params(axis="y", labelleft=False)
+    ax3.set_ylabel("")
+    ax3.set_xlabel("mean brightness (0 black, 1 white)")
     ax3.set_title(f"image brightness per {key}")
-    return fig
+    legend_outside(ax3)
+    return readable(fig)

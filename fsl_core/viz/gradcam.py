@@ -25,7 +25,15 @@ from torch import Tensor, nn
 
 from fsl_core.models import EpisodicModel
 
-from .plots import image_array, wrap_label
+from .plots import (
+    IMAGE_TEXT_SIZE,
+    MAX_FIGURE_WIDTH,
+    MIN_FONT_SIZE,
+    image_array,
+    label_width,
+    readable,
+    wrap_label,
+)
 
 
 class EpisodeCAM(nn.Module):
@@ -186,16 +194,18 @@ def plot_cams(
 ) -> Figure:
     """A row per query: the image, then one Grad-CAM overlay per model (``cams``: {model: (B, H, W)}).
 
-    The white cross marks each map's peak ("no evidence" when Grad-CAM found no positive contribution); ``regions`` (B of (H, W) bool) are outlined in yellow on the image.
+    The white cross marks each map's peak ("no evidence" when Grad-CAM found no positive contribution);
+    ``regions`` (B of (H, W) bool) are outlined in yellow on the image.
     """
     names = list(cams)
-    fig = Figure(figsize=(1.8 * (len(names) + 1), 1.85 * len(images)), layout="constrained")
+    cell = min(1.8, MAX_FIGURE_WIDTH / (len(names) + 1))
+    fig = Figure(figsize=(cell * (len(names) + 1), (cell + 0.45) * len(images) + 0.2), layout="constrained")
     axes = fig.subplots(len(images), len(names) + 1, squeeze=False)
     for i, image in enumerate(images):
         picture = image_array(image)
         axes[i, 0].imshow(picture)
         if titles is not None:
-            axes[i, 0].set_title(wrap_label(titles[i], 22), fontsize=6)
+            axes[i, 0].set_title(wrap_label(titles[i], label_width(cell - 0.1)), fontsize=IMAGE_TEXT_SIZE)
         if regions is not None:
             axes[i, 0].contour(
                 np.asarray(regions[i], dtype=float), levels=[0.5], colors="yellow", linewidths=0.8
@@ -213,15 +223,16 @@ def plot_cams(
                     "no evidence",
                     transform=axes[i, j + 1].transAxes,
                     ha="center",
+                    va="center",
                     color="white",
-                    fontsize=7,
+                    fontsize=MIN_FONT_SIZE,
                 )
             if i == 0:
-                axes[i, j + 1].set_title(name, fontsize=8)
+                axes[i, j + 1].set_title(name, fontsize=IMAGE_TEXT_SIZE)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return fig
+    return readable(fig)
 
 
 __all__ = [

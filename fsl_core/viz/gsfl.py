@@ -12,19 +12,23 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
+from .plots import MAX_FIGURE_WIDTH, legend_outside, readable, wrap_label
+
 
 def plot_ari_per_k(table: pd.DataFrame, true_groups: int) -> Figure:
     """Adjusted Rand index of the K-means groups against the ``true_groups`` true ones, one bar per K.
 
     ``table``: columns "K" and "ARI".
     """
-    fig = Figure(figsize=(4.5, 3.2), layout="constrained")
+    fig = Figure(figsize=(5.0, 3.2), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=table, x="K", y="ARI", color=sns.color_palette()[0], ax=ax)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_ylim(min(-0.1, float(table["ARI"].min()) - 0.05), 1.0)
+    ax.set_xlabel("K (groups K-means forms)")
+    ax.set_ylabel("adjusted Rand index\n(1: the true groups)")
     ax.set_title(f"K-means groups vs the {true_groups} true groups")
-    return fig
+    return readable(fig)
 
 
 def plot_probes(probes: Mapping[str, float], classes: int, groups: int) -> Figure:
@@ -35,14 +39,18 @@ def plot_probes(probes: Mapping[str, float], classes: int, groups: int) -> Figur
             for key, value in probes.items()
         ]
     )
-    fig = Figure(figsize=(5, 3.2), layout="constrained")
+    fig = Figure(figsize=(6.5, 3.2), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=table, x="feature", y="accuracy", hue="target", ax=ax)
-    ax.axhline(100.0 / classes, color="grey", linestyle="--", linewidth=1)
-    ax.axhline(100.0 / groups, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(100.0 / classes, color="grey", linestyle="--", linewidth=1, label="class chance")
+    ax.axhline(100.0 / groups, color="grey", linestyle=":", linewidth=1, label="group chance")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, title="probe predicts")
+    legend_outside(ax)
+    ax.set_xlabel("feature")
     ax.set_ylabel("held-out probe accuracy (%)")
-    ax.set_title("Linear probes (dashed: class chance, dotted: group chance)")
-    return fig
+    ax.set_title("linear probes")
+    return readable(fig)
 
 
 def plot_feature_pca(
@@ -57,10 +65,10 @@ def plot_feature_pca(
     """The s and d features of images (N, D each) on their first two principal components.
 
     Top row coloured by true group (``group_of``: the group of each class), bottom row by class (the first
-    ``shown_classes`` classes): s should cluster by group, d by class.
+    ``shown_classes`` classes): s should cluster by group, d by class. The legends stand right of the panels.
     """
     shown = np.isin(labels, np.unique(labels)[:shown_classes])
-    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    fig = Figure(figsize=(MAX_FIGURE_WIDTH, 8.0), layout="constrained")
     axes = fig.subplots(2, 2)
     for column, feature in enumerate(("s", "d")):
         values = features[feature]
@@ -75,7 +83,7 @@ def plot_feature_pca(
                 "PC1": points[:, 0],
                 "PC2": points[:, 1],
                 "group": [f"{g} {group_names[g]}" for g in group_of[labels]],
-                "class": [class_names[c] for c in labels],
+                "class": [wrap_label(class_names[c], 28) for c in labels],
             }
         )
         sns.scatterplot(
@@ -85,8 +93,7 @@ def plot_feature_pca(
         sns.scatterplot(
             data=frame[shown], x="PC1", y="PC2", hue="class", s=14, ax=axes[1, column], legend=column == 1
         )
-        axes[1, column].set_title(f"{feature}: coloured by class (first {shown_classes} classes)")
+        axes[1, column].set_title(f"{feature}: by class (first {shown_classes})")
     for ax in axes[:, 1]:
-        if ax.get_legend() is not None:
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=6, title_fontsize=7)
-    return fig
+        legend_outside(ax)
+    return readable(fig)

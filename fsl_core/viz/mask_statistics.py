@@ -21,6 +21,7 @@ from fsl_core.runtime import resolve_device
 from .browser import load_episode
 from .masks import mask_agreement, token_fractions, token_grid
 from .parts import GroundTruth
+from .plots import MAX_FIGURE_WIDTH, legend_outside, readable
 from .reconstruction import true_class_best_rate
 
 
@@ -75,14 +76,15 @@ def reconstruction_statistics(
 
 
 def plot_mask_statistics(summary: pd.DataFrame) -> Figure:
-    """Object share and part IoU of the kept tokens per level and layer, HMDRN's masks beside random ones.
+    """Object share and part IoU (in %) of the kept tokens per level and layer, HMDRN's masks beside random
+    ones.
 
     ``summary``: one row per (level, layer) with "object_share", "random_object_share", "part_iou" and
-    "random_part_iou" (the mean of ``reconstruction_statistics``' records).
+    "random_part_iou" as fractions (the mean of ``reconstruction_statistics``' records).
     """
     long = pd.concat(
         [
-            summary.assign(measure=measure, mask=mask, value=summary[column])
+            summary.assign(measure=measure, mask=mask, value=100.0 * summary[column])
             for measure, mask, column in (
                 ("object share", "HMDRN", "object_share"),
                 ("object share", "random", "random_object_share"),
@@ -91,10 +93,18 @@ def plot_mask_statistics(summary: pd.DataFrame) -> Figure:
             )
         ]
     )
-    long["where"] = long["level"] + " L" + long["layer"].astype(str)
-    fig = Figure(figsize=(9, 3.2), layout="constrained")
-    for ax, measure in zip(fig.subplots(1, 2), ["object share", "part IoU"]):
+    long["where"] = long["level"] + "\nlayer " + long["layer"].astype(str)
+    fig = Figure(figsize=(MAX_FIGURE_WIDTH, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    labels = {
+        "object share": "kept area on the bird (%)",
+        "part IoU": "IoU of kept tokens and parts (%)",
+    }
+    for ax, measure in zip(axes, labels):
         sns.barplot(data=long[long["measure"] == measure], x="where", y="value", hue="mask", ax=ax)
         ax.set_title(measure)
         ax.set_xlabel("level and layer")
-    return fig
+        ax.set_ylabel(labels[measure])
+    axes[0].get_legend().remove()  # one legend, right of the second panel
+    legend_outside(axes[1], title="mask")
+    return readable(fig)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .plots import image_array
+from .plots import IMAGE_TEXT_SIZE, MAX_FIGURE_WIDTH, image_array, readable
 
 ArrayLike = Tensor | np.ndarray
 
@@ -165,14 +165,15 @@ def plot_query_masks(
     layers = max(torch.as_tensor(masks[level]).shape[0] for level in levels)
     heads = max(torch.as_tensor(masks[level]).shape[1] for level in levels)
     columns = 1 + layers * heads
-    fig = Figure(figsize=(1.6 * columns, 1.8 * len(levels) + 0.3), layout="constrained")
+    cell = min(1.6, MAX_FIGURE_WIDTH / columns)
+    fig = Figure(figsize=(cell * columns, (cell + 0.5) * len(levels) + 0.4), layout="constrained")
     axes = fig.subplots(len(levels), columns, squeeze=False)
     for row, level in enumerate(levels):
         level_masks = torch.as_tensor(masks[level]).bool()
         grid = None if feature_sizes is None else feature_sizes.get(level)
         axes[row, 0].imshow(picture)
-        axes[row, 0].set_title("query" if row == 0 else "", fontsize=8)
-        axes[row, 0].set_ylabel(f"level {level}", fontsize=8)
+        axes[row, 0].set_title("query" if row == 0 else "", fontsize=IMAGE_TEXT_SIZE)
+        axes[row, 0].set_ylabel(f"level {level}", fontsize=IMAGE_TEXT_SIZE)
         for layer in range(level_masks.shape[0]):
             for head in range(level_masks.shape[1]):
                 ax = axes[row, 1 + layer * heads + head]
@@ -180,15 +181,15 @@ def plot_query_masks(
                 shade = picture * (1 - alpha * (1 - pixels[..., None]))
                 ax.imshow(shade.clip(0, 1))
                 kept = float(level_masks[layer, head].float().mean())
-                ax.set_title(f"layer {layer + 1} head {head + 1}\nkept {kept:.0%}", fontsize=7)
+                ax.set_title(f"layer {layer + 1} head {head + 1}\nkept {kept:.0%}", fontsize=IMAGE_TEXT_SIZE)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         if not ax.images:
             ax.set_axis_off()
     if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
+        fig.suptitle(title)
+    return readable(fig)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from fsl_core.data import FewShotFolder, load_metadata, part_map
 from fsl_core.data.birds import BIRD_PART_IDS, PART_NAMES
 
 from .masks import align_to_eval
-from .plots import image_array
+from .plots import IMAGE_TEXT_SIZE, image_array, readable, wrap_label
 
 
 def has_parts(root: str | Path) -> bool:
@@ -75,9 +75,13 @@ def plot_parts(
     discriminative: Sequence[np.ndarray],
     titles: Sequence[str] | None = None,
 ) -> Figure:
-    """A row per image: the image | its part map | its discriminative-part mask over the image."""
+    """A row per image: the image | its part map | its discriminative-part mask over the image.
+
+    ``titles`` (one per image, lines separated by newlines) are wrapped to the image's width.
+    """
     cmap = part_colours()
-    fig = Figure(figsize=(6.0, 1.9 * len(images) + 0.6), layout="constrained")
+    height = max(1.9 * len(images) + 0.6, 0.24 * len(PART_NAMES) + 0.8)  # room for every part's name
+    fig = Figure(figsize=(7.0, height), layout="constrained")
     axes = fig.subplots(len(images), 3, squeeze=False)
     handle = None
     for i, (image, ids, mask) in enumerate(zip(images, part_maps, discriminative)):
@@ -90,17 +94,19 @@ def plot_parts(
         axes[i, 2].imshow(shade)
         axes[i, 2].contour(np.asarray(mask, dtype=float), levels=[0.5], colors="yellow", linewidths=0.8)
         if titles is not None:
-            axes[i, 0].set_title(titles[i], fontsize=7)
+            axes[i, 0].set_title(
+                "\n".join(wrap_label(line, 24) for line in titles[i].split("\n")), fontsize=IMAGE_TEXT_SIZE
+            )
         if i == 0:
-            axes[i, 1].set_title("part map", fontsize=8)
-            axes[i, 2].set_title("discriminative parts", fontsize=8)
+            axes[i, 1].set_title("part map", fontsize=IMAGE_TEXT_SIZE)
+            axes[i, 2].set_title("discriminative parts", fontsize=IMAGE_TEXT_SIZE)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     if handle is not None:
-        bar = fig.colorbar(handle, ax=axes.ravel().tolist(), ticks=range(len(PART_NAMES)), shrink=0.9)
-        bar.ax.set_yticklabels(PART_NAMES, fontsize=6)
-    return fig
+        bar = fig.colorbar(handle, ax=axes.ravel().tolist(), ticks=range(len(PART_NAMES)), shrink=0.95)
+        bar.ax.set_yticklabels([name.replace("_", " ") for name in PART_NAMES])
+    return readable(fig)
 
 
 __all__ = ["has_parts", "GroundTruth", "part_colours", "plot_parts"]

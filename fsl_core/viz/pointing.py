@@ -23,6 +23,7 @@ from fsl_core.runtime import resolve_device
 from .browser import load_episode
 from .gradcam import episode_cams, flat_maps, pointing_game, random_point_rate
 from .parts import GroundTruth
+from .plots import MAX_FIGURE_WIDTH, legend_outside, readable
 
 MEASURES = ["parts", "parts_random", "bird", "bird_random", "no_peak", "correct"]
 
@@ -102,8 +103,12 @@ def plot_pointing_game(table: pd.DataFrame) -> Figure:
             )
         ]
     )
-    fig = Figure(figsize=(9, 3.2), layout="constrained")
-    for ax, region in zip(fig.subplots(1, 2), ["discriminative parts", "bird"]):
+    fig = Figure(figsize=(MAX_FIGURE_WIDTH, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, region in zip(axes, ["discriminative parts", "bird"]):
         sns.barplot(data=long[long["region"] == region], x="model", y="hit rate (%)", hue="point", ax=ax)
         ax.set_title(f"pointing game: {region}")
-    return fig
+        ax.set_xlabel("")
+    axes[0].get_legend().remove()  # one legend, right of the second panel
+    legend_outside(axes[1], title="the point")
+    return readable(fig)

@@ -18,7 +18,16 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from .masks import token_grid, upsample_tokens
-from .plots import image_array, wrap_label
+from .plots import (
+    IMAGE_TEXT_SIZE,
+    MAX_FIGURE_WIDTH,
+    RIGHT_COLOUR,
+    image_array,
+    label_width,
+    legend_outside,
+    readable,
+    wrap_label,
+)
 
 
 def error_maps(token_error: Tensor, feature_size: Sequence[int] | None = None) -> Tensor:
@@ -51,10 +60,11 @@ def plot_error_maps(
         image: the query, (3, H, W) normalised tensor or (H, W, 3) array.
         token_error: (way, N) squared error per token for each class.
         class_names: name of each of the ``way`` classes.
-        true_class: index of the query's class, outlined in green.
+        true_class: index of the query's class: "(true class)" under its name, framed in ``RIGHT_COLOUR``.
         feature_size: (h, w) of the level.
 
-    Low error (dark) = the class's support features explain that part of the query.
+    Low error (dark) = the class's support features explain that part of the query; the class of the lowest
+    total error, the prediction, says "lowest" after its error.
     """
     picture = image_array(image)
     errors = token_error.detach().float().cpu()
@@ -63,20 +73,32 @@ def plot_error_maps(
     best = int(totals.argmin())
     pixels = upsample_tokens(errors, picture.shape[:2], feature_size).numpy()
     vmin, vmax = float(pixels.min()), float(pixels.max())
-    fig = Figure(figsize=(1.7 * (way + 1) + 0.6, 2.6), layout="constrained")
+    cell = min(1.55, (MAX_FIGURE_WIDTH - 1.0) / (way + 1))
+    characters = label_width(cell - 0.1)
+    titles = []
+    for c in range(way):
+        lines = [wrap_label(class_names[c], characters)]
+        if true_class is not None and c == true_class:
+            lines.append("(true class)")
+        lines.append(f"error {float(totals[c]):.3g}" + (" (lowest)" if c == best else ""))
+        titles.append("\n".join(lines))
+    title_lines = max(t.count("\n") + 1 for t in titles)
+    fig = Figure(
+        figsize=(cell * (way + 1) + 0.9, cell + 0.2 * title_lines + (0.45 if title else 0.2)),
+        layout="constrained",
+    )
     axes = fig.subplots(1, way + 1)
     axes[0].imshow(picture)
-    axes[0].set_title("query", fontsize=8)
+    axes[0].set_title("query", fontsize=IMAGE_TEXT_SIZE)
     image_handle = None
     for c in range(way):
         ax = axes[c + 1]
         ax.imshow(picture)
         image_handle = ax.imshow(pixels[c], cmap="magma", alpha=0.65, vmin=vmin, vmax=vmax)
-        mark = " (best)" if c == best else ""
-        ax.set_title(f"{wrap_label(class_names[c])}{mark}\nerror {float(totals[c]):.3g}", fontsize=6)
+        ax.set_title(titles[c], fontsize=IMAGE_TEXT_SIZE)
         if true_class is not None and c == true_class:
             for spine in ax.spines.values():
-                spine.set_edgecolor("limegreen")
+                spine.set_edgecolor(RIGHT_COLOUR)
                 spine.set_linewidth(3)
     for ax in axes:
         ax.set_xticks([])
@@ -84,26 +106,35 @@ def plot_error_maps(
     if image_handle is not None:
         fig.colorbar(image_handle, ax=list(axes[1:]), shrink=0.8, label="squared error")
     if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
+        fig.suptitle(title)
+    return readable(fig)
 
 
 def plot_level_scores(
     level_scores: Mapping[str, Tensor], class_names: Sequence[str], true_class: int | None = None
 ) -> Figure:
-    """Bar chart of each level's (weighted) score per class for one query: {level: (way,)}."""
+    """Bars of each level's (weighted) score per class for one query: {level: (way,)}; the highest fused
+    score wins. The true class is named in bold with "(true)"."""
     rows = []
     for level, scores in level_scores.items():
         for c, value in enumerate(torch.as_tensor(scores).float().tolist()):
             rows.append({"class": class_names[c], "level": level, "score": value})
-    fig = Figure(figsize=(1.0 * len(class_names) + 2, 2.8), layout="constrained")
+    way = len(class_names)
+    plot_width = min(MAX_FIGURE_WIDTH - 1.4, 1.1 * way + 1.0)
+    fig = Figure(figsize=(plot_width + 1.4, 3.0), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=pd.DataFrame(rows), x="class", y="score", hue="level", ax=ax)
+    characters = label_width((plot_width - 1.0) / way)
+    names = [wrap_label(name, characters) for name in class_names]
+    if true_class is not None:
+        names[true_class] += "\n(true)"
+    ax.set_xticks(range(way), names)
     if true_class is not None:
         ax.get_xticklabels()[true_class].set_fontweight("bold")
     ax.set_xlabel("")
-    ax.tick_params(axis="x", labelsize=7)
-    return fig
+    ax.set_ylabel("weighted score")
+    legend_outside(ax)
+    return readable(fig)
 
 
 __all__ = [

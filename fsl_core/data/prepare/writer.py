@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from tqdm.auto import tqdm
 
+from ...progress import tqdm
 from ...runtime import atomic_write_bytes, new_file_mode
 from ..images import ImageLoadError, load_rgb
 from .source import Box, PrepareError, SourceDataset

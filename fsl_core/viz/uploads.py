@@ -1,0 +1,168 @@
+"""Bring your own photos in JupyterLab: an ipywidgets form with a ``FileUpload`` per class and one for the
+images to classify, which fits a ``FewShotClassifier`` and shows its predictions.
+
+``uploaded_images(upload)`` turns what a ``FileUpload`` holds into PIL images; ``UploadForm(classifier)``
+builds the form. Its results are written into ``Output`` widgets through their ``outputs`` state (not by
+capturing display calls), so the form also works in a kernel without a front end.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from IPython.display import Image as DisplayImage
+from PIL import Image
+
+from fsl_core.classifier import ClassifierInputError, FewShotClassifier, NotAnImageError, open_image
+
+from .plots import figure_png
+from .predictions import plot_predictions, plot_support_set
+
+ACCEPT = "image/*,.jpg,.jpeg,.png,.bmp,.webp"
+"""What the upload dialogs offer: images."""
+
+
+def uploaded_images(upload: Any) -> dict[str, Image.Image]:
+    """The files of an ipywidgets 8 ``FileUpload`` (the widget or its ``value``: dicts with ``name`` and
+    ``content``) as {file name: PIL RGB image}, in upload order; a repeated name gets `` (2)``, `` (3)``, ...
+
+    Raises:
+        NotAnImageError: listing every uploaded file that cannot be decoded as an image.
+    """
+    value = getattr(upload, "value", upload)
+    images: dict[str, Image.Image] = {}
+    problems = []
+    for entry in value:
+        name = str(entry["name"])
+        try:
+            with Image.open(io.BytesIO(bytes(entry["content"]))) as handle:
+                handle.load()
+                image = open_image(handle)
+                image = image.copy() if image is handle else image
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            problems.append(f"{name} ({error})")
+            continue
+        unique, copy = name, 2
+        while unique in images:
+            unique, copy = f"{name} ({copy})", copy + 1
+        images[unique] = image
+    if problems:
+        raise NotAnImageError(
+            f"{len(problems)} uploaded files are not readable images: {'; '.join(problems)}. Upload JPEG, PNG, "
+            "BMP or WebP files (photos in other formats, e.g. HEIC, need converting first)"
+        )
+    return images
+
+
+class UploadForm:
+    """The upload form: a class name and a ``FileUpload`` per class ("+ class" adds one), a ``FileUpload`` for
+    the images to classify, and "Classify", which fits ``classifier`` on the uploaded support set, shows it,
+    and shows every uploaded image with its predicted class and probabilities; a chosen image is then
+    explained (``FewShotClassifier.explain``).
+
+    Args:
+        classifier: the classifier to fit (it is re-fitted at every "Classify").
+        classes: number of class rows at first, or their names.
+    """
+
+    def __init__(self, classifier: FewShotClassifier, classes: int | Sequence[str] = 2) -> None:
+        import ipywidgets as widgets
+
+        self.widgets = widgets
+        self.classifier = classifier
+        self.rows: list[tuple[Any, Any]] = []
+        self.queries_upload = widgets.FileUpload(
+            accept=ACCEPT, multiple=True, description="images to classify"
+        )
+        self.add_button = widgets.Button(description="+ class", tooltip="add a class")
+        self.classify_button = widgets.Button(description="Classify", button_style="primary")
+        self.chosen = widgets.Dropdown(options=[], description="explain")
+        self.explain_button = widgets.Button(description="Explain", disabled=True)
+        self.output = widgets.Output()
+        self.explanation = widgets.Output()
+        self.class_box = widgets.VBox()
+        self.probabilities: pd.DataFrame | None = None
+        self._queries: dict[str, Image.Image] = {}
+        names = [f"class {i + 1}" for i in range(classes)] if isinstance(classes, int) else list(classes)
+        for name in names:
+            self.add_class(name)
+        self.add_button.on_click(lambda _: self.add_class())
+        self.classify_button.on_click(lambda _: self.classify())
+        self.explain_button.on_click(lambda _: self.explain())
+
+    def add_class(self, name: str = "") -> None:
+        """Add a class row: a name field and its ``FileUpload``."""
+        text = self.widgets.Text(value=name or f"class {len(self.rows) + 1}", description="class")
+        upload = self.widgets.FileUpload(accept=ACCEPT, multiple=True, description="support images")
+        self.rows.append((text, upload))
+        self.class_box.children = [self.widgets.HBox([t, u]) for t, u in self.rows]
+
+    def widget(self) -> Any:
+        """The whole form, an ``ipywidgets.VBox``."""
+        w = self.widgets
+        return w.VBox(
+            [
+                w.HTML("<b>Support set</b>: a name and a few photos per class"),
+                self.class_box,
+                self.add_button,
+                w.HTML("<b>Images to classify</b>"),
+                self.queries_upload,
+                self.classify_button,
+                self.output,
+                w.HBox([self.chosen, self.explain_button]),
+                self.explanation,
+            ]
+        )
+
+    def support(self) -> dict[str, list[Image.Image]]:
+        """{class name: uploaded images} of the rows that have a name or images (rows of one name merged)."""
+        support: dict[str, list[Image.Image]] = {}
+        for text, upload in self.rows:
+            images = list(uploaded_images(upload).values())
+            name = text.value.strip()
+            if name or images:
+                support.setdefault(name or "unnamed class", []).extend(images)
+        return support
+
+    def queries(self) -> dict[str, Image.Image]:
+        """{file name: image} of the uploaded images to classify."""
+        return uploaded_images(self.queries_upload)
+
+    def _show(self, output: Any, figure: Any) -> None:
+        output.append_display_data(DisplayImage(data=figure_png(figure)))
+
+    def classify(self) -> pd.DataFrame | None:
+        """Fit on the uploaded support set, classify the uploaded images and show both; returns the
+        probabilities (``predict_proba``), or None after showing what is missing or wrong."""
+        self.output.outputs = ()
+        self.explanation.outputs = ()
+        self.explain_button.disabled = True
+        try:
+            support, queries = self.support(), self.queries()
+            if not queries:
+                raise NotAnImageError("no images to classify yet: upload some under 'images to classify'")
+            self.classifier.fit(support)
+            probabilities = self.classifier.predict_proba(queries)
+        except ClassifierInputError as error:
+            self.output.append_stdout(f"{error}\n")
+            return None
+        self._queries, self.probabilities = queries, probabilities
+        self._show(self.output, plot_support_set(self.classifier.support_))
+        self._show(self.output, plot_predictions(queries, probabilities))
+        self.chosen.options = list(queries)
+        self.chosen.value = next(iter(queries))
+        self.explain_button.disabled = False
+        return probabilities
+
+    def explain(self) -> None:
+        """Show ``FewShotClassifier.explain`` of the image chosen in the drop-down list."""
+        self.explanation.outputs = ()
+        if self.chosen.value in self._queries:
+            name = self.chosen.value
+            self._show(self.explanation, self.classifier.explain({name: self._queries[name]}))
+
+
+__all__ = ["ACCEPT", "uploaded_images", "UploadForm"]
