@@ -20,6 +20,7 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
 from fsl_core.data import AUGMENTATIONS, PART_NAMES, Episode
+from fsl_core.data.birds.taxonomy import GROUP_NAMES
 from fsl_core.viz import (
     plot_accuracy_bars,
     plot_accuracy_histogram,
@@ -63,18 +64,7 @@ NAMES = [
     "g08_bunting_s01_beak-red",
     "g09_flycatcher_s02_spots-black+crown-blue",
 ]
-GROUPS = [
-    "finch",
-    "warbler",
-    "tanager",
-    "thrush",
-    "sparrow",
-    "jay",
-    "wren",
-    "oriole",
-    "bunting",
-    "flycatcher",
-]
+GROUPS = list(GROUP_NAMES[:10])
 rng = np.random.default_rng(0)
 
 

@@ -17,16 +17,14 @@ from fsl_core.classifier import Images, ImageSource, image_inputs, open_image
 
 from .gradcam import cam_overlay
 from .masks import upsample_tokens
-from .plots import image_array, wrap_label
+from .plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, image_array, wrap_label
 
 THUMBNAIL = 256
 """Longest side, in pixels, of the images drawn in these figures."""
 HIGHLIGHT = "#d95f02"
 OTHER = "#7f7f7f"
-TEXT = 9
-"""Points of every text in these figures."""
-WIDTH = 9.0
-"""Widest figure, in inches: JupyterLab shows it without scaling its text down."""
+TEXT = MIN_FONT_SIZE
+WIDTH = MAX_FIGURE_WIDTH
 CELL = 1.2
 """Side of one support image, in inches."""
 
