@@ -6,7 +6,8 @@
 One forward and backward pass of softmax(Q K_bᵀ/√C) V_b for B = way classes, L = way·query·N query tokens and
 S = shot·N support tokens per class, by three paths: PyTorch's ``scaled_dot_product_attention`` with dropout
 (its reference path on CPU), the chunked path ``fsl_core`` uses for training on CPU, and, as the floor, the
-fused kernel without dropout (what evaluation runs).
+fused kernel without dropout (what evaluation runs). A second table times the squared error of the rebuilt
+tokens that follows the attention: the written-out formula against ``squared_error``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from train_speed import interleaved_medians
 
 from fsl_core.models.cross_attention import cross_attention
+from fsl_core.models.reconstruction import squared_error
 from fsl_core.runtime import device_name
 
 
@@ -41,6 +43,23 @@ def attention_paths(way: int, args: argparse.Namespace) -> dict[str, Callable[[]
         ),
         "chunked (dropout)": lambda: step(lambda: cross_attention(queries, keys, values, args.dropout, True)),
         "fused, no dropout (floor)": lambda: step(lambda: cross_attention(queries, keys, values, 0.0, True)),
+    }
+
+
+def error_paths(way: int, args: argparse.Namespace) -> dict[str, Callable[[], None]]:
+    """Forward and backward of the squared error of the rebuilt query tokens (way, n_query, N, C) against the
+    queries' values, a slice of their qkv projection (n_query, N, 3C) as in the model."""
+    torch.manual_seed(0)
+    n_query = way * args.query
+    rebuilt = torch.randn(way, n_query, args.tokens, args.channels, requires_grad=True)
+    qkv = torch.randn(n_query, args.tokens, 3 * args.channels, requires_grad=True)
+
+    def step(error: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        error(rebuilt, qkv.chunk(3, dim=-1)[2].unsqueeze(0)).sum().backward()
+
+    return {
+        "formula": lambda: step(lambda a, b: (a - b).pow(2).sum(-1)),
+        "squared_error": lambda: step(squared_error),
     }
 
 
@@ -75,6 +94,13 @@ def main() -> None:
             print(
                 f"{way:>4} {length:>7} {support:>5} {name:<26} {seconds * 1e3:>10.0f} {reference / seconds:>11.2f}x"
             )
+    header = f"{'way':>4} {'squared error':<26} {'fwd+bwd ms':>10} {'vs formula':>12}"
+    print("\n" + header)
+    print("-" * len(header))
+    for way in args.ways:
+        times = interleaved_medians(error_paths(way, args), args.repeats)
+        for name, seconds in times.items():
+            print(f"{way:>4} {name:<26} {seconds * 1e3:>10.1f} {times['formula'] / seconds:>11.2f}x")
 
 
 if __name__ == "__main__":

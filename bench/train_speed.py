@@ -6,8 +6,13 @@
     python bench/train_speed.py --models frn hmdrn hmdrn:attention_dropout=0 hmdrn:levels=last  # ablations
 
 Rows: model × backbone × episode setting × memory format. Columns: training steps/s, evaluation episodes/s
-(full forward, no cache), and the training-step time relative to FRN with the same backbone, setting and format.
+(full forward, no cache), the training-step time relative to FRN with the same backbone, setting and format, and
+the step's peak memory above what was in use before it (resident memory on CPU, allocated memory on CUDA).
 The models of a row group are timed in turns and the median kept, so the ratios hold on a shared machine.
+
+A second table splits one profiled training step of each model into backbone, transformers, reconstruction
+(cross attention, or FRN's ridge regression), optimiser and the rest (loss, fusion, autograd bookkeeping): each
+part's forward operators plus the backward operators autograd runs for them.
 """
 
 from __future__ import annotations
@@ -17,15 +22,22 @@ import json
 import os
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from fsl_core.models import build_model
 from fsl_core.runtime import device_name, resolve_device
 
 AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
+PARTS = {"backbone": "backbone", "transformers": "transformers", "reconstruction": "reconstructions"}
+"""Step parts: the model attribute holding each part's module (or ModuleDict of modules, one per level)."""
+PART_PREFIX = "step part: "
 
 
 def synchronise(device: torch.device) -> None:
@@ -58,8 +70,8 @@ def episode_runners(
     fmt: str,
     device: torch.device,
     amp: bool,
-) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(one training step, one evaluation episode) of a fresh model on a random episode."""
+) -> tuple[Callable[[], None], Callable[[], None], nn.Module]:
+    """(one training step, one evaluation episode, the model) of a fresh model on a random episode."""
     torch.manual_seed(0)
     name, options = parse_model_spec(spec)
     model = build_model(name, backbone, image_size=image_size, **options).to(device)
@@ -92,7 +104,86 @@ def episode_runners(
             model(support, labels, queries)
         synchronise(device)
 
-    return train_step, eval_episode
+    return train_step, eval_episode, model
+
+
+def peak_step_memory(step: Callable[[], None], device: torch.device) -> float | None:
+    """Bytes in use at the step's peak above those in use before it, or None where it cannot be read.
+
+    CUDA: the caching allocator's peak. CPU (Linux): the process's resident high-water mark, reset first
+    through /proc/self/clear_refs; PyTorch returns large blocks to the system when freed, so it counts
+    tensors and NumPy buffers alike.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        return float(torch.cuda.max_memory_allocated() - before)
+    status, clear_refs = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+    if not (status.exists() and clear_refs.exists()):
+        return None
+
+    def kilobytes(field: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1])
+
+    clear_refs.write_text("5")  # resets VmHWM to the current resident size
+    before = kilobytes("VmRSS:")
+    step()
+    return float(kilobytes("VmHWM:") - before) * 1024
+
+
+def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
+    """Seconds of one training step spent in each part (PARTS, "optimiser", "other"), read from a profile.
+
+    Forward: the operators run inside a part's modules (tagged by forward hooks). Backward: the autograd
+    functions whose sequence numbers those forward operators created. Optimiser: ``optimizer.step``.
+    """
+    hooks = []
+    for part, attribute in PARTS.items():
+        found = getattr(model, attribute, None)
+        for module in found.values() if isinstance(found, nn.ModuleDict) else [found] if found else []:
+            tag = record_function(PART_PREFIX + part)
+
+            def enter(*_, tag=tag) -> None:
+                tag.__enter__()
+
+            def leave(*_, tag=tag) -> None:
+                tag.__exit__(None, None, None)
+
+            hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as trace:
+            start = time.perf_counter()
+            step()
+            total = time.perf_counter() - start
+    finally:
+        for hook in hooks:
+            hook.remove()
+    seconds: dict[str, float] = defaultdict(float)
+    part_of_sequence: dict[int, str] = {}
+    events = trace.events()
+    for event in events:
+        if event.name.startswith(PART_PREFIX):
+            part = event.name[len(PART_PREFIX) :]
+            seconds[part] += event.cpu_time_total / 1e6
+            pending = list(event.cpu_children)
+            while pending:
+                child = pending.pop()
+                if child.sequence_nr >= 0:
+                    part_of_sequence[child.sequence_nr] = part
+                pending.extend(child.cpu_children)
+    for event in events:
+        if (
+            event.name.startswith("autograd::engine::evaluate_function")
+            and event.sequence_nr in part_of_sequence
+        ):
+            seconds[part_of_sequence[event.sequence_nr]] += event.cpu_time_total / 1e6
+        elif event.name.startswith("Optimizer.step#"):
+            seconds["optimiser"] += event.cpu_time_total / 1e6
+    seconds["other"] = max(0.0, total - sum(seconds.values()))
+    return dict(seconds)
 
 
 def interleaved_medians(runners: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
@@ -159,10 +250,11 @@ def main() -> None:
     width = max(9, *(len(model) for model in args.models))
     header = (
         f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} "
-        f"{'step vs FRN':>11}"
+        f"{'step vs FRN':>11} {'peak MB':>8}"
     )
     print(header)
     print("-" * len(header))
+    shares: list[tuple[str, str, int, str, dict[str, float]]] = []
     for backbone in args.backbones:
         for setting in args.settings:
             way = AUTHORS_WAY[backbone] if setting == "authors" else int(setting)
@@ -173,17 +265,36 @@ def main() -> None:
                     )
                     for model in args.models
                 }
-                steps = interleaved_medians({model: pair[0] for model, pair in runners.items()}, args.repeats)
+                steps = interleaved_medians({model: run[0] for model, run in runners.items()}, args.repeats)
                 episodes = interleaved_medians(
-                    {model: pair[1] for model, pair in runners.items()}, args.repeats
+                    {model: run[1] for model, run in runners.items()}, args.repeats
                 )
-                for model in args.models:
+                if fmt != "compile":
+                    shares += [
+                        (model, backbone, way, fmt, step_parts(network, train_step))
+                        for model, (train_step, _, network) in runners.items()
+                    ]
+                for model, (train_step, *_) in runners.items():
+                    peak = peak_step_memory(train_step, device)
                     step, episode = steps[model], episodes[model]
                     ratio = f"{step / steps['frn']:.2f}x" if "frn" in steps else "-"
+                    memory = f"{peak / 2**20:.0f}" if peak is not None else "-"
                     print(
                         f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
-                        f"{ratio:>11}"
+                        f"{ratio:>11} {memory:>8}",
+                        flush=True,
                     )
+    columns = [*PARTS, "optimiser", "other"]
+    print("\nshare of one profiled training step (forward and backward of each part)")
+    header = f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} " + " ".join(
+        f"{column:>14}" for column in columns
+    )
+    print(header)
+    print("-" * len(header))
+    for model, backbone, way, fmt, seconds in shares:
+        total = sum(seconds.values())
+        cells = " ".join(f"{100 * seconds.get(column, 0.0) / total:>13.1f}%" for column in columns)
+        print(f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {cells}")
 
 
 if __name__ == "__main__":

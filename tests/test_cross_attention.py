@@ -1,11 +1,21 @@
-"""Cross attention with dropout: the chunked CPU path equals the formula, in value and in gradient."""
+"""Cross attention with dropout: the chunked CPU path equals the formula, in value and in gradient, also inside
+a whole HMDRN training step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fsl_core.models.cross_attention import ChunkedDropoutAttention, cross_attention, keep_mask
+from fsl_core.models import build_model
+from fsl_core.models import reconstruction as reconstruction_module
+from fsl_core.models.cross_attention import (
+    BLOCK_ELEMENTS,
+    ChunkedDropoutAttention,
+    KeepMasks,
+    cross_attention,
+    keep_mask,
+)
+from fsl_core.models.reconstruction import squared_error
 
 
 def reference(queries, keys, values, keep, p):
@@ -19,28 +29,30 @@ def inputs(dtype=torch.float64, length=23, entries=3, tokens=7, channels=4):
     queries = torch.randn(length, channels, dtype=dtype, generator=generator, requires_grad=True)
     keys = torch.randn(entries, tokens, channels, dtype=dtype, generator=generator, requires_grad=True)
     values = torch.randn(entries, tokens, channels, dtype=dtype, generator=generator, requires_grad=True)
-    keep = torch.rand(entries, length, tokens, generator=generator) >= 0.3
-    return queries, keys, values, keep
+    return queries, keys, values
 
 
 @pytest.mark.parametrize("rows", [1, 5, 23, 64])
 def test_chunked_attention_equals_formula_and_gradients(rows):
-    """Blocks that divide L, that do not, of one row and larger than L all give the formula; gradcheck
-    compares the hand-written backward pass with finite differences."""
-    queries, keys, values, keep = inputs()
-    out = ChunkedDropoutAttention.apply(queries, keys, values, keep, 0.3, rows)
+    """Blocks that divide L, that do not, of one row and larger than L all give the formula with the mask
+    ``keep_mask`` describes; gradcheck compares the hand-written backward pass with finite differences."""
+    queries, keys, values = inputs()
+    keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
+    assert 0 < (~keep).sum() < keep.numel()
+    out = ChunkedDropoutAttention.apply(queries, keys, values, 0.3, 5, rows)
     assert out.shape == (3, 23, 4)
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.3))
     assert torch.autograd.gradcheck(
-        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, keep, 0.3, rows), (queries, keys, values)
+        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, 0.3, 5, rows), (queries, keys, values)
     )
 
 
 def test_chunked_gradients_equal_autograd_of_formula():
-    queries, keys, values, keep = inputs(torch.float32, length=300, entries=5, tokens=40, channels=16)
+    queries, keys, values = inputs(torch.float32, length=300, entries=5, tokens=40, channels=16)
+    keep = keep_mask((5, 300, 40), 0.1, seed=9, rows=37)
     weights = torch.randn(5, 300, 16)
     grads = torch.autograd.grad(
-        (ChunkedDropoutAttention.apply(queries, keys, values, keep, 0.1, 37) * weights).sum(),
+        (ChunkedDropoutAttention.apply(queries, keys, values, 0.1, 9, 37) * weights).sum(),
         (queries, keys, values),
     )
     expected = torch.autograd.grad(
@@ -50,36 +62,99 @@ def test_chunked_gradients_equal_autograd_of_formula():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_keep_mask_rate_and_reproducibility():
-    torch.manual_seed(3)
-    first = keep_mask((4, 500, 500), 0.1)
-    torch.manual_seed(3)
-    again = keep_mask((4, 500, 500), 0.1)
-    later = keep_mask((4, 500, 500), 0.1)
-    assert first.dtype == torch.bool and first.shape == (4, 500, 500)
-    assert torch.equal(first, again) and not torch.equal(first, later)
-    # 1M Bernoulli(0.9) draws: the standard error of the rate is 3e-4
-    assert abs(first.float().mean().item() - 0.9) < 2e-3
+@pytest.mark.parametrize("p", [0.1, 25.5 / 256, 0.5])
+def test_keep_mask_rate_is_exact_and_reproducible(p):
+    """4 M entries: the standard error of the drop rate is at most 2.5e-4. p = 0.1 and 25.5/256 fall between
+    two multiples of 1/256, so a mask that ignored the tie bits would be off by 1.6e-3 or more."""
+    first = keep_mask((4, 1000, 1000), p, seed=3, rows=100)
+    assert first.dtype == torch.bool and first.shape == (4, 1000, 1000)
+    assert torch.equal(first, keep_mask((4, 1000, 1000), p, seed=3, rows=100))
+    assert not torch.equal(first, keep_mask((4, 1000, 1000), p, seed=4, rows=100))
+    assert abs((~first).float().mean().item() - p) < 1e-3
+
+
+def test_keep_masks_continue_one_stream():
+    """Consecutive blocks continue one stream (what lets the backward pass regenerate them in order): three
+    blocks of 400 entries are the 1,200 entries of one block drawn from the same seed."""
+    masks = KeepMasks(7, 0.2)
+    blocks = [masks.next((2, 4, 50)) for _ in range(3)]
+    assert all(block.dtype == torch.uint8 and set(block.unique().tolist()) == {0, 1} for block in blocks)
+    assert torch.equal(torch.cat([block.flatten() for block in blocks]), KeepMasks(7, 0.2).next((1200,)))
+    assert not torch.equal(blocks[0], blocks[1])
 
 
 def test_cross_attention_training_on_cpu_is_the_formula_with_its_mask():
-    queries, keys, values, _ = inputs(torch.float32, length=50, entries=3, tokens=9, channels=8)
+    queries, keys, values = inputs(torch.float32, length=50, entries=3, tokens=9, channels=8)
     torch.manual_seed(11)
     out = cross_attention(queries, keys, values, dropout=0.25, training=True)
     torch.manual_seed(11)
-    keep = keep_mask((3, 50, 9), 0.25)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    keep = keep_mask((3, 50, 9), 0.25, seed, rows=BLOCK_ELEMENTS // (3 * 9))
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.25))
     assert 0 < (~keep).sum() < keep.numel()
 
 
+def test_hmdrn_training_step_equals_the_plain_formula(monkeypatch):
+    """A whole HMDRN step (Conv-4, 3-way 2-shot 2-query, 84 px): the loss and every parameter's gradient equal
+    those of the same model whose cross attention is the written-out formula with the same keep masks."""
+
+    def plain_cross_attention(queries, keys, values, dropout=0.0, training=False):
+        b, s, _ = keys.shape
+        seed = int(torch.randint(0, 2**62, ()).item())
+        keep = keep_mask((b, queries.shape[0], s), dropout, seed, rows=max(1, BLOCK_ELEMENTS // (b * s)))
+        return reference(queries, keys, values, keep, dropout)
+
+    torch.manual_seed(0)
+    model = build_model("hmdrn", "conv4", image_size=84).train()
+    support, queries = torch.randn(6, 3, 84, 84), torch.randn(6, 3, 84, 84)
+    labels = torch.arange(3).repeat_interleave(2)
+
+    def loss_and_grads():
+        model.zero_grad()
+        torch.manual_seed(1)
+        loss, _ = model.episode_loss(support, labels, queries, labels)
+        loss.backward()
+        return loss.detach(), {
+            name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None
+        }
+
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(reconstruction_module, "cross_attention", plain_cross_attention)
+    plain_loss, plain_grads = loss_and_grads()
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == plain_grads.keys() and len(grads) > 40
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("dropout, training", [(0.1, False), (0.0, True)])
 def test_cross_attention_without_active_dropout_is_plain_attention(dropout, training):
-    queries, keys, values, _ = inputs(torch.float32)
+    queries, keys, values = inputs(torch.float32)
     out = cross_attention(queries, keys, values, dropout=dropout, training=training)
     torch.testing.assert_close(out, reference(queries, keys, values, torch.ones(1), 0.0))
 
 
 def test_cross_attention_rejects_dropout_of_one():
-    queries, keys, values, _ = inputs(torch.float32)
+    queries, keys, values = inputs(torch.float32)
     with pytest.raises(ValueError, match="dropout=1"):
         cross_attention(queries, keys, values, dropout=1.0, training=True)
+
+
+@pytest.mark.parametrize(
+    "rebuilt_shape, target_shape",
+    [((3, 4, 5, 6), (1, 4, 5, 6)), ((4, 3, 5, 6), (4, 1, 5, 6)), ((2, 3, 6), (3, 6)), ((2, 3, 6), (2, 3, 6))],
+)
+def test_squared_error_equals_the_formula_in_value_and_gradient(rebuilt_shape, target_shape):
+    """The reconstruction heads' error: a class axis first (attention), second (ridge), a target with fewer
+    dimensions and one of the same shape."""
+    generator = torch.Generator().manual_seed(2)
+    rebuilt = torch.randn(rebuilt_shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    target = torch.randn(target_shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    error = squared_error(rebuilt, target)
+    torch.testing.assert_close(error, (rebuilt - target).pow(2).sum(-1))
+    assert torch.autograd.gradcheck(squared_error, (rebuilt, target))
+    weights = torch.randn(error.shape, dtype=torch.float64, generator=generator)
+    got = torch.autograd.grad((error * weights).sum(), (rebuilt, target))
+    want = torch.autograd.grad(((rebuilt - target).pow(2).sum(-1) * weights).sum(), (rebuilt, target))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

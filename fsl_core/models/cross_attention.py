@@ -8,29 +8,69 @@ Two paths give the same function:
   CUDA, where its kernels also fuse the dropout;
 - on CPU while training with dropout, where PyTorch falls back to materialising the whole (B, L, S) tensor
   several times over (2.7 GB each for HMDRN's 30-way penultimate level), ``ChunkedDropoutAttention`` walks
-  the query tokens in blocks that stay in cache and recomputes the probabilities in the backward pass; only
-  the keep mask (bool, B·L·S) is stored. Forward and backward take 1.6-2.1× less time than the fallback at
-  5-way and 2.5-3.2× less at 30-way on a 2-core CPU (``bench/attention_speed.py``).
+  the query tokens in blocks that stay in cache. Nothing of size B·L·S is stored: the backward pass
+  recomputes each block's probabilities, and regenerates its keep mask from the seed the forward pass drew
+  it with (``KeepMasks``). Blocks of about a million probabilities keep the seven matrix products per block
+  near the CPU's peak (``bench/attention_speed.py`` times the paths).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BLOCK_ELEMENTS = 1 << 19
-"""Probabilities per block of the chunked path (2 MiB in float32), so that a block's tensors stay in cache."""
+BLOCK_ELEMENTS = 1 << 20
+"""Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
+products to reach the CPU's peak, few enough for a block's tensors to stay in cache."""
+
+
+class KeepMasks:
+    """Keep masks for consecutive blocks, each entry kept with probability 1 − p, independently.
+
+    Exactly P(drop) = round(p·2³²)/2³², from 8 random bits per entry: an entry is dropped when its byte is
+    below the threshold's top byte, kept when above, and on a tie (one entry in 256) decided by 24 more bits
+    from a second stream. Both streams are PCG64 generators seeded by ``seed``, so the same seed and the same
+    block shapes give the same masks: the backward pass regenerates what the forward pass used.
+    """
+
+    def __init__(self, seed: int, p: float) -> None:
+        self._bytes = np.random.PCG64(seed)
+        self._ties = self._bytes.jumped()
+        threshold = min(round(p * 2**32), 2**32 - 1)
+        self._high, self._low = divmod(threshold, 1 << 24)
+
+    def next(self, shape: tuple[int, ...]) -> Tensor:
+        """The next block's mask: a uint8 tensor of ``shape`` holding 1 (kept) or 0 (dropped)."""
+        count = math.prod(shape)
+        draws = self._bytes.random_raw(-(-count // 8)).view(np.uint8)[:count]
+        keep = draws > self._high
+        ties = np.flatnonzero(draws == self._high)
+        if ties.size:
+            keep[ties] = (self._ties.random_raw(ties.size) & 0xFFFFFF) >= self._low
+        return torch.from_numpy(keep.view(np.uint8)).view(shape)
+
+
+def keep_mask(shape: tuple[int, int, int], p: float, seed: int, rows: int) -> Tensor:
+    """The whole (B, L, S) bool keep mask that ``ChunkedDropoutAttention`` applies with this seed and block
+    height ``rows`` (it never builds it: this is for tests and inspection)."""
+    masks = KeepMasks(seed, p)
+    entries, length, tokens = shape
+    blocks = [masks.next((entries, min(rows, length - start), tokens)) for start in range(0, length, rows)]
+    return torch.cat(blocks, dim=1).bool()
 
 
 class ChunkedDropoutAttention(torch.autograd.Function):
-    """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of query tokens.
+    """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of ``rows`` query tokens.
 
-    Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), keep (B, L, S) bool, p, block
-    rows. Output (B, L, C). The backward pass recomputes each block's probabilities from Q and K.
+    Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), p, the masks' seed, block rows.
+    Output (B, L, C). Saved for backward: the inputs and the output. With D_i = dout_i · out_i (which equals
+    Σ_j dP_ij P_ij), the softmax backward of a block needs no other block.
     """
 
     @staticmethod
@@ -40,56 +80,76 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         queries: Tensor,
         keys: Tensor,
         values: Tensor,
-        keep: Tensor,
         p: float,  # noqa: D102
+        seed: int,
         rows: int,
     ) -> Tensor:
-        out = queries.new_empty(keys.shape[0], queries.shape[0], keys.shape[-1])
-        for start in range(0, queries.shape[0], rows):
-            block = slice(start, start + rows)
-            probs, _ = _probabilities(queries[block], keys)
-            out[:, block] = torch.bmm(probs.mul_(keep[:, block].to(probs.dtype)), values).mul_(1 / (1 - p))
-        ctx.save_for_backward(queries, keys, values, keep)
-        ctx.p, ctx.rows = p, rows
+        masks = KeepMasks(seed, p)
+        out = queries.new_empty(keys.shape[0], queries.shape[0], values.shape[-1])
+        for block in _Blocks(queries, keys, rows, masks, buffers=3):
+            out[:, block.rows] = torch.bmm(block.probs.mul_(block.keep), values)
+        out.mul_(1 / (1 - p))
+        ctx.save_for_backward(queries, keys, values, out)
+        ctx.p, ctx.seed, ctx.rows = p, seed, rows
         return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:  # noqa: D102
-        queries, keys, values, keep = ctx.saved_tensors
-        scale = keys.shape[-1] ** -0.5
+        queries, keys, values, out = ctx.saved_tensors
+        values_t = values.transpose(1, 2)
         grad_queries = torch.empty(queries.shape, dtype=queries.dtype)
         grad_keys = torch.zeros_like(keys)
         grad_values = torch.zeros_like(values)
-        for start in range(0, queries.shape[0], ctx.rows):
-            block = slice(start, start + ctx.rows)
-            probs, scaled_queries = _probabilities(queries[block], keys)  # (B, l, S), (B, l, C)
-            block_keep, block_grad = keep[:, block].to(probs.dtype), grad[:, block] / (1 - ctx.p)
-            grad_values.baddbmm_((probs * block_keep).transpose(1, 2), block_grad)
-            grad_probs = torch.bmm(block_grad, values.transpose(1, 2)).mul_(block_keep)
-            # softmax backward: dS = P ⊙ (dP − Σ_j dP_j P_j)
-            grad_scores = grad_probs.sub_((grad_probs * probs).sum(-1, keepdim=True)).mul_(probs)
-            grad_queries[block] = torch.bmm(grad_scores, keys).sum(0).mul_(scale)
-            grad_keys.baddbmm_(grad_scores.transpose(1, 2), scaled_queries)
+        blocks = _Blocks(queries, keys, ctx.rows, KeepMasks(ctx.seed, ctx.p), buffers=4)
+        for block in blocks:
+            block_grad = grad[:, block.rows]
+            row_dot = (block_grad * out[:, block.rows]).sum(-1, keepdim=True)  # D (B, l, 1)
+            block_grad = block_grad * (1 / (1 - ctx.p))
+            # softmax backward: dS = P ⊙ (dP − D), with dP = keep ⊙ (dout Vᵀ) / (1 − p)
+            grad_scores = torch.bmm(block_grad, values_t, out=block.spare)
+            grad_scores.mul_(block.keep).sub_(row_dot).mul_(block.probs)
+            grad_values.baddbmm_(block.probs.mul_(block.keep).transpose(1, 2), block_grad)
+            grad_queries[block.rows] = torch.bmm(grad_scores, keys).sum(0).mul_(blocks.scale)
+            grad_keys.baddbmm_(grad_scores.transpose(1, 2), block.scaled_queries)
         return grad_queries, grad_keys, grad_values, None, None, None
 
 
-def _probabilities(queries: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
-    """queries (l, C), keys (B, S, C) → softmax(Q K_bᵀ/√C) (B, l, S) and the scaled queries (B, l, C)."""
-    scaled = (queries * keys.shape[-1] ** -0.5).expand(keys.shape[0], -1, -1)
-    return torch.bmm(scaled, keys.transpose(1, 2)).softmax(-1), scaled
+class _Block(NamedTuple):
+    rows: slice
+    scaled_queries: Tensor  # (B, l, C): the block's queries times 1/√C, for every entry
+    probs: Tensor  # (B, l, S): softmax(Q K_bᵀ/√C)
+    keep: Tensor  # (B, l, S): the keep mask, 1.0 or 0.0
+    spare: Tensor | None  # (B, l, S): scratch space, when asked for
 
 
-def keep_mask(shape: tuple[int, ...], p: float) -> Tensor:
-    """A CPU bool tensor of ``shape``, each entry True (kept) with probability 1 − p, independently.
+class _Blocks:
+    """The blocks of one pass, computed into buffers made once per pass.
 
-    Drawn from a PCG64 stream seeded from torch's generator: twice as fast as ``bernoulli_`` on CPU, and just as
-    reproducible under ``torch.manual_seed`` (and restored with torch's RNG state).
+    PyTorch's CPU allocator does not cache: a fresh 4 MiB tensor is mapped and zeroed by the kernel on first
+    touch, which took 2.7 ms on a 2-core AMD EPYC where the softmax that fills a reused one took 0.2 ms.
     """
-    seed = int(torch.randint(0, 2**62, ()).item())
-    uniform = np.random.Generator(np.random.PCG64(seed)).random(math.prod(shape), dtype=np.float32)
-    return torch.from_numpy(uniform).view(shape) >= p
+
+    def __init__(self, queries: Tensor, keys: Tensor, rows: int, masks: KeepMasks, buffers: int) -> None:
+        self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
+        self.scale = keys.shape[-1] ** -0.5
+        size = keys.shape[0] * min(rows, queries.shape[0]) * keys.shape[1]
+        self._buffers = [queries.new_empty(size) for _ in range(buffers)]
+
+    def __iter__(self) -> Iterator[_Block]:
+        entries, tokens = self.keys.shape[:2]
+        keys_t = self.keys.transpose(1, 2)
+        scaled = self.queries * self.scale
+        for start in range(0, self.queries.shape[0], self.rows):
+            rows = slice(start, start + self.rows)
+            scaled_queries = scaled[rows].expand(entries, -1, -1).contiguous()
+            shape = (entries, scaled_queries.shape[1], tokens)
+            scores, probs, keep, *spare = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
+            torch.bmm(scaled_queries, keys_t, out=scores)
+            torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+            keep.copy_(self.masks.next(shape))
+            yield _Block(rows, scaled_queries, probs, keep, spare[0] if spare else None)
 
 
 def cross_attention(
@@ -97,7 +157,8 @@ def cross_attention(
 ) -> Tensor:
     """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C).
 
-    softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``.
+    softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``. The chunked path
+    draws its masks' seed from torch's generator (one draw per call), so ``torch.manual_seed`` reproduces it.
     """
     b, s, _ = keys.shape
     if not (training and dropout > 0 and queries.device.type == "cpu"):
@@ -106,9 +167,9 @@ def cross_attention(
         )
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
-    keep = keep_mask((b, queries.shape[0], s), dropout)
+    seed = int(torch.randint(0, 2**62, ()).item())
     rows = max(1, BLOCK_ELEMENTS // (b * s))
-    return ChunkedDropoutAttention.apply(queries, keys, values, keep, dropout, rows)
+    return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, rows)
 
 
-__all__ = ["cross_attention", "ChunkedDropoutAttention", "keep_mask"]
+__all__ = ["cross_attention", "ChunkedDropoutAttention", "KeepMasks", "keep_mask"]
