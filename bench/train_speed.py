@@ -143,7 +143,8 @@ def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
     hooks = []
     for part, attribute in PARTS.items():
         found = getattr(model, attribute, None)
-        for module in found.values() if isinstance(found, nn.ModuleDict) else [found] if found else []:
+        modules = list(found.values()) if isinstance(found, nn.ModuleDict) else [found] if found else []
+        for module in modules:
             tag = record_function(PART_PREFIX + part)
 
             def enter(*_, tag=tag) -> None:

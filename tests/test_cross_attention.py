@@ -9,9 +9,9 @@ import torch
 from fsl_core.models import build_model
 from fsl_core.models import reconstruction as reconstruction_module
 from fsl_core.models.cross_attention import (
-    BLOCK_ELEMENTS,
     ChunkedDropoutAttention,
     KeepMasks,
+    block_rows,
     cross_attention,
     keep_mask,
 )
@@ -89,7 +89,7 @@ def test_cross_attention_training_on_cpu_is_the_formula_with_its_mask():
     out = cross_attention(queries, keys, values, dropout=0.25, training=True)
     torch.manual_seed(11)
     seed = int(torch.randint(0, 2**62, ()).item())
-    keep = keep_mask((3, 50, 9), 0.25, seed, rows=BLOCK_ELEMENTS // (3 * 9))
+    keep = keep_mask((3, 50, 9), 0.25, seed, rows=block_rows(3, 9))
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.25))
     assert 0 < (~keep).sum() < keep.numel()
 
@@ -101,7 +101,7 @@ def test_hmdrn_training_step_equals_the_plain_formula(monkeypatch):
     def plain_cross_attention(queries, keys, values, dropout=0.0, training=False):
         b, s, _ = keys.shape
         seed = int(torch.randint(0, 2**62, ()).item())
-        keep = keep_mask((b, queries.shape[0], s), dropout, seed, rows=max(1, BLOCK_ELEMENTS // (b * s)))
+        keep = keep_mask((b, queries.shape[0], s), dropout, seed, rows=block_rows(b, s))
         return reference(queries, keys, values, keep, dropout)
 
     torch.manual_seed(0)

@@ -30,6 +30,11 @@ BLOCK_ELEMENTS = 1 << 20
 products to reach the CPU's peak, few enough for a block's tensors to stay in cache."""
 
 
+def block_rows(entries: int, tokens: int) -> int:
+    """Query rows per block of the chunked path for B = ``entries`` and S = ``tokens``: BLOCK_ELEMENTS / (B·S)."""
+    return max(1, BLOCK_ELEMENTS // (entries * tokens))
+
+
 class KeepMasks:
     """Keep masks for consecutive blocks, each entry kept with probability 1 − p, independently.
 
@@ -86,7 +91,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     ) -> Tensor:
         masks = KeepMasks(seed, p)
         out = queries.new_empty(keys.shape[0], queries.shape[0], values.shape[-1])
-        for block in _Blocks(queries, keys, rows, masks, buffers=3):
+        for block in _Blocks(queries, keys, rows, masks):
             out[:, block.rows] = torch.bmm(block.probs.mul_(block.keep), values)
         out.mul_(1 / (1 - p))
         ctx.save_for_backward(queries, keys, values, out)
@@ -102,13 +107,13 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         grad_queries = torch.empty(queries.shape, dtype=queries.dtype)
         grad_keys = torch.zeros_like(keys)
         grad_values = torch.zeros_like(values)
-        blocks = _Blocks(queries, keys, ctx.rows, KeepMasks(ctx.seed, ctx.p), buffers=4)
+        blocks = _Blocks(queries, keys, ctx.rows, KeepMasks(ctx.seed, ctx.p))
         for block in blocks:
             block_grad = grad[:, block.rows]
             row_dot = (block_grad * out[:, block.rows]).sum(-1, keepdim=True)  # D (B, l, 1)
             block_grad = block_grad * (1 / (1 - ctx.p))
             # softmax backward: dS = P ⊙ (dP − D), with dP = keep ⊙ (dout Vᵀ) / (1 − p)
-            grad_scores = torch.bmm(block_grad, values_t, out=block.spare)
+            grad_scores = torch.bmm(block_grad, values_t, out=block.scratch)
             grad_scores.mul_(block.keep).sub_(row_dot).mul_(block.probs)
             grad_values.baddbmm_(block.probs.mul_(block.keep).transpose(1, 2), block_grad)
             grad_queries[block.rows] = torch.bmm(grad_scores, keys).sum(0).mul_(blocks.scale)
@@ -121,7 +126,7 @@ class _Block(NamedTuple):
     scaled_queries: Tensor  # (B, l, C): the block's queries times 1/√C, for every entry
     probs: Tensor  # (B, l, S): softmax(Q K_bᵀ/√C)
     keep: Tensor  # (B, l, S): the keep mask, 1.0 or 0.0
-    spare: Tensor | None  # (B, l, S): scratch space, when asked for
+    scratch: Tensor  # (B, l, S): free to overwrite (it held the scores the probabilities were made from)
 
 
 class _Blocks:
@@ -131,11 +136,11 @@ class _Blocks:
     touch, which took 2.7 ms on a 2-core AMD EPYC where the softmax that fills a reused one took 0.2 ms.
     """
 
-    def __init__(self, queries: Tensor, keys: Tensor, rows: int, masks: KeepMasks, buffers: int) -> None:
+    def __init__(self, queries: Tensor, keys: Tensor, rows: int, masks: KeepMasks) -> None:
         self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
         self.scale = keys.shape[-1] ** -0.5
         size = keys.shape[0] * min(rows, queries.shape[0]) * keys.shape[1]
-        self._buffers = [queries.new_empty(size) for _ in range(buffers)]
+        self._buffers = [queries.new_empty(size) for _ in range(3)]
 
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
@@ -145,11 +150,11 @@ class _Blocks:
             rows = slice(start, start + self.rows)
             scaled_queries = scaled[rows].expand(entries, -1, -1).contiguous()
             shape = (entries, scaled_queries.shape[1], tokens)
-            scores, probs, keep, *spare = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
+            scores, probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
             torch.bmm(scaled_queries, keys_t, out=scores)
             torch.ops.aten._softmax.out(scores, -1, False, out=probs)
             keep.copy_(self.masks.next(shape))
-            yield _Block(rows, scaled_queries, probs, keep, spare[0] if spare else None)
+            yield _Block(rows, scaled_queries, probs, keep, scratch=scores)
 
 
 def cross_attention(
@@ -168,8 +173,7 @@ def cross_attention(
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
     seed = int(torch.randint(0, 2**62, ()).item())
-    rows = max(1, BLOCK_ELEMENTS // (b * s))
-    return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, rows)
+    return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, block_rows(b, s))
 
 
-__all__ = ["cross_attention", "ChunkedDropoutAttention", "KeepMasks", "keep_mask"]
+__all__ = ["cross_attention", "ChunkedDropoutAttention", "KeepMasks", "block_rows", "keep_mask"]
