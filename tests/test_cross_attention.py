@@ -14,6 +14,7 @@ from fsl_core.models.cross_attention import (
     block_rows,
     cross_attention,
     keep_mask,
+    role_projections,
 )
 from fsl_core.models.reconstruction import squared_error
 
@@ -158,3 +159,28 @@ def test_squared_error_equals_the_formula_in_value_and_gradient(rebuilt_shape, t
     want = torch.autograd.grad(((rebuilt - target).pow(2).sum(-1) * weights).sum(), (rebuilt, target))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_role_projections_equal_the_split_projection_in_value_and_gradient():
+    """One product per role gives the slices of the C→3C projection, and the same gradients for the weight and
+    the tokens; roles come back in the order asked."""
+    torch.manual_seed(0)
+    projection = torch.nn.Linear(8, 24, bias=False).double()
+    tokens = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 3, 5, 8, dtype=torch.float64)
+
+    def grads(parts):
+        projection.zero_grad()
+        tokens.grad = None
+        sum((part * weight).sum() for part, weight in zip(parts, weights)).backward()
+        return projection.weight.grad.clone(), tokens.grad.clone()
+
+    split = projection(tokens).chunk(3, dim=-1)
+    by_role = role_projections(projection, tokens)
+    for ours, theirs in zip(by_role, split):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    for ours, theirs in zip(grads(by_role), grads(split)):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    value, query = role_projections(projection, tokens, "vq")
+    torch.testing.assert_close(value, by_role[2], rtol=0, atol=0)
+    torch.testing.assert_close(query, by_role[0], rtol=0, atol=0)

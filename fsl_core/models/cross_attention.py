@@ -8,22 +8,23 @@ Two paths give the same function:
   CUDA, where its kernels also fuse the dropout;
 - on CPU while training with dropout, where PyTorch falls back to materialising the whole (B, L, S) tensor
   several times over (2.7 GB each for HMDRN's 30-way penultimate level), ``ChunkedDropoutAttention`` walks
-  the query tokens in blocks that stay in cache. Nothing of size B·L·S is stored: the backward pass
-  recomputes each block's probabilities, and regenerates its keep mask from the seed the forward pass drew
-  it with (``KeepMasks``). Blocks of about a million probabilities keep the seven matrix products per block
-  near the CPU's peak (``bench/attention_speed.py`` times the paths).
+  the query tokens in blocks that stay in cache. Of size B·L·S it keeps only the keep mask, packed to one
+  bit per probability (84 MB at 30-way): the backward pass recomputes each block's probabilities and
+  unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``). Blocks of about a
+  million probabilities keep the seven matrix products per block near the CPU's peak
+  (``bench/attention_speed.py`` times the paths).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 BLOCK_ELEMENTS = 1 << 20
 """Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
@@ -41,7 +42,7 @@ class KeepMasks:
     Exactly P(drop) = round(p·2³²)/2³², from 8 random bits per entry: an entry is dropped when its byte is
     below the threshold's top byte, kept when above, and on a tie (one entry in 256) decided by 24 more bits
     from a second stream. Both streams are PCG64 generators seeded by ``seed``, so the same seed and the same
-    block shapes give the same masks: the backward pass regenerates what the forward pass used.
+    block shapes give the same masks.
     """
 
     def __init__(self, seed: int, p: float) -> None:
@@ -74,8 +75,9 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of ``rows`` query tokens.
 
     Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), p, the masks' seed, block rows.
-    Output (B, L, C). Saved for backward: the inputs and the output. With D_i = dout_i · out_i (which equals
-    Σ_j dP_ij P_ij), the softmax backward of a block needs no other block.
+    Output (B, L, C). Saved for backward: the inputs, the output and each block's keep mask packed to one bit
+    per entry. With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs
+    no other block.
     """
 
     @staticmethod
@@ -89,13 +91,19 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         seed: int,
         rows: int,
     ) -> Tensor:
-        masks = KeepMasks(seed, p)
+        masks, packed = KeepMasks(seed, p), []
+
+        def draw(shape: tuple[int, int, int]) -> Tensor:
+            mask = masks.next(shape)
+            packed.append(np.packbits(mask.numpy()))
+            return mask
+
         out = queries.new_empty(keys.shape[0], queries.shape[0], values.shape[-1])
-        for block in _Blocks(queries, keys, rows, masks):
+        for block in _Blocks(queries, keys, rows, draw):
             out[:, block.rows] = torch.bmm(block.probs.mul_(block.keep), values)
         out.mul_(1 / (1 - p))
         ctx.save_for_backward(queries, keys, values, out)
-        ctx.p, ctx.seed, ctx.rows = p, seed, rows
+        ctx.p, ctx.rows, ctx.packed_masks = p, rows, packed
         return out
 
     @staticmethod
@@ -107,15 +115,22 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         grad_queries = torch.empty(queries.shape, dtype=queries.dtype)
         grad_keys = torch.zeros_like(keys)
         grad_values = torch.zeros_like(values)
-        blocks = _Blocks(queries, keys, ctx.rows, KeepMasks(ctx.seed, ctx.p))
+        packed = iter(ctx.packed_masks)
+
+        def unpack(shape: tuple[int, int, int]) -> Tensor:
+            return torch.from_numpy(np.unpackbits(next(packed), count=math.prod(shape))).view(shape)
+
+        blocks = _Blocks(queries, keys, ctx.rows, unpack)
         for block in blocks:
             block_grad = grad[:, block.rows]
-            row_dot = (block_grad * out[:, block.rows]).sum(-1, keepdim=True)  # D (B, l, 1)
+            row_dot = torch.linalg.vecdot(block_grad, out[:, block.rows]).unsqueeze(-1)  # D (B, l, 1)
             block_grad = block_grad * (1 / (1 - ctx.p))
-            # softmax backward: dS = P ⊙ (dP − D), with dP = keep ⊙ (dout Vᵀ) / (1 − p)
+            # softmax backward: dS = P ⊙ (dP − D) with dP = keep ⊙ (dout Vᵀ)/(1 − p),
+            # computed as (P ⊙ keep) ⊙ (dout Vᵀ)/(1 − p) − P ⊙ D: P ⊙ keep also serves dV
+            kept = block.keep.mul_(block.probs)
             grad_scores = torch.bmm(block_grad, values_t, out=block.scratch)
-            grad_scores.mul_(block.keep).sub_(row_dot).mul_(block.probs)
-            grad_values.baddbmm_(block.probs.mul_(block.keep).transpose(1, 2), block_grad)
+            grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
+            grad_values.baddbmm_(kept.transpose(1, 2), block_grad)
             grad_queries[block.rows] = torch.bmm(grad_scores, keys).sum(0).mul_(blocks.scale)
             grad_keys.baddbmm_(grad_scores.transpose(1, 2), block.scaled_queries)
         return grad_queries, grad_keys, grad_values, None, None, None
@@ -134,9 +149,12 @@ class _Blocks:
 
     PyTorch's CPU allocator does not cache: a fresh 4 MiB tensor is mapped and zeroed by the kernel on first
     touch, which took 2.7 ms on a 2-core AMD EPYC where the softmax that fills a reused one took 0.2 ms.
+    ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order.
     """
 
-    def __init__(self, queries: Tensor, keys: Tensor, rows: int, masks: KeepMasks) -> None:
+    def __init__(
+        self, queries: Tensor, keys: Tensor, rows: int, masks: Callable[[tuple[int, int, int]], Tensor]
+    ) -> None:
         self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
         self.scale = keys.shape[-1] ** -0.5
         size = keys.shape[0] * min(rows, queries.shape[0]) * keys.shape[1]
@@ -153,8 +171,19 @@ class _Blocks:
             scores, probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
             torch.bmm(scaled_queries, keys_t, out=scores)
             torch.ops.aten._softmax.out(scores, -1, False, out=probs)
-            keep.copy_(self.masks.next(shape))
+            keep.copy_(self.masks(shape))
             yield _Block(rows, scaled_queries, probs, keep, scratch=scores)
+
+
+def role_projections(projection: nn.Linear, tokens: Tensor, roles: str = "qkv") -> tuple[Tensor, ...]:
+    """The query, key and value projections of ``tokens`` (…, C) by a bias-free C→3C ``projection`` (…, C)
+    each, only those named in ``roles`` ("qkv", "kv", …), in that order.
+
+    One product per role: slicing a (…, 3C) output instead would make the backward pass concatenate the three
+    gradients and copy the non-contiguous slices (a fifth of HMDRN's transformer time on CPU).
+    """
+    weights = dict(zip("qkv", projection.weight.chunk(3)))
+    return tuple(F.linear(tokens, weights[role]) for role in roles)
 
 
 def cross_attention(
@@ -176,4 +205,11 @@ def cross_attention(
     return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, block_rows(b, s))
 
 
-__all__ = ["cross_attention", "ChunkedDropoutAttention", "KeepMasks", "block_rows", "keep_mask"]
+__all__ = [
+    "cross_attention",
+    "role_projections",
+    "ChunkedDropoutAttention",
+    "KeepMasks",
+    "block_rows",
+    "keep_mask",
+]

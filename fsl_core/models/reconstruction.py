@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .cross_attention import cross_attention
+from .cross_attention import cross_attention, role_projections
 
 
 class AttentionReconstruction(nn.Module):
@@ -45,14 +45,15 @@ class AttentionReconstruction(nn.Module):
         """
         way, kn, c = support.shape
         n_query, n = query.shape[:2]
-        q_q, k_q, v_q = self.qkv(query).chunk(3, dim=-1)
-        q_s, k_s, v_s = self.qkv(support).chunk(3, dim=-1)
+        q_q, v_q = role_projections(self.qkv, query, "qv")
+        k_s, v_s = role_projections(self.qkv, support, "kv")
         # query from support: softmax(Q_q K_cᵀ/√C) V_c for every class c, compared with the query's own values
         rebuilt = cross_attention(q_q.reshape(n_query * n, c), k_s, v_s, self.dropout, self.training)
         rebuilt = rebuilt.view(way, n_query, n, c)
         error = squared_error(rebuilt, v_q.unsqueeze(0))  # (way, n_query, N)
         out = {"query": {"error": error.permute(1, 0, 2), "reconstruction": rebuilt.permute(1, 0, 2, 3)}}
         if self.bidirectional:  # support from query (BiFRN's second direction)
+            (q_s,), (k_q,) = role_projections(self.qkv, support, "q"), role_projections(self.qkv, query, "k")
             rebuilt_support = cross_attention(q_s.reshape(way * kn, c), k_q, v_q, self.dropout, self.training)
             error_support = squared_error(rebuilt_support.view(n_query, way, kn, c), v_s.unsqueeze(0))
             out["support"] = {"error": error_support}

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cross_attention import role_projections
+
 
 def sinusoidal_positions(tokens: int, channels: int) -> Tensor:
     """Fixed positional embedding (1, N, C): P[p, i] = sin(p / 10000^(2⌊i/2⌋/C)) for even i, cos for odd i."""
@@ -53,7 +55,10 @@ class MaskedSelfAttention(nn.Module):
     def forward(self, x: Tensor, masked: bool) -> tuple[Tensor, Tensor | None]:
         """x: (B, N, C) → (out (B, N, C), mask (B, heads, N) bool or None when not ``masked``)."""
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            part.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+            for part in role_projections(self.qkv, x)
+        )
         mask = None
         if masked:
             mask = norm_threshold_mask(q.detach())
