@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fsl_core.models import build_model
+from fsl_core.models import cross_attention as cross_attention_module
 from fsl_core.models import reconstruction as reconstruction_module
 from fsl_core.models.cross_attention import (
     ChunkedDropoutAttention,
@@ -14,6 +15,7 @@ from fsl_core.models.cross_attention import (
     block_rows,
     cross_attention,
     keep_mask,
+    product,
     role_projections,
 )
 from fsl_core.models.reconstruction import squared_error
@@ -90,7 +92,7 @@ def test_cross_attention_training_on_cpu_is_the_formula_with_its_mask():
     out = cross_attention(queries, keys, values, dropout=0.25, training=True)
     torch.manual_seed(11)
     seed = int(torch.randint(0, 2**62, ()).item())
-    keep = keep_mask((3, 50, 9), 0.25, seed, rows=block_rows(3, 9))
+    keep = keep_mask((3, 50, 9), 0.25, seed, rows=block_rows(9))
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.25))
     assert 0 < (~keep).sum() < keep.numel()
 
@@ -102,7 +104,7 @@ def test_hmdrn_training_step_equals_the_plain_formula(monkeypatch):
     def plain_cross_attention(queries, keys, values, dropout=0.0, training=False):
         b, s, _ = keys.shape
         seed = int(torch.randint(0, 2**62, ()).item())
-        keep = keep_mask((b, queries.shape[0], s), dropout, seed, rows=block_rows(b, s))
+        keep = keep_mask((b, queries.shape[0], s), dropout, seed, rows=block_rows(s))
         return reference(queries, keys, values, keep, dropout)
 
     torch.manual_seed(0)
@@ -184,3 +186,39 @@ def test_role_projections_equal_the_split_projection_in_value_and_gradient():
     value, query = role_projections(projection, tokens, "vq")
     torch.testing.assert_close(value, by_role[2], rtol=0, atol=0)
     torch.testing.assert_close(query, by_role[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_product_is_the_float32_matrix_product_for_any_strides_of_its_right_factor(monkeypatch, onednn):
+    """``product`` (oneDNN where PyTorch has it, else torch.mm) equals a @ b to float32 rounding, for a
+    contiguous left factor and a right factor that is contiguous, transposed or a column slice."""
+    monkeypatch.setattr(
+        cross_attention_module, "_ONEDNN_LINEAR", onednn and cross_attention_module._ONEDNN_LINEAR
+    )
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randn(37, 29, generator=generator)
+    for b in (
+        torch.randn(29, 11, generator=generator),
+        torch.randn(11, 29, generator=generator).t(),
+        torch.randn(29, 30, generator=generator)[:, 5:16],
+    ):
+        expected = (a.double() @ b.double()).float()
+        torch.testing.assert_close(product(a, b), expected, rtol=1e-5, atol=1e-5)
+    double = torch.randn(5, 4, dtype=torch.float64, generator=generator)
+    assert torch.equal(product(double, double.t()), double @ double.t())  # float64 always takes torch.mm
+
+
+def test_chunked_attention_without_onednn_gives_the_same_result(monkeypatch):
+    """The fallback products (torch.mm) give the oneDNN path's outputs and gradients to float32 rounding."""
+
+    def run():
+        queries, keys, values = (tensor.float().detach().requires_grad_() for tensor in inputs(length=300))
+        torch.manual_seed(4)
+        out = cross_attention(queries, keys, values, 0.2, training=True)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        return out.detach(), queries.grad, keys.grad, values.grad
+
+    with_onednn = run()
+    monkeypatch.setattr(cross_attention_module, "_ONEDNN_LINEAR", False)
+    for ours, theirs in zip(with_onednn, run()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

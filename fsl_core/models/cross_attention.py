@@ -8,11 +8,11 @@ Two paths give the same function:
   CUDA, where its kernels also fuse the dropout;
 - on CPU while training with dropout, where PyTorch falls back to materialising the whole (B, L, S) tensor
   several times over (2.7 GB each for HMDRN's 30-way penultimate level), ``ChunkedDropoutAttention`` walks
-  the query tokens in blocks that stay in cache. Of size B·L·S it keeps only the keep mask, packed to one
-  bit per probability (84 MB at 30-way): the backward pass recomputes each block's probabilities and
-  unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``). Blocks of about a
-  million probabilities keep the seven matrix products per block near the CPU's peak
-  (``bench/attention_speed.py`` times the paths).
+  the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it keeps only the
+  keep mask, packed to one bit per probability (84 MB at 30-way): the backward pass recomputes each block's
+  probabilities and unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``).
+  Blocks of about a million probabilities keep the seven matrix products per block near the CPU's peak, the
+  four with a small output through oneDNN (``product``) (``bench/attention_speed.py`` times the paths).
 """
 
 from __future__ import annotations
@@ -31,9 +31,31 @@ BLOCK_ELEMENTS = 1 << 20
 products to reach the CPU's peak, few enough for a block's tensors to stay in cache."""
 
 
-def block_rows(entries: int, tokens: int) -> int:
-    """Query rows per block of the chunked path for B = ``entries`` and S = ``tokens``: BLOCK_ELEMENTS / (B·S)."""
-    return max(1, BLOCK_ELEMENTS // (entries * tokens))
+def block_rows(tokens: int) -> int:
+    """Query rows per block of the chunked path for S = ``tokens`` support tokens: BLOCK_ELEMENTS / S."""
+    return max(1, BLOCK_ELEMENTS // tokens)
+
+
+def _onednn_linear_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def product(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for a contiguous (m, k) and b (k, n) of any strides; float32 products as ``torch.mm`` computes them.
+
+    Through oneDNN's inner product where PyTorch has it: MKL's sgemm, behind ``torch.mm``, ran at half the speed
+    on an AMD EPYC with AVX-512 (213 against 475 GFLOP/s for 2048² matrices, the same float32 arithmetic;
+    ``bench/attention_speed.py``). It returns a new tensor, so it serves the products whose output is small.
+    """
+    if _ONEDNN_LINEAR and a.dtype == torch.float32:
+        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+    return a @ b
 
 
 class KeepMasks:
@@ -64,20 +86,27 @@ class KeepMasks:
 
 def keep_mask(shape: tuple[int, int, int], p: float, seed: int, rows: int) -> Tensor:
     """The whole (B, L, S) bool keep mask that ``ChunkedDropoutAttention`` applies with this seed and block
-    height ``rows`` (it never builds it: this is for tests and inspection)."""
+    height ``rows`` (it never builds it: this is for tests and inspection). Blocks are drawn entry by entry,
+    each entry's query rows in order."""
     masks = KeepMasks(seed, p)
     entries, length, tokens = shape
-    blocks = [masks.next((entries, min(rows, length - start), tokens)) for start in range(0, length, rows)]
-    return torch.cat(blocks, dim=1).bool()
+    starts = range(0, length, rows)
+    return torch.stack(
+        [
+            torch.cat([masks.next((min(rows, length - start), tokens)) for start in starts])
+            for _ in range(entries)
+        ]
+    ).bool()
 
 
 class ChunkedDropoutAttention(torch.autograd.Function):
-    """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of ``rows`` query tokens.
+    """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of ``rows`` query tokens of one entry b.
 
     Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), p, the masks' seed, block rows.
     Output (B, L, C). Saved for backward: the inputs, the output and each block's keep mask packed to one bit
     per entry. With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs
-    no other block.
+    no other block. Every matrix product of a block is one (l, ·) × (·, ·) product: the three with an (l, S)
+    output write into the block's buffers (``torch.mm``), the four with a small output go through ``product``.
     """
 
     @staticmethod
@@ -93,14 +122,14 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     ) -> Tensor:
         masks, packed = KeepMasks(seed, p), []
 
-        def draw(shape: tuple[int, int, int]) -> Tensor:
+        def draw(shape: tuple[int, int]) -> Tensor:
             mask = masks.next(shape)
             packed.append(np.packbits(mask.numpy()))
             return mask
 
         out = queries.new_empty(keys.shape[0], queries.shape[0], values.shape[-1])
         for block in _Blocks(queries, keys, rows, draw):
-            out[:, block.rows] = torch.bmm(block.probs.mul_(block.keep), values)
+            out[block.entry, block.rows] = product(block.probs.mul_(block.keep), values[block.entry])
         out.mul_(1 / (1 - p))
         ctx.save_for_backward(queries, keys, values, out)
         ctx.p, ctx.rows, ctx.packed_masks = p, rows, packed
@@ -111,41 +140,43 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:  # noqa: D102
         queries, keys, values, out = ctx.saved_tensors
-        values_t = values.transpose(1, 2)
-        grad_queries = torch.empty(queries.shape, dtype=queries.dtype)
-        grad_keys = torch.zeros_like(keys)
-        grad_values = torch.zeros_like(values)
+        grad_queries = torch.zeros(queries.shape, dtype=queries.dtype)
+        grad_keys_t = torch.zeros(keys.shape[0], keys.shape[2], keys.shape[1], dtype=keys.dtype)  # (B, C, S)
+        grad_values_t = torch.zeros(values.shape[0], values.shape[2], values.shape[1], dtype=values.dtype)
         packed = iter(ctx.packed_masks)
 
-        def unpack(shape: tuple[int, int, int]) -> Tensor:
+        def unpack(shape: tuple[int, int]) -> Tensor:
             return torch.from_numpy(np.unpackbits(next(packed), count=math.prod(shape))).view(shape)
 
         blocks = _Blocks(queries, keys, ctx.rows, unpack)
         for block in blocks:
-            block_grad = grad[:, block.rows]
-            row_dot = torch.linalg.vecdot(block_grad, out[:, block.rows]).unsqueeze(-1)  # D (B, l, 1)
+            b, rows = block.entry, block.rows
+            block_grad = grad[b, rows]
+            row_dot = torch.linalg.vecdot(block_grad, out[b, rows]).unsqueeze(-1)  # D (l, 1)
             block_grad = block_grad * (1 / (1 - ctx.p))
             # softmax backward: dS = P ⊙ (dP − D) with dP = keep ⊙ (dout Vᵀ)/(1 − p),
             # computed as (P ⊙ keep) ⊙ (dout Vᵀ)/(1 − p) − P ⊙ D: P ⊙ keep also serves dV
             kept = block.keep.mul_(block.probs)
-            grad_scores = torch.bmm(block_grad, values_t, out=block.scratch)
+            grad_scores = torch.mm(block_grad, values[b].t(), out=block.scratch)
             grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
-            grad_values.baddbmm_(kept.transpose(1, 2), block_grad)
-            grad_queries[block.rows] = torch.bmm(grad_scores, keys).sum(0).mul_(blocks.scale)
-            grad_keys.baddbmm_(grad_scores.transpose(1, 2), block.scaled_queries)
-        return grad_queries, grad_keys, grad_values, None, None, None
+            grad_values_t[b] += product(block_grad.t().contiguous(), kept)
+            grad_queries[rows] += product(grad_scores, keys[b])
+            grad_keys_t[b] += product(block.scaled_queries.t().contiguous(), grad_scores)
+        grad_queries.mul_(blocks.scale)
+        return grad_queries, grad_keys_t.transpose(1, 2), grad_values_t.transpose(1, 2), None, None, None
 
 
 class _Block(NamedTuple):
+    entry: int
     rows: slice
-    scaled_queries: Tensor  # (B, l, C): the block's queries times 1/√C, for every entry
-    probs: Tensor  # (B, l, S): softmax(Q K_bᵀ/√C)
-    keep: Tensor  # (B, l, S): the keep mask, 1.0 or 0.0
-    scratch: Tensor  # (B, l, S): free to overwrite (it held the scores the probabilities were made from)
+    scaled_queries: Tensor  # (l, C): the block's queries times 1/√C
+    probs: Tensor  # (l, S): softmax(Q K_bᵀ/√C)
+    keep: Tensor  # (l, S): the keep mask, 1.0 or 0.0
+    scratch: Tensor  # (l, S): free to overwrite (it held the scores the probabilities were made from)
 
 
 class _Blocks:
-    """The blocks of one pass, computed into buffers made once per pass.
+    """The blocks of one pass, entry by entry, computed into buffers made once per pass.
 
     PyTorch's CPU allocator does not cache: a fresh 4 MiB tensor is mapped and zeroed by the kernel on first
     touch, which took 2.7 ms on a 2-core AMD EPYC where the softmax that fills a reused one took 0.2 ms.
@@ -153,26 +184,27 @@ class _Blocks:
     """
 
     def __init__(
-        self, queries: Tensor, keys: Tensor, rows: int, masks: Callable[[tuple[int, int, int]], Tensor]
+        self, queries: Tensor, keys: Tensor, rows: int, masks: Callable[[tuple[int, int]], Tensor]
     ) -> None:
         self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
         self.scale = keys.shape[-1] ** -0.5
-        size = keys.shape[0] * min(rows, queries.shape[0]) * keys.shape[1]
+        size = min(rows, queries.shape[0]) * keys.shape[1]
         self._buffers = [queries.new_empty(size) for _ in range(3)]
 
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
-        keys_t = self.keys.transpose(1, 2)
         scaled = self.queries * self.scale
-        for start in range(0, self.queries.shape[0], self.rows):
-            rows = slice(start, start + self.rows)
-            scaled_queries = scaled[rows].expand(entries, -1, -1).contiguous()
-            shape = (entries, scaled_queries.shape[1], tokens)
-            scores, probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
-            torch.bmm(scaled_queries, keys_t, out=scores)
-            torch.ops.aten._softmax.out(scores, -1, False, out=probs)
-            keep.copy_(self.masks(shape))
-            yield _Block(rows, scaled_queries, probs, keep, scratch=scores)
+        for entry in range(entries):
+            keys_t = self.keys[entry].t()
+            for start in range(0, self.queries.shape[0], self.rows):
+                rows = slice(start, start + self.rows)
+                scaled_queries = scaled[rows]
+                shape = (scaled_queries.shape[0], tokens)
+                scores, probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
+                torch.mm(scaled_queries, keys_t, out=scores)
+                torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+                keep.copy_(self.masks(shape))
+                yield _Block(entry, rows, scaled_queries, probs, keep, scratch=scores)
 
 
 def role_projections(projection: nn.Linear, tokens: Tensor, roles: str = "qkv") -> tuple[Tensor, ...]:
@@ -202,7 +234,7 @@ def cross_attention(
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
     seed = int(torch.randint(0, 2**62, ()).item())
-    return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, block_rows(b, s))
+    return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, block_rows(s))
 
 
 __all__ = [
