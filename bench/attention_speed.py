@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from train_speed import interleaved_medians
 
-from fsl_core.models.cross_attention import cross_attention
-from fsl_core.models.reconstruction import squared_error
+from fsl_core.models.cross_attention import cross_attention, squared_error
 from fsl_core.runtime import device_name
 
 

@@ -17,8 +17,8 @@ from fsl_core.models.cross_attention import (
     keep_mask,
     product,
     role_projections,
+    squared_error,
 )
-from fsl_core.models.reconstruction import squared_error
 
 
 def reference(queries, keys, values, keep, p):
@@ -42,11 +42,28 @@ def test_chunked_attention_equals_formula_and_gradients(rows):
     queries, keys, values = inputs()
     keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
     assert 0 < (~keep).sum() < keep.numel()
-    out = ChunkedDropoutAttention.apply(queries, keys, values, 0.3, 5, rows)
+    out = ChunkedDropoutAttention.apply(queries, keys, values, None, 0.3, 5, rows)
     assert out.shape == (3, 23, 4)
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.3))
     assert torch.autograd.gradcheck(
-        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, 0.3, 5, rows), (queries, keys, values)
+        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, None, 0.3, 5, rows), (queries, keys, values)
+    )
+
+
+@pytest.mark.parametrize("rows", [1, 5, 64])
+def test_chunked_attention_error_equals_formula_and_gradients(rows):
+    """With a target the chunked path returns ‖out[b]_i − T_i‖² (B, L) without making out; gradcheck covers
+    the queries, keys, values and target, whose gradient sums over the entries."""
+    queries, keys, values = inputs()
+    target = torch.randn(23, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    target.requires_grad_()
+    keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
+    error = ChunkedDropoutAttention.apply(queries, keys, values, target, 0.3, 5, rows)
+    assert error.shape == (3, 23)
+    torch.testing.assert_close(error, (reference(queries, keys, values, keep, 0.3) - target).pow(2).sum(-1))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.3, 5, rows),
+        (queries, keys, values, target),
     )
 
 
@@ -55,7 +72,7 @@ def test_chunked_gradients_equal_autograd_of_formula():
     keep = keep_mask((5, 300, 40), 0.1, seed=9, rows=37)
     weights = torch.randn(5, 300, 16)
     grads = torch.autograd.grad(
-        (ChunkedDropoutAttention.apply(queries, keys, values, 0.1, 9, 37) * weights).sum(),
+        (ChunkedDropoutAttention.apply(queries, keys, values, None, 0.1, 9, 37) * weights).sum(),
         (queries, keys, values),
     )
     expected = torch.autograd.grad(
@@ -77,8 +94,8 @@ def test_keep_mask_rate_is_exact_and_reproducible(p):
 
 
 def test_keep_masks_continue_one_stream():
-    """Consecutive blocks continue one stream (what lets the backward pass regenerate them in order): three
-    blocks of 400 entries are the 1,200 entries of one block drawn from the same seed."""
+    """Consecutive blocks continue one stream (what lets ``keep_mask`` rebuild the masks the attention drew):
+    three blocks of 400 entries are the 1,200 entries of one block drawn from the same seed."""
     masks = KeepMasks(7, 0.2)
     blocks = [masks.next((2, 4, 50)) for _ in range(3)]
     assert all(block.dtype == torch.uint8 and set(block.unique().tolist()) == {0, 1} for block in blocks)
@@ -101,11 +118,12 @@ def test_hmdrn_training_step_equals_the_plain_formula(monkeypatch):
     """A whole HMDRN step (Conv-4, 3-way 2-shot 2-query, 84 px): the loss and every parameter's gradient equal
     those of the same model whose cross attention is the written-out formula with the same keep masks."""
 
-    def plain_cross_attention(queries, keys, values, dropout=0.0, training=False):
+    def plain_cross_attention(queries, keys, values, dropout=0.0, training=False, target=None):
         b, s, _ = keys.shape
         seed = int(torch.randint(0, 2**62, ()).item())
         keep = keep_mask((b, queries.shape[0], s), dropout, seed, rows=block_rows(s))
-        return reference(queries, keys, values, keep, dropout)
+        out = reference(queries, keys, values, keep, dropout)
+        return out if target is None else (out - target).pow(2).sum(-1)
 
     torch.manual_seed(0)
     model = build_model("hmdrn", "conv4", image_size=84).train()

@@ -11,8 +11,8 @@ Two paths give the same function:
   the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it keeps only the
   keep mask, packed to one bit per probability (84 MB at 30-way): the backward pass recomputes each block's
   probabilities and unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``).
-  Blocks of about a million probabilities keep the seven matrix products per block near the CPU's peak, the
-  four with a small output through oneDNN (``product``) (``bench/attention_speed.py`` times the paths).
+  Blocks of about a million probabilities keep the seven matrix products per block, each through oneDNN
+  (``product``), near the CPU's peak (``bench/attention_speed.py`` times the paths).
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def product(a: Tensor, b: Tensor) -> Tensor:
     """a @ b for a contiguous (m, k) and b (k, n) of any strides; float32 products as ``torch.mm`` computes them.
 
     Through oneDNN's inner product where PyTorch has it: MKL's sgemm, behind ``torch.mm``, ran at half the speed
-    on an AMD EPYC with AVX-512 (213 against 475 GFLOP/s for 2048² matrices, the same float32 arithmetic;
-    ``bench/attention_speed.py``). It returns a new tensor, so it serves the products whose output is small.
+    on an AMD EPYC with AVX-512 (213 against 475 GFLOP/s for 2048² matrices, the same float32 arithmetic).
     """
     if _ONEDNN_LINEAR and a.dtype == torch.float32:
         return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
@@ -100,13 +99,15 @@ def keep_mask(shape: tuple[int, int, int], p: float, seed: int, rows: int) -> Te
 
 
 class ChunkedDropoutAttention(torch.autograd.Function):
-    """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of ``rows`` query tokens of one entry b.
+    """out[b] = (softmax(Q K_bᵀ/√C) ⊙ keep[b] / (1 − p)) V_b, by blocks of ``rows`` query tokens of one entry b;
+    with a target T, the squared error ‖out[b]_i − T_i‖² of each output token instead.
 
-    Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), p, the masks' seed, block rows.
-    Output (B, L, C). Saved for backward: the inputs, the output and each block's keep mask packed to one bit
-    per entry. With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs
-    no other block. Every matrix product of a block is one (l, ·) × (·, ·) product: the three with an (l, S)
-    output write into the block's buffers (``torch.mm``), the four with a small output go through ``product``.
+    Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), target (L, C) or None, p, the
+    masks' seed, block rows. Output (B, L, C), or (B, L) with a target: then no (B, L, C) tensor is ever made,
+    and the backward pass recomputes each block's output (one more matrix product per block). Saved for
+    backward: the inputs, the output without a target, and each block's keep mask packed to one bit per entry.
+    With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs no other
+    block. Each of a block's matrix products is a single 2-D ``product``.
     """
 
     @staticmethod
@@ -116,7 +117,8 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         queries: Tensor,
         keys: Tensor,
         values: Tensor,
-        p: float,  # noqa: D102
+        target: Tensor | None,  # noqa: D102
+        p: float,
         seed: int,
         rows: int,
     ) -> Tensor:
@@ -127,22 +129,30 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             packed.append(np.packbits(mask.numpy()))
             return mask
 
-        out = queries.new_empty(keys.shape[0], queries.shape[0], values.shape[-1])
+        entries, length = keys.shape[0], queries.shape[0]
+        out = queries.new_empty(
+            (entries, length) if target is not None else (entries, length, values.shape[-1])
+        )
         for block in _Blocks(queries, keys, rows, draw):
-            out[block.entry, block.rows] = product(block.probs.mul_(block.keep), values[block.entry])
-        out.mul_(1 / (1 - p))
-        ctx.save_for_backward(queries, keys, values, out)
+            rebuilt = product(block.probs.mul_(block.keep), values[block.entry]).mul_(1 / (1 - p))
+            if target is None:
+                out[block.entry, block.rows] = rebuilt
+            else:
+                difference = rebuilt.sub_(target[block.rows])
+                out[block.entry, block.rows] = torch.linalg.vecdot(difference, difference)
+        ctx.save_for_backward(queries, keys, values, target, out if target is None else None)
         ctx.p, ctx.rows, ctx.packed_masks = p, rows, packed
         return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:  # noqa: D102
-        queries, keys, values, out = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
+        queries, keys, values, target, out = ctx.saved_tensors
         grad_queries = torch.zeros(queries.shape, dtype=queries.dtype)
         grad_keys_t = torch.zeros(keys.shape[0], keys.shape[2], keys.shape[1], dtype=keys.dtype)  # (B, C, S)
         grad_values_t = torch.zeros(values.shape[0], values.shape[2], values.shape[1], dtype=values.dtype)
+        grad_target = torch.zeros_like(target) if ctx.needs_input_grad[3] else None
         packed = iter(ctx.packed_masks)
 
         def unpack(shape: tuple[int, int]) -> Tensor:
@@ -151,19 +161,56 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         blocks = _Blocks(queries, keys, ctx.rows, unpack)
         for block in blocks:
             b, rows = block.entry, block.rows
-            block_grad = grad[b, rows]
-            row_dot = torch.linalg.vecdot(block_grad, out[b, rows]).unsqueeze(-1)  # D (l, 1)
+            kept = block.keep.mul_(block.probs)  # P ⊙ keep
+            if target is None:
+                block_out, block_grad = out[b, rows], grad[b, rows]
+            else:  # d‖out − T‖²/d out = 2 (out − T)
+                block_out = product(kept, values[b]).mul_(1 / (1 - ctx.p))
+                block_grad = (block_out - target[rows]).mul_(2 * grad[b, rows].unsqueeze(-1))
+                if grad_target is not None:
+                    grad_target[rows] -= block_grad
+            row_dot = torch.linalg.vecdot(block_grad, block_out).unsqueeze(-1)  # D (l, 1)
             block_grad = block_grad * (1 / (1 - ctx.p))
             # softmax backward: dS = P ⊙ (dP − D) with dP = keep ⊙ (dout Vᵀ)/(1 − p),
             # computed as (P ⊙ keep) ⊙ (dout Vᵀ)/(1 − p) − P ⊙ D: P ⊙ keep also serves dV
-            kept = block.keep.mul_(block.probs)
-            grad_scores = torch.mm(block_grad, values[b].t(), out=block.scratch)
+            grad_scores = product(block_grad, values[b].t())
             grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
             grad_values_t[b] += product(block_grad.t().contiguous(), kept)
             grad_queries[rows] += product(grad_scores, keys[b])
             grad_keys_t[b] += product(block.scaled_queries.t().contiguous(), grad_scores)
         grad_queries.mul_(blocks.scale)
-        return grad_queries, grad_keys_t.transpose(1, 2), grad_values_t.transpose(1, 2), None, None, None
+        grads = grad_queries, grad_keys_t.transpose(1, 2), grad_values_t.transpose(1, 2), grad_target
+        return (*grads, None, None, None)
+
+
+class SquaredError(torch.autograd.Function):
+    """error = ((rebuilt − target)²).sum(-1) for rebuilt (A, …, C) and a target broadcastable to it → (A, …).
+
+    The difference is made once and saved; the squares are summed by ``torch.linalg.vecdot`` without another
+    tensor of rebuilt's size, and the backward pass makes only the gradient it returns: forward and backward take
+    1.3× less time than the written-out formula at HMDRN's 5-way shapes and 1.5× less at 30-way
+    (``bench/attention_speed.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, rebuilt: Tensor, target: Tensor) -> Tensor:  # noqa: D102
+        difference = rebuilt - target
+        ctx.save_for_backward(difference)
+        ctx.target_shape = target.shape
+        return torch.linalg.vecdot(difference, difference)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:  # noqa: D102
+        (difference,) = ctx.saved_tensors
+        grad_rebuilt = difference * (2 * grad).unsqueeze(-1)
+        grad_target = grad_rebuilt.sum_to_size(ctx.target_shape).neg() if ctx.needs_input_grad[1] else None
+        return grad_rebuilt, grad_target
+
+
+def squared_error(rebuilt: Tensor, target: Tensor) -> Tensor:
+    """Squared error per token: rebuilt (A, …, C) against target broadcastable to it → (A, …)."""
+    return SquaredError.apply(rebuilt, target)
 
 
 class _Block(NamedTuple):
@@ -172,14 +219,11 @@ class _Block(NamedTuple):
     scaled_queries: Tensor  # (l, C): the block's queries times 1/√C
     probs: Tensor  # (l, S): softmax(Q K_bᵀ/√C)
     keep: Tensor  # (l, S): the keep mask, 1.0 or 0.0
-    scratch: Tensor  # (l, S): free to overwrite (it held the scores the probabilities were made from)
 
 
 class _Blocks:
-    """The blocks of one pass, entry by entry, computed into buffers made once per pass.
-
-    PyTorch's CPU allocator does not cache: a fresh 4 MiB tensor is mapped and zeroed by the kernel on first
-    touch, which took 2.7 ms on a 2-core AMD EPYC where the softmax that fills a reused one took 0.2 ms.
+    """The blocks of one pass, entry by entry; the probabilities and the mask go into buffers made once per
+    pass (a fresh 4 MiB tensor can cost more in page faults than the softmax that fills it).
     ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order.
     """
 
@@ -189,7 +233,7 @@ class _Blocks:
         self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
         self.scale = keys.shape[-1] ** -0.5
         size = min(rows, queries.shape[0]) * keys.shape[1]
-        self._buffers = [queries.new_empty(size) for _ in range(3)]
+        self._buffers = [queries.new_empty(size) for _ in range(2)]
 
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
@@ -200,11 +244,10 @@ class _Blocks:
                 rows = slice(start, start + self.rows)
                 scaled_queries = scaled[rows]
                 shape = (scaled_queries.shape[0], tokens)
-                scores, probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
-                torch.mm(scaled_queries, keys_t, out=scores)
-                torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+                probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
+                torch.ops.aten._softmax.out(product(scaled_queries, keys_t), -1, False, out=probs)
                 keep.copy_(self.masks(shape))
-                yield _Block(entry, rows, scaled_queries, probs, keep, scratch=scores)
+                yield _Block(entry, rows, scaled_queries, probs, keep)
 
 
 def role_projections(projection: nn.Linear, tokens: Tensor, roles: str = "qkv") -> tuple[Tensor, ...]:
@@ -219,26 +262,35 @@ def role_projections(projection: nn.Linear, tokens: Tensor, roles: str = "qkv") 
 
 
 def cross_attention(
-    queries: Tensor, keys: Tensor, values: Tensor, dropout: float = 0.0, training: bool = False
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    dropout: float = 0.0,
+    training: bool = False,
+    target: Tensor | None = None,
 ) -> Tensor:
-    """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C).
+    """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C), or with ``target``
+    (L, C) the squared error of every output token against its target, (B, L).
 
     softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``. The chunked path
-    draws its masks' seed from torch's generator (one draw per call), so ``torch.manual_seed`` reproduces it.
+    draws its masks' seed from torch's generator (one draw per call), so ``torch.manual_seed`` reproduces it;
+    with a target it never holds the (B, L, C) output (345 MB at HMDRN's 30-way penultimate level).
     """
     b, s, _ = keys.shape
     if not (training and dropout > 0 and queries.device.type == "cpu"):
-        return F.scaled_dot_product_attention(
+        out = F.scaled_dot_product_attention(
             queries.expand(b, -1, -1), keys, values, dropout_p=dropout if training else 0.0
         )
+        return out if target is None else squared_error(out, target)
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
     seed = int(torch.randint(0, 2**62, ()).item())
-    return ChunkedDropoutAttention.apply(queries, keys, values, dropout, seed, block_rows(s))
+    return ChunkedDropoutAttention.apply(queries, keys, values, target, dropout, seed, block_rows(s))
 
 
 __all__ = [
     "cross_attention",
+    "squared_error",
     "role_projections",
     "ChunkedDropoutAttention",
     "KeepMasks",

@@ -200,14 +200,21 @@ class ReconstructionNetwork(EpisodicModel):
 
     # -- per episode ----------------------------------------------------------------------------------------
     def level_errors(
-        self, support: Embedding, support_labels: Tensor, query: Embedding, way: int, level: str
+        self,
+        support: Embedding,
+        support_labels: Tensor,
+        query: Embedding,
+        way: int,
+        level: str,
+        reconstruction: bool = True,
     ) -> dict[str, dict[str, Tensor]]:
-        """Reconstruction errors of one level: {direction: {"error": (n_query, way, tokens), ...}}.
+        """Reconstruction errors of one level: {direction: {"error": (n_query, way, tokens), ...}}, with the
+        rebuilt query tokens under "reconstruction" when ``reconstruction``.
 
         Support tokens (way*shot, N, C) are pooled per class into (way, shot*N, C) first.
         """
         pooled = group_by_class(support[level], support_labels, way)
-        return self.reconstructions[level](pooled, query[level])
+        return self.reconstructions[level](pooled, query[level], reconstruction)
 
     def head(
         self,
@@ -224,7 +231,7 @@ class ReconstructionNetwork(EpisodicModel):
         score = 0.0
         level_scores = {}
         for level in self.levels:
-            errors = self.level_errors(support, support_labels, query, way, level)
+            errors = self.level_errors(support, support_labels, query, way, level, details is not None)
             level_scores[level] = 0.0
             for direction, result in errors.items():
                 term = -result["error"].sum(-1)  # s_level(q, c): minus the summed squared token error

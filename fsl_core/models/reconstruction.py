@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .cross_attention import cross_attention, role_projections
+from .cross_attention import cross_attention, role_projections, squared_error
 
 
 class AttentionReconstruction(nn.Module):
@@ -36,28 +36,40 @@ class AttentionReconstruction(nn.Module):
         self.bidirectional = bidirectional
         self.dropout = dropout
 
-    def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
+    def forward(
+        self, support: Tensor, query: Tensor, reconstruction: bool = True
+    ) -> dict[str, dict[str, Tensor]]:
         """support: (way, kN, C) tokens pooled per class; query: (n_query, N, C).
 
         Returns {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}} and, when
         bidirectional, {"support": {"error": (n_query, way, kN)}}. All n_query·N query tokens attend to each
-        class at once (``cross_attention``); they are never copied per class.
+        class at once (``cross_attention``); they are never copied per class. Without ``reconstruction`` the
+        rebuilt tokens are left out, and while training on CPU never held: only their errors are made.
         """
         way, kn, c = support.shape
         n_query, n = query.shape[:2]
         q_q, v_q = role_projections(self.qkv, query, "qv")
         k_s, v_s = role_projections(self.qkv, support, "kv")
         # query from support: softmax(Q_q K_cᵀ/√C) V_c for every class c, compared with the query's own values
-        rebuilt = cross_attention(q_q.reshape(n_query * n, c), k_s, v_s, self.dropout, self.training)
-        rebuilt = rebuilt.view(way, n_query, n, c)
-        error = squared_error(rebuilt, v_q.unsqueeze(0))  # (way, n_query, N)
-        out = {"query": {"error": error.permute(1, 0, 2), "reconstruction": rebuilt.permute(1, 0, 2, 3)}}
+        error, rebuilt = self._errors(q_q.reshape(-1, c), k_s, v_s, v_q.reshape(-1, c), reconstruction)
+        out = {"query": {"error": error.view(way, n_query, n).permute(1, 0, 2)}}
+        if rebuilt is not None:
+            out["query"]["reconstruction"] = rebuilt.view(way, n_query, n, c).permute(1, 0, 2, 3)
         if self.bidirectional:  # support from query (BiFRN's second direction)
             (q_s,), (k_q,) = role_projections(self.qkv, support, "q"), role_projections(self.qkv, query, "k")
-            rebuilt_support = cross_attention(q_s.reshape(way * kn, c), k_q, v_q, self.dropout, self.training)
-            error_support = squared_error(rebuilt_support.view(n_query, way, kn, c), v_s.unsqueeze(0))
-            out["support"] = {"error": error_support}
+            error_support, _ = self._errors(q_s.reshape(-1, c), k_q, v_q, v_s.reshape(-1, c), False)
+            out["support"] = {"error": error_support.view(n_query, way, kn)}
         return out
+
+    def _errors(
+        self, queries: Tensor, keys: Tensor, values: Tensor, target: Tensor, keep_rebuilt: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Squared errors (B, L) of the tokens rebuilt from each entry's keys and values against the target
+        (L, C), and the rebuilt tokens (B, L, C) when ``keep_rebuilt``."""
+        if not keep_rebuilt:
+            return cross_attention(queries, keys, values, self.dropout, self.training, target=target), None
+        rebuilt = cross_attention(queries, keys, values, self.dropout, self.training)
+        return squared_error(rebuilt, target), rebuilt
 
 
 class RidgeReconstruction(nn.Module):
@@ -97,41 +109,14 @@ class RidgeReconstruction(nn.Module):
             weights = s.transpose(1, 2) @ torch.cholesky_solve(s, torch.linalg.cholesky(system))
         return (self.beta.exp() * weights).to(support.dtype)  # ρ = e^β
 
-    def forward(self, support: Tensor, query: Tensor) -> dict[str, dict[str, Tensor]]:
+    def forward(
+        self, support: Tensor, query: Tensor, reconstruction: bool = True
+    ) -> dict[str, dict[str, Tensor]]:
         """support: (way, kN, C); query: (n_query, N, C) →
-        {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}}."""
+        {"query": {"error": (n_query, way, N), "reconstruction": (n_query, way, N, C)}}; the reconstruction is
+        made for the error anyway, so it is returned whatever ``reconstruction`` says."""
         rebuilt = torch.einsum("qnc,wcd->qwnd", query, self.projection(support))
         return {"query": {"error": squared_error(rebuilt, query[:, None]), "reconstruction": rebuilt}}
-
-
-class SquaredError(torch.autograd.Function):
-    """error = ((rebuilt − target)²).sum(-1) for rebuilt (A, …, C) and a target broadcastable to it → (A, …).
-
-    The difference is made once and saved; the squares are summed by ``torch.linalg.vecdot`` without another
-    tensor of rebuilt's size, and the backward pass makes only the gradient it returns: forward and backward take
-    1.3× less time than the written-out formula at HMDRN's 5-way shapes and 1.5× less at 30-way
-    (``bench/attention_speed.py``).
-    """
-
-    @staticmethod
-    def forward(ctx, rebuilt: Tensor, target: Tensor) -> Tensor:  # noqa: D102
-        difference = rebuilt - target
-        ctx.save_for_backward(difference)
-        ctx.target_shape = target.shape
-        return torch.linalg.vecdot(difference, difference)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:  # noqa: D102
-        (difference,) = ctx.saved_tensors
-        grad_rebuilt = difference * (2 * grad).unsqueeze(-1)
-        grad_target = grad_rebuilt.sum_to_size(ctx.target_shape).neg() if ctx.needs_input_grad[1] else None
-        return grad_rebuilt, grad_target
-
-
-def squared_error(rebuilt: Tensor, target: Tensor) -> Tensor:
-    """Squared error per token: rebuilt (A, …, C) against target broadcastable to it → (A, …)."""
-    return SquaredError.apply(rebuilt, target)
 
 
 def orthogonality_loss(support: Tensor) -> Tensor:
@@ -143,4 +128,4 @@ def orthogonality_loss(support: Tensor) -> Tensor:
     return torch.triu(gram, diagonal=1).sum()
 
 
-__all__ = ["AttentionReconstruction", "RidgeReconstruction", "orthogonality_loss", "squared_error"]
+__all__ = ["AttentionReconstruction", "RidgeReconstruction", "orthogonality_loss"]
