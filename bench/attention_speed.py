@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from train_speed import interleaved_medians
+from train_speed import interleaved_fastest
 
 from fsl_core.models.cross_attention import cross_attention, squared_error
 from fsl_core.runtime import device_name
@@ -87,7 +87,7 @@ def main() -> None:
     for way in args.ways:
         length, support = way * args.query * args.tokens, args.shot * args.tokens
         paths = attention_paths(way, args)
-        times = interleaved_medians(paths, args.repeats)
+        times = interleaved_fastest(paths, args.repeats)
         reference = times["sdpa reference (dropout)"]
         for name, seconds in times.items():
             print(
@@ -97,7 +97,7 @@ def main() -> None:
     print("\n" + header)
     print("-" * len(header))
     for way in args.ways:
-        times = interleaved_medians(error_paths(way, args), args.repeats)
+        times = interleaved_fastest(error_paths(way, args), args.repeats)
         for name, seconds in times.items():
             print(f"{way:>4} {name:<26} {seconds * 1e3:>10.1f} {times['formula'] / seconds:>11.2f}x")
 

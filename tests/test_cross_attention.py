@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsl_core.models import build_model
-from fsl_core.models import cross_attention as cross_attention_module
+from fsl_core.models import build_model, products
 from fsl_core.models import reconstruction as reconstruction_module
 from fsl_core.models.cross_attention import (
     ChunkedDropoutAttention,
@@ -15,10 +14,10 @@ from fsl_core.models.cross_attention import (
     block_rows,
     cross_attention,
     keep_mask,
-    product,
     role_projections,
     squared_error,
 )
+from fsl_core.models.products import Linear, product
 
 
 def reference(queries, keys, values, keep, p):
@@ -210,9 +209,7 @@ def test_role_projections_equal_the_split_projection_in_value_and_gradient():
 def test_product_is_the_float32_matrix_product_for_any_strides_of_its_right_factor(monkeypatch, onednn):
     """``product`` (oneDNN where PyTorch has it, else torch.mm) equals a @ b to float32 rounding, for a
     contiguous left factor and a right factor that is contiguous, transposed or a column slice."""
-    monkeypatch.setattr(
-        cross_attention_module, "_ONEDNN_LINEAR", onednn and cross_attention_module._ONEDNN_LINEAR
-    )
+    monkeypatch.setattr(products, "ONEDNN", onednn and products.ONEDNN)
     generator = torch.Generator().manual_seed(3)
     a = torch.randn(37, 29, generator=generator)
     for b in (
@@ -237,6 +234,34 @@ def test_chunked_attention_without_onednn_gives_the_same_result(monkeypatch):
         return out.detach(), queries.grad, keys.grad, values.grad
 
     with_onednn = run()
-    monkeypatch.setattr(cross_attention_module, "_ONEDNN_LINEAR", False)
+    monkeypatch.setattr(products, "ONEDNN", False)
     for ours, theirs in zip(with_onednn, run()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_equals_torch_linear_in_value_and_gradient(bias):
+    """``Linear`` keeps nn.Linear's parameters and names and gives its outputs and gradients (oneDNN path on
+    float32 CPU tensors, PyTorch's elsewhere: float64 here gives exactly F.linear)."""
+    torch.manual_seed(0)
+    layer = Linear(16, 24, bias=bias)
+    assert [name for name, _ in layer.named_parameters()] == (["weight", "bias"] if bias else ["weight"])
+    tokens = torch.randn(3, 50, 16).transpose(0, 1)  # a non-contiguous (50, 3, 16) input
+    weights = torch.randn(50, 3, 24)
+
+    def run(forward, x):
+        layer.zero_grad()
+        x = x.detach().requires_grad_()
+        out = forward(x)
+        (out * weights.to(out.dtype)).sum().backward()
+        return [out, x.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    expected = run(lambda x: torch.nn.functional.linear(x, layer.weight, layer.bias), tokens)
+    for ours, theirs in zip(run(layer, tokens), expected):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    layer.double()
+    for ours, theirs in zip(
+        run(layer, tokens.double()),
+        run(lambda x: torch.nn.functional.linear(x, layer.weight, layer.bias), tokens.double()),
+    ):
+        assert torch.equal(ours, theirs)

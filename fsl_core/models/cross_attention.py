@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .products import linear, product
+
 BLOCK_ELEMENTS = 1 << 20
 """Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
 products to reach the CPU's peak, few enough for a block's tensors to stay in cache."""
@@ -34,27 +36,6 @@ products to reach the CPU's peak, few enough for a block's tensors to stay in ca
 def block_rows(tokens: int) -> int:
     """Query rows per block of the chunked path for S = ``tokens`` support tokens: BLOCK_ELEMENTS / S."""
     return max(1, BLOCK_ELEMENTS // tokens)
-
-
-def _onednn_linear_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-
-
-def product(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for a contiguous (m, k) and b (k, n) of any strides; float32 products as ``torch.mm`` computes them.
-
-    Through oneDNN's inner product where PyTorch has it: MKL's sgemm, behind ``torch.mm``, ran at half the speed
-    on an AMD EPYC with AVX-512 (213 against 475 GFLOP/s for 2048² matrices, the same float32 arithmetic).
-    """
-    if _ONEDNN_LINEAR and a.dtype == torch.float32:
-        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
-    return a @ b
 
 
 class KeepMasks:
@@ -258,7 +239,7 @@ def role_projections(projection: nn.Linear, tokens: Tensor, roles: str = "qkv") 
     gradients and copy the non-contiguous slices (a fifth of HMDRN's transformer time on CPU).
     """
     weights = dict(zip("qkv", projection.weight.chunk(3)))
-    return tuple(F.linear(tokens, weights[role]) for role in roles)
+    return tuple(linear(tokens, weights[role]) for role in roles)
 
 
 def cross_attention(

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .cross_attention import cross_attention, role_projections, squared_error
+from .products import Linear
 
 
 class AttentionReconstruction(nn.Module):
@@ -32,7 +33,7 @@ class AttentionReconstruction(nn.Module):
 
     def __init__(self, channels: int, bidirectional: bool = False, dropout: float = 0.1) -> None:
         super().__init__()
-        self.qkv = nn.Linear(channels, 3 * channels, bias=False)
+        self.qkv = Linear(channels, 3 * channels, bias=False)
         self.bidirectional = bidirectional
         self.dropout = dropout
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cross_attention import role_projections
+from .products import Linear
 
 
 def sinusoidal_positions(tokens: int, channels: int) -> Tensor:
@@ -49,8 +50,8 @@ class MaskedSelfAttention(nn.Module):
         if channels % heads:
             raise ValueError(f"transformer_heads={heads} must divide the channel count {channels}")
         self.heads = heads
-        self.qkv = nn.Linear(channels, 3 * channels, bias=False)
-        self.proj = nn.Linear(channels, channels)
+        self.qkv = Linear(channels, 3 * channels, bias=False)
+        self.proj = Linear(channels, channels)
 
     def forward(self, x: Tensor, masked: bool) -> tuple[Tensor, Tensor | None]:
         """x: (B, N, C) → (out (B, N, C), mask (B, heads, N) bool or None when not ``masked``)."""
@@ -75,8 +76,8 @@ class TransformerLayer(nn.Module):
         self.norm_pre = nn.LayerNorm(channels)
         self.attn = MaskedSelfAttention(channels, heads)
         self.norm_post = nn.LayerNorm(channels)
-        self.ffn_in = nn.Linear(channels, channels)
-        self.ffn_out = nn.Linear(channels, channels)
+        self.ffn_in = Linear(channels, channels)
+        self.ffn_out = Linear(channels, channels)
 
     def forward(self, x: Tensor, masked: bool) -> tuple[Tensor, Tensor | None]:
         """x: (B, N, C) → (B, N, C) and the layer's mask (B, heads, N) or None."""
