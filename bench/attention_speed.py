@@ -5,9 +5,10 @@
 
 One forward and backward pass of softmax(Q K_bᵀ/√C) V_b for B = way classes, L = way·query·N query tokens and
 S = shot·N support tokens per class, by three paths: PyTorch's ``scaled_dot_product_attention`` with dropout
-(its reference path on CPU), the chunked path ``fsl_core`` uses for training on CPU, and, as the floor, the
-fused kernel without dropout (what evaluation runs). A second table times the squared error of the rebuilt
-tokens that follows the attention: the written-out formula against ``squared_error``.
+(its reference path on CPU), the chunked path ``fsl_core`` uses for training on CPU, and, for comparison,
+PyTorch's fused kernel without dropout (what evaluation runs). A second table times the squared error of the
+rebuilt tokens (evaluation, or a caller asking for the tokens): the written-out formula against
+``squared_error``; while training, the chunked path returns the errors itself.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def attention_paths(way: int, args: argparse.Namespace) -> dict[str, Callable[[]
             )
         ),
         "chunked (dropout)": lambda: step(lambda: cross_attention(queries, keys, values, args.dropout, True)),
-        "fused, no dropout (floor)": lambda: step(lambda: cross_attention(queries, keys, values, 0.0, True)),
+        "fused sdpa, no dropout": lambda: step(lambda: cross_attention(queries, keys, values, 0.0, True)),
     }
 
 

@@ -3,6 +3,8 @@ a whole HMDRN training step."""
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
@@ -265,3 +267,12 @@ def test_linear_equals_torch_linear_in_value_and_gradient(bias):
         run(lambda x: torch.nn.functional.linear(x, layer.weight, layer.bias), tokens.double()),
     ):
         assert torch.equal(ours, theirs)
+
+
+def test_onednn_products_are_on_where_pytorch_ships_onednn():
+    """x86 builds of PyTorch ship oneDNN: there the float32 products must take it (a failing self-check at
+    import would silently fall back to MKL's slower sgemm)."""
+    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available():
+        assert products.ONEDNN
+    a, b = torch.arange(6.0).view(2, 3), torch.arange(6.0).view(3, 2)
+    assert products.product(a, b).tolist() == [[10.0, 13.0], [28.0, 40.0]]

@@ -13,6 +13,10 @@ Two paths give the same function:
   probabilities and unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``).
   Blocks of about a million probabilities keep the seven matrix products per block, each through oneDNN
   (``product``), near the CPU's peak (``bench/attention_speed.py`` times the paths).
+
+With a ``target``, ``cross_attention`` returns the squared error of every output token against it instead of
+the output: the reconstruction heads need nothing else while training, and the chunked path then never holds
+the (B, L, C) output (one more matrix product per block recomputes it in the backward pass).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Float32 matrix products and linear layers through oneDNN on CPU, where PyTorch ships it.
 
 PyTorch sends ``torch.mm`` and ``nn.Linear`` on CPU to MKL's sgemm, which ran at half the speed of oneDNN's
-inner product on a 2-core AMD EPYC with AVX-512 (213 against 475 GFLOP/s for 2048² matrices), with the same
-float32 arithmetic: both sum each dot product in float32 with fused multiply-adds. ``product`` and ``Linear``
-take oneDNN's path for float32 CPU tensors (outside autocast) and PyTorch's own everywhere else.
+inner product on a 2-core AMD EPYC with AVX-512 (213 against 475 GFLOP/s for 2048² matrices). Both compute in
+float32 throughout; their results differ only in the order of the float32 sums (relative differences near
+1e-6). ``product`` and ``Linear`` take oneDNN's path for float32 CPU tensors outside autocast, PyTorch's own
+everywhere else, and PyTorch's own everywhere if oneDNN's inner product is missing or disagrees with
+``torch.mm`` on a small exact case when ``fsl_core`` is imported.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _onednn_inner_product_available() -> bool:
+def _onednn_inner_product_works() -> bool:
+    """Whether oneDNN's inner product runs here and gives torch.mm's (exact, small-integer) product."""
     try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
+        x = torch.arange(12, dtype=torch.float32).view(3, 4)
+        weight = torch.arange(8, dtype=torch.float32).view(2, 4)
+        return torch.equal(_inner_product(x, weight), x @ weight.t())
+    except (AttributeError, RuntimeError, TypeError):
         return False
-
-
-ONEDNN = _onednn_inner_product_available()
-"""Whether this PyTorch build has oneDNN's inner product (x86 builds do)."""
 
 
 def _onednn_applies(x: Tensor) -> bool:
@@ -36,6 +37,10 @@ def _onednn_applies(x: Tensor) -> bool:
 def _inner_product(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x (m, k) contiguous, weight (n, k) of any strides → x weightᵀ + bias (m, n) through oneDNN."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+ONEDNN = _onednn_inner_product_works()
+"""Whether float32 CPU products go through oneDNN (x86 builds of PyTorch have it)."""
 
 
 def product(a: Tensor, b: Tensor) -> Tensor:
