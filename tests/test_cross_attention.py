@@ -151,9 +151,20 @@ def test_hmdrn_training_step_equals_the_plain_formula(monkeypatch):
 
 @pytest.mark.parametrize("dropout, training", [(0.1, False), (0.0, True)])
 def test_cross_attention_without_active_dropout_is_plain_attention(dropout, training):
+    """Evaluation (PyTorch's fused kernel) and training without dropout (the chunked path, no mask) give the
+    formula and its gradients, and draw nothing from torch's generator."""
     queries, keys, values = inputs(torch.float32)
+    rng = torch.get_rng_state()
     out = cross_attention(queries, keys, values, dropout=dropout, training=training)
-    torch.testing.assert_close(out, reference(queries, keys, values, torch.ones(1), 0.0))
+    assert torch.equal(torch.get_rng_state(), rng)
+    expected = reference(queries, keys, values, torch.ones(1), 0.0)
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn(out.shape)
+    for got, want in zip(
+        torch.autograd.grad((out * weights).sum(), (queries, keys, values)),
+        torch.autograd.grad((expected * weights).sum(), (queries, keys, values)),
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_cross_attention_rejects_dropout_of_one():
@@ -276,3 +287,17 @@ def test_onednn_products_are_on_where_pytorch_ships_onednn():
         assert products.ONEDNN
     a, b = torch.arange(6.0).view(2, 3), torch.arange(6.0).view(3, 2)
     assert products.product(a, b).tolist() == [[10.0, 13.0], [28.0, 40.0]]
+
+
+def test_chunked_attention_without_dropout_passes_gradcheck():
+    """p = 0: no mask is drawn or stored; outputs and squared errors keep exact gradients."""
+    queries, keys, values = inputs()
+    target = torch.randn(23, 4, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(
+        ChunkedDropoutAttention.apply(queries, keys, values, None, 0.0, 0, 5),
+        reference(queries, keys, values, torch.ones(1, dtype=torch.float64), 0.0),
+    )
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.0, 0, 5),
+        (queries, keys, values, target),
+    )

@@ -4,15 +4,16 @@
 softmax(Q K_bᵀ/√C) V_b, with the probabilities dropped out (p = ``dropout``) while training.
 
 Two paths give the same function:
-- PyTorch's fused ``scaled_dot_product_attention`` whenever dropout is off (evaluation, ``dropout=0``) and on
-  CUDA, where its kernels also fuse the dropout;
-- on CPU while training with dropout, where PyTorch falls back to materialising the whole (B, L, S) tensor
+- PyTorch's fused ``scaled_dot_product_attention`` in evaluation and on CUDA, where its kernels also fuse the
+  dropout;
+- on CPU while training, where with dropout PyTorch falls back to materialising the whole (B, L, S) tensor
   several times over (2.7 GB each for HMDRN's 30-way penultimate level), ``ChunkedDropoutAttention`` walks
   the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it keeps only the
   keep mask, packed to one bit per probability (84 MB at 30-way): the backward pass recomputes each block's
   probabilities and unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``).
   Blocks of about a million probabilities keep the seven matrix products per block, each through oneDNN
-  (``product``), near the CPU's peak (``bench/attention_speed.py`` times the paths).
+  (``product``), near the CPU's peak (``bench/attention_speed.py`` times the paths). Without dropout it
+  draws no mask and still outruns PyTorch's fused kernel, so it serves all training on CPU.
 
 With a ``target``, ``cross_attention`` returns the squared error of every output token against it instead of
 the output: the reconstruction heads need nothing else while training, and the chunked path then never holds
@@ -118,8 +119,9 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         out = queries.new_empty(
             (entries, length) if target is not None else (entries, length, values.shape[-1])
         )
-        for block in _Blocks(queries, keys, rows, draw):
-            rebuilt = product(block.probs.mul_(block.keep), values[block.entry]).mul_(1 / (1 - p))
+        for block in _Blocks(queries, keys, rows, draw if p > 0 else None):
+            kept = block.probs if block.keep is None else block.probs.mul_(block.keep)
+            rebuilt = product(kept, values[block.entry]).mul_(1 / (1 - p))
             if target is None:
                 out[block.entry, block.rows] = rebuilt
             else:
@@ -143,10 +145,10 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         def unpack(shape: tuple[int, int]) -> Tensor:
             return torch.from_numpy(np.unpackbits(next(packed), count=math.prod(shape))).view(shape)
 
-        blocks = _Blocks(queries, keys, ctx.rows, unpack)
+        blocks = _Blocks(queries, keys, ctx.rows, unpack if ctx.p > 0 else None)
         for block in blocks:
             b, rows = block.entry, block.rows
-            kept = block.keep.mul_(block.probs)  # P ⊙ keep
+            kept = block.probs if block.keep is None else block.keep.mul_(block.probs)  # P ⊙ keep
             if target is None:
                 block_out, block_grad = out[b, rows], grad[b, rows]
             else:  # d‖out − T‖²/d out = 2 (out − T)
@@ -203,22 +205,24 @@ class _Block(NamedTuple):
     rows: slice
     scaled_queries: Tensor  # (l, C): the block's queries times 1/√C
     probs: Tensor  # (l, S): softmax(Q K_bᵀ/√C)
-    keep: Tensor  # (l, S): the keep mask, 1.0 or 0.0
+    keep: Tensor | None  # (l, S): the keep mask, 1.0 or 0.0; None without dropout
 
 
 class _Blocks:
     """The blocks of one pass, entry by entry; the probabilities and the mask go into buffers made once per
     pass (a fresh 4 MiB tensor can cost more in page faults than the softmax that fills it).
-    ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order.
+    ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order; without
+    ``masks`` (no dropout) the blocks have none.
     """
 
     def __init__(
-        self, queries: Tensor, keys: Tensor, rows: int, masks: Callable[[tuple[int, int]], Tensor]
+        self, queries: Tensor, keys: Tensor, rows: int, masks: Callable[[tuple[int, int]], Tensor] | None
     ) -> None:
         self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
         self.scale = keys.shape[-1] ** -0.5
         size = min(rows, queries.shape[0]) * keys.shape[1]
-        self._buffers = [queries.new_empty(size) for _ in range(2)]
+        self._probs = queries.new_empty(size)
+        self._keep = None if masks is None else queries.new_empty(size)
 
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
@@ -229,9 +233,10 @@ class _Blocks:
                 rows = slice(start, start + self.rows)
                 scaled_queries = scaled[rows]
                 shape = (scaled_queries.shape[0], tokens)
-                probs, keep = (buffer[: math.prod(shape)].view(shape) for buffer in self._buffers)
+                probs, keep = self._probs[: math.prod(shape)].view(shape), None
+                if self.masks is not None:
+                    keep = self._keep[: math.prod(shape)].view(shape).copy_(self.masks(shape))
                 torch.ops.aten._softmax.out(product(scaled_queries, keys_t), -1, False, out=probs)
-                keep.copy_(self.masks(shape))
                 yield _Block(entry, rows, scaled_queries, probs, keep)
 
 
@@ -257,19 +262,20 @@ def cross_attention(
     """queries: (L, C) shared by every batch entry; keys, values: (B, S, C) → (B, L, C), or with ``target``
     (L, C) the squared error of every output token against its target, (B, L).
 
-    softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``. The chunked path
-    draws its masks' seed from torch's generator (one draw per call), so ``torch.manual_seed`` reproduces it;
-    with a target it never holds the (B, L, C) output (345 MB at HMDRN's 30-way penultimate level).
+    softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``. Training on CPU
+    takes the chunked path, with or without dropout: it draws its masks' seed from torch's generator (one draw
+    per call with dropout, none without), so ``torch.manual_seed`` reproduces it; with a target it never holds
+    the (B, L, C) output (345 MB at HMDRN's 30-way penultimate level).
     """
     b, s, _ = keys.shape
-    if not (training and dropout > 0 and queries.device.type == "cpu"):
+    if not (training and queries.device.type == "cpu"):
         out = F.scaled_dot_product_attention(
             queries.expand(b, -1, -1), keys, values, dropout_p=dropout if training else 0.0
         )
         return out if target is None else squared_error(out, target)
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
-    seed = int(torch.randint(0, 2**62, ()).item())
+    seed = int(torch.randint(0, 2**62, ()).item()) if dropout > 0 else 0
     return ChunkedDropoutAttention.apply(queries, keys, values, target, dropout, seed, block_rows(s))
 
 
