@@ -330,15 +330,12 @@ def test_a_really_full_disk_and_a_read_only_folder(
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------------------------------
-def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(birds: Path, tmp_path: Path) -> None:
-    """Epochs of about half a second (30 episodes, not TINY's 3): on a busy machine the test may notice epoch 1
-    a good while after it was written, and the interrupt must still land before the run finishes."""
-    settings = {**TINY, "episodes_per_epoch": 30}
-    reference_run = tmp_path / "reference"
-    train(data_root=str(birds), run_dir=str(reference_run), **settings)
+def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(
+    reference_run: Path, birds: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "interrupted"
     process = subprocess.Popen(
-        cli_command(run_dir, birds, episodes_per_epoch=30),
+        cli_command(run_dir, birds),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=CHILD_ENV,
@@ -360,7 +357,7 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(birds: Path, tmp
     epoch = load_checkpoint(run_dir / "last.pt")["epoch"]
     assert lines[0].startswith(f"interrupted at epoch {epoch + 1}")
     assert f"last.pt holds epoch {epoch}; run the same command to resume" in lines[0]
-    train(data_root=str(birds), run_dir=str(run_dir), **settings)
+    train(data_root=str(birds), run_dir=str(run_dir), **TINY)
     assert_same_run(reference_run, run_dir)
 
 
