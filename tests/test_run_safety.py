@@ -340,6 +340,9 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(
         stderr=subprocess.PIPE,
         env=CHILD_ENV,
         text=True,
+        # a suite started in the background by a shell (`cmd &`) inherits an ignored SIGINT: give the child
+        # Ctrl-C as a terminal gives it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     metrics = run_dir / "metrics.csv"
     deadline = time.monotonic() + 120
