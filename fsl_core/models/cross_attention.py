@@ -108,7 +108,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         seed: int,
         rows: int,
     ) -> Tensor:
-        masks, packed = KeepMasks(seed, p), []
+        masks, packed = (KeepMasks(seed, p) if p > 0 else None), []
 
         def draw(shape: tuple[int, int]) -> Tensor:
             mask = masks.next(shape)
@@ -119,7 +119,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         out = queries.new_empty(
             (entries, length) if target is not None else (entries, length, values.shape[-1])
         )
-        for block in _Blocks(queries, keys, rows, draw if p > 0 else None):
+        for block in _Blocks(queries, keys, rows, draw if masks is not None else None):
             kept = block.probs if block.keep is None else block.probs.mul_(block.keep)
             rebuilt = product(kept, values[block.entry]).mul_(1 / (1 - p))
             if target is None:
