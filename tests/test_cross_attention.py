@@ -16,10 +16,9 @@ from fsl_core.models.cross_attention import (
     block_rows,
     cross_attention,
     keep_mask,
-    role_projections,
     squared_error,
 )
-from fsl_core.models.products import Linear, product
+from fsl_core.models.products import Linear, product, role_projections
 
 
 def reference(queries, keys, values, keep, p):

@@ -29,9 +29,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .products import linear, product
+from .products import product
 
 BLOCK_ELEMENTS = 1 << 20
 """Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
@@ -240,17 +240,6 @@ class _Blocks:
                 yield _Block(entry, rows, scaled_queries, probs, keep)
 
 
-def role_projections(projection: nn.Linear, tokens: Tensor, roles: str = "qkv") -> tuple[Tensor, ...]:
-    """The query, key and value projections of ``tokens`` (…, C) by a bias-free C→3C ``projection`` (…, C)
-    each, only those named in ``roles`` ("qkv", "kv", …), in that order.
-
-    One product per role: slicing a (…, 3C) output instead would make the backward pass concatenate the three
-    gradients and copy the non-contiguous slices (a fifth of HMDRN's transformer time on CPU).
-    """
-    weights = dict(zip("qkv", projection.weight.chunk(3)))
-    return tuple(linear(tokens, weights[role]) for role in roles)
-
-
 def cross_attention(
     queries: Tensor,
     keys: Tensor,
@@ -282,7 +271,6 @@ def cross_attention(
 __all__ = [
     "cross_attention",
     "squared_error",
-    "role_projections",
     "ChunkedDropoutAttention",
     "KeepMasks",
     "block_rows",

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .cross_attention import cross_attention, role_projections, squared_error
-from .products import Linear
+from .cross_attention import cross_attention, squared_error
+from .products import Linear, role_projections
 
 
 class AttentionReconstruction(nn.Module):

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cross_attention import role_projections
-from .products import Linear
+from .products import Linear, role_projections
 
 
 def sinusoidal_positions(tokens: int, channels: int) -> Tensor:
