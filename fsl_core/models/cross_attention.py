@@ -8,16 +8,18 @@ Two paths give the same function:
   dropout;
 - on CPU while training, where with dropout PyTorch falls back to materialising the whole (B, L, S) tensor
   several times over (2.7 GB each for HMDRN's 30-way penultimate level), ``ChunkedDropoutAttention`` walks
-  the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it keeps only the
-  keep mask, packed to one bit per probability (84 MB at 30-way): the backward pass recomputes each block's
-  probabilities and unpacks its mask, which takes a tenth of the time that drawing it did (``KeepMasks``).
-  Blocks of about a million probabilities keep the seven matrix products per block, each through oneDNN
-  (``product``), near the CPU's peak (``bench/attention_speed.py`` times the paths). Without dropout it
-  draws no mask and still outruns PyTorch's fused kernel, so it serves all training on CPU.
+  the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it always keeps the
+  keep mask, packed to one bit per probability (84 MB at 30-way), which the backward pass unpacks in a tenth
+  of the time that drawing it took (``KeepMasks``); the probabilities themselves it keeps only up to
+  ``SAVED_PROBABILITIES`` and otherwise recomputes block by block in the backward pass. Blocks of about a
+  million probabilities keep the matrix products, each through oneDNN (``product``), near the CPU's peak
+  (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and still outruns
+  PyTorch's fused kernel, so it serves all training on CPU.
 
 With a ``target``, ``cross_attention`` returns the squared error of every output token against it instead of
-the output: the reconstruction heads need nothing else while training, and the chunked path then never holds
-the (B, L, C) output (one more matrix product per block recomputes it in the backward pass).
+the output: the reconstruction heads need nothing else while training, and above ``SAVED_PROBABILITIES`` the
+chunked path then never holds the (B, L, C) output (one more matrix product per block recomputes it in the
+backward pass).
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ from .products import product
 BLOCK_ELEMENTS = 1 << 20
 """Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
 products to reach the CPU's peak, few enough for a block's tensors to stay in cache."""
+
+
+SAVED_PROBABILITIES = 1 << 25
+"""Up to this many probabilities (128 MiB in float32) the forward pass of the chunked path keeps them, and the
+output, for the backward pass, which then makes four matrix products per block instead of six (HMDRN's 5-way
+penultimate level has 18.75 M); above it (675 M at 30-way) the backward pass recomputes them block by block."""
 
 
 def block_rows(tokens: int) -> int:
@@ -89,11 +97,12 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     with a target T, the squared error ‖out[b]_i − T_i‖² of each output token instead.
 
     Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), target (L, C) or None, p, the
-    masks' seed, block rows. Output (B, L, C), or (B, L) with a target: then no (B, L, C) tensor is ever made,
-    and the backward pass recomputes each block's output (one more matrix product per block). Saved for
-    backward: the inputs, the output without a target, and each block's keep mask packed to one bit per entry.
-    With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs no other
-    block. Each of a block's matrix products is a single 2-D ``product``.
+    masks' seed, block rows, and ``save``: whether the forward pass keeps the probabilities (B, L, S) and the
+    output (B, L, C) for the backward pass. Output (B, L, C), or (B, L) with a target. Saved for backward: the
+    inputs, each block's keep mask packed to one bit per entry, and with ``save`` (or without a target, the
+    output) what the backward pass would otherwise recompute block by block: the scores' product and softmax,
+    and with a target the output's product. With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax
+    backward of a block needs no other block. Each of a block's matrix products is a single 2-D ``product``.
     """
 
     @staticmethod
@@ -107,6 +116,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         p: float,
         seed: int,
         rows: int,
+        save: bool,
     ) -> Tensor:
         masks, packed = (KeepMasks(seed, p) if p > 0 else None), []
 
@@ -115,27 +125,27 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             packed.append(np.packbits(mask.numpy()))
             return mask
 
-        entries, length = keys.shape[0], queries.shape[0]
-        out = queries.new_empty(
-            (entries, length) if target is not None else (entries, length, values.shape[-1])
-        )
-        for block in _Blocks(queries, keys, rows, draw if masks is not None else None):
-            kept = block.probs if block.keep is None else block.probs.mul_(block.keep)
+        (entries, tokens, channels), length = keys.shape, queries.shape[0]
+        probabilities = queries.new_empty((entries, length, tokens)) if save else None
+        out = queries.new_empty((entries, length, channels)) if save or target is None else None
+        errors = queries.new_empty((entries, length)) if target is not None else None
+        for block in _Blocks(queries, keys, rows, draw if masks is not None else None, probabilities):
+            kept = block.probs if block.keep is None else block.keep.mul_(block.probs)
             rebuilt = product(kept, values[block.entry]).mul_(1 / (1 - p))
-            if target is None:
+            if out is not None:
                 out[block.entry, block.rows] = rebuilt
-            else:
+            if target is not None:
                 difference = rebuilt.sub_(target[block.rows])
-                out[block.entry, block.rows] = torch.linalg.vecdot(difference, difference)
-        ctx.save_for_backward(queries, keys, values, target, out if target is None else None)
+                errors[block.entry, block.rows] = torch.linalg.vecdot(difference, difference)
+        ctx.save_for_backward(queries, keys, values, target, out, probabilities)
         ctx.p, ctx.rows, ctx.packed_masks = p, rows, packed
-        return out
+        return out if target is None else errors
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
-        queries, keys, values, target, out = ctx.saved_tensors
+        queries, keys, values, target, out, probabilities = ctx.saved_tensors
         grad_queries = torch.zeros(queries.shape, dtype=queries.dtype)
         grad_keys_t = torch.zeros(keys.shape[0], keys.shape[2], keys.shape[1], dtype=keys.dtype)  # (B, C, S)
         grad_values_t = torch.zeros(values.shape[0], values.shape[2], values.shape[1], dtype=values.dtype)
@@ -145,14 +155,18 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         def unpack(shape: tuple[int, int]) -> Tensor:
             return torch.from_numpy(np.unpackbits(next(packed), count=math.prod(shape))).view(shape)
 
-        blocks = _Blocks(queries, keys, ctx.rows, unpack if ctx.p > 0 else None)
+        blocks = _Blocks(queries, keys, ctx.rows, unpack if ctx.p > 0 else None, probabilities, saved=True)
+        transposed_queries: dict[int, Tensor] = {}  # the same for every entry: made once per block of rows
         for block in blocks:
             b, rows = block.entry, block.rows
             kept = block.probs if block.keep is None else block.keep.mul_(block.probs)  # P ⊙ keep
-            if target is None:
-                block_out, block_grad = out[b, rows], grad[b, rows]
-            else:  # d‖out − T‖²/d out = 2 (out − T)
+            if out is not None:
+                block_out = out[b, rows]
+            else:
                 block_out = product(kept, values[b]).mul_(1 / (1 - ctx.p))
+            if target is None:
+                block_grad = grad[b, rows]
+            else:  # d‖out − T‖²/d out = 2 (out − T)
                 block_grad = (block_out - target[rows]).mul_(2 * grad[b, rows].unsqueeze(-1))
                 if grad_target is not None:
                     grad_target[rows] -= block_grad
@@ -164,10 +178,12 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
             grad_values_t[b] += product(block_grad.t().contiguous(), kept)
             grad_queries[rows] += product(grad_scores, keys[b])
-            grad_keys_t[b] += product(block.scaled_queries.t().contiguous(), grad_scores)
+            if rows.start not in transposed_queries:
+                transposed_queries[rows.start] = block.scaled_queries.t().contiguous()
+            grad_keys_t[b] += product(transposed_queries[rows.start], grad_scores)
         grad_queries.mul_(blocks.scale)
         grads = grad_queries, grad_keys_t.transpose(1, 2), grad_values_t.transpose(1, 2), grad_target
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 class SquaredError(torch.autograd.Function):
@@ -209,19 +225,27 @@ class _Block(NamedTuple):
 
 
 class _Blocks:
-    """The blocks of one pass, entry by entry; the probabilities and the mask go into buffers made once per
-    pass (a fresh 4 MiB tensor can cost more in page faults than the softmax that fills it).
-    ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order; without
-    ``masks`` (no dropout) the blocks have none.
+    """The blocks of one pass, entry by entry. A block's probabilities are computed (the scores' product, then
+    the softmax in place), written into ``probabilities`` (B, L, S) when it is given, or with ``saved`` read
+    from it. ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order,
+    copied as floats into a buffer made once per pass (a fresh 4 MiB tensor can cost more in page faults than
+    the softmax that fills it); without ``masks`` (no dropout) the blocks have none.
     """
 
     def __init__(
-        self, queries: Tensor, keys: Tensor, rows: int, masks: Callable[[tuple[int, int]], Tensor] | None
+        self,
+        queries: Tensor,
+        keys: Tensor,
+        rows: int,
+        masks: Callable[[tuple[int, int]], Tensor] | None,
+        probabilities: Tensor | None = None,
+        saved: bool = False,
     ) -> None:
         self.queries, self.keys, self.rows, self.masks = queries, keys, rows, masks
+        self.probabilities = probabilities
+        self.saved = saved and probabilities is not None
         self.scale = keys.shape[-1] ** -0.5
         size = min(rows, queries.shape[0]) * keys.shape[1]
-        self._probs = queries.new_empty(size)
         self._keep = None if masks is None else queries.new_empty(size)
 
     def __iter__(self) -> Iterator[_Block]:
@@ -233,10 +257,15 @@ class _Blocks:
                 rows = slice(start, start + self.rows)
                 scaled_queries = scaled[rows]
                 shape = (scaled_queries.shape[0], tokens)
-                probs, keep = self._probs[: math.prod(shape)].view(shape), None
+                keep = None
                 if self.masks is not None:
                     keep = self._keep[: math.prod(shape)].view(shape).copy_(self.masks(shape))
-                torch.ops.aten._softmax.out(product(scaled_queries, keys_t), -1, False, out=probs)
+                if self.saved:
+                    probs = self.probabilities[entry, rows]
+                else:
+                    scores = product(scaled_queries, keys_t)
+                    probs = scores if self.probabilities is None else self.probabilities[entry, rows]
+                    torch.ops.aten._softmax.out(scores, -1, False, out=probs)
                 yield _Block(entry, rows, scaled_queries, probs, keep)
 
 
@@ -253,8 +282,9 @@ def cross_attention(
 
     softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``. Training on CPU
     takes the chunked path, with or without dropout: it draws its masks' seed from torch's generator (one draw
-    per call with dropout, none without), so ``torch.manual_seed`` reproduces it; with a target it never holds
-    the (B, L, C) output (345 MB at HMDRN's 30-way penultimate level).
+    per call with dropout, none without), so ``torch.manual_seed`` reproduces it; with a target and more than
+    ``SAVED_PROBABILITIES`` probabilities it never holds the (B, L, C) output (345 MB at HMDRN's 30-way
+    penultimate level).
     """
     b, s, _ = keys.shape
     if not (training and queries.device.type == "cpu"):
@@ -265,7 +295,8 @@ def cross_attention(
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
     seed = int(torch.randint(0, 2**62, ()).item()) if dropout > 0 else 0
-    return ChunkedDropoutAttention.apply(queries, keys, values, target, dropout, seed, block_rows(s))
+    save = b * queries.shape[0] * s <= SAVED_PROBABILITIES
+    return ChunkedDropoutAttention.apply(queries, keys, values, target, dropout, seed, block_rows(s), save)
 
 
 __all__ = [
