@@ -36,49 +36,55 @@ def inputs(dtype=torch.float64, length=23, entries=3, tokens=7, channels=4):
     return queries, keys, values
 
 
-@pytest.mark.parametrize("save", [False, True], ids=["recomputed", "saved"])
+@pytest.mark.parametrize(
+    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
+)
 @pytest.mark.parametrize("rows", [1, 5, 23, 64])
-def test_chunked_attention_equals_formula_and_gradients(rows, save):
+def test_chunked_attention_equals_formula_and_gradients(rows, saved):
     """Blocks that divide L, that do not, of one row and larger than L all give the formula with the mask
     ``keep_mask`` describes; gradcheck compares the hand-written backward pass with finite differences, with
-    the probabilities recomputed and saved."""
+    nothing, the output, or the output and the probabilities kept for it."""
     queries, keys, values = inputs()
     keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
     assert 0 < (~keep).sum() < keep.numel()
-    out = ChunkedDropoutAttention.apply(queries, keys, values, None, 0.3, 5, rows, save)
+    out = ChunkedDropoutAttention.apply(queries, keys, values, None, 0.3, 5, rows, *saved)
     assert out.shape == (3, 23, 4)
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.3))
     assert torch.autograd.gradcheck(
-        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, None, 0.3, 5, rows, save),
+        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, None, 0.3, 5, rows, *saved),
         (queries, keys, values),
     )
 
 
-@pytest.mark.parametrize("save", [False, True], ids=["recomputed", "saved"])
+@pytest.mark.parametrize(
+    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
+)
 @pytest.mark.parametrize("rows", [1, 5, 64])
-def test_chunked_attention_error_equals_formula_and_gradients(rows, save):
+def test_chunked_attention_error_equals_formula_and_gradients(rows, saved):
     """With a target the chunked path returns ‖out[b]_i − T_i‖² (B, L) without making out; gradcheck covers
     the queries, keys, values and target, whose gradient sums over the entries."""
     queries, keys, values = inputs()
     target = torch.randn(23, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     target.requires_grad_()
     keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
-    error = ChunkedDropoutAttention.apply(queries, keys, values, target, 0.3, 5, rows, save)
+    error = ChunkedDropoutAttention.apply(queries, keys, values, target, 0.3, 5, rows, *saved)
     assert error.shape == (3, 23)
     torch.testing.assert_close(error, (reference(queries, keys, values, keep, 0.3) - target).pow(2).sum(-1))
     assert torch.autograd.gradcheck(
-        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.3, 5, rows, save),
+        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.3, 5, rows, *saved),
         (queries, keys, values, target),
     )
 
 
-@pytest.mark.parametrize("save", [False, True], ids=["recomputed", "saved"])
-def test_chunked_gradients_equal_autograd_of_formula(save):
+@pytest.mark.parametrize(
+    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
+)
+def test_chunked_gradients_equal_autograd_of_formula(saved):
     queries, keys, values = inputs(torch.float32, length=300, entries=5, tokens=40, channels=16)
     keep = keep_mask((5, 300, 40), 0.1, seed=9, rows=37)
     weights = torch.randn(5, 300, 16)
     grads = torch.autograd.grad(
-        (ChunkedDropoutAttention.apply(queries, keys, values, None, 0.1, 9, 37, save) * weights).sum(),
+        (ChunkedDropoutAttention.apply(queries, keys, values, None, 0.1, 9, 37, *saved) * weights).sum(),
         (queries, keys, values),
     )
     expected = torch.autograd.grad(
@@ -173,11 +179,11 @@ def test_cross_attention_without_active_dropout_is_plain_attention(dropout, trai
 
 
 @pytest.mark.parametrize("with_target", [False, True], ids=["output", "error"])
-def test_saving_the_probabilities_changes_no_bit(monkeypatch, with_target):
-    """Up to ``SAVED_PROBABILITIES`` the backward pass reads the probabilities and the output the forward pass
-    kept; above it, it recomputes them: both give bit for bit the same values and gradients. The three blocks
-    (one per entry) take 6 matrix products each when saved; recomputed, 8 with a target and 7 without (the
-    output itself is saved)."""
+def test_what_is_saved_for_backward_changes_no_bit(monkeypatch, with_target):
+    """Within ``SAVED_ELEMENTS`` the backward pass reads the output and the probabilities the forward pass kept,
+    beyond it recomputes them: all three ways give bit for bit the same values and gradients. The three blocks
+    (one per entry) take 2 matrix products forward and 4 backward with both kept, 5 with only the output, 6
+    with neither (without a target the output is kept in any case)."""
     queries, keys, values = (tensor.float() for tensor in inputs(length=300, tokens=40, channels=16))
     target = torch.randn(300, 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
     weights = torch.randn(3, 300, 16 if not with_target else 1).squeeze(-1)
@@ -189,7 +195,8 @@ def test_saving_the_probabilities_changes_no_bit(monkeypatch, with_target):
 
     monkeypatch.setattr(cross_attention_module, "product", counted_product)
 
-    def run():
+    def run(limit):
+        monkeypatch.setattr(cross_attention_module, "SAVED_ELEMENTS", limit)
         products_made.clear()
         leaves = [tensor.detach().requires_grad_() for tensor in (queries, keys, values, target)]
         torch.manual_seed(6)
@@ -197,13 +204,12 @@ def test_saving_the_probabilities_changes_no_bit(monkeypatch, with_target):
         (out * weights).sum().backward()
         return [out.detach()] + [leaf.grad for leaf in leaves if leaf.grad is not None], len(products_made)
 
-    saved, saved_products = run()
-    monkeypatch.setattr(cross_attention_module, "SAVED_PROBABILITIES", 3 * 300 * 40 - 1)
-    recomputed, recomputed_products = run()
-    assert (saved_products, recomputed_products) == (18, 24 if with_target else 21)
-    assert len(saved) == len(recomputed) == (5 if with_target else 4)
-    for first, second in zip(saved, recomputed):
-        assert torch.equal(first, second)
+    output, probabilities = 3 * 300 * 16, 3 * 300 * 40
+    both, output_only, neither = run(output + probabilities), run(output), run(output - 1)
+    assert [made for _, made in (both, output_only, neither)] == [18, 21, 24 if with_target else 21]
+    assert len(both[0]) == (5 if with_target else 4)
+    for first, second, third in zip(both[0], output_only[0], neither[0]):
+        assert torch.equal(first, second) and torch.equal(first, third)
 
 
 def test_cross_attention_rejects_dropout_of_one():
@@ -328,16 +334,18 @@ def test_onednn_products_are_on_where_pytorch_ships_onednn():
     assert products.product(a, b).tolist() == [[10.0, 13.0], [28.0, 40.0]]
 
 
-@pytest.mark.parametrize("save", [False, True], ids=["recomputed", "saved"])
-def test_chunked_attention_without_dropout_passes_gradcheck(save):
+@pytest.mark.parametrize(
+    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
+)
+def test_chunked_attention_without_dropout_passes_gradcheck(saved):
     """p = 0: no mask is drawn or stored; outputs and squared errors keep exact gradients."""
     queries, keys, values = inputs()
     target = torch.randn(23, 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(
-        ChunkedDropoutAttention.apply(queries, keys, values, None, 0.0, 0, 5, save),
+        ChunkedDropoutAttention.apply(queries, keys, values, None, 0.0, 0, 5, *saved),
         reference(queries, keys, values, torch.ones(1, dtype=torch.float64), 0.0),
     )
     assert torch.autograd.gradcheck(
-        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.0, 0, 5, save),
+        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.0, 0, 5, *saved),
         (queries, keys, values, target),
     )

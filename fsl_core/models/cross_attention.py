@@ -10,16 +10,16 @@ Two paths give the same function:
   several times over (2.7 GB each for HMDRN's 30-way penultimate level), ``ChunkedDropoutAttention`` walks
   the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it always keeps the
   keep mask, packed to one bit per probability (84 MB at 30-way), which the backward pass unpacks in a tenth
-  of the time that drawing it took (``KeepMasks``); the probabilities themselves it keeps only up to
-  ``SAVED_PROBABILITIES`` and otherwise recomputes block by block in the backward pass. Blocks of about a
+  of the time that drawing it took (``KeepMasks``); the output and the probabilities it keeps within
+  ``SAVED_ELEMENTS`` and otherwise recomputes block by block in the backward pass. Blocks of about a
   million probabilities keep the matrix products, each through oneDNN (``product``), near the CPU's peak
   (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and still outruns
   PyTorch's fused kernel, so it serves all training on CPU.
 
 With a ``target``, ``cross_attention`` returns the squared error of every output token against it instead of
-the output: the reconstruction heads need nothing else while training, and above ``SAVED_PROBABILITIES`` the
-chunked path then never holds the (B, L, C) output (one more matrix product per block recomputes it in the
-backward pass).
+the output: the reconstruction heads need nothing else while training, and where the (B, L, C) output would
+not fit in ``SAVED_ELEMENTS`` the chunked path never holds it (one more matrix product per block recomputes it
+in the backward pass).
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ BLOCK_ELEMENTS = 1 << 20
 products to reach the CPU's peak, few enough for a block's tensors to stay in cache."""
 
 
-SAVED_PROBABILITIES = 1 << 25
-"""Up to this many probabilities (128 MiB in float32) the forward pass of the chunked path keeps them, and the
-output, for the backward pass, which then makes four matrix products per block instead of six (HMDRN's 5-way
-penultimate level has 18.75 M); above it (675 M at 30-way) the backward pass recomputes them block by block."""
+SAVED_ELEMENTS = 1 << 27
+"""The most float32 elements (512 MiB) the chunked path keeps for its backward pass beyond the inputs and masks:
+the output (B, L, C) where it fits, which spares one of the backward pass's six matrix products per block, and
+the probabilities (B, L, S) too where both fit, which spare one more and a softmax. HMDRN's 5-way penultimate
+level keeps both (2.4 M + 18.75 M); its 30-way one keeps the output (86 M) and recomputes the probabilities
+(675 M) block by block."""
 
 
 def block_rows(tokens: int) -> int:
@@ -97,12 +99,13 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     with a target T, the squared error ‖out[b]_i − T_i‖² of each output token instead.
 
     Inputs: queries (L, C) shared by every entry, keys and values (B, S, C), target (L, C) or None, p, the
-    masks' seed, block rows, and ``save``: whether the forward pass keeps the probabilities (B, L, S) and the
-    output (B, L, C) for the backward pass. Output (B, L, C), or (B, L) with a target. Saved for backward: the
-    inputs, each block's keep mask packed to one bit per entry, and with ``save`` (or without a target, the
-    output) what the backward pass would otherwise recompute block by block: the scores' product and softmax,
-    and with a target the output's product. With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax
-    backward of a block needs no other block. Each of a block's matrix products is a single 2-D ``product``.
+    masks' seed, block rows, and whether the forward pass keeps the output (B, L, C) and the probabilities
+    (B, L, S) for the backward pass. Output (B, L, C), or (B, L) with a target. Saved for backward: the inputs,
+    each block's keep mask packed to one bit per entry, and what the backward pass would otherwise recompute
+    block by block: with ``save_output`` (always without a target) the output, which spares one matrix product
+    per block, and with ``save_probabilities`` the probabilities, which spare the scores' product and softmax.
+    With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs no other
+    block. Each of a block's matrix products is a single 2-D ``product``.
     """
 
     @staticmethod
@@ -116,7 +119,8 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         p: float,
         seed: int,
         rows: int,
-        save: bool,
+        save_output: bool,
+        save_probabilities: bool,
     ) -> Tensor:
         masks, packed = (KeepMasks(seed, p) if p > 0 else None), []
 
@@ -126,8 +130,8 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             return mask
 
         (entries, tokens, channels), length = keys.shape, queries.shape[0]
-        probabilities = queries.new_empty((entries, length, tokens)) if save else None
-        out = queries.new_empty((entries, length, channels)) if save or target is None else None
+        probabilities = queries.new_empty((entries, length, tokens)) if save_probabilities else None
+        out = queries.new_empty((entries, length, channels)) if save_output or target is None else None
         errors = queries.new_empty((entries, length)) if target is not None else None
         for block in _Blocks(queries, keys, rows, draw if masks is not None else None, probabilities):
             kept = block.probs if block.keep is None else block.keep.mul_(block.probs)
@@ -183,7 +187,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             grad_keys_t[b] += product(transposed_queries[rows.start], grad_scores)
         grad_queries.mul_(blocks.scale)
         grads = grad_queries, grad_keys_t.transpose(1, 2), grad_values_t.transpose(1, 2), grad_target
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
 class SquaredError(torch.autograd.Function):
@@ -282,9 +286,8 @@ def cross_attention(
 
     softmax(Q K_bᵀ/√C) V_b with dropout ``dropout`` on the probabilities while ``training``. Training on CPU
     takes the chunked path, with or without dropout: it draws its masks' seed from torch's generator (one draw
-    per call with dropout, none without), so ``torch.manual_seed`` reproduces it; with a target and more than
-    ``SAVED_PROBABILITIES`` probabilities it never holds the (B, L, C) output (345 MB at HMDRN's 30-way
-    penultimate level).
+    per call with dropout, none without), so ``torch.manual_seed`` reproduces it; it keeps for the backward
+    pass what fits in ``SAVED_ELEMENTS``.
     """
     b, s, _ = keys.shape
     if not (training and queries.device.type == "cpu"):
@@ -295,8 +298,11 @@ def cross_attention(
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")
     seed = int(torch.randint(0, 2**62, ()).item()) if dropout > 0 else 0
-    save = b * queries.shape[0] * s <= SAVED_PROBABILITIES
-    return ChunkedDropoutAttention.apply(queries, keys, values, target, dropout, seed, block_rows(s), save)
+    output, probabilities = b * queries.shape[0] * values.shape[-1], b * queries.shape[0] * s
+    save_output, save_probabilities = output <= SAVED_ELEMENTS, output + probabilities <= SAVED_ELEMENTS
+    return ChunkedDropoutAttention.apply(
+        queries, keys, values, target, dropout, seed, block_rows(s), save_output, save_probabilities
+    )
 
 
 __all__ = [
