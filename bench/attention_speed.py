@@ -4,9 +4,11 @@
     python bench/attention_speed.py --ways 5 10 --channels 320   # ResNet-12's penultimate level
 
 One forward and backward pass of softmax(Q K_bᵀ/√C) V_b for B = way classes, L = way·query·N query tokens and
-S = shot·N support tokens per class, by three paths: PyTorch's ``scaled_dot_product_attention`` with dropout
-(its reference path on CPU), the chunked path ``fsl_core`` uses for training on CPU, and, for comparison,
-PyTorch's fused kernel without dropout (what evaluation runs). A second table times the squared error of the
+S = shot·N support tokens per class, followed by the squared error against a target, by four paths: PyTorch's
+``scaled_dot_product_attention`` with dropout (its reference path on CPU); the chunked path ``fsl_core`` uses
+for training on CPU, returning the output, and returning the squared errors themselves (what the
+reconstruction heads ask for while training); and, for comparison, PyTorch's fused kernel without dropout
+(what evaluation runs). A second table times the squared error of the
 rebuilt tokens (evaluation, or a caller asking for the tokens): the written-out formula against
 ``squared_error``; while training, the chunked path returns the errors itself.
 """
@@ -42,7 +44,12 @@ def attention_paths(way: int, args: argparse.Namespace) -> dict[str, Callable[[]
             )
         ),
         "chunked (dropout)": lambda: step(lambda: cross_attention(queries, keys, values, args.dropout, True)),
-        "fused sdpa, no dropout": lambda: step(lambda: cross_attention(queries, keys, values, 0.0, True)),
+        "chunked (dropout), errors": lambda: (
+            cross_attention(queries, keys, values, args.dropout, True, target=target).sum().backward()
+        ),
+        "fused sdpa, no dropout": lambda: step(
+            lambda: F.scaled_dot_product_attention(queries.expand(way, -1, -1), keys, values)
+        ),
     }
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from fsl_core.models import build_model
+from fsl_core.models.products import product
 from fsl_core.runtime import device_name, resolve_device
 
 AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
@@ -203,6 +204,15 @@ def interleaved_fastest(runners: dict[str, Callable[[], None]], repeats: int) ->
     return {name: min(values) for name, values in times.items()}
 
 
+def product_speed(device: torch.device, size: int = 2048) -> float:
+    """GFLOP/s of the float32 matrix product the models use (``product``: oneDNN on CPU where PyTorch has it),
+    fastest of five on size² matrices: the compute side of the CPU, which sets how far HMDRN's attention and
+    transformers trail the backbone (one 2-core EPYC generation ran it at 475 GFLOP/s, another at 170)."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    seconds = interleaved_fastest({"product": lambda: (product(a, b), synchronise(device))}, 5)["product"]
+    return 2 * size**3 / seconds / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -248,7 +258,7 @@ def main() -> None:
     print(
         f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"amp {'bf16' if args.amp else 'off'}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
-        f"{args.shot}-shot {args.query}-query {args.image_size}px"
+        f"{args.shot}-shot {args.query}-query {args.image_size}px, float32 product {product_speed(device):.0f} GFLOP/s"
     )
     width = max(9, *(len(model) for model in args.models))
     header = (

@@ -38,14 +38,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def device_name(device: str | torch.device = "cpu") -> str:
-    """What a benchmark table should name: the GPU's model, or the CPU's (Linux /proc/cpuinfo, else ``platform``)."""
+    """What a benchmark table should name: the GPU's model, or the CPU's (Linux /proc/cpuinfo, else ``platform``).
+
+    On x86 the CPU's family and model numbers follow its name: virtual machines often show only "AMD EPYC",
+    and two EPYC generations ran this project's matrix products at 475 and 170 GFLOP/s on two cores.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        if "model name" in fields:
+            numbers = (
+                f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
+            )
+            return fields["model name"] + numbers
     except OSError:
         pass
     return platform.processor() or platform.machine()

@@ -1,5 +1,5 @@
 """CPU threads: one rule (``fsl_core.runtime.use_cpu_threads``), used by training and the notebooks, and
-the number in use recorded with each run."""
+the number in use recorded with each run; and the CPU's name as benchmark tables give it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import TINY
 
+from fsl_core import runtime
 from fsl_core.cli.train import main as train_main
 from fsl_core.engine import train
 from fsl_core.engine.distributed import EpisodeLoss
@@ -119,3 +120,16 @@ def test_the_command_line_takes_threads(
     out = capsys.readouterr().out
     assert "  device: cpu, 2 CPU threads (as asked)" in out
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["cpu_threads"] == 2
+
+
+def test_device_name_gives_the_cpu_family_and_model_beside_a_bare_name(monkeypatch, tmp_path):
+    """A virtual machine's "AMD EPYC" alone does not tell two generations apart; the family and model do."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "processor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+    )
+    monkeypatch.setattr(runtime, "Path", lambda path: cpuinfo if path == "/proc/cpuinfo" else Path(path))
+    assert runtime.device_name("cpu") == "AMD EPYC (family 25, model 17)"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: ARMv8 Processor\n")
+    assert runtime.device_name("cpu") == "ARMv8 Processor"
