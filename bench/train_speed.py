@@ -4,6 +4,7 @@
     python bench/train_speed.py --backbones conv4 resnet12 --formats eager channels_last compile
     python bench/train_speed.py --device cuda --amp  # on a GPU, bf16 autocast
     python bench/train_speed.py --models frn hmdrn hmdrn:attention_dropout=0 hmdrn:levels=last  # ablations
+    THP_MEM_ALLOC_ENABLE=0 python bench/train_speed.py  # large CPU tensors in 4 KiB pages, as without fsl_core
 
 Rows: model × backbone × episode setting × memory format. Columns: training steps/s, evaluation episodes/s
 (full forward, no cache), the training-step time relative to FRN with the same backbone, setting and format, and
@@ -242,17 +243,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (the fastest reported)")
-    parser.add_argument(
-        "--no-huge-pages",
-        action="store_true",
-        help="allocate large CPU tensors in 4 KiB pages (the default without fsl_core)",
-    )
     args = parser.parse_args()
 
-    if args.no_huge_pages:
-        os.environ["THP_MEM_ALLOC_ENABLE"] = (
-            "0"  # read at PyTorch's first large allocation, which is still ahead
-        )
     device = resolve_device(args.device)
     name = device_name(device)
     print(
