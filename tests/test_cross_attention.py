@@ -36,10 +36,19 @@ def inputs(dtype=torch.float64, length=23, entries=3, tokens=7, channels=4):
     return queries, keys, values
 
 
-@pytest.mark.parametrize(
-    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
-)
-@pytest.mark.parametrize("rows", [1, 5, 23, 64])
+SAVED = {"none": (False, False), "output": (True, False), "both": (True, True)}
+"""What the forward pass keeps for the backward pass: (the output, the probabilities)."""
+
+
+def blocks_and_saving(*cases: tuple[int, str]) -> pytest.MarkDecorator:
+    """Parametrise over (block rows, what is saved) pairs: every saving with several blocks of 5 rows, the other
+    block sizes once (one-row blocks make gradcheck slow)."""
+    return pytest.mark.parametrize(
+        "rows, saved", [pytest.param(rows, SAVED[name], id=f"{rows}-{name}") for rows, name in cases]
+    )
+
+
+@blocks_and_saving((1, "none"), (5, "none"), (5, "output"), (5, "both"), (23, "both"), (64, "output"))
 def test_chunked_attention_equals_formula_and_gradients(rows, saved):
     """Blocks that divide L, that do not, of one row and larger than L all give the formula with the mask
     ``keep_mask`` describes; gradcheck compares the hand-written backward pass with finite differences, with
@@ -56,10 +65,7 @@ def test_chunked_attention_equals_formula_and_gradients(rows, saved):
     )
 
 
-@pytest.mark.parametrize(
-    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
-)
-@pytest.mark.parametrize("rows", [1, 5, 64])
+@blocks_and_saving((1, "both"), (5, "none"), (5, "output"), (5, "both"), (64, "none"))
 def test_chunked_attention_error_equals_formula_and_gradients(rows, saved):
     """With a target the chunked path returns ‖out[b]_i − T_i‖² (B, L) without making out; gradcheck covers
     the queries, keys, values and target, whose gradient sums over the entries."""
@@ -76,9 +82,7 @@ def test_chunked_attention_error_equals_formula_and_gradients(rows, saved):
     )
 
 
-@pytest.mark.parametrize(
-    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
-)
+@pytest.mark.parametrize("saved", SAVED.values(), ids=SAVED.keys())
 def test_chunked_gradients_equal_autograd_of_formula(saved):
     queries, keys, values = inputs(torch.float32, length=300, entries=5, tokens=40, channels=16)
     keep = keep_mask((5, 300, 40), 0.1, seed=9, rows=37)
@@ -334,9 +338,7 @@ def test_onednn_products_are_on_where_pytorch_ships_onednn():
     assert products.product(a, b).tolist() == [[10.0, 13.0], [28.0, 40.0]]
 
 
-@pytest.mark.parametrize(
-    "saved", [(False, False), (True, False), (True, True)], ids=["none", "output", "both"]
-)
+@pytest.mark.parametrize("saved", SAVED.values(), ids=SAVED.keys())
 def test_chunked_attention_without_dropout_passes_gradcheck(saved):
     """p = 0: no mask is drawn or stored; outputs and squared errors keep exact gradients."""
     queries, keys, values = inputs()
