@@ -13,8 +13,9 @@ Two paths give the same function:
   of the time that drawing it took (``KeepMasks``); the output and the probabilities it keeps within
   ``SAVED_ELEMENTS`` and otherwise recomputes block by block in the backward pass. Blocks of about a
   million probabilities keep the matrix products, each through oneDNN (``product``), near the CPU's peak
-  (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and still outruns
-  PyTorch's fused kernel, so it serves all training on CPU.
+  (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and runs about as fast
+  as PyTorch's fused kernel (squared errors forward and backward: 115 against 123 ms at HMDRN's 5-way, 4.6
+  against 4.3 s at 30-way, on a 2-core EPYC), so it serves all training on CPU.
 
 With a ``target``, ``cross_attention`` returns the squared error of every output token against it instead of
 the output: the reconstruction heads need nothing else while training, and where the (B, L, C) output would
