@@ -135,7 +135,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         out = queries.new_empty((entries, length, channels)) if save_output or target is None else None
         errors = queries.new_empty((entries, length)) if target is not None else None
         for block in _Blocks(queries, keys, rows, draw if masks is not None else None, probabilities):
-            kept = block.probs if block.keep is None else block.keep.mul_(block.probs)
+            kept = block.kept
             rebuilt = product(kept, values[block.entry]).mul_(1 / (1 - p))
             if out is not None:
                 out[block.entry, block.rows] = rebuilt
@@ -164,7 +164,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
         transposed_queries: dict[int, Tensor] = {}  # the same for every entry: made once per block of rows
         for block in blocks:
             b, rows = block.entry, block.rows
-            kept = block.probs if block.keep is None else block.keep.mul_(block.probs)  # P ⊙ keep
+            kept = block.kept  # P ⊙ keep
             if out is not None:
                 block_out = out[b, rows]
             else:
@@ -226,15 +226,16 @@ class _Block(NamedTuple):
     rows: slice
     scaled_queries: Tensor  # (l, C): the block's queries times 1/√C
     probs: Tensor  # (l, S): softmax(Q K_bᵀ/√C)
-    keep: Tensor | None  # (l, S): the keep mask, 1.0 or 0.0; None without dropout
+    kept: Tensor  # (l, S): P ⊙ keep, the probabilities with the dropped ones zeroed; P itself without dropout
 
 
 class _Blocks:
     """The blocks of one pass, entry by entry. A block's probabilities are computed (the scores' product, then
     the softmax in place), written into ``probabilities`` (B, L, S) when it is given, or with ``saved`` read
-    from it. ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order,
-    copied as floats into a buffer made once per pass (a fresh 4 MiB tensor can cost more in page faults than
-    the softmax that fills it); without ``masks`` (no dropout) the blocks have none.
+    from it. ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order: the
+    probabilities times the mask go into a buffer made once per pass (a fresh 4 MiB tensor can cost more in
+    page faults than the softmax that fills it); without ``masks`` (no dropout) a block's kept probabilities
+    are its probabilities.
     """
 
     def __init__(
@@ -251,7 +252,7 @@ class _Blocks:
         self.saved = saved and probabilities is not None
         self.scale = keys.shape[-1] ** -0.5
         size = min(rows, queries.shape[0]) * keys.shape[1]
-        self._keep = None if masks is None else queries.new_empty(size)
+        self._kept = None if masks is None else queries.new_empty(size)
 
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
@@ -262,16 +263,17 @@ class _Blocks:
                 rows = slice(start, start + self.rows)
                 scaled_queries = scaled[rows]
                 shape = (scaled_queries.shape[0], tokens)
-                keep = None
-                if self.masks is not None:
-                    keep = self._keep[: math.prod(shape)].view(shape).copy_(self.masks(shape))
+                mask = None if self.masks is None else self.masks(shape)
                 if self.saved:
                     probs = self.probabilities[entry, rows]
                 else:
                     scores = product(scaled_queries, keys_t)
                     probs = scores if self.probabilities is None else self.probabilities[entry, rows]
                     torch.ops.aten._softmax.out(scores, -1, False, out=probs)
-                yield _Block(entry, rows, scaled_queries, probs, keep)
+                kept = probs
+                if mask is not None:
+                    kept = torch.mul(probs, mask, out=self._kept[: math.prod(shape)].view(shape))
+                yield _Block(entry, rows, scaled_queries, probs, kept)
 
 
 def cross_attention(
