@@ -208,7 +208,7 @@ def interleaved_fastest(runners: dict[str, Callable[[], None]], repeats: int) ->
 def product_speed(device: torch.device, size: int = 2048) -> float:
     """GFLOP/s of the float32 matrix product the models use (``product``: oneDNN on CPU where PyTorch has it),
     fastest of five on size² matrices: the compute side of the CPU, which sets how far HMDRN's attention and
-    transformers trail the backbone (one 2-core EPYC generation ran it at 475 GFLOP/s, another at 170)."""
+    transformers trail the backbone (one 2-core EPYC generation ran it at 475 GFLOP/s, another at 171–214)."""
     a, b = (torch.randn(size, size, device=device) for _ in range(2))
     seconds = interleaved_fastest({"product": lambda: (product(a, b), synchronise(device))}, 5)["product"]
     return 2 * size**3 / seconds / 1e9

@@ -41,7 +41,7 @@ def device_name(device: str | torch.device = "cpu") -> str:
     """What a benchmark table should name: the GPU's model, or the CPU's (Linux /proc/cpuinfo, else ``platform``).
 
     On x86 the CPU's family and model numbers follow its name: virtual machines often show only "AMD EPYC",
-    and two EPYC generations ran this project's matrix products at 475 and 170 GFLOP/s on two cores.
+    and two EPYC generations ran this project's matrix products at 475 and 171–214 GFLOP/s on two cores.
     """
     device = torch.device(device)
     if device.type == "cuda":
