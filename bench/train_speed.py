@@ -34,7 +34,6 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from fsl_core.models import build_model
 from fsl_core.models.products import product
-from fsl_core.models.workspace import WORKSPACE
 from fsl_core.runtime import device_name, resolve_device
 
 AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
@@ -115,10 +114,8 @@ def peak_step_memory(step: Callable[[], None], device: torch.device) -> float | 
 
     CUDA: the caching allocator's peak. CPU (Linux): the process's resident high-water mark, reset first
     through /proc/self/clear_refs; PyTorch returns large blocks to the system when freed, so it counts
-    tensors and NumPy buffers alike. The attention's workspace is emptied first, so that buffers kept from the
-    previous step count as the step's.
+    tensors and NumPy buffers alike.
     """
-    WORKSPACE.clear()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -11,9 +11,9 @@ Two paths give the same function:
   the query tokens of one entry at a time in blocks that stay in cache. Of size B·L·S it always keeps the
   keep mask, packed to one bit per probability (84 MB at 30-way), which the backward pass unpacks in a tenth
   of the time that drawing it took (``KeepMasks``); the output and the probabilities it keeps within
-  ``SAVED_ELEMENTS``, in buffers kept between steps (``workspace.py``), and otherwise recomputes block by
-  block in the backward pass. Blocks of about a million probabilities keep the matrix products (``product``)
-  near the CPU's peak (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and runs about as fast
+  ``SAVED_ELEMENTS`` and otherwise recomputes block by block in the backward pass. Blocks of about a
+  million probabilities keep the matrix products, each through oneDNN (``product``), near the CPU's peak
+  (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and runs about as fast
   as PyTorch's fused kernel (squared errors forward and backward: 115 against 123 ms at HMDRN's 5-way, 4.6
   against 4.3 s at 30-way, on a 2-core EPYC), so it serves all training on CPU.
 
@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .products import product
-from .workspace import WORKSPACE
 
 BLOCK_ELEMENTS = 1 << 20
 """Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
@@ -132,8 +131,8 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             return mask
 
         (entries, tokens, channels), length = keys.shape, queries.shape[0]
-        probabilities = WORKSPACE.empty((entries, length, tokens), queries) if save_probabilities else None
-        out = WORKSPACE.empty((entries, length, channels), queries) if save_output or target is None else None
+        probabilities = queries.new_empty((entries, length, tokens)) if save_probabilities else None
+        out = queries.new_empty((entries, length, channels)) if save_output or target is None else None
         errors = queries.new_empty((entries, length)) if target is not None else None
         for block in _Blocks(queries, keys, rows, draw if masks is not None else None, probabilities):
             kept = block.kept
@@ -180,7 +179,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             block_grad = block_grad * (1 / (1 - ctx.p))
             # softmax backward: dS = P ⊙ (dP − D) with dP = keep ⊙ (dout Vᵀ)/(1 − p),
             # computed as (P ⊙ keep) ⊙ (dout Vᵀ)/(1 − p) − P ⊙ D: P ⊙ keep also serves dV
-            grad_scores = product(block_grad, values[b].t(), out=blocks.grad_scores(len(block_grad)))
+            grad_scores = product(block_grad, values[b].t())
             grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
             grad_values_t[b] += product(block_grad.t().contiguous(), kept)
             grad_queries[rows] += product(grad_scores, keys[b])
@@ -234,11 +233,9 @@ class _Blocks:
     """The blocks of one pass, entry by entry. A block's probabilities are computed (the scores' product, then
     the softmax in place), written into ``probabilities`` (B, L, S) when it is given, or with ``saved`` read
     from it. ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order: the
-    mask is copied as floats into a buffer made once per pass (a fresh 4 MiB tensor can cost more in page
-    faults than the softmax that fills it) and multiplied there by the probabilities (a float × uint8 product
-    runs about 8× slower than a copy and a float product); without ``masks`` (no dropout) a block's kept
-    probabilities are its probabilities. The scores' product writes into the saved probabilities or into a
-    scores buffer made once per pass, and the backward pass's gradient of the scores into another.
+    probabilities times the mask go into a buffer made once per pass (a fresh 4 MiB tensor can cost more in
+    page faults than the softmax that fills it); without ``masks`` (no dropout) a block's kept probabilities
+    are its probabilities.
     """
 
     def __init__(
@@ -256,15 +253,6 @@ class _Blocks:
         self.scale = keys.shape[-1] ** -0.5
         size = min(rows, queries.shape[0]) * keys.shape[1]
         self._kept = None if masks is None else queries.new_empty(size)
-        self._scores, self._grad_scores = queries.new_empty(size), queries.new_empty(size)
-
-    @staticmethod
-    def _view(buffer: Tensor, shape: tuple[int, int]) -> Tensor:
-        return buffer[: math.prod(shape)].view(shape)
-
-    def grad_scores(self, rows: int) -> Tensor:
-        """A (rows, S) buffer made once per pass for the backward pass's gradient of a block's scores."""
-        return self._view(self._grad_scores, (rows, self.keys.shape[1]))
 
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
@@ -278,14 +266,13 @@ class _Blocks:
                 mask = None if self.masks is None else self.masks(shape)
                 if self.saved:
                     probs = self.probabilities[entry, rows]
-                else:  # the scores' product, then the softmax in place
-                    keep = self.probabilities is not None
-                    probs = self.probabilities[entry, rows] if keep else self._view(self._scores, shape)
-                    product(scaled_queries, keys_t, out=probs)
-                    torch.ops.aten._softmax.out(probs, -1, False, out=probs)
+                else:
+                    scores = product(scaled_queries, keys_t)
+                    probs = scores if self.probabilities is None else self.probabilities[entry, rows]
+                    torch.ops.aten._softmax.out(scores, -1, False, out=probs)
                 kept = probs
                 if mask is not None:
-                    kept = self._view(self._kept, shape).copy_(mask).mul_(probs)
+                    kept = torch.mul(probs, mask, out=self._kept[: math.prod(shape)].view(shape))
                 yield _Block(entry, rows, scaled_queries, probs, kept)
 
 

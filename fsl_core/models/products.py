@@ -43,17 +43,8 @@ ONEDNN = _onednn_inner_product_works()
 """Whether float32 CPU products go through oneDNN (x86 builds of PyTorch have it)."""
 
 
-def product(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """a @ b for a contiguous (m, k) and b (k, n) of any strides (no autograd); with ``out`` (m, n) contiguous,
-    written into it by ``torch.mm``.
-
-    oneDNN's inner product always returns a fresh tensor. Where the output is large and the product short
-    (k = 64, an (m, n) of a million floats), taking fresh memory costs more than the product: ``torch.mm`` into
-    a buffer that is reused ran 2.2× faster than oneDNN into fresh memory on a 2-core AMD EPYC (190 against
-    85 GFLOP/s, ``bench/attention_speed.py``).
-    """
-    if out is not None:
-        return torch.mm(a, b, out=out)
+def product(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for a contiguous (m, k) and b (k, n) of any strides (no autograd)."""
     return _inner_product(a, b.t()) if _onednn_applies(a) else a @ b
 
 
