@@ -235,8 +235,8 @@ class _Blocks:
     from it. ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order: the
     mask is copied as floats into a buffer made once per pass (a fresh 4 MiB tensor can cost more in page
     faults than the softmax that fills it) and multiplied there by the probabilities: a float × uint8 product
-    runs about 8× slower than the copy and a float product together; without ``masks`` (no dropout) a block's kept probabilities
-    are its probabilities.
+    runs about 8× slower than the copy and a float product together; without ``masks`` (no dropout) a block's
+    kept probabilities are its probabilities.
     """
 
     def __init__(
