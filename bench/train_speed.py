@@ -289,7 +289,7 @@ def main() -> None:
                     ratio = f"{step / steps['frn']:.2f}x" if "frn" in steps else "-"
                     memory = f"{peak / 2**20:.0f}" if peak is not None else "-"
                     print(
-                        f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.2f} {1 / episode:>10.2f} "
+                        f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.3g} {1 / episode:>10.3g} "
                         f"{ratio:>11} {memory:>8}",
                         flush=True,
                     )
