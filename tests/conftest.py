@@ -125,8 +125,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     for key, state in last_a["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], last_b["optimizer"]["state"][key]["momentum_buffer"])
     assert last_a["best"] == last_b["best"]
-    metrics_a = pd.read_csv(a / "metrics.csv").drop(columns="seconds")
-    metrics_b = pd.read_csv(b / "metrics.csv").drop(columns="seconds")
+    wall_clock = ["seconds", "data_seconds"]
+    metrics_a = pd.read_csv(a / "metrics.csv").drop(columns=wall_clock)
+    metrics_b = pd.read_csv(b / "metrics.csv").drop(columns=wall_clock)
     pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
     best_a = torch.load(a / "best.pt", weights_only=True)["state_dict"]
     best_b = torch.load(b / "best.pt", weights_only=True)["state_dict"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +17,12 @@ import torch
 from conftest import TINY, assert_same_run
 
 from fsl_core.cli.train import build_parser, main, parse_option
+from fsl_core.data.transforms import train_transform
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
 from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
+from fsl_core.progress import ENVIRONMENT, PREFIX
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,6 +115,7 @@ def test_run_folder_contents(reference_run: Path) -> None:
         "gamma",
         "episodes",
         "seconds",
+        "data_seconds",
     ]
     assert metrics["epoch"].tolist() == [1, 2, 3]
     assert metrics["episodes"].tolist() == [3, 3, 3]
@@ -203,6 +207,42 @@ def test_killed_process_resumes_exactly(reference_run: Path, birds: Path, tmp_pa
     assert load_checkpoint(run_dir / "last.pt")["epoch"] >= 1
     train(data_root=str(birds), run_dir=str(run_dir), **TINY)
     assert_same_run(reference_run, run_dir)
+
+
+class SlowImages:
+    """A training transform that takes at least ``seconds`` per image: a data loader slower than the model."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.resize = train_transform(TINY["image_size"], "none")
+
+    def __call__(self, image):  # noqa: ANN001, ANN204
+        time.sleep(self.seconds)
+        return self.resize(image)
+
+
+def test_the_time_spent_waiting_for_data_is_recorded_and_shown(
+    birds: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Images that take 30 ms each to load (9 per episode, 3 episodes per epoch): every epoch waits at least
+    0.81 s for data, in metrics.csv and in its line (as a share of the epoch's training)."""
+    monkeypatch.setenv(ENVIRONMENT, "lines")
+    run_dir = tmp_path / "slow"
+    train(
+        data_root=str(birds), run_dir=str(run_dir), augmentation=SlowImages(0.03), **dict(TINY, progress=True)
+    )
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    waits = 3 * TINY["way"] * (TINY["shot"] + TINY["query"]) * 0.03
+    assert (metrics["data_seconds"] >= waits).all() and (metrics["data_seconds"] < metrics["seconds"]).all()
+    out = [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
+    lines = [line for line in out if line.startswith("epoch ")]
+    shares = [int(re.search(r"s, (\d+) % of training waiting for data", line).group(1)) for line in lines]
+    assert len(shares) == len(metrics) == 3
+    for share, row in zip(shares, metrics.itertuples()):  # training is part of the epoch: the share is larger
+        assert 100 * row.data_seconds / row.seconds - 1 <= share <= 100
 
 
 # -- divergence -------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ TAGS = {
     "lr": "schedule/lr",
     "episodes": "epoch/episodes",
     "seconds": "epoch/seconds",
+    "data_seconds": "epoch/data_seconds",
 }
 """TensorBoard tag of each ``metrics.csv`` column (accuracies in %, seconds of wall-clock time); a model's
 learned scalars (``w_last``, ``gamma``, ``scale``) go under ``learned_scalars/``. Values are stored as 32-bit

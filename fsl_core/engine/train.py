@@ -5,7 +5,8 @@ writes the run folder::
 
     run_dir/config.json   every setting, the model config, fsl_core/torch versions, git revision, device
     run_dir/metrics.csv   one row per epoch: epoch, loss, train_acc, val_acc, val_ci95 (empty when not
-                          validated), lr, the model's fusion weights, episodes, seconds
+                          validated), lr, the model's fusion weights, episodes, seconds (the whole epoch),
+                          data_seconds (the part of its training spent waiting for the next episode's images)
     run_dir/last.pt       resumable state after the last finished epoch (``fsl_core.models.checkpoints``)
     run_dir/best.pt       model of the best validation accuracy (``fsl_core.models.load_model`` reads it)
     run_dir/events.out.tfevents.*   the rows of metrics.csv as TensorBoard scalars, when ``tensorboard`` is
@@ -244,6 +245,12 @@ def parameter_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _data_share(waited: float, trained: float) -> str:
+    """The part of an epoch's training spent waiting for the data loader, in words for the epoch's line."""
+    share = 100 * waited / trained if trained > 0 else 0.0
+    return f"{share:.0f} % of training waiting for data"
 
 
 def _write_metrics(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
@@ -499,6 +506,7 @@ class _Run:
             *fusion_names,
             "episodes",
             "seconds",
+            "data_seconds",
         ]
         finished = done >= config.epochs  # a finished run is returned as it is: nothing is written
         if done and processes.is_main and config.progress:
@@ -540,7 +548,10 @@ class _Run:
             for epoch in range(first_epoch, config.epochs + 1):
                 started = time.perf_counter()
                 lr = float(optimizer.param_groups[0]["lr"])
-                loss, accuracy, count = self._train_epoch(module, optimizer, loader, epoch, done, bars, seen)
+                loss, accuracy, count, waited = self._train_epoch(
+                    module, optimizer, loader, epoch, done, bars, seen
+                )
+                trained = time.perf_counter() - started
                 scheduler.step()
                 self.position = f"epoch {epoch}, during validation"
                 validation_started = time.perf_counter()
@@ -556,6 +567,7 @@ class _Run:
                     **{k: float(v) for k, v in model.fusion_weights().items()},
                     "episodes": count,
                     "seconds": time.perf_counter() - started,
+                    "data_seconds": waited,
                 }
                 rows.append(row)
                 improved = result is not None and (best["val_acc"] is None or result[0] > best["val_acc"])
@@ -575,7 +587,9 @@ class _Run:
                     line = f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, train {accuracy:.2f} %"
                     if result is not None:
                         line += f", val {result[0]:.2f} ± {result[1]:.2f} %"
-                    line += f", {format_duration(time.perf_counter() - started)}"
+                    line += (
+                        f", {format_duration(time.perf_counter() - started)}, {_data_share(waited, trained)}"
+                    )
                     if epoch < config.epochs:
                         line += f"; {self._time_left(epoch, epoch_seconds, validation_seconds)}"
                     report(line)
@@ -629,8 +643,10 @@ class _Run:
         last_good: int,
         show: bool,
         seen: list[dict[str, Any]],
-    ) -> tuple[float, float, int]:
-        """One epoch of episodes → (mean loss, mean query accuracy in %, episodes over all processes)."""
+    ) -> tuple[float, float, int, float]:
+        """One epoch of episodes → (mean loss, mean query accuracy in %, episodes over all processes, seconds this
+        process waited for the data loader's next episode: where it is a large share of the epoch, the loader
+        limits training, and more ``num_workers`` would help)."""
         config, processes, device = self.config, self.processes, self.device
         _seed_epoch(config.seed, epoch, processes.rank)
         self.episodes.set_epoch(epoch - 1)
@@ -650,7 +666,9 @@ class _Run:
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch}", unit="episode", leave=False, disable=not show)
         kept = f"{self.last_path} still holds epoch {last_good}" if last_good else "no checkpoint was written"
         heartbeat = time.perf_counter()  # plain lines: a line at least every PLAIN_BAR_INTERVAL seconds
+        waited, asked = 0.0, time.perf_counter()
         for step, episode in enumerate(bar):
+            waited += time.perf_counter() - asked
             self.position = f"epoch {epoch}, episode {step + 1} of {steps}"
             episode = episode.to(device, non_blocking=True)
             support = episode.support_images.contiguous(memory_format=memory_format)
@@ -683,8 +701,9 @@ class _Run:
                     f"epoch {epoch}/{config.epochs}: episode {step + 1}/{steps}, "
                     f"loss {loss_sum / count:.4f} so far"
                 )
+            asked = time.perf_counter()
         bar.close()
-        return loss_sum / count, accuracy_sum / count, count
+        return loss_sum / count, accuracy_sum / count, count, waited
 
     def _check_finite_after_step(
         self, epoch: int, step: int, steps: int, optimizer: torch.optim.Optimizer, kept: str
