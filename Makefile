@@ -39,8 +39,8 @@ tensorboard: setup  ## TensorBoard on outputs/: the training curves of every run
 data: setup  ## generate the embedded data set into data/birds
 	$(BIN)/python -m fsl_core.data.birds data/birds
 
-bench: setup  ## print the benchmark tables
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+bench: setup  ## print the benchmark tables (bench/gpu_check.py, for a CUDA machine, is run by hand)
+	for b in bench/*_speed.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf outputs/* .pytest_cache .ruff_cache
