@@ -17,13 +17,25 @@ from typing import Any
 import numpy as np
 import torch
 
+AUTO_DEVICE = "FSL_CORE_AUTO_DEVICE"
+"""The environment variable naming the device that ``"auto"`` stands for ("cpu", "cuda", "cuda:N"); unset, CUDA
+when present, else CPU. The test suite sets it to "cpu" (unless it is set already): its bit-exact checks hold on
+CPU, and its CUDA tests ask for "cuda" by name."""
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` picks the device named by ``FSL_CORE_AUTO_DEVICE`` when it is set, else CUDA when present, else
+    CPU; anything else is passed to ``torch.device``."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        chosen = os.environ.get(AUTO_DEVICE, "").strip()
+        if chosen in ("", "auto"):
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return resolve_device(chosen)
+        except ValueError as error:
+            raise ValueError(f"{AUTO_DEVICE}={chosen!r} (what device 'auto' stands for): {error}") from None
     try:
         resolved = torch.device(device)
     except RuntimeError as error:

@@ -16,7 +16,13 @@ from fsl_core import runtime
 from fsl_core.cli.train import main as train_main
 from fsl_core.engine import train
 from fsl_core.engine.distributed import EpisodeLoss
-from fsl_core.runtime import choose_cpu_threads, usable_cpu_cores, use_cpu_threads
+from fsl_core.runtime import (
+    AUTO_DEVICE,
+    choose_cpu_threads,
+    resolve_device,
+    usable_cpu_cores,
+    use_cpu_threads,
+)
 
 
 @pytest.fixture
@@ -133,3 +139,14 @@ def test_device_name_gives_the_cpu_family_and_model_beside_a_bare_name(monkeypat
     assert runtime.device_name("cpu") == "AMD EPYC (family 25, model 17)"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: ARMv8 Processor\n")
     assert runtime.device_name("cpu") == "ARMv8 Processor"
+
+
+def test_the_environment_names_what_device_auto_stands_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUTO_DEVICE, "cpu")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device() == torch.device("cpu")
+    monkeypatch.setenv(AUTO_DEVICE, "gpu")
+    with pytest.raises(ValueError, match=r"FSL_CORE_AUTO_DEVICE='gpu' \(what device 'auto' stands for\): "):
+        resolve_device("auto")
+    assert resolve_device("cpu") == torch.device("cpu")  # a device named outright ignores the variable
+    monkeypatch.delenv(AUTO_DEVICE)
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
