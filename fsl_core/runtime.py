@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 AUTO_DEVICE = "FSL_CORE_AUTO_DEVICE"
-"""The environment variable naming the device that ``"auto"`` stands for ("cpu", "cuda", "cuda:N"); unset, CUDA
-when present, else CPU. The test suite sets it to "cpu" (unless it is set already): its bit-exact checks hold on
-CPU, and its CUDA tests ask for "cuda" by name."""
+"""The environment variable naming the device that ``"auto"`` stands for ("cpu", "cuda", "cuda:N"); unset,
+CUDA when present, else CPU. The test suite sets it to "cpu" (unless it is set already): its bit-exact checks
+hold on CPU, and its CUDA tests ask for "cuda" by name."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks the device named by ``FSL_CORE_AUTO_DEVICE`` when it is set, else CUDA when present, else
-    CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` picks the device named by ``FSL_CORE_AUTO_DEVICE`` when it is set, else CUDA when present,
+    else CPU; anything else is passed to ``torch.device``."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -35,7 +35,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         try:
             return resolve_device(chosen)
         except ValueError as error:
-            raise ValueError(f"{AUTO_DEVICE}={chosen!r} (what device 'auto' stands for): {error}") from None
+            raise ValueError(
+                f"{AUTO_DEVICE}={chosen!r} (what device 'auto' stands for): {error}, or unset {AUTO_DEVICE}"
+            ) from None
     try:
         resolved = torch.device(device)
     except RuntimeError as error:

@@ -18,8 +18,8 @@ from fsl_core.engine import train
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.runtime import AUTO_DEVICE
 
-# "auto" means the CPU in the tests (and in the notebooks and processes they start) even where CUDA is present:
-# their bit-exact checks (resume, fixed episodes) hold on CPU; tests/test_cuda.py asks for CUDA by name.
+# "auto" means the CPU in the tests (and in the notebooks and processes they start) even where CUDA is
+# present: their bit-exact checks (resume, fixed episodes) hold on CPU; tests/test_cuda.py asks for CUDA.
 os.environ.setdefault(AUTO_DEVICE, "cpu")
 
 TINY_BIRDS = dict(seed=0, image_size=32, images_per_class=6, groups=3, species_per_group=3)

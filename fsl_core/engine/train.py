@@ -6,7 +6,8 @@ writes the run folder::
     run_dir/config.json   every setting, the model config, fsl_core/torch versions, git revision, device
     run_dir/metrics.csv   one row per epoch: epoch, loss, train_acc, val_acc, val_ci95 (empty when not
                           validated), lr, the model's fusion weights, episodes, seconds (the whole epoch),
-                          data_seconds (the part of its training spent waiting for the next episode's images)
+                          data_seconds (the part of its training spent waiting for the next episode's images;
+                          with several processes, the main process's wait)
     run_dir/last.pt       resumable state after the last finished epoch (``fsl_core.models.checkpoints``)
     run_dir/best.pt       model of the best validation accuracy (``fsl_core.models.load_model`` reads it)
     run_dir/events.out.tfevents.*   the rows of metrics.csv as TensorBoard scalars, when ``tensorboard`` is
@@ -468,7 +469,8 @@ class _Run:
             later = range(epoch + 1, config.epochs + 1)
             validations = sum(1 for e in later if e % config.val_every == 0 or e == config.epochs)
         if validations and not validation_seconds:
-            return f"about {format_duration(left)} left, plus {validations} validations not timed yet"
+            plural = "s" if validations > 1 else ""
+            return f"about {format_duration(left)} left, plus {validations} validation{plural} not timed yet"
         if validations:
             left += validations * sum(validation_seconds) / len(validation_seconds)
         return f"about {format_duration(left)} left"
@@ -644,9 +646,9 @@ class _Run:
         show: bool,
         seen: list[dict[str, Any]],
     ) -> tuple[float, float, int, float]:
-        """One epoch of episodes → (mean loss, mean query accuracy in %, episodes over all processes, seconds this
-        process waited for the data loader's next episode: where it is a large share of the epoch, the loader
-        limits training, and more ``num_workers`` would help)."""
+        """One epoch of episodes → (mean loss, mean query accuracy in %, episodes over all processes, seconds
+        this process waited for the data loader's next episode: where it is a large share of the epoch, the
+        loader limits training, and more ``num_workers`` would help)."""
         config, processes, device = self.config, self.processes, self.device
         _seed_epoch(config.seed, epoch, processes.rank)
         self.episodes.set_epoch(epoch - 1)
