@@ -38,12 +38,12 @@ from pathlib import Path
 import torch
 
 from fsl_core.data.birds import ensure_birds
-from fsl_core.engine import train
+from fsl_core.engine import TrainConfig, train
 from fsl_core.progress import ENVIRONMENT, LINES
 from fsl_core.runtime import atomic_write_json, device_name, resolve_device
 
-AUTHORS_EPOCHS = 1200
-AUTHORS_VAL_EVERY = 20
+AUTHORS = TrainConfig(protocol="authors", backbone="conv4")
+"""The authors' protocol on Conv-4: its epochs (1,200), validation interval (20) and way (30)."""
 STEPS = ("tests", "bench", "authors")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     warm = metrics.iloc[1:-1]  # after the first epoch's warm-up, before the validated last epoch
     epoch_seconds = float(warm["seconds"].mean())
     validation_seconds = max(0.0, float(metrics["seconds"].iloc[-1]) - epoch_seconds)
-    validations = AUTHORS_EPOCHS // AUTHORS_VAL_EVERY
+    validations = AUTHORS.epochs // AUTHORS.val_every
     return {
         "way": args.way,
         "episodes_per_epoch": args.episodes,
@@ -95,7 +95,7 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         "data_wait_fraction": round(float((warm["data_seconds"] / warm["seconds"]).mean()), 3),
         "validation_seconds": round(validation_seconds, 2),
         "projected_hours": round(
-            (AUTHORS_EPOCHS * epoch_seconds + validations * validation_seconds) / 3600, 2
+            (AUTHORS.epochs * epoch_seconds + validations * validation_seconds) / 3600, 2
         ),
         "run_dir": str(run_dir),
     }
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--data", default="data/birds", help="the embedded set (generated when missing)")
     parser.add_argument("--out", default="outputs/gpu_check")
-    parser.add_argument("--way", type=int, default=30)
+    parser.add_argument("--way", type=int, default=AUTHORS.way)
     parser.add_argument("--episodes", type=int, default=11, help="episodes per epoch")
     parser.add_argument("--epochs", type=int, default=4, help="at least 3: warm-up, timed, validated")
     parser.add_argument("--val-episodes", type=int, default=1000)
