@@ -65,9 +65,8 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     if not sys.stdout.isatty():  # a log: plain progress lines rather than bars
         os.environ.setdefault(ENVIRONMENT, LINES)
     result = train(
-        protocol="authors",
+        AUTHORS,
         model="hmdrn",
-        backbone="conv4",
         data_root=str(data),
         image_size=84,
         way=args.way,

@@ -22,7 +22,7 @@ from fsl_core.engine import TrainConfig, TrainingDiverged, train
 from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
-from fsl_core.progress import ENVIRONMENT, PREFIX
+from fsl_core.progress import ENVIRONMENT, LINES, PREFIX
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -229,13 +229,13 @@ def test_the_time_spent_waiting_for_data_is_recorded_and_shown(
 ) -> None:
     """Images that take 30 ms each to load (9 per episode, 3 episodes per epoch): every epoch waits at least
     0.81 s for data, in metrics.csv and in its line (as a share of the epoch's training)."""
-    monkeypatch.setenv(ENVIRONMENT, "lines")
+    monkeypatch.setenv(ENVIRONMENT, LINES)
     run_dir = tmp_path / "slow"
     train(
         data_root=str(birds), run_dir=str(run_dir), augmentation=SlowImages(0.03), **dict(TINY, progress=True)
     )
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    waits = 3 * TINY["way"] * (TINY["shot"] + TINY["query"]) * 0.03
+    waits = TINY["episodes_per_epoch"] * TINY["way"] * (TINY["shot"] + TINY["query"]) * 0.03
     assert (metrics["data_seconds"] >= waits).all() and (metrics["data_seconds"] < metrics["seconds"]).all()
     out = [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
     lines = [line for line in out if line.startswith("epoch ")]
