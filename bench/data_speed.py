@@ -1,8 +1,12 @@
-"""Data pipeline speed: birds generation, DataLoader images/s (decode + train transform), sampler episodes/s.
+"""Data pipeline speed: birds generation, DataLoader images/s (decode + train transform, or images kept in
+memory + train transform), sampler episodes/s.
 
     python bench/data_speed.py [--data ROOT] [--episodes 20] [--workers 0 2]
 
-Without ``--data`` a small birds set is generated into a temporary folder (its generation time is reported).
+Without ``--data`` a small birds set is generated into a temporary folder (its generation time is reported),
+and a second set of photo-like JPEGs at the sizes of CUB's photos is written beside it: the birds' small PNGs
+decode far faster than real photos, which is what ``images_in_memory`` saves. ``--data`` points at a real set
+(e.g. a prepared CUB) instead.
 """
 
 from __future__ import annotations
@@ -13,11 +17,40 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from fsl_core.data import EpisodeSampler, EpochEpisodeSampler, FewShotFolder, episode_loader
 from fsl_core.data.birds import generate_birds
-from fsl_core.runtime import device_name
+from fsl_core.runtime import device_name, seeded_generator
+
+PHOTO_SIDES = (200, 500)
+"""Range of the sides of the photo-like JPEGs: CUB's photos are at most 500 pixels on a side, and cropping to
+the birds' boxes (``fsl-prepare cub``'s default) leaves a few hundred."""
+
+
+def write_photo_like_jpegs(root: Path, classes: int, per_class: int, seed: int = 0) -> float:
+    """A few-shot folder ``root/train/<class>/<i>.jpg`` of JPEGs (quality 90) whose sides are drawn from
+    ``PHOTO_SIDES``: a smooth random colour field with pixel noise, so that the entropy coder has as much to
+    decode per pixel as in a photograph. Returns the files' mean bits per pixel."""
+    rng = seeded_generator(seed)
+    bits = pixels = 0
+    for label in range(classes):
+        folder = root / "train" / f"class_{label:03d}"
+        folder.mkdir(parents=True)
+        for index in range(per_class):
+            width, height = (int(side) for side in rng.integers(PHOTO_SIDES[0], PHOTO_SIDES[1] + 1, 2))
+            coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+            smooth = np.asarray(
+                Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16
+            )
+            noisy = np.clip(smooth + rng.integers(-16, 17, smooth.shape), 0, 255).astype(np.uint8)
+            path = folder / f"{index:03d}.jpg"
+            Image.fromarray(noisy).save(path, quality=90)
+            bits += path.stat().st_size * 8
+            pixels += width * height
+    return bits / pixels
 
 
 def loader_speed(data: FewShotFolder, way: int, shot: int, query: int, episodes: int, workers: int) -> float:
@@ -61,6 +94,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="episodes per DataLoader measurement")
     parser.add_argument("--sampler-episodes", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument(
+        "--photos-per-class", type=int, default=20, help="images in each of the 5 classes of photo-like JPEGs"
+    )
     args = parser.parse_args()
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -85,12 +121,25 @@ def main() -> None:
                     f"{seconds:.1f} s  ({n / seconds:.0f} images/s)",
                 )
             )
-        data = FewShotFolder(root, "train", transform="train", image_size=args.image_size)
-        for workers in args.workers:
-            rate = loader_speed(data, args.way, args.shot, args.query, args.episodes, workers)
-            rows.append(
-                (f"DataLoader, decode + train transform, num_workers={workers}", f"{rate:.0f} images/s")
-            )
+        sets = [(f"{args.image_size} px PNG birds" if args.data is None else str(root), root)]
+        if args.data is None:
+            photos = Path(temp) / "photos"
+            bits = write_photo_like_jpegs(photos, 5, args.photos_per_class)
+            sides = "-".join(map(str, PHOTO_SIDES))
+            sets.append((f"photo-like JPEGs, {sides} px sides, {bits:.1f} bits/pixel", photos))
+        for name, folder in sets:
+            for in_memory in (False, True):
+                data = FewShotFolder(
+                    folder, "train", transform="train", image_size=args.image_size, in_memory=in_memory
+                )
+                how = "from memory" if in_memory else "decoded"
+                if data.decoded is not None:
+                    rows.append((f"{name}: kept in memory", data.decoded.describe()))
+                for workers in args.workers:
+                    rate = loader_speed(data, args.way, args.shot, args.query, args.episodes, workers)
+                    workers_text = f"{workers} worker{'s' if workers != 1 else ''}"
+                    rows.append((f"{name}: {how} + train transform, {workers_text}", f"{rate:.0f} images/s"))
+        data = FewShotFolder(root, "train")
         random_rate, epoch_rate = sampler_speed(
             data.targets, args.way, args.shot, args.query, args.sampler_episodes
         )

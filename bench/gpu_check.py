@@ -2,21 +2,27 @@
 
 Run from the repository root:
 
-    python bench/gpu_check.py                          # on a machine with a CUDA GPU: the three steps below
+    python bench/gpu_check.py                          # on a machine with a CUDA GPU: the four steps below
     python bench/gpu_check.py --steps authors          # the authors-protocol run alone
     python bench/gpu_check.py --device cpu --way 5 --episodes 2 --epochs 3 --val-episodes 20 --steps authors
 
 1. ``tests``: the test suite (pytest's default selection) with CUDA present.
 2. ``bench``: ``bench/train_speed.py --device cuda --amp`` (steps/s of every model, HMDRN / FRN, peak memory,
    the parts of a step).
-3. ``authors``: a short run of the authors' protocol on the embedded set (``data/birds``, generated when
+3. ``data``: ``bench/data_speed.py --workers 0 N`` (N = ``--num-workers``): the images/s the loader delivers on
+   this machine's cores, decoding each image or from images kept in memory, for the embedded set and for
+   photo-like JPEGs at the sizes of CUB's photos. A 30-way episode holds 600 images: the loader keeps up
+   with the model when its images/s exceed 600 × the 30-way training steps/s of step 2.
+4. ``authors``: a short run of the authors' protocol on the embedded set (``data/birds``, generated when
    missing): Conv-4 HMDRN, 30-way 5-shot 15-query at 84 px, bfloat16 autocast, epochs of 11 episodes (about
-   one epoch of CUB's training split at 30-way), validation once, on 1,000 episodes, after the last epoch.
-   Each epoch's line says the share of its training spent waiting for the data loader: near 0 % the model
-   limits training, above about half the loader does. The embedded set's images are small PNGs already at
-   84 px, so this share understates the loader's load on CUB (larger JPEGs, decoded and cropped). From the
-   epochs after the first (which pays for the warm-up) and the validated last epoch (its excess over them is
-   taken as the validation's time), the summary projects the authors' 1,200 epochs, validated every 20.
+   one epoch of CUB's training split at 30-way), validation once, on 1,000 episodes, after the last epoch,
+   with the training images kept in memory (``--no-images-in-memory``: decoded each time). Each epoch's line
+   says the share of its training spent waiting for the data loader: near 0 % the model limits training,
+   above about half the loader does. The embedded set's images are small PNGs already at 84 px, so this
+   share understates the loader's load on CUB (larger JPEGs, decoded and cropped); step 3 measures that
+   load. From the epochs after the first (which pays for the warm-up) and the validated last epoch (its
+   excess over them is taken as the validation's time), the summary projects the authors' 1,200 epochs,
+   validated every 20.
 
 Each call writes into a new folder ``OUT/<time>-<suffix>/`` (``--out``, default outputs/gpu_check): the
 training run and ``summary.json``, written after every step, so a later step's failure keeps what came before.
@@ -44,7 +50,7 @@ from fsl_core.runtime import atomic_write_json, device_name, resolve_device
 
 AUTHORS = TrainConfig(protocol="authors", backbone="conv4")
 """The authors' protocol on Conv-4: its epochs (1,200), validation interval (20) and way (30)."""
-STEPS = ("tests", "bench", "authors")
+STEPS = ("tests", "bench", "data", "authors")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,6 +84,7 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         device=args.device,
         amp=True,
         num_workers=args.num_workers,
+        images_in_memory=args.images_in_memory,
         run_dir=str(run_dir),
         progress=True,
     )
@@ -90,6 +97,7 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         "way": args.way,
         "episodes_per_epoch": args.episodes,
         "num_workers": args.num_workers,
+        "images_in_memory": args.images_in_memory,
         "epoch_seconds": round(epoch_seconds, 3),
         "data_wait_fraction": round(float((warm["data_seconds"] / warm["seconds"]).mean()), 3),
         "validation_seconds": round(validation_seconds, 2),
@@ -113,6 +121,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="at least 3: warm-up, timed, validated")
     parser.add_argument("--val-episodes", type=int, default=1000)
     parser.add_argument("--num-workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 2)))
+    parser.add_argument(
+        "--images-in-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the authors run keeps its training images in memory (default) or decodes them each time",
+    )
     args = parser.parse_args()
     if args.epochs < 3:
         parser.error(
@@ -133,6 +147,9 @@ def main() -> None:
         elif step == "bench":
             command = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", str(device)]
             summary[step] = run_step(step, command + (["--amp"] if device.type == "cuda" else []))
+        elif step == "data":
+            command = [sys.executable, str(ROOT / "bench" / "data_speed.py"), "--workers", "0"]
+            summary[step] = run_step(step, command + [str(args.num_workers)])
         else:
             print(f"\n== authors: a short run of the authors' protocol on {summary['device']}", flush=True)
             try:

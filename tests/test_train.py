@@ -17,12 +17,13 @@ import torch
 from conftest import TINY, assert_same_run
 
 from fsl_core.cli.train import build_parser, main, parse_option
+from fsl_core.data import FewShotFolder
 from fsl_core.data.transforms import train_transform
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
 from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
-from fsl_core.progress import ENVIRONMENT, LINES, PREFIX
+from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, format_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,15 +151,22 @@ def test_result_and_resume_of_a_finished_run(reference_run: Path, birds: Path) -
 
 # -- exact resume -----------------------------------------------------------------------------------------------
 def test_stopped_and_resumed_run_equals_uninterrupted(
-    reference_run: Path, birds: Path, tmp_path: Path
+    reference_run: Path, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run_dir = tmp_path / "run"
     first = train(data_root=str(birds), run_dir=str(run_dir), stop_after_epochs=1, **TINY)
     assert first.epochs_done == 1 and not first.finished
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
-    # the resumed part loads images in a worker process: augmentation is seeded per image, so nothing changes
-    second = train(data_root=str(birds), run_dir=str(run_dir), num_workers=1, **TINY)
+    # the resumed part loads images in a worker process, from pixels decoded once and kept in memory:
+    # augmentation is seeded per image and the pixels are those of the files, so nothing changes
+    capsys.readouterr()
+    settings = dict(TINY, progress=True, num_workers=1, images_in_memory=True)
+    second = train(data_root=str(birds), run_dir=str(run_dir), **settings)
     assert second.epochs_done == 3
+    images = len(FewShotFolder(birds, "train"))
+    kept = format_bytes(images * 32 * 32 * 3)  # the set's 32×32 files, whatever the input size
+    in_memory = f"; training images in memory: {images} images, {kept}, decoded in "
+    assert f"  data: {birds}, 16 px{in_memory}" in capsys.readouterr().out
     assert json.loads((run_dir / "config.json").read_text())["resumed_at_epoch"] == 1
     assert_same_run(reference_run, run_dir)
 

@@ -41,6 +41,7 @@ RUNTIME_SETTINGS = frozenset(
         "run_dir",
         "device",
         "num_workers",
+        "images_in_memory",
         "threads",
         "progress",
         "epochs",
@@ -174,6 +175,12 @@ class TrainConfig:
     )
     device: str = _setting("auto", "'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N'")
     num_workers: int = _setting(0, "DataLoader worker processes")
+    images_in_memory: bool = _setting(
+        False,
+        "decode the training images once, at the start, and keep their 8-bit pixels in memory (H·W·3 bytes "
+        "each; the same tensors as decoding each time): for JPEG sets such as CUB, whose decoding costs more "
+        "than the augmentation",
+    )
     threads: int = _setting(
         0,
         "CPU threads of torch (0: every core this process may use, or OMP_NUM_THREADS when set; under "
@@ -241,6 +248,7 @@ class TrainConfig:
             "amp",
             "channels_last",
             "find_unused_parameters",
+            "images_in_memory",
             "progress",
             "resume",
             "overwrite",

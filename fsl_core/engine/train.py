@@ -297,6 +297,7 @@ class _Run:
             "train",
             transform=augmentation_transform(config.augmentation, config.image_size),
             image_size=config.image_size,
+            in_memory=config.images_in_memory,
         )
         seed_everything(config.seed)
         self.model = build_training_model(config, len(self.train_set.classes))
@@ -447,10 +448,12 @@ class _Run:
                 f"{config.val_way}-way {config.val_shot}-shot {config.val_query}-query episodes"
             )
         processes = self.processes.world_size
+        decoded = self.train_set.decoded
         return [
             f"plan: {config.model} on {config.backbone}, protocol {config.protocol!r} "
             f"({protocol[config.protocol]}{hint})",
-            f"  data: {Path(config.data_root).absolute()}, {config.image_size} px",
+            f"  data: {Path(config.data_root).absolute()}, {config.image_size} px"
+            + (f"; training images in memory: {decoded.describe()}" if decoded else ""),
             f"  training: {config.way}-way {config.shot}-shot {config.query}-query episodes, "
             f"{per_epoch:,} per epoch ({config.sampler!r} sampler), "
             f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
