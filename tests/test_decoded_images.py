@@ -81,6 +81,11 @@ def test_too_little_memory_is_refused_with_the_sizes_and_the_way_out(
     assert "leave images_in_memory off" in message
     monkeypatch.setattr(decoded_module, "available_memory", lambda: 2 * needed)
     assert DecodedImages(paths).nbytes == needed
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: four processes here, four copies
+    with pytest.raises(
+        FewShotDataError, match=rf"needs {format_bytes(needed)} × 4 processes of this machine"
+    ):
+        DecodedImages(paths)
 
 
 def test_an_unreadable_image_is_named(tmp_path: Path) -> None:

@@ -66,8 +66,9 @@ class DecodedImages:
         threads: decoding threads (0: the usable cores, at most 8).
 
     Raises:
-        FewShotDataError: the decoded images would take more than ``MEMORY_SHARE`` of the memory the system
-            reports available (the message says how much each needs and the way out).
+        FewShotDataError: the decoded images (one copy per ``torchrun`` process of this machine) would take
+            more than ``MEMORY_SHARE`` of the memory the system reports available; the message gives both
+            sizes and the way out.
         ImageLoadError: a file cannot be read; the message names it.
     """
 
@@ -79,14 +80,7 @@ class DecodedImages:
         lengths = np.array([height * width * 3 for height, width, _ in self.shapes], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.nbytes = int(self.offsets[-1])
-        available = available_memory()
-        if available is not None and self.nbytes > MEMORY_SHARE * available:
-            raise FewShotDataError(
-                f"keeping the {len(self.paths):,} images of {self._folder()} decoded in memory needs "
-                f"{format_bytes(self.nbytes)}, more than {MEMORY_SHARE:.0%} of the "
-                f"{format_bytes(available)} available; leave images_in_memory off (each image is then "
-                "decoded when it is used), or free memory"
-            )
+        self._check_memory()
         self.buffer = np.empty(self.nbytes, dtype=np.uint8)
         if threads <= 0:
             threads = min(8, usable_cpu_cores())
@@ -94,6 +88,21 @@ class DecodedImages:
             list(pool.map(self._decode, range(len(self.paths))))
         self.seconds = time.perf_counter() - start
         """Time taken to read the headers and decode every image."""
+
+    def _check_memory(self) -> None:
+        """Refuse, before allocating, a buffer that the memory left could not hold: every process of a
+        ``torchrun`` job on this machine (``LOCAL_WORLD_SIZE``) keeps its own copy, so all are counted."""
+        available = available_memory()
+        copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        if available is None or copies * self.nbytes <= MEMORY_SHARE * available:
+            return
+        processes = f" × {copies} processes of this machine" if copies > 1 else ""
+        raise FewShotDataError(
+            f"keeping the {len(self.paths):,} images of {self._folder()} decoded in memory needs "
+            f"{format_bytes(self.nbytes)}{processes}, more than {MEMORY_SHARE:.0%} of the "
+            f"{format_bytes(available)} available; leave images_in_memory off (each image is then decoded "
+            "when it is used), or free memory"
+        )
 
     def _folder(self) -> str:
         if not self.paths:
