@@ -54,11 +54,15 @@ def write_photo_like_jpegs(root: Path, classes: int, per_class: int, seed: int =
 
 
 def loader_speed(data: FewShotFolder, way: int, shot: int, query: int, episodes: int, workers: int) -> float:
-    """Images per second delivered by ``episode_loader`` (after the first episode, so worker start-up is excluded)."""
-    sampler = EpisodeSampler(data, way, shot, query, episodes=episodes + 1, seed=0)
+    """Images per second delivered by ``episode_loader`` over ``episodes`` episodes, once the episodes loaded
+    before the clock starts are taken: the first, and with workers the two each one prefetches (started
+    while the first was loading, they would make the loader look faster than it is)."""
+    skipped = 1 + 2 * workers
+    sampler = EpisodeSampler(data, way, shot, query, episodes=episodes + skipped, seed=0)
     loader = episode_loader(data, sampler, num_workers=workers)
     iterator = iter(loader)
-    next(iterator)
+    for _ in range(skipped):
+        next(iterator)
     start = time.perf_counter()
     images = 0
     for episode in iterator:

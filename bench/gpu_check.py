@@ -9,10 +9,10 @@ Run from the repository root:
 1. ``tests``: the test suite (pytest's default selection) with CUDA present.
 2. ``bench``: ``bench/train_speed.py --device cuda --amp`` (steps/s of every model, HMDRN / FRN, peak memory,
    the parts of a step).
-3. ``data``: ``bench/data_speed.py --workers 0 N`` (N = ``--num-workers``): the images/s the loader delivers on
-   this machine's cores, decoding each image or from images kept in memory, for the embedded set and for
-   photo-like JPEGs at the sizes of CUB's photos. A 30-way episode holds 600 images: the loader keeps up
-   with the model when its images/s exceed 600 × the 30-way training steps/s of step 2.
+3. ``data``: ``bench/data_speed.py --workers 0 N`` (N = ``--num-workers``): the images/s the loader
+   delivers on this machine's cores, decoding each image or from images kept in memory, for the embedded
+   set and for photo-like JPEGs at the sizes of CUB's photos. A 30-way episode holds 600 images: the loader
+   keeps up with the model when its images/s exceed 600 × the 30-way training steps/s of step 2.
 4. ``authors``: a short run of the authors' protocol on the embedded set (``data/birds``, generated when
    missing): Conv-4 HMDRN, 30-way 5-shot 15-query at 84 px, bfloat16 autocast, epochs of 11 episodes (about
    one epoch of CUB's training split at 30-way), validation once, on 1,000 episodes, after the last epoch,
@@ -148,8 +148,9 @@ def main() -> None:
             command = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", str(device)]
             summary[step] = run_step(step, command + (["--amp"] if device.type == "cuda" else []))
         elif step == "data":
-            command = [sys.executable, str(ROOT / "bench" / "data_speed.py"), "--workers", "0"]
-            summary[step] = run_step(step, command + [str(args.num_workers)])
+            workers = sorted({0, args.num_workers})
+            command = [sys.executable, str(ROOT / "bench" / "data_speed.py"), "--workers", *map(str, workers)]
+            summary[step] = run_step(step, command)
         else:
             print(f"\n== authors: a short run of the authors' protocol on {summary['device']}", flush=True)
             try:

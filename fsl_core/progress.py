@@ -167,7 +167,7 @@ def format_duration(seconds: float) -> str:
 def format_bytes(count: float) -> str:
     """A size in decimal units: ``512 B``, ``84.7 kB``, ``21.2 MB``, ``1.9 GB``."""
     for unit in ("B", "kB", "MB"):
-        if count < 999.95:
+        if count < (999.5 if unit == "B" else 999.95):
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return f"{count:.1f} GB"

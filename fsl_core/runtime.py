@@ -85,6 +85,12 @@ def usable_cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def local_processes() -> int:
+    """The processes of this machine's ``torchrun`` launch (``LOCAL_WORLD_SIZE``), 1 outside one."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return int(local) if local.isdigit() and int(local) > 0 else 1
+
+
 def choose_cpu_threads(threads: int = 0) -> tuple[int, str]:
     """The number of intra-op CPU threads ``use_cpu_threads(threads)`` sets, and why, in words.
 
@@ -99,9 +105,9 @@ def choose_cpu_threads(threads: int = 0) -> tuple[int, str]:
     if threads > 0:
         return threads, "as asked"
     cores = usable_cpu_cores()
-    local = os.environ.get("LOCAL_WORLD_SIZE", "")
-    if local.isdigit() and int(local) > 1:
-        return max(1, cores // int(local)), f"{cores} cores shared by {local} processes on this machine"
+    local = local_processes()
+    if local > 1:
+        return max(1, cores // local), f"{cores} cores shared by {local} processes on this machine"
     setting = os.environ.get("OMP_NUM_THREADS", "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:

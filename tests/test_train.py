@@ -142,8 +142,14 @@ def test_run_folder_contents(reference_run: Path) -> None:
     assert TrainConfig.load(reference_run).to_dict() == last["train_config"]
 
 
-def test_result_and_resume_of_a_finished_run(reference_run: Path, birds: Path) -> None:
-    result = train(data_root=str(birds), run_dir=str(reference_run), **TINY)
+def test_result_and_resume_of_a_finished_run(
+    reference_run: Path, birds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("a finished run decoded its training images")
+
+    monkeypatch.setattr(FewShotFolder, "keep_in_memory", no_decoding)
+    result = train(data_root=str(birds), run_dir=str(reference_run), **dict(TINY, images_in_memory=True))
     assert result.finished and result.epochs_done == 3 and len(result.metrics) == 3
     assert result.best_epoch in (2, 3) and result.best_val_acc == result.metrics["val_acc"].max()
     assert result.last_checkpoint == reference_run / "last.pt"
@@ -197,6 +203,9 @@ def test_epoch_sampler_resume_is_exact(birds: Path, tmp_path: Path) -> None:
 def test_killed_process_resumes_exactly(reference_run: Path, birds: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    command += [
+        "--images-in-memory"
+    ]  # the killed part reads its images from memory, the resumed part from files
     for name, value in TINY.items():
         flag = "--" + name.replace("_", "-")
         command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]

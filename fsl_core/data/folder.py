@@ -60,10 +60,7 @@ class FewShotFolder(Dataset):
         verify: check every image file at construction (``image_file_problem``: header, PNG checksums,
             JPEG end marker; about 0.02-0.03 ms per image once cached, 0.3 s for 10,000 images) and report
             all unreadable ones in one error. ``False`` skips the check; a bad file then fails when loaded.
-        in_memory: decode every image once, here, and keep its pixels in memory (``DecodedImages``: H·W·3
-            bytes per image, shared with forked DataLoader workers); items are then made from those pixels,
-            the same ones a file read gives, so the same seeds give the same tensors. Worth it for JPEG sets
-            such as CUB, whose decoding costs more than the training augmentation.
+        in_memory: call ``keep_in_memory()`` here.
 
     Items: ``(image (3, H, W) float tensor, label int)``.
 
@@ -135,10 +132,19 @@ class FewShotFolder(Dataset):
             self._verify_files()
         self.targets: list[int] = [label for _, label in self.samples]
         self.transform = self._resolve_transform(transform)
-        self.decoded: DecodedImages | None = (
-            DecodedImages([path for path, _ in self.samples]) if in_memory else None
-        )
-        """The decoded images when ``in_memory``, else None."""
+        self.decoded: DecodedImages | None = None
+        """The decoded images once ``keep_in_memory`` has run, else None."""
+        if in_memory:
+            self.keep_in_memory()
+
+    def keep_in_memory(self, threads: int = 0, worker_copies: int = 0) -> DecodedImages:
+        """Decode every image once and keep its pixels in memory (``DecodedImages``: H·W·3 bytes per image;
+        ``threads`` and ``worker_copies`` are its arguments). Items are made from those pixels from then on:
+        the pixels a file read gives, so the same seeds give the same tensors. Worth it for JPEG sets such as
+        CUB, whose decoding costs more than the training augmentation."""
+        if self.decoded is None:
+            self.decoded = DecodedImages([path for path, _ in self.samples], threads, worker_copies)
+        return self.decoded
 
     def _verify_files(self) -> None:
         """Raise one FewShotDataError naming every sample file that ``image_file_problem`` rejects."""

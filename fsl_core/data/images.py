@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,15 +59,29 @@ def load_rgb(path: str | Path) -> Image.Image:
     Raises:
         ImageLoadError: the file is missing, truncated, corrupt or not an image; the message names it.
     """
+    with large_images_allowed():
+        return read_rgb(path)
+
+
+@contextlib.contextmanager
+def large_images_allowed() -> Iterator[None]:
+    """Pillow's warning about very large images silenced inside the block. ``warnings.catch_warnings`` sets
+    the filters of the whole process, not of one thread, so threads that decode run inside one such block
+    opened by the thread that starts them (and call ``read_rgb``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """``load_rgb`` without its warning filter: for threads inside a ``large_images_allowed`` block."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as handle:
-                handle.load()
-                image = _to_rgb(handle)
-                if image is handle:
-                    image = handle.copy()
+        with Image.open(path) as handle:
+            handle.load()
+            image = _to_rgb(handle)
+            if image is handle:
+                image = handle.copy()
     except FileNotFoundError as error:
         raise ImageLoadError(f"image file {path.absolute()} does not exist") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:

@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader
 
 import fsl_core
 from fsl_core.data import EpisodeCollate, FewShotFolder
+from fsl_core.data.decoded import worker_sharing
 from fsl_core.data.transforms import augmentation_label, augmentation_transform
 from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
 from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
@@ -297,7 +298,6 @@ class _Run:
             "train",
             transform=augmentation_transform(config.augmentation, config.image_size),
             image_size=config.image_size,
-            in_memory=config.images_in_memory,
         )
         seed_everything(config.seed)
         self.model = build_training_model(config, len(self.train_set.classes))
@@ -453,7 +453,7 @@ class _Run:
             f"plan: {config.model} on {config.backbone}, protocol {config.protocol!r} "
             f"({protocol[config.protocol]}{hint})",
             f"  data: {Path(config.data_root).absolute()}, {config.image_size} px"
-            + (f"; training images in memory: {decoded.describe()}" if decoded else ""),
+            + (f"; training images in memory: {decoded.describe()}" if decoded is not None else ""),
             f"  training: {config.way}-way {config.shot}-shot {config.query}-query episodes, "
             f"{per_epoch:,} per epoch ({config.sampler!r} sampler), "
             f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
@@ -528,6 +528,10 @@ class _Run:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters,
             )
+        context, worker_copies = worker_sharing(config.num_workers) if config.images_in_memory else (None, 0)
+        if config.images_in_memory and not finished:
+            processes.barrier()  # every process of the machine measures the memory left before any fills it
+            self.train_set.keep_in_memory(self.cpu_threads, worker_copies)
         loader = DataLoader(
             SeededImages(self.train_set),
             batch_sampler=self.episodes,
@@ -535,6 +539,7 @@ class _Run:
             num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=config.num_workers > 0,
+            multiprocessing_context=context,  # forked workers share the decoded images
             generator=torch.Generator(),  # the loader's own seed draws leave the global generators alone
         )
         self.show = show = config.progress and processes.is_main
