@@ -99,7 +99,10 @@ def main() -> None:
     parser.add_argument("--sampler-episodes", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument(
-        "--photos-per-class", type=int, default=20, help="images in each of the 5 classes of photo-like JPEGs"
+        "--photos-per-class",
+        type=int,
+        default=20,
+        help="images in each of the --way classes of photo-like JPEGs",
     )
     args = parser.parse_args()
 
@@ -128,22 +131,22 @@ def main() -> None:
         sets = [(f"{args.image_size} px PNG birds" if args.data is None else str(root), root)]
         if args.data is None:
             photos = Path(temp) / "photos"
-            bits = write_photo_like_jpegs(photos, 5, args.photos_per_class)
+            bits = write_photo_like_jpegs(photos, args.way, args.photos_per_class)
             sides = "-".join(map(str, PHOTO_SIDES))
             sets.append((f"photo-like JPEGs, {sides} px sides, {bits:.1f} bits/pixel", photos))
-        for name, folder in sets:
-            for in_memory in (False, True):
-                data = FewShotFolder(
-                    folder, "train", transform="train", image_size=args.image_size, in_memory=in_memory
-                )
-                how = "from memory" if in_memory else "decoded"
-                if data.decoded is not None:
-                    rows.append((f"{name}: kept in memory", data.decoded.describe()))
+        folders = [
+            FewShotFolder(folder, "train", transform="train", image_size=args.image_size)
+            for _, folder in sets
+        ]
+        for (name, _), data in zip(sets, folders):
+            for how in ("decoded", "from memory"):
+                if how == "from memory":
+                    rows.append((f"{name}: kept in memory", data.keep_in_memory().describe()))
                 for workers in args.workers:
                     rate = loader_speed(data, args.way, args.shot, args.query, args.episodes, workers)
                     workers_text = f"{workers} worker{'s' if workers != 1 else ''}"
                     rows.append((f"{name}: {how} + train transform, {workers_text}", f"{rate:.0f} images/s"))
-        data = FewShotFolder(root, "train")
+        data = folders[0]
         random_rate, epoch_rate = sampler_speed(
             data.targets, args.way, args.shot, args.query, args.sampler_episodes
         )

@@ -26,7 +26,7 @@ from .images import FewShotDataError, ImageLoadError, large_images_allowed, read
 MEMORY_SHARE = 0.8
 """The largest share of the available memory (``available_memory``) that the decoded images may take."""
 
-UNLIMITED = 1 << 60
+NO_CGROUP_LIMIT = 1 << 60
 """A cgroup v1 memory limit at or above this (the kernel writes 2⁶³ rounded down to a page) means none."""
 
 
@@ -78,7 +78,7 @@ def _cgroup_memory_left(folder: Path, limit_name: str, usage_name: str, inactive
     """A memory cgroup's limit minus its working set, or None without a limit (or its files)."""
     try:
         limit = (folder / limit_name).read_text().strip()
-        if limit == "max" or int(limit) >= UNLIMITED:
+        if limit == "max" or int(limit) >= NO_CGROUP_LIMIT:
             return None
         usage = int((folder / usage_name).read_text())
         inactive = 0
