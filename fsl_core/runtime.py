@@ -75,6 +75,19 @@ def device_name(device: str | torch.device = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
+def native_bfloat16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes in bfloat16 natively, so that bfloat16 autocast (``amp``) speeds it up: a
+    CUDA GPU that supports it, or a CPU with AMX or AVX-512 BF16 instructions (elsewhere the CPU would emulate
+    bfloat16, more slowly than it computes in float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
 # -- CPU threads ---------------------------------------------------------------------------------------------
 def usable_cpu_cores() -> int:
     """The CPU cores this process may run on: its affinity set where the system reports one (Linux), else

@@ -14,6 +14,7 @@ from fsl_core.models import reconstruction as reconstruction_module
 from fsl_core.models.cross_attention import (
     ChunkedDropoutAttention,
     KeepMasks,
+    bfloat16_product,
     block_rows,
     cross_attention,
     keep_mask,
@@ -56,11 +57,11 @@ def test_chunked_attention_equals_formula_and_gradients(rows, saved):
     queries, keys, values = inputs()
     keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
     assert 0 < (~keep).sum() < keep.numel()
-    out = ChunkedDropoutAttention.apply(queries, keys, values, None, 0.3, 5, rows, *saved)
+    out = ChunkedDropoutAttention.apply(queries, keys, values, None, 0.3, 5, rows, *saved, False)
     assert out.shape == (3, 23, 4)
     torch.testing.assert_close(out, reference(queries, keys, values, keep, 0.3))
     assert torch.autograd.gradcheck(
-        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, None, 0.3, 5, rows, *saved),
+        lambda q, k, v: ChunkedDropoutAttention.apply(q, k, v, None, 0.3, 5, rows, *saved, False),
         (queries, keys, values),
     )
 
@@ -73,13 +74,50 @@ def test_chunked_attention_error_equals_formula_and_gradients(rows, saved):
     target = torch.randn(23, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     target.requires_grad_()
     keep = keep_mask((3, 23, 7), 0.3, seed=5, rows=rows)
-    error = ChunkedDropoutAttention.apply(queries, keys, values, target, 0.3, 5, rows, *saved)
+    error = ChunkedDropoutAttention.apply(queries, keys, values, target, 0.3, 5, rows, *saved, False)
     assert error.shape == (3, 23)
     torch.testing.assert_close(error, (reference(queries, keys, values, keep, 0.3) - target).pow(2).sum(-1))
     assert torch.autograd.gradcheck(
-        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.3, 5, rows, *saved),
+        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.3, 5, rows, *saved, False),
         (queries, keys, values, target),
     )
+
+
+@pytest.mark.parametrize("saved", SAVED.values(), ids=SAVED.keys())
+def test_bfloat16_autocast_makes_the_products_from_bfloat16_operands(saved):
+    """Under bfloat16 autocast (``amp``) the chunked path makes its products from bfloat16 operands with the same
+    keep masks: output and gradients are float32, within bfloat16's precision (8 significant bits, a relative
+    error of 2⁻⁹ per rounding) of the float32 formula's, and not equal to them."""
+    queries, keys, values = inputs(torch.float32, length=300, entries=5, tokens=40, channels=16)
+    keep = keep_mask((5, 300, 40), 0.1, seed=9, rows=37)
+    weights = torch.randn(5, 300, 16, generator=torch.Generator().manual_seed(2))
+    out = ChunkedDropoutAttention.apply(queries, keys, values, None, 0.1, 9, 37, *saved, True)
+    grads = torch.autograd.grad((out * weights).sum(), (queries, keys, values))
+    formula = reference(queries, keys, values, keep, 0.1)
+    expected = torch.autograd.grad((formula * weights).sum(), (queries, keys, values))
+    for got, want in zip((out, *grads), (formula, *expected)):
+        assert got.dtype == torch.float32
+        assert 1e-4 < ((got - want).abs().max() / want.abs().max()).item() < 2e-2
+    # cross_attention asks for bfloat16 products under autocast, and draws the same masks' seed
+    torch.manual_seed(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = cross_attention(queries, keys, values, dropout=0.1, training=True)
+    torch.manual_seed(4)
+    full = cross_attention(queries, keys, values, dropout=0.1, training=True)
+    assert low.dtype == torch.float32 and not torch.equal(low, full)
+    torch.testing.assert_close(low, full, rtol=0.0, atol=2e-2 * full.abs().max().item())
+
+
+def test_bfloat16_product_accumulates_in_float32():
+    """``bfloat16_product`` rounds its operands to bfloat16, sums in float32 and rounds each sum to bfloat16: every
+    result is a bfloat16 value within one rounding (2⁻⁸ relative) of the exact product of the rounded operands."""
+    generator = torch.Generator().manual_seed(3)
+    a, b = torch.randn(70, 300, generator=generator), torch.randn(300, 50, generator=generator)
+    rounded = a.bfloat16().double() @ b.bfloat16().double()
+    got = bfloat16_product(a, b)
+    assert got.dtype == torch.float32 and torch.equal(got.bfloat16().float(), got)
+    assert ((got.double() - rounded).abs() <= rounded.abs() * 2**-8 + 1e-6).all()
+    assert not torch.allclose(got.double(), a.double() @ b.double(), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("saved", SAVED.values(), ids=SAVED.keys())
@@ -88,7 +126,9 @@ def test_chunked_gradients_equal_autograd_of_formula(saved):
     keep = keep_mask((5, 300, 40), 0.1, seed=9, rows=37)
     weights = torch.randn(5, 300, 16)
     grads = torch.autograd.grad(
-        (ChunkedDropoutAttention.apply(queries, keys, values, None, 0.1, 9, 37, *saved) * weights).sum(),
+        (
+            ChunkedDropoutAttention.apply(queries, keys, values, None, 0.1, 9, 37, *saved, False) * weights
+        ).sum(),
         (queries, keys, values),
     )
     expected = torch.autograd.grad(
@@ -344,10 +384,10 @@ def test_chunked_attention_without_dropout_passes_gradcheck(saved):
     queries, keys, values = inputs()
     target = torch.randn(23, 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(
-        ChunkedDropoutAttention.apply(queries, keys, values, None, 0.0, 0, 5, *saved),
+        ChunkedDropoutAttention.apply(queries, keys, values, None, 0.0, 0, 5, *saved, False),
         reference(queries, keys, values, torch.ones(1, dtype=torch.float64), 0.0),
     )
     assert torch.autograd.gradcheck(
-        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.0, 0, 5, *saved),
+        lambda q, k, v, t: ChunkedDropoutAttention.apply(q, k, v, t, 0.0, 0, 5, *saved, False),
         (queries, keys, values, target),
     )

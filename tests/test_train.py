@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -24,8 +25,12 @@ from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, format_bytes
+from fsl_core.runtime import native_bfloat16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+TRAINING = importlib.import_module(
+    "fsl_core.engine.train"
+)  # the module (the package's ``train`` is its function)
 
 
 # -- settings ---------------------------------------------------------------------------------------------------
@@ -198,6 +203,64 @@ def test_epoch_sampler_resume_is_exact(birds: Path, tmp_path: Path) -> None:
     last_a = load_checkpoint(tmp_path / "whole" / "last.pt")["state_dict"]
     last_b = load_checkpoint(tmp_path / "parts" / "last.pt")["state_dict"]
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+# -- bfloat16 autocast (amp) --------------------------------------------------------------------------------------
+def test_amp_trains_in_bfloat16_on_a_cpu_that_has_it_and_resumes_exactly(
+    reference_run: Path,
+    birds: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as on a CPU with AMX or AVX-512 BF16 (any CPU runs bfloat16, emulated where it lacks them)
+    monkeypatch.setattr(TRAINING, "native_bfloat16", lambda device: True)
+    whole = tmp_path / "whole"
+    train(data_root=str(birds), run_dir=str(whole), **dict(TINY, amp=True, progress=True))
+    plan = (
+        "  device: cpu, 1 CPU thread (as asked); bfloat16 autocast while training (amp), float32 validation"
+    )
+    assert plan in [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
+    # bfloat16 changes the losses a little (8 significant bits instead of 24)
+    losses, float32_losses = (
+        pd.read_csv(whole / "metrics.csv")["loss"],
+        pd.read_csv(reference_run / "metrics.csv")["loss"],
+    )
+    assert (losses != float32_losses).all() and (
+        (losses - float32_losses).abs() < 0.05 * float32_losses
+    ).all()
+    parts = tmp_path / "parts"
+    train(data_root=str(birds), run_dir=str(parts), stop_after_epochs=1, **dict(TINY, amp=True))
+    train(data_root=str(birds), run_dir=str(parts), **dict(TINY, amp=True))
+    assert_same_run(whole, parts)
+
+
+def test_amp_on_a_cpu_without_bfloat16_says_so_and_trains_in_float32(
+    reference_run: Path,
+    birds: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TRAINING, "native_bfloat16", lambda device: False)
+    run_dir = tmp_path / "run"
+    train(data_root=str(birds), run_dir=str(run_dir), **dict(TINY, amp=True, progress=True))
+    plan = (
+        "  device: cpu, 1 CPU thread (as asked); float32: amp asked for bfloat16, which this CPU (no AMX or "
+        "AVX-512 BF16) would only emulate, more slowly"
+    )
+    assert plan in [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
+    assert_same_run(reference_run, run_dir)
+
+
+def test_native_bfloat16_reads_the_cpu_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    for amx, avx512_bf16, native in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda avx=avx512_bf16: avx)
+        assert native_bfloat16("cpu") is native
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert native_bfloat16("cpu") is False  # a torch without these checks: float32
 
 
 def test_killed_process_resumes_exactly(reference_run: Path, birds: Path, tmp_path: Path) -> None:

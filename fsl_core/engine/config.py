@@ -186,7 +186,11 @@ class TrainConfig:
         "CPU threads of torch (0: every core this process may use, or OMP_NUM_THREADS when set; under "
         "torchrun the cores are divided between the processes of a machine)",
     )
-    amp: bool | None = _setting(None, "bfloat16 autocast on CUDA (ignored on CPU)")
+    amp: bool | None = _setting(
+        None,
+        "bfloat16 autocast while training, where the device computes in bfloat16 natively (CUDA; CPUs with AMX "
+        "or AVX-512 BF16); float32 elsewhere, as the plan says",
+    )
     channels_last: bool | None = _setting(None, "channels-last memory format for model and images")
     find_unused_parameters: bool = _setting(
         False, "DistributedDataParallel: allow parameters that an episode does not use"

@@ -72,6 +72,7 @@ from fsl_core.runtime import (
     choose_cpu_threads,
     derive_seed,
     git_revision,
+    native_bfloat16,
     non_finite_tensors,
     seed_everything,
     use_cpu_threads,
@@ -281,6 +282,7 @@ class _Run:
         self.rank_log = rank_log
         self.cpu_threads = use_cpu_threads(config.threads)
         self.cpu_threads_reason = choose_cpu_threads(config.threads)[1]
+        self.autocast = config.amp and native_bfloat16(self.device)  # bfloat16 where the device has it
         self.folder: RunFolder | None = None
         self.position = "set-up"  # where an interruption stops the run, for the message
         self.saved_epoch = 0  # the epoch last.pt holds
@@ -459,9 +461,18 @@ class _Run:
             f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
             f"  validation: {validation}",
             f"  device: {self.device}, {self.cpu_threads} CPU thread{'s' if self.cpu_threads > 1 else ''} "
-            f"({self.cpu_threads_reason})" + (f", {processes} processes" if processes > 1 else ""),
+            f"({self.cpu_threads_reason})"
+            + (f", {processes} processes" if processes > 1 else "")
+            + (f"; {self._precision()}" if config.amp else ""),
             f"  run folder: {self.run_dir}",
         ]
+
+    def _precision(self) -> str:
+        """What ``amp`` does on this device, in words."""
+        if self.autocast:
+            return "bfloat16 autocast while training (amp), float32 validation"
+        hardware = "GPU" if self.device.type == "cuda" else "CPU (no AMX or AVX-512 BF16)"
+        return f"float32: amp asked for bfloat16, which this {hardware} would only emulate, more slowly"
 
     def _time_left(self, epoch: int, epoch_seconds: list[float], validation_seconds: list[float]) -> str:
         """The time the epochs after ``epoch`` will take, from the epochs of this call (words)."""
@@ -663,7 +674,6 @@ class _Run:
         if self.rank_log:
             seen.extend({"epoch": epoch, "indices": indices} for _, indices in self.episodes.episodes())
         self.model.train()
-        use_amp = config.amp and device.type == "cuda"
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         loss_sum = accuracy_sum = 0.0
         count = 0
@@ -683,7 +693,11 @@ class _Run:
             episode = episode.to(device, non_blocking=True)
             support = episode.support_images.contiguous(memory_format=memory_format)
             query = episode.query_images.contiguous(memory_format=memory_format)
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+            autocast = (
+                torch.autocast(device.type, dtype=torch.bfloat16)
+                if self.autocast
+                else contextlib.nullcontext()
+            )
             with autocast:
                 loss, logits = module(
                     support, episode.support_labels, query, episode.query_labels, episode.class_ids
