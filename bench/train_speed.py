@@ -3,14 +3,16 @@
     python bench/train_speed.py                      # Conv-4, all models, 5-way and the authors' ways
     python bench/train_speed.py --backbones conv4 resnet12 --formats eager channels_last compile
     python bench/train_speed.py --device cuda --amp  # on a GPU, bf16 autocast
+    python bench/train_speed.py --precisions float32 bf16  # both, timed in turns (a CPU with AMX or AVX-512 BF16)
     python bench/train_speed.py --models frn hmdrn hmdrn:attention_dropout=0 hmdrn:levels=last  # ablations
     THP_MEM_ALLOC_ENABLE=0 python bench/train_speed.py  # large CPU tensors in 4 KiB pages, as without fsl_core
 
-Rows: model × backbone × episode setting × memory format. Columns: training steps/s, evaluation episodes/s
-(full forward, no cache), the training-step time relative to FRN with the same backbone, setting and format, and
-the step's peak memory above what was in use before it (resident memory on CPU, allocated memory on CUDA).
-The models of a row group are timed in turns and each one's fastest call kept, so the ratios hold on a shared
-machine.
+Rows: model × backbone × episode setting × memory format × precision (float32, or bf16: bfloat16 autocast, as
+training with ``amp`` runs it, evaluation included). Columns: training steps/s, evaluation episodes/s (full
+forward, no cache), the training-step time relative to FRN with the same backbone, setting, format and precision,
+the float32 step's time over the bf16 one's (when both are timed), and the step's peak memory above what was in
+use before it (resident memory on CPU, allocated memory on CUDA). The models and precisions of a row group are
+timed in turns and each one's fastest call kept, so the ratios hold on a shared machine.
 
 A second table splits one profiled training step of each model into backbone, transformers, reconstruction
 (cross attention, or FRN's ridge regression), optimiser and the rest (loss, fusion, autograd bookkeeping): each
@@ -38,7 +40,7 @@ from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E
 
 from fsl_core.models import build_model  # noqa: E402
 from fsl_core.models.products import product  # noqa: E402
-from fsl_core.runtime import device_name, resolve_device  # noqa: E402
+from fsl_core.runtime import device_name, native_bfloat16, resolve_device  # noqa: E402
 
 AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
 PARTS = {"backbone": "backbone", "transformers": "transformers", "reconstruction": "reconstructions"}
@@ -245,65 +247,85 @@ def main() -> None:
         choices=["eager", "channels_last", "compile"],
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32"],
+        choices=["float32", "bf16"],
+        help="bf16: bfloat16 autocast",
+    )
+    parser.add_argument("--amp", action="store_true", help="the same as --precisions bf16")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (the fastest reported)")
     args = parser.parse_args()
+    precisions = ["bf16"] if args.amp else list(dict.fromkeys(args.precisions))
 
     device = resolve_device(args.device)
     name = device_name(device)
     print(
         f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"amp {'bf16' if args.amp else 'off'}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
+        f"native bf16 {native_bfloat16(device)}, huge pages {os.environ.get('THP_MEM_ALLOC_ENABLE') == '1'}, "
         f"{args.shot}-shot {args.query}-query {args.image_size}px, float32 product {product_speed(device):.0f} GFLOP/s"
     )
     width = max(9, *(len(model) for model in args.models))
     header = (
-        f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'train step/s':>12} {'eval ep/s':>10} "
-        f"{'step vs FRN':>11} {'peak MB':>8}"
+        f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'precision':<9} {'train step/s':>12} "
+        f"{'eval ep/s':>10} {'step vs FRN':>11} {'fp32 / bf16':>11} {'peak MB':>8}"
     )
     print(header)
     print("-" * len(header))
-    shares: list[tuple[str, str, int, str, dict[str, float]]] = []
+    shares: list[tuple[str, str, int, str, str, dict[str, float]]] = []
     for backbone in args.backbones:
         for setting in args.settings:
             way = AUTHORS_WAY[backbone] if setting == "authors" else int(setting)
             for fmt in args.formats:
                 runners = {
-                    model: episode_runners(
-                        model, backbone, way, args.shot, args.query, args.image_size, fmt, device, args.amp
+                    (model, precision): episode_runners(
+                        model,
+                        backbone,
+                        way,
+                        args.shot,
+                        args.query,
+                        args.image_size,
+                        fmt,
+                        device,
+                        precision == "bf16",
                     )
+                    for precision in precisions
                     for model in args.models
                 }
-                steps = interleaved_fastest({model: run[0] for model, run in runners.items()}, args.repeats)
-                episodes = interleaved_fastest(
-                    {model: run[1] for model, run in runners.items()}, args.repeats
-                )
+                steps = interleaved_fastest({key: run[0] for key, run in runners.items()}, args.repeats)
+                episodes = interleaved_fastest({key: run[1] for key, run in runners.items()}, args.repeats)
                 if fmt != "compile":
                     shares += [
-                        (model, backbone, way, fmt, step_parts(network, train_step))
-                        for model, (train_step, _, network) in runners.items()
+                        (model, backbone, way, fmt, precision, step_parts(network, train_step))
+                        for (model, precision), (train_step, _, network) in runners.items()
                     ]
-                for model, (train_step, *_) in runners.items():
+                for (model, precision), (train_step, *_) in runners.items():
                     peak = peak_step_memory(train_step, device)
-                    step, episode = steps[model], episodes[model]
-                    ratio = f"{step / steps['frn']:.2f}x" if "frn" in steps else "-"
+                    step, episode = steps[model, precision], episodes[model, precision]
+                    ratio = f"{step / steps['frn', precision]:.2f}x" if ("frn", precision) in steps else "-"
+                    speedup = (
+                        f"{steps[model, 'float32'] / step:.2f}x"
+                        if precision == "bf16" and (model, "float32") in steps
+                        else "-"
+                    )
                     memory = f"{peak / 2**20:.0f}" if peak is not None else "-"
                     print(
-                        f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {1 / step:>12.3g} {1 / episode:>10.3g} "
-                        f"{ratio:>11} {memory:>8}",
+                        f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {precision:<9} {1 / step:>12.3g} "
+                        f"{1 / episode:>10.3g} {ratio:>11} {speedup:>11} {memory:>8}",
                         flush=True,
                     )
     columns = [*PARTS, "optimiser", "other"]
     print("\nshare of one profiled training step (forward and backward of each part)")
-    header = f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} " + " ".join(
+    header = f"{'model':<{width}} {'backbone':<9} {'way':>4} {'format':<14} {'precision':<9} " + " ".join(
         f"{column:>14}" for column in columns
     )
     print(header)
     print("-" * len(header))
-    for model, backbone, way, fmt, seconds in shares:
+    for model, backbone, way, fmt, precision, seconds in shares:
         total = sum(seconds.values())
         cells = " ".join(f"{100 * seconds.get(column, 0.0) / total:>13.1f}%" for column in columns)
-        print(f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {cells}")
+        print(f"{model:<{width}} {backbone:<9} {way:>4} {fmt:<14} {precision:<9} {cells}")
 
 
 if __name__ == "__main__":
