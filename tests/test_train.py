@@ -206,6 +206,23 @@ def test_epoch_sampler_resume_is_exact(birds: Path, tmp_path: Path) -> None:
 
 
 # -- bfloat16 autocast (amp) --------------------------------------------------------------------------------------
+def _printed_by_amp_training(
+    native: bool,
+    birds: Path,
+    run_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[str]:
+    """Train TINY with amp=True as on a CPU with (``native``) or without AMX or AVX-512 BF16 (any CPU runs
+    bfloat16, emulated where it lacks them); the lines printed."""
+    monkeypatch.setattr(TRAINING, "native_bfloat16", lambda device: native)
+    train(data_root=str(birds), run_dir=str(run_dir), **dict(TINY, amp=True, progress=True))
+    return [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
+
+
+AMP_PLAN = "  device: cpu, 1 CPU thread (as asked); "
+
+
 def test_amp_trains_in_bfloat16_on_a_cpu_that_has_it_and_resumes_exactly(
     reference_run: Path,
     birds: Path,
@@ -213,14 +230,9 @@ def test_amp_trains_in_bfloat16_on_a_cpu_that_has_it_and_resumes_exactly(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # as on a CPU with AMX or AVX-512 BF16 (any CPU runs bfloat16, emulated where it lacks them)
-    monkeypatch.setattr(TRAINING, "native_bfloat16", lambda device: True)
     whole = tmp_path / "whole"
-    train(data_root=str(birds), run_dir=str(whole), **dict(TINY, amp=True, progress=True))
-    plan = (
-        "  device: cpu, 1 CPU thread (as asked); bfloat16 autocast while training (amp), float32 validation"
-    )
-    assert plan in [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
+    printed = _printed_by_amp_training(True, birds, whole, capsys, monkeypatch)
+    assert AMP_PLAN + "bfloat16 autocast while training (amp), float32 validation" in printed
     # bfloat16 changes the losses a little (8 significant bits instead of 24)
     losses, float32_losses = (
         pd.read_csv(whole / "metrics.csv")["loss"],
@@ -242,14 +254,10 @@ def test_amp_on_a_cpu_without_bfloat16_says_so_and_trains_in_float32(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(TRAINING, "native_bfloat16", lambda device: False)
     run_dir = tmp_path / "run"
-    train(data_root=str(birds), run_dir=str(run_dir), **dict(TINY, amp=True, progress=True))
-    plan = (
-        "  device: cpu, 1 CPU thread (as asked); float32: amp asked for bfloat16, which this CPU (no AMX or "
-        "AVX-512 BF16) would only emulate, more slowly"
-    )
-    assert plan in [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
+    printed = _printed_by_amp_training(False, birds, run_dir, capsys, monkeypatch)
+    emulated = "float32: amp asked for bfloat16, which this CPU (no AMX or AVX-512 BF16) would only emulate, more slowly"
+    assert AMP_PLAN + emulated in printed
     assert_same_run(reference_run, run_dir)
 
 
