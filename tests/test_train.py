@@ -233,6 +233,7 @@ def test_amp_trains_in_bfloat16_on_a_cpu_that_has_it_and_resumes_exactly(
     whole = tmp_path / "whole"
     printed = _printed_by_amp_training(True, birds, whole, capsys, monkeypatch)
     assert AMP_PLAN + "bfloat16 autocast while training (amp), float32 validation" in printed
+    assert json.loads((whole / "config.json").read_text())["bfloat16_autocast"] is True
     # bfloat16 changes the losses a little (8 significant bits instead of 24)
     losses, float32_losses = (
         pd.read_csv(whole / "metrics.csv")["loss"],
@@ -258,6 +259,7 @@ def test_amp_on_a_cpu_without_bfloat16_says_so_and_trains_in_float32(
     printed = _printed_by_amp_training(False, birds, run_dir, capsys, monkeypatch)
     emulated = "float32: amp asked for bfloat16, which this CPU (no AMX or AVX-512 BF16) would only emulate, more slowly"
     assert AMP_PLAN + emulated in printed
+    assert json.loads((run_dir / "config.json").read_text())["bfloat16_autocast"] is False
     assert_same_run(reference_run, run_dir)
 
 

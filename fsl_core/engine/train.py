@@ -3,7 +3,8 @@
 ``train(protocol="quick", model="hmdrn", data_root="data/birds", run_dir="outputs/train/demo")`` trains and
 writes the run folder::
 
-    run_dir/config.json   every setting, the model config, fsl_core/torch versions, git revision, device
+    run_dir/config.json   every setting, the model config, fsl_core/torch versions, git revision, device, whether
+                          training ran under bfloat16 autocast (bfloat16_autocast: amp on a device that has it)
     run_dir/metrics.csv   one row per epoch: epoch, loss, train_acc, val_acc, val_ci95 (empty when not
                           validated), lr, the model's fusion weights, episodes, seconds (the whole epoch),
                           data_seconds (the part of its training spent waiting for the next episode's images;
@@ -420,6 +421,7 @@ class _Run:
             "torch_version": self.versions["torch"],
             "device_used": str(self.device),
             "cpu_threads": self.cpu_threads,
+            "bfloat16_autocast": bool(self.autocast),  # what amp did on this device
             "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
             "world_size": self.processes.world_size,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
