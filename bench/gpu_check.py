@@ -7,8 +7,8 @@ Run from the repository root:
     python bench/gpu_check.py --device cpu --way 5 --episodes 2 --epochs 3 --val-episodes 20 --steps authors
 
 1. ``tests``: the test suite (pytest's default selection) with CUDA present.
-2. ``bench``: ``bench/train_speed.py --device cuda --amp`` (steps/s of every model, HMDRN / FRN, peak memory,
-   the parts of a step).
+2. ``bench``: ``bench/train_speed.py --device cuda --precisions float32 bf16`` (steps/s of every model in
+   both precisions, HMDRN / FRN, bfloat16 autocast's speed-up, peak memory, the parts of a step).
 3. ``data``: ``bench/data_speed.py --workers 0 N`` (N = ``--num-workers``): the images/s the loader
    delivers on this machine's cores, decoding each image or from images kept in memory, for the embedded
    set and for photo-like JPEGs at the sizes of CUB's photos. A 30-way episode holds 600 images: the loader
@@ -46,7 +46,7 @@ import torch
 from fsl_core.data.birds import ensure_birds
 from fsl_core.engine import TrainConfig, train
 from fsl_core.progress import ENVIRONMENT, LINES
-from fsl_core.runtime import atomic_write_json, device_name, resolve_device
+from fsl_core.runtime import atomic_write_json, device_name, native_bfloat16, resolve_device
 
 AUTHORS = TrainConfig(protocol="authors", backbone="conv4")
 """The authors' protocol on Conv-4: its epochs (1,200), validation interval (20) and way (30)."""
@@ -146,7 +146,8 @@ def main() -> None:
             summary[step] = run_step(step, command)
         elif step == "bench":
             command = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", str(device)]
-            summary[step] = run_step(step, command + (["--amp"] if device.type == "cuda" else []))
+            precisions = ["--precisions", "float32", "bf16"] if native_bfloat16(device) else []
+            summary[step] = run_step(step, command + precisions)
         elif step == "data":
             workers = sorted({0, args.num_workers})
             command = [sys.executable, str(ROOT / "bench" / "data_speed.py"), "--workers", *map(str, workers)]
