@@ -39,7 +39,7 @@ tensorboard: setup  ## TensorBoard on outputs/: the training curves of every run
 data: setup  ## generate the embedded data set into data/birds
 	$(BIN)/python -m fsl_core.data.birds data/birds
 
-bench: setup  ## print the benchmark tables (bench/gpu_check.py, for a CUDA machine, is run by hand)
+bench: setup  ## print the speed tables (bench/gpu_check.py, for a CUDA machine, and bench/amp_accuracy.py, which trains for tens of minutes, are run by hand)
 	for b in bench/*_speed.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

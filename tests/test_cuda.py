@@ -67,4 +67,5 @@ def test_a_short_training_run_on_cuda_with_bf16(birds: Path, tmp_path: Path) -> 
     assert metrics["epoch"].tolist() == [1, 2, 3] and all(math.isfinite(loss) for loss in metrics["loss"])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["device_used"] == "cuda" and config["amp"] is True
+    assert config["bfloat16_autocast"] is torch.cuda.is_bf16_supported()
     assert result.finished and (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
