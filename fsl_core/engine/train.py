@@ -599,10 +599,11 @@ class _Run:
                 self.position = f"epoch {epoch}, while saving it"
                 if processes.is_main:
                     self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
-                    if tensorboard is not None:
-                        tensorboard.write(row)
                 done = epoch
+                # the epoch is saved; its TensorBoard scalars are a copy of metrics.csv, rewritten on resume
                 self.position = f"epoch {epoch + 1}, before its first episode"
+                if tensorboard is not None:
+                    tensorboard.write(row)
                 if result is not None:
                     validation_seconds.append(validated)
                 epoch_seconds.append(time.perf_counter() - started - (validated if result else 0.0))
