@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-ui lint lab data bench clean tensorboard
+.PHONY: setup demo test test-slow test-ui lint lab data bench clean tensorboard
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,11 @@ setup: $(STAMP)  ## create .venv and install the project
 demo: setup  ## run the quickstart notebook on the embedded data set
 	$(BIN)/python -m fsl_core.notebooks 00_quickstart
 
-test: setup lint  ## the whole test suite
+test: setup lint  ## the test suite, without the slow notebook executions and the browser tests
 	$(BIN)/python -m pytest -q
+
+test-slow: setup  ## every notebook executed end to end by papermill (marker slow)
+	$(BIN)/python -m pytest -q -m slow
 
 test-ui: setup  ## notebooks in JupyterLab in headless Chromium (Debian's chromium, installed when missing)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
