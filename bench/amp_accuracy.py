@@ -31,9 +31,8 @@ from fsl_core.engine import evaluate_checkpoint, train
 from fsl_core.runtime import device_name, native_bfloat16, resolve_device
 
 PRECISIONS = {"float32": False, "bf16": True}
-TRAINING = importlib.import_module(
-    "fsl_core.engine.train"
-)  # the module (fsl_core.engine.train is the function)
+# the training module, whose native_bfloat16 --emulate replaces (fsl_core.engine.train names the function)
+TRAINING = importlib.import_module("fsl_core.engine.train")
 
 
 def main(argv: list[str] | None = None) -> int:
