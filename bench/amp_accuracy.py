@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"protocol": "quick", "model": args.model, "backbone": args.backbone, "data_root": args.data}
     if args.epochs is not None:
         settings["epochs"] = args.epochs
-    rows = []
+    runs = {}  # (seed, precision) -> (TrainResult, {shot: EvalResult})
     for seed in args.seeds:
         for precision, amp in PRECISIONS.items():
             run_dir = args.out / f"{args.model}-{args.backbone}-{precision}-seed{seed}"
@@ -91,19 +91,20 @@ def main(argv: list[str] | None = None) -> int:
                 device=device,
                 progress=False,
             )
-            minutes = result.metrics["seconds"].sum() / 60
-            rows.append((precision, seed, result.best_val_acc, result.best_val_ci95, tests, minutes))
+            runs[seed, precision] = result, tests
 
     header = f"{'precision':<9} {'seed':>4} {'best val':>15} " + " ".join(
         f"{f'test {shot}-shot':>15}" for shot in args.shots
     )
     print(f"\n{header} {'train min':>9}\n{'-' * (len(header) + 10)}")
-    for precision, seed, val, val_ci, tests, minutes in rows:
+    for (seed, precision), (result, tests) in runs.items():
+        val = f"{result.best_val_acc:.2f} ± {result.best_val_ci95:.2f}"
         cells = " ".join(f"{f'{tests[shot].mean:.2f} ± {tests[shot].ci95:.2f}':>15}" for shot in args.shots)
-        print(f"{precision:<9} {seed:>4} {f'{val:.2f} ± {val_ci:.2f}':>15} {cells} {minutes:>9.1f}")
+        minutes = result.metrics["seconds"].sum() / 60
+        print(f"{precision:<9} {seed:>4} {val:>15} {cells} {minutes:>9.1f}")
     for shot in args.shots:
         differences = [
-            bf16[4][shot].mean - fp32[4][shot].mean for fp32, bf16 in zip(rows[0::2], rows[1::2], strict=True)
+            runs[seed, "bf16"][1][shot].mean - runs[seed, "float32"][1][shot].mean for seed in args.seeds
         ]
         print(
             f"{shot}-shot test, amp − float32: mean {np.mean(differences):+.2f} points over "

@@ -283,7 +283,7 @@ class _Run:
         self.rank_log = rank_log
         self.cpu_threads = use_cpu_threads(config.threads)
         self.cpu_threads_reason = choose_cpu_threads(config.threads)[1]
-        self.autocast = config.amp and native_bfloat16(self.device)  # bfloat16 where the device has it
+        self.autocast = bool(config.amp) and native_bfloat16(self.device)  # bfloat16 where the device has it
         self.folder: RunFolder | None = None
         self.position = "set-up"  # where an interruption stops the run, for the message
         self.saved_epoch = 0  # the epoch last.pt holds
@@ -421,7 +421,7 @@ class _Run:
             "torch_version": self.versions["torch"],
             "device_used": str(self.device),
             "cpu_threads": self.cpu_threads,
-            "bfloat16_autocast": bool(self.autocast),  # what amp did on this device
+            "bfloat16_autocast": self.autocast,  # what amp did on this device
             "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
             "world_size": self.processes.world_size,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
