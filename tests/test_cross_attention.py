@@ -14,13 +14,14 @@ from fsl_core.models import reconstruction as reconstruction_module
 from fsl_core.models.cross_attention import (
     ChunkedDropoutAttention,
     KeepMasks,
+    add_bfloat16_product,
     bfloat16_product,
     block_rows,
     cross_attention,
     keep_mask,
     squared_error,
 )
-from fsl_core.models.products import Linear, product, role_projections
+from fsl_core.models.products import Linear, add_product, product, role_projections
 
 
 def reference(queries, keys, values, keep, p):
@@ -110,7 +111,8 @@ def test_bfloat16_autocast_makes_the_products_from_bfloat16_operands(saved):
 
 def test_bfloat16_product_accumulates_in_float32():
     """``bfloat16_product`` rounds its operands to bfloat16, sums in float32 and rounds each sum to bfloat16: every
-    result is a bfloat16 value within one rounding (2⁻⁸ relative) of the exact product of the rounded operands."""
+    result is a bfloat16 value within one rounding (2⁻⁸ relative) of the exact product of the rounded operands;
+    with ``out`` the same values land there."""
     generator = torch.Generator().manual_seed(3)
     a, b = torch.randn(70, 300, generator=generator), torch.randn(300, 50, generator=generator)
     rounded = a.bfloat16().double() @ b.bfloat16().double()
@@ -118,6 +120,8 @@ def test_bfloat16_product_accumulates_in_float32():
     assert got.dtype == torch.float32 and torch.equal(got.bfloat16().float(), got)
     assert ((got.double() - rounded).abs() <= rounded.abs() * 2**-8 + 1e-6).all()
     assert not torch.allclose(got.double(), a.double() @ b.double(), rtol=1e-5, atol=1e-4)
+    memory = torch.empty(70, 50)
+    assert bfloat16_product(a, b, out=memory).data_ptr() == memory.data_ptr() and torch.equal(memory, got)
 
 
 @pytest.mark.parametrize("saved", SAVED.values(), ids=SAVED.keys())
@@ -227,17 +231,23 @@ def test_what_is_saved_for_backward_changes_no_bit(monkeypatch, with_target):
     """Within ``SAVED_ELEMENTS`` the backward pass reads the output and the probabilities the forward pass kept,
     beyond it recomputes them: all three ways give bit for bit the same values and gradients. The three blocks
     (one per entry) take 2 matrix products forward and 4 backward with both kept, 5 with only the output, 6
-    with neither (without a target the output is kept in any case)."""
+    with neither (without a target the output is kept in any case); those of the (l, S) scores and score
+    gradients write into memory the pass made once."""
     queries, keys, values = (tensor.float() for tensor in inputs(length=300, tokens=40, channels=16))
     target = torch.randn(300, 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
     weights = torch.randn(3, 300, 16 if not with_target else 1).squeeze(-1)
     products_made = []
 
-    def counted_product(a, b):
-        products_made.append(1)
-        return product(a, b)
+    def counted_product(a, b, out=None):
+        products_made.append(out is not None)
+        return product(a, b, out)
+
+    def counted_sum(total, a, b):
+        products_made.append(False)
+        add_product(total, a, b)
 
     monkeypatch.setattr(cross_attention_module, "product", counted_product)
+    monkeypatch.setattr(cross_attention_module, "add_product", counted_sum)
 
     def run(limit):
         monkeypatch.setattr(cross_attention_module, "SAVED_ELEMENTS", limit)
@@ -246,11 +256,17 @@ def test_what_is_saved_for_backward_changes_no_bit(monkeypatch, with_target):
         torch.manual_seed(6)
         out = cross_attention(*leaves[:3], 0.1, training=True, target=leaves[3] if with_target else None)
         (out * weights).sum().backward()
-        return [out.detach()] + [leaf.grad for leaf in leaves if leaf.grad is not None], len(products_made)
+        grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
+        return [out.detach()] + grads, (len(products_made), sum(products_made))
 
     output, probabilities = 3 * 300 * 16, 3 * 300 * 40
     both, output_only, neither = run(output + probabilities), run(output), run(output - 1)
-    assert [made for _, made in (both, output_only, neither)] == [18, 21, 24 if with_target else 21]
+    # (products, those written into memory given to them): the scores' and their gradient's, once per pass
+    assert [made for _, made in (both, output_only, neither)] == [
+        (18, 6),
+        (21, 9),
+        (24 if with_target else 21, 9),
+    ]
     assert len(both[0]) == (5 if with_target else 4)
     for first, second, third in zip(both[0], output_only[0], neither[0]):
         assert torch.equal(first, second) and torch.equal(first, third)
@@ -310,7 +326,8 @@ def test_role_projections_equal_the_split_projection_in_value_and_gradient():
 @pytest.mark.parametrize("onednn", [True, False])
 def test_product_is_the_float32_matrix_product_for_any_strides_of_its_right_factor(monkeypatch, onednn):
     """``product`` (oneDNN where PyTorch has it, else torch.mm) equals a @ b to float32 rounding, for a
-    contiguous left factor and a right factor that is contiguous, transposed or a column slice."""
+    contiguous left factor and a right factor that is contiguous, transposed or a column slice; with ``out``
+    it writes the product there and nowhere else."""
     monkeypatch.setattr(products, "ONEDNN", onednn and products.ONEDNN)
     generator = torch.Generator().manual_seed(3)
     a = torch.randn(37, 29, generator=generator)
@@ -321,8 +338,27 @@ def test_product_is_the_float32_matrix_product_for_any_strides_of_its_right_fact
     ):
         expected = (a.double() @ b.double()).float()
         torch.testing.assert_close(product(a, b), expected, rtol=1e-5, atol=1e-5)
+        memory = torch.full((50, 11), float("nan"))
+        written = product(a, b, out=memory[:37])
+        assert written.data_ptr() == memory.data_ptr() and memory[37:].isnan().all()
+        torch.testing.assert_close(memory[:37], expected, rtol=1e-5, atol=1e-5)
     double = torch.randn(5, 4, dtype=torch.float64, generator=generator)
     assert torch.equal(product(double, double.t()), double @ double.t())  # float64 always takes torch.mm
+
+
+def test_add_product_adds_the_matrix_product_in_place_for_transposed_factors():
+    """``add_product`` adds a @ b into ``total`` itself (a row slice of a larger tensor here, the rest untouched),
+    reading either factor transposed, to float32 rounding of the float64 sum; ``add_bfloat16_product`` adds the
+    product ``bfloat16_product`` gives."""
+    generator = torch.Generator().manual_seed(4)
+    memory = torch.randn(40, 11, generator=generator)
+    start = memory.clone()
+    a, b = torch.randn(29, 37, generator=generator).t(), torch.randn(11, 29, generator=generator).t()
+    add_product(memory[:37], a, b)
+    torch.testing.assert_close(memory[:37], (start[:37].double() + a.double() @ b.double()).float())
+    assert torch.equal(memory[37:], start[37:])
+    add_bfloat16_product(start[:37], a, b)
+    torch.testing.assert_close(start[:37], memory[:37] - a @ b + bfloat16_product(a, b), rtol=0, atol=1e-5)
 
 
 def test_chunked_attention_without_onednn_gives_the_same_result(monkeypatch):

@@ -12,7 +12,7 @@ Two paths give the same function:
   keep mask, packed to one bit per probability (84 MB at 30-way), which the backward pass unpacks in a tenth
   of the time that drawing it took (``KeepMasks``); the output and the probabilities it keeps within
   ``SAVED_ELEMENTS`` and otherwise recomputes block by block in the backward pass. Blocks of about a
-  million probabilities keep the matrix products, each through oneDNN (``product``), near the CPU's peak
+  million probabilities keep the matrix products (``product``) near the CPU's peak
   (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and runs about as fast
   as PyTorch's fused kernel (squared errors forward and backward: 115 against 123 ms at HMDRN's 5-way, 4.6
   against 4.3 s at 30-way, on a 2-core EPYC), so it serves all training on CPU.
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .products import product
+from .products import add_product, product
 
 BLOCK_ELEMENTS = 1 << 20
 """Probabilities per block of the chunked path (4 MiB in float32): enough rows per block for the matrix
@@ -49,12 +49,19 @@ level keeps both (2.4 M + 18.75 M); its 30-way one keeps the output (86 M) and r
 (675 M) block by block."""
 
 
-def bfloat16_product(a: Tensor, b: Tensor) -> Tensor:
+def bfloat16_product(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """a @ b for 2-D a (m, k) and b (k, n) from bfloat16 operands: sums in float32, each rounded to bfloat16 as
-    ``torch.mm`` gives it, returned as float32 (m, n). The chunked path's products under bfloat16 autocast
-    (``amp``), which AMX runs 4–7× faster than float32 products (1,300–2,600 against 290–380 GFLOP/s on two
-    Xeon cores)."""
-    return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)).float()
+    ``torch.mm`` gives it, returned as float32 (m, n), written into ``out`` when given. The chunked path's
+    products under bfloat16 autocast (``amp``), which AMX runs 4–7× faster than float32 products (1,300–2,600
+    against 290–380 GFLOP/s on two Xeon cores)."""
+    rounded = torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16))
+    return rounded.float() if out is None else out.copy_(rounded)
+
+
+def add_bfloat16_product(total: Tensor, a: Tensor, b: Tensor) -> None:
+    """total += ``bfloat16_product(a, b)``, in place: float32 total (m, n), a (m, k) and b (k, n) of any
+    strides."""
+    total += bfloat16_product(a, b)
 
 
 def block_rows(tokens: int) -> int:
@@ -114,7 +121,8 @@ class ChunkedDropoutAttention(torch.autograd.Function):
     block by block: with ``save_output`` (always without a target) the output, which spares one matrix product
     per block, and with ``save_probabilities`` the probabilities, which spare the scores' product and softmax.
     With D_i = dout_i · out_i (which equals Σ_j dP_ij P_ij), the softmax backward of a block needs no other
-    block. Each of a block's matrix products is a single 2-D ``product``.
+    block. Each of a block's matrix products is a single 2-D ``product``, or ``add_product`` where the backward
+    pass sums it over blocks.
     """
 
     @staticmethod
@@ -175,8 +183,8 @@ class ChunkedDropoutAttention(torch.autograd.Function):
 
         masks = unpack if ctx.p > 0 else None
         blocks = _Blocks(queries, keys, ctx.rows, masks, probabilities, ctx.low_precision, saved=True)
-        mm, values_operand, keys_operand = blocks.product, blocks.operand(values), blocks.keys
-        transposed_queries: dict[int, Tensor] = {}  # the same for every entry: made once per block of rows
+        mm, add_mm = blocks.product, blocks.add_product
+        values_operand, keys_operand = blocks.operand(values), blocks.keys
         for block in blocks:
             b, rows = block.entry, block.rows
             kept = block.kept  # P ⊙ keep
@@ -194,14 +202,12 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             block_grad = block_grad * (1 / (1 - ctx.p))
             # softmax backward: dS = P ⊙ (dP − D) with dP = keep ⊙ (dout Vᵀ)/(1 − p),
             # computed as (P ⊙ keep) ⊙ (dout Vᵀ)/(1 − p) − P ⊙ D: P ⊙ keep also serves dV
-            grad_scores = mm(block_grad, values_operand[b].t())
+            grad_scores = mm(block_grad, values_operand[b].t(), out=blocks.score_gradients(kept.shape))
             grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
-            grad_values_t[b] += mm(block_grad.t().contiguous(), kept)
+            add_mm(grad_values_t[b], block_grad.t(), kept)
             grad_scores = blocks.operand(grad_scores)  # one cast for its two products
-            grad_queries[rows] += mm(grad_scores, keys_operand[b])
-            if rows.start not in transposed_queries:
-                transposed_queries[rows.start] = block.scaled_queries.t().contiguous()
-            grad_keys_t[b] += mm(transposed_queries[rows.start], grad_scores)
+            add_mm(grad_queries[rows], grad_scores, keys_operand[b])
+            add_mm(grad_keys_t[b], block.scaled_queries.t(), grad_scores)
         grad_queries.mul_(blocks.scale)
         grads = grad_queries, grad_keys_t.transpose(1, 2), grad_values_t.transpose(1, 2), grad_target
         return (*grads, None, None, None, None, None, None)
@@ -247,12 +253,17 @@ class _Block(NamedTuple):
 
 class _Blocks:
     """The blocks of one pass, entry by entry. A block's probabilities are computed (the scores' product, then
-    the softmax in place), written into ``probabilities`` (B, L, S) when it is given, or with ``saved`` read
-    from it. ``masks(shape)`` gives the next block's keep mask (uint8, 1 kept, 0 dropped), blocks in order: the
-    mask is copied as floats into a buffer made once per pass (a fresh 4 MiB tensor can cost more in page
-    faults than the softmax that fills it) and multiplied there by the probabilities: a float × uint8 product
-    runs about 8× slower than the copy and a float product together; without ``masks`` (no dropout) a block's
-    kept probabilities are its probabilities.
+    the softmax in place) into ``probabilities`` (B, L, S) when it is given, or with ``saved`` read from it,
+    and otherwise into a buffer made once per pass. ``masks(shape)`` gives the next block's keep mask (uint8,
+    1 kept, 0 dropped), blocks in order: the mask is copied as floats into another such buffer and multiplied
+    there by the probabilities: a float × uint8 product runs about 8× slower than the copy and a float product
+    together; without ``masks`` (no dropout) a block's kept probabilities are its probabilities.
+
+    Every (l, S) tensor of a block lives in memory made once per pass (``score_gradients`` gives the backward
+    pass's): a fresh 4 MiB tensor per block comes from the system in huge pages, and faulting them in cost as
+    much as the product that fills it (0.96 against 0.43 ms for the scores of a 30-way block on two Xeon
+    cores); the products write there through ``torch.mm``'s ``out``, and the whole 30-way pass ran 1.18×
+    faster for it.
     """
 
     def __init__(
@@ -267,6 +278,7 @@ class _Blocks:
     ) -> None:
         self.low_precision = low_precision
         self.product = bfloat16_product if low_precision else product
+        self.add_product = add_bfloat16_product if low_precision else add_product
         self.queries, self.keys, self.rows, self.masks = queries, self.operand(keys), rows, masks
         self.probabilities = probabilities
         self.saved = saved and probabilities is not None
@@ -274,6 +286,14 @@ class _Blocks:
         size = min(rows, queries.shape[0]) * keys.shape[1]
         kept_type = torch.bfloat16 if low_precision else queries.dtype  # P ⊙ keep only feeds products
         self._kept = None if masks is None else queries.new_empty(size, dtype=kept_type)
+        self._scores = queries.new_empty(size) if probabilities is None else None
+        self._size, self._score_gradients = size, None
+
+    def score_gradients(self, shape: tuple[int, int]) -> Tensor:
+        """(l, S) memory for a block's score gradients, the same for every block of the pass."""
+        if self._score_gradients is None:
+            self._score_gradients = self.queries.new_empty(self._size)
+        return _block_view(self._score_gradients, shape)
 
     def operand(self, tensor: Tensor) -> Tensor:
         """``tensor`` as the products take it: bfloat16 in low precision (one cast for all its blocks)."""
@@ -289,16 +309,22 @@ class _Blocks:
                 scaled_queries = scaled[rows]
                 shape = (scaled_queries.shape[0], tokens)
                 mask = None if self.masks is None else self.masks(shape)
-                if self.saved:
+                if self.probabilities is not None:
                     probs = self.probabilities[entry, rows]
                 else:
-                    scores = self.product(scaled_queries, keys_t)
-                    probs = scores if self.probabilities is None else self.probabilities[entry, rows]
-                    torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+                    probs = _block_view(self._scores, shape)
+                if not self.saved:
+                    self.product(scaled_queries, keys_t, out=probs)
+                    torch.ops.aten._softmax.out(probs, -1, False, out=probs)
                 kept = probs
                 if mask is not None:
-                    kept = self._kept[: math.prod(shape)].view(shape).copy_(mask).mul_(probs)
+                    kept = _block_view(self._kept, shape).copy_(mask).mul_(probs)
                 yield _Block(entry, rows, scaled_queries, probs, kept)
+
+
+def _block_view(buffer: Tensor, shape: tuple[int, int]) -> Tensor:
+    """The first l·S elements of a flat per-pass ``buffer`` as one block's (l, S) tensor."""
+    return buffer[: math.prod(shape)].view(shape)
 
 
 def cross_attention(
@@ -348,6 +374,7 @@ __all__ = [
     "squared_error",
     "ChunkedDropoutAttention",
     "KeepMasks",
+    "add_bfloat16_product",
     "bfloat16_product",
     "block_rows",
     "keep_mask",
