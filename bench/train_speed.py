@@ -24,14 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-# The profiler behind the parts table logs its start and stop; level 5 also silences its error about finding no
-# GPU on a CPU-only machine.
+# Level 5 silences the error of the profiler behind the parts table about finding no GPU on a CPU-only machine
+# (its start and stop lines need ``native_stderr_silenced``).
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 import torch  # noqa: E402
@@ -142,6 +143,22 @@ def peak_step_memory(step: Callable[[], None], device: torch.device) -> float | 
     return float(kilobytes("VmHWM:") - before) * 1024
 
 
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Points the process's standard error (file descriptor 2) at /dev/null for the block: the profiler logs
+    its start and stop there, from C++, at a level that KINETO_LOG_LEVEL does not silence. The block's Python
+    exceptions still propagate and are printed after it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
     """Seconds of one training step spent in each part (PARTS, "optimiser", "other"), read from a profile.
 
@@ -163,7 +180,7 @@ def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
 
             hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
     try:
-        with profile(activities=[ProfilerActivity.CPU]) as trace:
+        with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as trace:
             start = time.perf_counter()
             step()
             total = time.perf_counter() - start
