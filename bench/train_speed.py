@@ -31,17 +31,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-# Level 5 silences the error of the profiler behind the parts table about finding no GPU on a CPU-only machine
-# (its start and stop lines need ``native_stderr_silenced``).
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
-
-from fsl_core.models import build_model  # noqa: E402
-from fsl_core.models.products import product  # noqa: E402
-from fsl_core.runtime import device_name, native_bfloat16, resolve_device  # noqa: E402
+from fsl_core.models import build_model
+from fsl_core.models.products import product
+from fsl_core.runtime import device_name, native_bfloat16, resolve_device
 
 AUTHORS_WAY = {"conv4": 30, "resnet12": 10}
 PARTS = {"backbone": "backbone", "transformers": "transformers", "reconstruction": "reconstructions"}
@@ -145,9 +141,9 @@ def peak_step_memory(step: Callable[[], None], device: torch.device) -> float | 
 
 @contextmanager
 def native_stderr_silenced() -> Iterator[None]:
-    """Points the process's standard error (file descriptor 2) at /dev/null for the block: the profiler logs
-    its start and stop there, from C++, at a level that KINETO_LOG_LEVEL does not silence. The block's Python
-    exceptions still propagate and are printed after it."""
+    """Points the process's standard error (file descriptor 2) at /dev/null for the block: the profiler's
+    start and stop write lines there from C++ (and, on a machine without a GPU, an error about finding none),
+    whatever KINETO_LOG_LEVEL says. The block's exceptions still propagate and are printed after it."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -179,11 +175,17 @@ def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
                 tag.__exit__(None, None, None)
 
             hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    trace = profile(activities=[ProfilerActivity.CPU])
     try:
-        with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as trace:
+        with native_stderr_silenced():
+            trace.start()
+        try:
             start = time.perf_counter()
             step()
             total = time.perf_counter() - start
+        finally:
+            with native_stderr_silenced():
+                trace.stop()
     finally:
         for hook in hooks:
             hook.remove()

@@ -231,41 +231,45 @@ def test_what_is_saved_for_backward_changes_no_bit(monkeypatch, with_target):
     """Within ``SAVED_ELEMENTS`` the backward pass reads the output and the probabilities the forward pass kept,
     beyond it recomputes them: all three ways give bit for bit the same values and gradients. The three blocks
     (one per entry) take 2 matrix products forward and 4 backward with both kept, 5 with only the output, 6
-    with neither (without a target the output is kept in any case); those of the (l, S) scores and score
-    gradients write into memory the pass made once."""
+    with neither (without a target the output is kept in any case); the (l, S) scores and score gradients of
+    every block of a pass share one memory each, unless the probabilities are kept."""
     queries, keys, values = (tensor.float() for tensor in inputs(length=300, tokens=40, channels=16))
     target = torch.randn(300, 16, generator=torch.Generator().manual_seed(2), requires_grad=True)
     weights = torch.randn(3, 300, 16 if not with_target else 1).squeeze(-1)
-    products_made = []
+    products_made = []  # per product, the address of the memory it was given, or None
 
     def counted_product(a, b, out=None):
-        products_made.append(out is not None)
+        products_made.append(None if out is None else out.data_ptr())
         return product(a, b, out)
 
     def counted_sum(total, a, b):
-        products_made.append(False)
+        products_made.append(None)
         add_product(total, a, b)
 
     monkeypatch.setattr(cross_attention_module, "product", counted_product)
     monkeypatch.setattr(cross_attention_module, "add_product", counted_sum)
 
     def run(limit):
+        """(values and gradients, (products made, distinct memories given to them forward, backward))."""
         monkeypatch.setattr(cross_attention_module, "SAVED_ELEMENTS", limit)
         products_made.clear()
         leaves = [tensor.detach().requires_grad_() for tensor in (queries, keys, values, target)]
         torch.manual_seed(6)
         out = cross_attention(*leaves[:3], 0.1, training=True, target=leaves[3] if with_target else None)
+        forward = len(products_made)
         (out * weights).sum().backward()
         grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
-        return [out.detach()] + grads, (len(products_made), sum(products_made))
+        given = [set(products_made[:forward]) - {None}, set(products_made[forward:]) - {None}]
+        return [out.detach()] + grads, (len(products_made), *map(len, given))
 
     output, probabilities = 3 * 300 * 16, 3 * 300 * 40
     both, output_only, neither = run(output + probabilities), run(output), run(output - 1)
-    # (products, those written into memory given to them): the scores' and their gradient's, once per pass
+    # the scores go into the kept probabilities (one place per block) or into memory made once per pass, and so
+    # do their gradients in the backward pass
     assert [made for _, made in (both, output_only, neither)] == [
-        (18, 6),
-        (21, 9),
-        (24 if with_target else 21, 9),
+        (18, 3, 1),
+        (21, 1, 2),
+        (24 if with_target else 21, 1, 2),
     ]
     assert len(both[0]) == (5 if with_target else 4)
     for first, second, third in zip(both[0], output_only[0], neither[0]):

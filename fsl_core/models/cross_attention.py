@@ -12,10 +12,11 @@ Two paths give the same function:
   keep mask, packed to one bit per probability (84 MB at 30-way), which the backward pass unpacks in a tenth
   of the time that drawing it took (``KeepMasks``); the output and the probabilities it keeps within
   ``SAVED_ELEMENTS`` and otherwise recomputes block by block in the backward pass. Blocks of about a
-  million probabilities keep the matrix products (``product``) near the CPU's peak
+  million probabilities keep the matrix products (``product``, ``add_product``) near the CPU's peak
   (``bench/attention_speed.py`` times the paths). Without dropout it draws no mask and runs about as fast
-  as PyTorch's fused kernel (squared errors forward and backward: 115 against 123 ms at HMDRN's 5-way, 4.6
-  against 4.3 s at 30-way, on a 2-core EPYC), so it serves all training on CPU.
+  as PyTorch's fused kernel (squared errors forward and backward: 106 against 96 ms at HMDRN's 5-way, 3.5
+  against 3.9 s at 30-way, on two Xeon cores of family 6, model 207), so it serves all training on CPU;
+  with dropout 0.1 it took 163 ms and 5.3 s there.
 
 With a ``target``, ``cross_attention`` returns the squared error of every output token against it instead of
 the output: the reconstruction heads need nothing else while training, and where the (B, L, C) output would
@@ -61,7 +62,7 @@ def bfloat16_product(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
 def add_bfloat16_product(total: Tensor, a: Tensor, b: Tensor) -> None:
     """total += ``bfloat16_product(a, b)``, in place: float32 total (m, n), a (m, k) and b (k, n) of any
     strides."""
-    total += bfloat16_product(a, b)
+    total.add_(torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)))
 
 
 def block_rows(tokens: int) -> int:
@@ -182,7 +183,7 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             return torch.from_numpy(np.unpackbits(next(packed), count=math.prod(shape))).view(shape)
 
         masks = unpack if ctx.p > 0 else None
-        blocks = _Blocks(queries, keys, ctx.rows, masks, probabilities, ctx.low_precision, saved=True)
+        blocks = _Blocks(queries, keys, ctx.rows, masks, probabilities, ctx.low_precision, backward=True)
         mm, add_mm = blocks.product, blocks.add_product
         values_operand, keys_operand = blocks.operand(values), blocks.keys
         for block in blocks:
@@ -202,7 +203,9 @@ class ChunkedDropoutAttention(torch.autograd.Function):
             block_grad = block_grad * (1 / (1 - ctx.p))
             # softmax backward: dS = P ⊙ (dP − D) with dP = keep ⊙ (dout Vᵀ)/(1 − p),
             # computed as (P ⊙ keep) ⊙ (dout Vᵀ)/(1 − p) − P ⊙ D: P ⊙ keep also serves dV
-            grad_scores = mm(block_grad, values_operand[b].t(), out=blocks.score_gradients(kept.shape))
+            grad_scores = mm(
+                block_grad, values_operand[b].t(), out=blocks.block_memory("score gradients", kept.shape)
+            )
             grad_scores.mul_(kept).addcmul_(block.probs, row_dot, value=-1)
             add_mm(grad_values_t[b], block_grad.t(), kept)
             grad_scores = blocks.operand(grad_scores)  # one cast for its two products
@@ -253,17 +256,16 @@ class _Block(NamedTuple):
 
 class _Blocks:
     """The blocks of one pass, entry by entry. A block's probabilities are computed (the scores' product, then
-    the softmax in place) into ``probabilities`` (B, L, S) when it is given, or with ``saved`` read from it,
-    and otherwise into a buffer made once per pass. ``masks(shape)`` gives the next block's keep mask (uint8,
-    1 kept, 0 dropped), blocks in order: the mask is copied as floats into another such buffer and multiplied
-    there by the probabilities: a float × uint8 product runs about 8× slower than the copy and a float product
-    together; without ``masks`` (no dropout) a block's kept probabilities are its probabilities.
+    the softmax in place) into ``probabilities`` (B, L, S) when it is given, or in the ``backward`` pass read
+    from it, and otherwise into per-pass memory (``block_memory``). ``masks(shape)`` gives the next block's
+    keep mask (uint8, 1 kept, 0 dropped), blocks in order: the mask is copied as floats into per-pass memory
+    and multiplied there by the probabilities: a float × uint8 product runs about 8× slower than the copy and a
+    float product together; without ``masks`` (no dropout) a block's kept probabilities are its probabilities.
 
-    Every (l, S) tensor of a block lives in memory made once per pass (``score_gradients`` gives the backward
-    pass's): a fresh 4 MiB tensor per block comes from the system in huge pages, and faulting them in cost as
-    much as the product that fills it (0.96 against 0.43 ms for the scores of a 30-way block on two Xeon
-    cores); the products write there through ``torch.mm``'s ``out``, and the whole 30-way pass ran 1.18×
-    faster for it.
+    Per-pass memory is made at a block's first use and serves every block of the pass: a fresh 4 MiB tensor
+    per block would come from the system in huge pages, each faulted in again. On two Xeon cores (family 6,
+    model 207) the scores' product of a 30-way block took 0.96 ms into a fresh tensor and 0.43 ms into reused
+    memory.
     """
 
     def __init__(
@@ -274,26 +276,24 @@ class _Blocks:
         masks: Callable[[tuple[int, int]], Tensor] | None,
         probabilities: Tensor | None = None,
         low_precision: bool = False,
-        saved: bool = False,
+        backward: bool = False,
     ) -> None:
         self.low_precision = low_precision
         self.product = bfloat16_product if low_precision else product
         self.add_product = add_bfloat16_product if low_precision else add_product
         self.queries, self.keys, self.rows, self.masks = queries, self.operand(keys), rows, masks
         self.probabilities = probabilities
-        self.saved = saved and probabilities is not None
+        self.reads_probabilities = backward and probabilities is not None
         self.scale = keys.shape[-1] ** -0.5
-        size = min(rows, queries.shape[0]) * keys.shape[1]
-        kept_type = torch.bfloat16 if low_precision else queries.dtype  # P ⊙ keep only feeds products
-        self._kept = None if masks is None else queries.new_empty(size, dtype=kept_type)
-        self._scores = queries.new_empty(size) if probabilities is None else None
-        self._size, self._score_gradients = size, None
+        self._memory: dict[str, Tensor] = {}
 
-    def score_gradients(self, shape: tuple[int, int]) -> Tensor:
-        """(l, S) memory for a block's score gradients, the same for every block of the pass."""
-        if self._score_gradients is None:
-            self._score_gradients = self.queries.new_empty(self._size)
-        return _block_view(self._score_gradients, shape)
+    def block_memory(self, purpose: str, shape: tuple[int, int], dtype: torch.dtype | None = None) -> Tensor:
+        """Uninitialised (l, S) memory for one ``purpose`` ("scores", "kept", "score gradients", …), the same for
+        every block of the pass: made at its first use, of the largest block's size."""
+        if purpose not in self._memory:
+            size = min(self.rows, self.queries.shape[0]) * self.keys.shape[1]
+            self._memory[purpose] = self.queries.new_empty(size, dtype=dtype or self.queries.dtype)
+        return self._memory[purpose][: math.prod(shape)].view(shape)
 
     def operand(self, tensor: Tensor) -> Tensor:
         """``tensor`` as the products take it: bfloat16 in low precision (one cast for all its blocks)."""
@@ -302,6 +302,7 @@ class _Blocks:
     def __iter__(self) -> Iterator[_Block]:
         entries, tokens = self.keys.shape[:2]
         scaled = self.operand(self.queries * self.scale)
+        kept_type = torch.bfloat16 if self.low_precision else None  # P ⊙ keep only feeds products
         for entry in range(entries):
             keys_t = self.keys[entry].t()
             for start in range(0, self.queries.shape[0], self.rows):
@@ -312,19 +313,14 @@ class _Blocks:
                 if self.probabilities is not None:
                     probs = self.probabilities[entry, rows]
                 else:
-                    probs = _block_view(self._scores, shape)
-                if not self.saved:
+                    probs = self.block_memory("scores", shape)
+                if not self.reads_probabilities:
                     self.product(scaled_queries, keys_t, out=probs)
                     torch.ops.aten._softmax.out(probs, -1, False, out=probs)
                 kept = probs
                 if mask is not None:
-                    kept = _block_view(self._kept, shape).copy_(mask).mul_(probs)
+                    kept = self.block_memory("kept", shape, kept_type).copy_(mask).mul_(probs)
                 yield _Block(entry, rows, scaled_queries, probs, kept)
-
-
-def _block_view(buffer: Tensor, shape: tuple[int, int]) -> Tensor:
-    """The first l·S elements of a flat per-pass ``buffer`` as one block's (l, S) tensor."""
-    return buffer[: math.prod(shape)].view(shape)
 
 
 def cross_attention(

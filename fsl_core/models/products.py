@@ -6,6 +6,12 @@ float32 throughout; their results differ only in the order of the float32 sums (
 1e-6). ``product`` and ``Linear`` take oneDNN's path for float32 CPU tensors outside autocast, PyTorch's own
 everywhere else, and PyTorch's own everywhere if oneDNN's inner product is missing or disagrees with
 ``torch.mm`` on a small exact case when ``fsl_core`` is imported.
+
+oneDNN's inner product always makes a new output and needs a contiguous left factor. Where a caller gives the
+output's memory (``product``'s ``out``) or adds the product into a tensor (``add_product``), PyTorch's own
+path runs (MKL on x86): the chunked cross attention does both for five of its six products per block. On a
+2-core Xeon (family 6, model 207) the two paths ran at the same speed; on a CPU where MKL runs at half
+oneDNN's speed, as on that EPYC, those products may be slower (not measured).
 """
 
 from __future__ import annotations
@@ -45,8 +51,7 @@ ONEDNN = _onednn_inner_product_works()
 
 def product(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """a @ b for a contiguous (m, k) and b (k, n) of any strides (no autograd) → (m, n); with ``out`` written
-    there by ``torch.mm``, for callers that reuse one output's memory (oneDNN's inner product always makes a
-    new tensor)."""
+    there by ``torch.mm``."""
     if out is not None:
         return torch.mm(a, b, out=out)
     return _inner_product(a, b.t()) if _onednn_applies(a) else a @ b
@@ -54,8 +59,7 @@ def product(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
 
 def add_product(total: Tensor, a: Tensor, b: Tensor) -> None:
     """total += a @ b, in place, for total (m, n), a (m, k) and b (k, n) of any strides (no autograd), through
-    ``torch.addmm``: it reads transposed factors as they lie and makes no temporary product (a transposed copy
-    of a 2097 × 64 factor took twice as long as its product in HMDRN's 30-way backward pass)."""
+    ``Tensor.addmm_``, which reads transposed factors as they lie and makes no temporary product."""
     total.addmm_(a, b)
 
 
