@@ -9,7 +9,7 @@ everywhere else, and PyTorch's own everywhere if oneDNN's inner product is missi
 
 oneDNN's inner product always makes a new output and needs a contiguous left factor. Where a caller gives the
 output's memory (``product``'s ``out``) or adds the product into a tensor (``add_product``), PyTorch's own
-path runs (MKL on x86): the chunked cross attention does both for five of its six products per block. On a
+path runs (MKL on x86): the chunked cross attention does both for every product of a block but P V. On a
 2-core Xeon (family 6, model 207) the two paths ran at the same speed; on a CPU where MKL runs at half
 oneDNN's speed, as on that EPYC, those products may be slower (not measured).
 """
