@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from fsl_core.models import build_model, count_trainable, load_model, load_reference_checkpoint, save_model
-from fsl_core.models.backbones import BACKBONES
+from fsl_core.models.backbones import BACKBONES, in_papers_order
 from fsl_core.models.factory import MODEL_NAMES
 from fsl_core.models.reconstruction import AttentionReconstruction, RidgeReconstruction, orthogonality_loss
 from fsl_core.models.transformer import MaskedTransformer, norm_threshold_mask, sinusoidal_positions
@@ -116,6 +116,50 @@ def test_feature_shapes(backbone: str, mid: tuple, high: tuple) -> None:
     assert tuple(m.shape[1:]) == mid and tuple(h.shape[1:]) == high
     assert emb["last"].shape == (2, 25, high[0]) and emb["mid"].shape == (2, 100, mid[0])
     assert emb["mask_last"].shape == (2, 3, 2, 25) and emb["mask_mid"].dtype == torch.bool
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.LeakyReLU(0.1)], ids=["relu", "leaky_relu"])
+def test_pooling_before_the_activation_gives_the_same_bits(activation: torch.nn.Module) -> None:
+    """Both backbones pool before the activation: outputs and gradients must equal those of the papers' order
+    bit for bit, ties and zeros included (inputs drawn from nine values, so most 2×2 windows hold ties)."""
+    g = torch.Generator().manual_seed(0)
+    inputs = ((torch.randint(-4, 5, (6, 8, 12, 12), generator=g) * 0.25).requires_grad_(),) * 2
+    upstream = torch.randn(6, 8, 6, 6, generator=g)
+    papers = F.max_pool2d(activation(inputs[0]), 2)
+    pooled_first = activation(F.max_pool2d(inputs[1], 2))
+    papers_grad, pooled_first_grad = (
+        torch.autograd.grad(out, x, upstream)[0]
+        for out, x in ((papers, inputs[0]), (pooled_first, inputs[1]))
+    )
+    assert torch.equal(papers, pooled_first) and torch.equal(papers_grad, pooled_first_grad)
+    x, largest = inputs[0].detach(), F.max_pool2d(inputs[0].detach(), 2)
+    holders = F.avg_pool2d((x == F.interpolate(largest, scale_factor=2)).float(), 2) * 4  # per window
+    assert (holders > 1).float().mean() > 0.15 and (largest == 0).any()  # the data hold ties, and zero maxima
+
+
+@pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
+def test_backbones_give_the_papers_order_bits(backbone: str) -> None:
+    """A training step of each backbone, pooling first, against a copy computing activation then pool: equal
+    features, equal gradients of every parameter, equal BatchNorm statistics."""
+    torch.manual_seed(0)
+    ours = BACKBONES[backbone]().train()
+    papers = in_papers_order(ours)
+    images = torch.randn(4, 3, 32, 32)
+    results, activated = [], []
+    for model in (ours, papers):
+        seen = []  # elements each activation call is given
+        for module in model.modules():
+            if isinstance(module, (torch.nn.ReLU, torch.nn.LeakyReLU)):
+                module.register_forward_hook(lambda _, inputs, __, seen=seen: seen.append(inputs[0].numel()))
+        mid, high = model(images)
+        (mid.square().sum() + high.pow(3).sum()).backward()
+        results.append([mid, high, *(p.grad for p in model.parameters()), *model.buffers()])
+        activated.append(sum(seen))
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+    # the copy's last activation of every block sees the full-size map (B·C·H·W), ours the pooled quarter
+    widths = (64, 64, 64, 64) if backbone == "conv4" else (64, 160, 320, 640)
+    full_size = sum(4 * c * (32 >> i) ** 2 for i, c in enumerate(widths))
+    assert activated[1] - activated[0] == full_size * 3 // 4
 
 
 def test_positional_embedding_formula_and_fixed() -> None:
