@@ -36,6 +36,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from fsl_core.models import build_model
+from fsl_core.models.backbones import in_papers_form
 from fsl_core.models.products import product
 from fsl_core.runtime import device_name, native_bfloat16, resolve_device
 
@@ -75,11 +76,16 @@ def episode_runners(
     fmt: str,
     device: torch.device,
     amp: bool,
+    papers_form: bool = False,
 ) -> tuple[Callable[[], None], Callable[[], None], nn.Module]:
-    """(one training step, one evaluation episode, the model) of a fresh model on a random episode."""
+    """(one training step, one evaluation episode, the model) of a fresh model on a random episode; with
+    ``papers_form`` its backbone computed as the papers write it (``in_papers_form``)."""
     torch.manual_seed(0)
     name, options = parse_model_spec(spec)
-    model = build_model(name, backbone, image_size=image_size, **options).to(device)
+    model = build_model(name, backbone, image_size=image_size, **options)
+    if papers_form:
+        model.backbone = in_papers_form(model.backbone)
+    model = model.to(device)
     support = torch.randn(way * shot, 3, image_size, image_size, device=device)
     queries = torch.randn(way * query, 3, image_size, image_size, device=device)
     labels = torch.arange(way, device=device).repeat_interleave(shot)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from fsl_core.models import build_model, count_trainable, load_model, load_reference_checkpoint, save_model
-from fsl_core.models.backbones import BACKBONES, in_papers_order
+from fsl_core.models.backbones import BACKBONES, in_papers_form
 from fsl_core.models.factory import MODEL_NAMES
 from fsl_core.models.reconstruction import AttentionReconstruction, RidgeReconstruction, orthogonality_loss
 from fsl_core.models.transformer import MaskedTransformer, norm_threshold_mask, sinusoidal_positions
@@ -118,48 +118,70 @@ def test_feature_shapes(backbone: str, mid: tuple, high: tuple) -> None:
     assert emb["mask_last"].shape == (2, 3, 2, 25) and emb["mask_mid"].dtype == torch.bool
 
 
-@pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.LeakyReLU(0.1)], ids=["relu", "leaky_relu"])
-def test_pooling_before_the_activation_gives_the_same_bits(activation: torch.nn.Module) -> None:
-    """Both backbones pool before the activation: outputs and gradients must equal those of the papers' order
-    bit for bit, ties and zeros included (inputs drawn from nine values, so most 2×2 windows hold ties)."""
+def test_pooling_before_relu_gives_the_same_values() -> None:
+    """Conv-4 pools before its ReLU: outputs and gradients must equal those of the papers' order, ties and zeros
+    included (inputs drawn from nine values, so many 2×2 windows hold ties, some all non-positive)."""
     g = torch.Generator().manual_seed(0)
-    inputs = ((torch.randint(-4, 5, (6, 8, 12, 12), generator=g) * 0.25).requires_grad_(),) * 2
+    inputs = (torch.randint(-4, 5, (6, 8, 12, 12), generator=g) * 0.25).requires_grad_()
     upstream = torch.randn(6, 8, 6, 6, generator=g)
-    papers = F.max_pool2d(activation(inputs[0]), 2)
-    pooled_first = activation(F.max_pool2d(inputs[1], 2))
+    papers = F.max_pool2d(F.relu(inputs), 2)
+    pooled_first = F.relu(F.max_pool2d(inputs, 2))
     papers_grad, pooled_first_grad = (
-        torch.autograd.grad(out, x, upstream)[0]
-        for out, x in ((papers, inputs[0]), (pooled_first, inputs[1]))
+        torch.autograd.grad(out, inputs, upstream)[0] for out in (papers, pooled_first)
     )
     assert torch.equal(papers, pooled_first) and torch.equal(papers_grad, pooled_first_grad)
-    x, largest = inputs[0].detach(), F.max_pool2d(inputs[0].detach(), 2)
+    x, largest = inputs.detach(), F.max_pool2d(inputs.detach(), 2)
     holders = F.avg_pool2d((x == F.interpolate(largest, scale_factor=2)).float(), 2) * 4  # per window
-    assert (holders > 1).float().mean() > 0.15 and (largest == 0).any()  # the data hold ties, and zero maxima
+    assert (holders > 1).float().mean() > 0.15 and (largest == 0).any() and (largest < 0).any()
 
 
+@pytest.mark.parametrize(
+    "memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"]
+)
+@pytest.mark.parametrize("bfloat16", [False, True], ids=["float32", "bf16"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
-def test_backbones_give_the_papers_order_bits(backbone: str) -> None:
-    """A training step of each backbone, pooling first, against a copy computing activation then pool: equal
-    features, equal gradients of every parameter, equal BatchNorm statistics."""
+def test_backbones_match_the_papers_form(
+    backbone: str, training: bool, bfloat16: bool, memory_format: torch.memory_format
+) -> None:
+    """A forward and backward pass of each backbone against ``in_papers_form`` (Conv-4's ReLU before the pool,
+    ResNet-12's activations on new tensors): equal features, equal gradients of every parameter, equal BatchNorm
+    statistics, in training and evaluation, float32 and bfloat16 autocast, both memory formats."""
     torch.manual_seed(0)
-    ours = BACKBONES[backbone]().train()
-    papers = in_papers_order(ours)
-    images = torch.randn(4, 3, 32, 32)
-    results, activated = [], []
+    ours = BACKBONES[backbone]().train(training).to(memory_format=memory_format)
+    papers = in_papers_form(ours)
+    images = torch.randn(4, 3, 32, 32).contiguous(memory_format=memory_format)
+    results, calls = [], []
     for model in (ours, papers):
-        seen = []  # elements each activation call is given
+        seen = []  # (elements, in place) of each activation call
         for module in model.modules():
             if isinstance(module, (torch.nn.ReLU, torch.nn.LeakyReLU)):
-                module.register_forward_hook(lambda _, inputs, __, seen=seen: seen.append(inputs[0].numel()))
-        mid, high = model(images)
-        (mid.square().sum() + high.pow(3).sum()).backward()
+                module.register_forward_hook(
+                    lambda _, given, out, seen=seen: seen.append((given[0].numel(), out is given[0]))
+                )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            mid, high = model(images)
+        (mid.float().square().sum() + high.float().pow(3).sum()).backward()
         results.append([mid, high, *(p.grad for p in model.parameters()), *model.buffers()])
-        activated.append(sum(seen))
+        calls.append(seen)
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
-    # the copy's last activation of every block sees the full-size map (B·C·H·W), ours the pooled quarter
-    widths = (64, 64, 64, 64) if backbone == "conv4" else (64, 160, 320, 640)
-    full_size = sum(4 * c * (32 >> i) ** 2 for i, c in enumerate(widths))
-    assert activated[1] - activated[0] == full_size * 3 // 4
+    # elements activated for 4 images of 32 px, block i's map before its pool holding 4·C·(32/2^i)²: Conv-4's ReLU,
+    # before the pool in the papers' form and after it in ours; ResNet-12's LeakyReLU, three times before the pool
+    (ours_calls, papers_calls), elements = calls, [sum(n for n, _ in seen) for seen in calls]
+    if backbone == "conv4":
+        full_size = [4 * 64 * (32 >> i) ** 2 for i in range(4)]
+        assert elements == [sum(full_size) // 4, sum(full_size)]
+    else:
+        full_size = [4 * c * (32 >> i) ** 2 for i, c in enumerate((64, 160, 320, 640))]
+        assert elements == [3 * sum(full_size)] * 2
+    # ours always in place; the papers' form only in Conv-4, whose ReLU always was
+    assert all(in_place for _, in_place in ours_calls)
+    assert all(in_place == (backbone == "conv4") for _, in_place in papers_calls)
+
+
+def test_papers_form_names_what_it_takes() -> None:
+    with pytest.raises(TypeError, match="Conv4 or ResNet12 backbone, not Linear"):
+        in_papers_form(torch.nn.Linear(2, 2))
 
 
 def test_positional_embedding_formula_and_fixed() -> None:

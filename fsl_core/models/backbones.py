@@ -15,15 +15,19 @@ Both are the few-shot backbones of FRN (Wertheimer, Tang & Hariharan, CVPR 2021)
 Shapes at 84×84 input: Conv-4 → mid (B, 64, 10, 10), high (B, 64, 5, 5);
 ResNet-12 → mid (B, 320, 10, 10), high (B, 640, 5, 5).
 
-Every block ends in an activation followed by a 2×2 max-pool; both backbones pool first and apply the
-activation to the pooled map, a quarter of the size. The two orders give the same bits, forward and backward.
-ReLU and LeakyReLU never decrease, so the largest of four activations is the activation of the largest input.
-The gradient reaches the window's first largest position times the activation's slope there; the two orders
-pick different positions only in a window that ReLU maps to zeros, where the slope and so the gradient are 0
-in both. Pooling first spares the activation's pass over the full-size map and, in the backward
-pass, its gradient: Conv-4's training step (forward and backward) took 1.12× less time at 5-way 5-shot 15-query
-and 1.28× less at 30-way, ResNet-12's 1.01–1.02× (within noise: one of its three activations per stage), on
-two Xeon cores of family 6, model 207 (``bench/backbone_speed.py``).
+Two ways of computing the same function spare memory traffic (``in_papers_form`` builds the papers' literal
+form; ``bench/backbone_speed.py`` times both):
+
+- Conv-4 pools before its ReLU and activates the pooled map, a quarter of the size. ReLU never decreases, so
+  the largest of four activations is the activation of the largest input; the gradient reaches a window's
+  first largest position times ReLU's slope there, and the two orders pick different positions only in a
+  window that ReLU maps to zeros, where that slope, and so the gradient, is 0 in both. Values and gradients are
+  equal; only the sign of a zero can differ (a window whose largest input is −0.0). Conv-4's training step ran
+  1.12× faster at 5-way 5-shot 15-query and 1.28× at 30-way on two Xeon cores (family 6, model 207).
+- ResNet-12 keeps the papers' order (LeakyReLU, then the pool): LeakyReLU(0.1) rounds some neighbouring
+  negative inputs to the same output, often in bfloat16, and the pool would then pass the gradient to a
+  different element. Its activations work in place instead, each on a tensor nothing else reads (a
+  BatchNorm's output, the residual sum): the same bits, one new map fewer per call.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from torch import Tensor, nn
 class Conv4(nn.Module):
     """Four blocks Conv3×3 (padding 1, with bias) → BatchNorm → ReLU → MaxPool2 (Vinyals et al., NeurIPS 2016;
     Snell et al., NeurIPS 2017; see the module docstring), each computed as Conv → BatchNorm → MaxPool2 → ReLU,
-    which gives the same bits (module docstring).
+    which gives the same values and gradients (module docstring).
 
     images (B, 3, H, W) → mid (B, C, H/8, W/8) after three blocks, high (B, C, H/16, W/16) after four.
     113,088 trainable parameters with 64 channels.
@@ -66,8 +70,7 @@ class Conv4(nn.Module):
 
 class ResidualStage(nn.Module):
     """ResNet-12 stage: 3×(Conv3×3 → BN) with LeakyReLU(0.1) after the first two, a 1×1 conv+BN shortcut,
-    addition, LeakyReLU(0.1) and MaxPool2, the last two computed as MaxPool2 → LeakyReLU(0.1), which gives the
-    same bits (module docstring)."""
+    addition, LeakyReLU(0.1) and MaxPool2; the activations in place (module docstring)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
@@ -79,20 +82,15 @@ class ResidualStage(nn.Module):
         self.conv2 = conv_bn(c_out, c_out, 3)
         self.conv3 = conv_bn(c_out, c_out, 3)
         self.shortcut = conv_bn(c_in, c_out, 1)
-        # in place: each activation overwrites a tensor that nothing else reads (a BatchNorm's output, the
-        # pooled sum), which spares a new map per call (ResNet-12's step 1.09× faster, the same bits)
         self.act = nn.LeakyReLU(0.1, inplace=True)
         self.pool = nn.MaxPool2d(2)
-
-    pool_first = True
-    """Pool before the last activation (``in_papers_order`` sets it False on a copy)."""
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, c_in, H, W) → (B, c_out, H/2, W/2)."""
         out = self.act(self.conv1(x))
         out = self.act(self.conv2(out))
-        out = self.conv3(out) + self.shortcut(x)
-        return self.act(self.pool(out)) if self.pool_first else self.pool(self.act(out))
+        out = self.conv3(out)
+        return self.pool(self.act(out + self.shortcut(x)))
 
 
 class ResNet12(nn.Module):
@@ -133,16 +131,19 @@ def build_backbone(name: str) -> nn.Module:
     return BACKBONES[name]()
 
 
-def in_papers_order(backbone: Conv4 | ResNet12) -> nn.Module:
-    """A copy of ``backbone`` that applies each block's last activation before its max-pool, as the papers
-    write it: the same bits, more time (for tests and ``bench/backbone_speed.py``)."""
+def in_papers_form(backbone: Conv4 | ResNet12) -> nn.Module:
+    """A copy of ``backbone`` computed as the papers write it (for tests and ``bench/backbone_speed.py``):
+    Conv-4's blocks Conv → BatchNorm → ReLU → MaxPool2, ResNet-12's LeakyReLUs each making a new tensor. It gives
+    the same values and gradients in more time (module docstring)."""
+    if not isinstance(backbone, (Conv4, ResNet12)):
+        raise TypeError(f"in_papers_form takes a Conv4 or ResNet12 backbone, not {type(backbone).__name__}")
     papers = copy.deepcopy(backbone)
     if isinstance(papers, Conv4):
         for block in papers.blocks:
-            block[2], block[3] = block[3], block[2]  # Conv → BN → ReLU → MaxPool
+            block[2], block[3] = nn.ReLU(inplace=True), nn.MaxPool2d(2)
     else:
         for stage in papers.stages:
-            stage.pool_first = False
+            stage.act = nn.LeakyReLU(0.1)
     return papers
 
 
@@ -157,6 +158,6 @@ __all__ = [
     "ResidualStage",
     "build_backbone",
     "count_trainable",
-    "in_papers_order",
+    "in_papers_form",
     "BACKBONES",
 ]
