@@ -14,6 +14,7 @@ from matplotlib.colors import to_rgba
 from fsl_core.data import FewShotFolder, eval_transform, load_metadata
 from fsl_core.data.transforms import denormalize
 from fsl_core.models import build_model
+from fsl_core.models.backbones import in_papers_form
 from fsl_core.viz import (
     EpisodeCAM,
     GroundTruth,
@@ -147,6 +148,25 @@ def test_episode_cams_are_real_maps_in_the_unit_range(name: str) -> None:
     assert target_layer(model) is model.backbone.blocks[-1]
     with pytest.raises(ValueError, match="outside the episode's classes"):
         episode_cams(model, support, labels, queries[:1], classes=[3])
+
+
+@pytest.mark.parametrize(
+    "backbone,inner",
+    [("conv4", lambda b: b.blocks[1][1]), ("resnet12", lambda b: b.stages[1].conv1)],
+    ids=["conv4-batchnorm", "resnet12-conv1"],
+)
+def test_episode_cams_of_an_inner_layer_use_its_own_output(backbone: str, inner) -> None:
+    """A layer whose output an in-place activation overwrites further on (the ReLU after Conv-4's BatchNorm in
+    the papers' form, the LeakyReLU after a ResNet-12 convolution in ours) must give the Grad-CAM of its own
+    output: the same maps with the backbone in ours and in the papers' form, whichever of them works in place."""
+    torch.manual_seed(0)
+    model = build_model("protonet", backbone, image_size=32)
+    support, labels, queries = _episode()
+    ours = episode_cams(model, support, labels, queries, layer=inner(model.backbone))
+    model.backbone = in_papers_form(model.backbone)
+    papers = episode_cams(model, support, labels, queries, layer=inner(model.backbone))
+    assert not flat_maps(ours).all()
+    np.testing.assert_array_equal(ours, papers)
 
 
 def test_episode_cams_fail_loudly_when_grad_cam_produces_nothing() -> None:

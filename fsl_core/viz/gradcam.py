@@ -89,7 +89,8 @@ def episode_cams(
         model, support_images, support_labels: the episode's fixed support set (see ``EpisodeCAM``).
         query_images: (B, 3, H, W).
         classes: (B,) episode class index explained for each query (default: the predicted class).
-        layer: target layer (default: ``target_layer(model)``).
+        layer: target layer (default: ``target_layer(model)``): any module on the query's forward path; the
+            map is made of its own output even where an in-place activation overwrites that output later.
 
     Returns:
         cams: (B, H, W) float32 in [0, 1] (resized to the input).
@@ -112,8 +113,17 @@ def episode_cams(
     if bad:
         raise ValueError(f"target classes {bad} are outside the episode's classes 0..{wrapper.way - 1}")
     cams: np.ndarray | None = None
-    with GradCAM(model=wrapper, target_layers=[layer if layer is not None else target_layer(model)]) as cam:
-        cams = cam(input_tensor=queries, targets=[ClassifierOutputTarget(k) for k in classes])
+    layer = layer if layer is not None else target_layer(model)
+    with GradCAM(model=wrapper, target_layers=[layer]) as cam:
+        # after Grad-CAM's own hooks, which keep the layer's output: the network goes on with a copy, so an
+        # in-place operation further on (the activation after a BatchNorm) cannot change what the map is made of
+        handle = layer.register_forward_hook(
+            lambda _, __, out: out.clone() if isinstance(out, Tensor) else None
+        )
+        try:
+            cams = cam(input_tensor=queries, targets=[ClassifierOutputTarget(k) for k in classes])
+        finally:
+            handle.remove()
     model.train(was_training)
     expected = (len(queries), *queries.shape[-2:])
     if cams is None or tuple(cams.shape) != expected:
