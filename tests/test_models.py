@@ -142,10 +142,9 @@ def test_pooling_before_relu_gives_the_same_values(
         grads.append(torch.autograd.grad(out, x, upstream)[0])
     assert torch.equal(*outputs) and torch.equal(*grads)
     largest = F.max_pool2d(inputs.float(), 2)
-    holders = (
-        F.avg_pool2d((inputs.float() == F.interpolate(largest, scale_factor=2)).float(), 2) * 4
-    )  # per window
-    assert (holders > 1).float().mean() > 0.15 and (largest == 0).any() and (largest < 0).any()
+    holding_largest = (inputs.float() == F.interpolate(largest, scale_factor=2)).float()
+    holders_per_window = F.avg_pool2d(holding_largest, 2) * 4
+    assert (holders_per_window > 1).float().mean() > 0.15 and (largest == 0).any() and (largest < 0).any()
 
 
 @pytest.mark.parametrize(
