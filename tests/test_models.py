@@ -131,8 +131,8 @@ def test_pooling_before_relu_gives_the_same_values(
     g = torch.Generator().manual_seed(0)
     inputs = (torch.randint(-4, 5, (6, 8, 12, 12), generator=g) * 0.25).to(dtype, memory_format=memory_format)
     upstream = torch.randn(6, 8, 6, 6, generator=g).to(dtype)
-    ours = Conv4().blocks[0][2:]
-    papers = in_papers_form(Conv4()).blocks[0][2:]
+    conv4 = Conv4()
+    ours, papers = conv4.blocks[0][2:], in_papers_form(conv4).blocks[0][2:]
     assert [type(m) for m in ours] == [torch.nn.MaxPool2d, torch.nn.ReLU]
     outputs, grads = [], []
     for tail in (ours, papers):
