@@ -1,7 +1,8 @@
 """Data pipeline speed: birds generation, DataLoader images/s (decode + train transform, or images kept in
-memory + train transform), sampler episodes/s.
+memory + train transform, or ``augment_on_device``: plans drawn by the loader, images made on the device),
+sampler episodes/s.
 
-    python bench/data_speed.py [--data ROOT] [--episodes 20] [--workers 0 2]
+    python bench/data_speed.py [--data ROOT] [--episodes 20] [--workers 0 2] [--device auto]
 
 Without ``--data`` a small birds set is generated into a temporary folder (its generation time is reported),
 and a second set of photo-like JPEGs at the sizes of CUB's photos is written beside it: the birds' small PNGs
@@ -23,7 +24,8 @@ from PIL import Image
 
 from fsl_core.data import EpisodeSampler, EpochEpisodeSampler, FewShotFolder, episode_loader
 from fsl_core.data.birds import generate_birds
-from fsl_core.runtime import device_name, seeded_generator
+from fsl_core.data.device_augmentation import AugmentationPlanner, DeviceAugmentation, PlannedImages
+from fsl_core.runtime import device_name, resolve_device, seeded_generator
 
 PHOTO_SIDES = (200, 500)
 """Range of the sides of the photo-like JPEGs: CUB's photos are at most 500 pixels on a side, and cropping to
@@ -70,6 +72,36 @@ def loader_speed(data: FewShotFolder, way: int, shot: int, query: int, episodes:
     return images / (time.perf_counter() - start)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a CUDA GPU) to finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_speed(
+    data: FewShotFolder, way: int, shot: int, query: int, episodes: int, workers: int, device: torch.device
+) -> float:
+    """Images per second under ``augment_on_device``: the loader's workers draw the plans, ``device``
+    makes the images (timed as ``loader_speed``, the device synchronised at the end)."""
+    planner = AugmentationPlanner(data.transform)
+    decoded = data.keep_in_memory()
+    augmenter = DeviceAugmentation(decoded, planner, device)
+    skipped = 1 + 2 * workers
+    sampler = EpisodeSampler(data, way, shot, query, episodes=episodes + skipped, seed=0)
+    loader = episode_loader(PlannedImages(decoded, data.targets, planner), sampler, num_workers=workers)
+    iterator = iter(loader)
+    for _ in range(skipped):
+        augmenter.episode(next(iterator))
+    synchronize(device)
+    start = time.perf_counter()
+    images = 0
+    for planned in iterator:
+        episode = augmenter.episode(planned)
+        images += episode.support_images.shape[0] + episode.query_images.shape[0]
+    synchronize(device)
+    return images / (time.perf_counter() - start)
+
+
 def sampler_speed(labels: list[int], way: int, shot: int, query: int, episodes: int) -> tuple[float, float]:
     """Episodes per second of EpisodeSampler and of EpochEpisodeSampler (indices only)."""
     start = time.perf_counter()
@@ -99,6 +131,11 @@ def main() -> None:
     parser.add_argument("--sampler-episodes", type=int, default=2000)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument(
+        "--device",
+        default="auto",
+        help="where augment_on_device's rows make the images ('auto': CUDA if any)",
+    )
+    parser.add_argument(
         "--photos-per-class",
         type=int,
         default=20,
@@ -106,8 +143,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    print(f"CPU: {device_name('cpu')} ({os.cpu_count()} logical cores); {device}; torch {torch.__version__}")
+    device = resolve_device(args.device)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    print(f"CPU: {device_name('cpu')} ({os.cpu_count()} logical cores); {gpu}; torch {torch.__version__}")
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as temp:
         root = args.data
@@ -146,6 +184,12 @@ def main() -> None:
                     rate = loader_speed(data, args.way, args.shot, args.query, args.episodes, workers)
                     workers_text = f"{workers} worker{'s' if workers != 1 else ''}"
                     rows.append((f"{name}: {how} + train transform, {workers_text}", f"{rate:.0f} images/s"))
+            for workers in args.workers:
+                rate = device_speed(data, args.way, args.shot, args.query, args.episodes, workers, device)
+                workers_text = f"plans from {workers} worker{'s' if workers != 1 else ''}"
+                rows.append(
+                    (f"{name}: augment_on_device ({device.type}), {workers_text}", f"{rate:.0f} images/s")
+                )
         data = folders[0]
         random_rate, epoch_rate = sampler_speed(
             data.targets, args.way, args.shot, args.query, args.sampler_episodes

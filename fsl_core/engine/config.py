@@ -53,7 +53,7 @@ RUNTIME_SETTINGS = frozenset(
 
 # Settings added after runs had been written without them, with the value those runs used: a run folder or
 # checkpoint that lacks one is compared as if it held this value.
-EARLIER_RUNS_VALUES: dict[str, Any] = {"augmentation": "papers"}
+EARLIER_RUNS_VALUES: dict[str, Any] = {"augmentation": "papers", "augment_on_device": False}
 
 
 def _protocol_values(protocol: str, backbone: str) -> dict[str, Any]:
@@ -181,6 +181,13 @@ class TrainConfig:
         "each; the same tensors as decoding each time): for JPEG sets such as CUB, whose decoding costs more "
         "than the augmentation",
     )
+    augment_on_device: bool = _setting(
+        False,
+        "keep the training images (decoded once) on the training device and apply the augmentation preset "
+        "there, a whole episode at once, the loader's workers only drawing each image's crop, jitter and flip: "
+        "for a GPU whose loader cannot keep up (the same draws as the loader's PIL path; pixels agree with "
+        "Pillow's up to rounding, fsl_core.data.device_augmentation)",
+    )
     threads: int = _setting(
         0,
         "CPU threads of torch (0: every core this process may use, or OMP_NUM_THREADS when set; under "
@@ -253,6 +260,7 @@ class TrainConfig:
             "channels_last",
             "find_unused_parameters",
             "images_in_memory",
+            "augment_on_device",
             "progress",
             "resume",
             "overwrite",
@@ -275,6 +283,12 @@ class TrainConfig:
                 f"augmentation={augmentation!r} is not known{did_you_mean(augmentation, AUGMENTATIONS)}; "
                 f"expected one of {list(AUGMENTATIONS)} or, from Python, a callable (PIL RGB image → "
                 "normalised (3, image_size, image_size) tensor)"
+            )
+        if self.augment_on_device and callable(augmentation):
+            raise ValueError(
+                f"augment_on_device=True applies the presets {list(AUGMENTATIONS)} on the device; the callable "
+                f"augmentation {augmentation_label(augmentation)!r} runs in the loader: leave augment_on_device "
+                "off, or pass a preset name"
             )
 
     def to_dict(self) -> dict[str, Any]:

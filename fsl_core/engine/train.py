@@ -51,11 +51,12 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 import fsl_core
 from fsl_core.data import EpisodeCollate, FewShotFolder
 from fsl_core.data.decoded import worker_sharing
+from fsl_core.data.device_augmentation import AugmentationPlanner, DeviceAugmentation, PlannedImages
 from fsl_core.data.transforms import augmentation_label, augmentation_transform
 from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
 from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
@@ -302,6 +303,8 @@ class _Run:
             transform=augmentation_transform(config.augmentation, config.image_size),
             image_size=config.image_size,
         )
+        self.planner = AugmentationPlanner(self.train_set.transform) if config.augment_on_device else None
+        self.augmenter: DeviceAugmentation | None = None  # set with the loader under augment_on_device
         seed_everything(config.seed)
         self.model = build_training_model(config, len(self.train_set.classes))
         check_episodes_fit(self.train_set, config.way, config.shot, config.query, "training")
@@ -457,7 +460,8 @@ class _Run:
             f"plan: {config.model} on {config.backbone}, protocol {config.protocol!r} "
             f"({protocol[config.protocol]}{hint})",
             f"  data: {Path(config.data_root).absolute()}, {config.image_size} px"
-            + (f"; training images in memory: {decoded.describe()}" if decoded is not None else ""),
+            + (f"; training images in memory: {decoded.describe()}" if decoded is not None else "")
+            + (f", augmented on {self.device}" if self.augmenter is not None else ""),
             f"  training: {config.way}-way {config.shot}-shot {config.query}-query episodes, "
             f"{per_epoch:,} per epoch ({config.sampler!r} sampler), "
             f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
@@ -541,12 +545,20 @@ class _Run:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters,
             )
-        context, worker_copies = worker_sharing(config.num_workers) if config.images_in_memory else (None, 0)
-        if config.images_in_memory and not finished:
+        in_memory = config.images_in_memory or config.augment_on_device
+        context, worker_copies = worker_sharing(config.num_workers) if in_memory else (None, 0)
+        if self.planner is not None:
+            worker_copies = 0  # the workers draw plans from the images' sizes; they never read a pixel
+        if in_memory and not finished:
             processes.barrier()  # every process of the machine measures the memory left before any fills it
             self.train_set.keep_in_memory(self.cpu_threads, worker_copies)
+        items: Dataset = self.train_set
+        if self.planner is not None and not finished:
+            decoded = self.train_set.keep_in_memory()  # decoded just above: returned as it is
+            self.augmenter = DeviceAugmentation(decoded, self.planner, self.device)
+            items = PlannedImages(decoded, self.train_set.targets, self.planner)
         loader = DataLoader(
-            SeededImages(self.train_set),
+            SeededImages(items),
             batch_sampler=self.episodes,
             collate_fn=EpisodeCollate(config.way, config.shot, config.query),
             num_workers=config.num_workers,
@@ -693,7 +705,10 @@ class _Run:
         for step, episode in enumerate(bar):
             waited += time.perf_counter() - asked
             self.position = f"epoch {epoch}, episode {step + 1} of {steps}"
-            episode = episode.to(device, non_blocking=True)
+            if self.augmenter is not None:  # the loader's episode holds plans: the images are made here
+                episode = self.augmenter.episode(episode)
+            else:
+                episode = episode.to(device, non_blocking=True)
             support = episode.support_images.contiguous(memory_format=memory_format)
             query = episode.query_images.contiguous(memory_format=memory_format)
             autocast = (

@@ -1,0 +1,471 @@
+"""The training augmentation applied on the training device, a whole episode at a time.
+
+On the DataLoader's path each worker process decodes or copies an image, augments it with PIL and sends a
+float tensor to the training process: a 30-way episode of 600 images is about 600 PIL pipelines and 51 MB
+of tensors per step, which the workers of a fast GPU may not keep up with. With ``augment_on_device`` the
+training images are decoded once and kept in the device's memory, and the work is split in two:
+
+- the loader's workers only draw each image's *plan* (``PLAN_FIELDS``: crop box, size after resizing,
+  crop window, flip, colour-jitter order and factors) by calling the torchvision transforms' own parameter
+  draws, in the same order, from the same per-image seeds: every image gets the crop, jitter and flip it
+  gets on the loader's path;
+- ``DeviceAugmentation`` turns an episode of plans into images in a few batched tensor operations:
+  Pillow's antialiased bilinear resampling (its filter weights, rounded to 22 bits as Pillow rounds them)
+  as two batched matrix products, horizontal then vertical, each rounded to 8-bit levels as Pillow stores
+  them; the flip as a reversal of the horizontal weights; brightness, contrast and saturation as Pillow's
+  ``ImageEnhance`` computes them on 8-bit levels (``Image.blend`` in float32 truncated to an integer, the
+  contrast's grey mean rounded to an integer, grey as ITU-R 601-2 luma in 16-bit fixed point); then
+  ToTensor and Normalize.
+
+The images agree with the loader's up to rounding: a matrix product in float32 can land a value on the
+other side of a rounding boundary, and recent Pillow releases (13) run the two resampling passes in the
+other order for some sizes, which moves a pixel by a level (of 255) now and then; the jitter's factors (up
+to 1.4) can carry such a difference on. ``tests/test_device_augmentation.py`` bounds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+from fsl_core.progress import format_bytes
+
+from .decoded import DecodedImages
+from .images import FewShotDataError
+from .sampler import Episode
+
+PLAN_FIELDS: tuple[str, ...] = (
+    "index",  # the image's index in the data set
+    "top",  # crop box in the image, in pixels
+    "left",
+    "height",
+    "width",
+    "resized_height",  # size the crop is resized to
+    "resized_width",
+    "window_top",  # the output window in the resized crop (RandomCrop/CenterCrop after a Resize)
+    "window_left",
+    "flip",  # 1: flipped left-right
+    "jitter_1",  # colour steps in the order they apply: 0 brightness, 1 contrast, 2 saturation, -1 none
+    "jitter_2",
+    "jitter_3",
+    "brightness",  # the factors Pillow's ImageEnhance applies
+    "contrast",
+    "saturation",
+)
+"""What a plan holds, in order: one float64 row of ``len(PLAN_FIELDS)`` values per image."""
+
+_FIELD = {name: position for position, name in enumerate(PLAN_FIELDS)}
+_JITTER_STEPS = ("brightness", "contrast", "saturation")
+PRECISION_BITS = 22
+"""Pillow rounds its 8-bit resampling weights to multiples of 2⁻²²."""
+CHUNK_PIXELS = 1 << 24
+"""The most padded crop pixels resampled at once (a chunk of an episode): bounds the device memory a batch
+of large crops takes (about 20 bytes per pixel while it is resampled)."""
+DEVICE_MEMORY_SHARE = 0.5
+"""The largest share of the device's free memory that the training images may take there."""
+
+
+class AugmentationPlanner:
+    """Reads a training transform (a torchvision ``Compose`` of ``fsl_core.data.train_transform``) and draws
+    the plan it would apply to an image, from torch's global generator, exactly as the transform's steps
+    draw their parameters.
+
+    Takes RandomResizedCrop, Resize (to [H, W]) and RandomCrop/CenterCrop (no padding), all bilinear, then
+    ColorJitter (brightness, contrast, saturation; no hue) and RandomHorizontalFlip, then ToTensor and
+    Normalize: the steps of every preset of ``AUGMENTATIONS``.
+
+    Raises:
+        ValueError: a step it does not take, or steps in an order it cannot follow; the message names the
+            step and the way out (leave ``augment_on_device`` off: the loader applies any transform).
+    """
+
+    def __init__(self, transform: Any) -> None:
+        steps = list(transform.transforms) if isinstance(transform, T.Compose) else [transform]
+        self.steps: list[Any] = []
+        self.mean = self.std = None
+        self.image_size: tuple[int, int] | None = None
+        geometry_done = False
+        for step in steps:
+            kind = type(step).__name__
+            if isinstance(step, (T.RandomResizedCrop, T.Resize, T.RandomCrop, T.CenterCrop)):
+                if geometry_done:
+                    raise self._refuse(step, "a crop or resize after the colour jitter, the flip or ToTensor")
+                if getattr(step, "interpolation", InterpolationMode.BILINEAR) != InterpolationMode.BILINEAR:
+                    raise self._refuse(step, "an interpolation other than bilinear")
+                if isinstance(step, T.RandomCrop) and (step.padding is not None or step.pad_if_needed):
+                    raise self._refuse(step, "padding")
+                if isinstance(step, T.Resize) and not (isinstance(step.size, Sequence) and len(step.size) == 2):
+                    raise self._refuse(step, "a size other than [height, width]")
+                self.steps.append(step)
+            elif isinstance(step, T.ColorJitter):
+                if step.hue is not None:
+                    raise self._refuse(step, "a hue jitter")
+                geometry_done = True
+                self.steps.append(step)
+            elif isinstance(step, T.RandomHorizontalFlip):
+                geometry_done = True
+                self.steps.append(step)
+            elif isinstance(step, T.ToTensor):
+                geometry_done = True
+            elif isinstance(step, T.Normalize) and self.mean is None:
+                self.mean, self.std = tuple(step.mean), tuple(step.std)
+            else:
+                raise self._refuse(step, f"the step {kind}")
+        if self.mean is None:
+            raise ValueError(
+                "augment_on_device takes a training transform that ends with ToTensor and Normalize (the "
+                "presets of fsl_core.data.AUGMENTATIONS); leave augment_on_device off to apply this one in "
+                "the loader"
+            )
+
+    @staticmethod
+    def _refuse(step: Any, what: str) -> ValueError:
+        return ValueError(
+            f"augment_on_device cannot apply {step!r}: it does not take {what}. It applies the presets of "
+            "fsl_core.data.AUGMENTATIONS; leave augment_on_device off to apply any other transform in the "
+            "loader's workers"
+        )
+
+    def draw(self, index: int, height: int, width: int) -> Tensor:
+        """The plan (``PLAN_FIELDS``, float64) of image ``index`` of ``height`` × ``width`` pixels, drawing
+        from torch's global generator what the transform's steps would draw for it."""
+        plan = torch.zeros(len(PLAN_FIELDS), dtype=torch.float64)
+        top, left, crop_height, crop_width = 0, 0, height, width
+        resized: tuple[int, int] | None = None
+        window_top = window_left = 0
+        size = (height, width)  # of the image each step receives
+        jitter: list[int] = []
+        factors = {name: 1.0 for name in _JITTER_STEPS}
+        flip = False
+        for step in self.steps:
+            if isinstance(step, T.Resize):
+                if resized is not None:
+                    raise ValueError(f"augment_on_device cannot apply a second resize ({step!r})")
+                resized = size = (int(step.size[0]), int(step.size[1]))
+                continue
+            if isinstance(step, T.RandomResizedCrop):
+                if resized is not None:
+                    raise ValueError(f"augment_on_device cannot apply {step!r} after a resize")
+                i, j, h, w = T.RandomResizedCrop.get_params(_shaped(size), step.scale, step.ratio)
+                top, left, crop_height, crop_width = top + i, left + j, h, w
+                resized = size = (int(step.size[0]), int(step.size[1]))
+                continue
+            if isinstance(step, (T.RandomCrop, T.CenterCrop)):
+                h, w = int(step.size[0]), int(step.size[1])
+                if h > size[0] or w > size[1]:
+                    raise FewShotDataError(
+                        f"{step!r} cannot crop {h}×{w} pixels out of an image of {size[0]}×{size[1]} "
+                        f"(image {index}); the loader's path would pad it: leave augment_on_device off"
+                    )
+                if isinstance(step, T.RandomCrop):
+                    i, j, h, w = T.RandomCrop.get_params(_shaped(size), (h, w))
+                else:  # torchvision's centre: rounded half of the margin
+                    i, j = int(round((size[0] - h) / 2.0)), int(round((size[1] - w) / 2.0))
+                if resized is None:
+                    top, left, crop_height, crop_width = top + i, left + j, h, w
+                else:
+                    window_top, window_left = window_top + i, window_left + j
+                size = (h, w)
+                continue
+            if isinstance(step, T.ColorJitter):
+                order, brightness, contrast, saturation, _ = T.ColorJitter.get_params(
+                    step.brightness, step.contrast, step.saturation, step.hue
+                )
+                drawn = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+                for position in order.tolist():
+                    if position < 3 and drawn[_JITTER_STEPS[position]] is not None:
+                        jitter.append(position)
+                        factors[_JITTER_STEPS[position]] = float(drawn[_JITTER_STEPS[position]])
+                continue
+            if isinstance(step, T.RandomHorizontalFlip):
+                flip = flip != bool(torch.rand(1) < step.p)
+        if resized is None:
+            resized = (crop_height, crop_width)
+        values = {
+            "index": index,
+            "top": top,
+            "left": left,
+            "height": crop_height,
+            "width": crop_width,
+            "resized_height": resized[0],
+            "resized_width": resized[1],
+            "window_top": window_top,
+            "window_left": window_left,
+            "flip": float(flip),
+            "jitter_1": -1,
+            "jitter_2": -1,
+            "jitter_3": -1,
+            **factors,
+        }
+        for position, kind in enumerate(jitter):
+            values[f"jitter_{position + 1}"] = kind
+        for name, value in values.items():
+            plan[_FIELD[name]] = value
+        if self.image_size is None:
+            self.image_size = size
+        elif size != self.image_size:
+            raise ValueError(f"the transform gives images of {size} pixels for one image, {self.image_size} for another")
+        return plan
+
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the images the transform gives (drawn once on a 1,000-pixel square)."""
+        if self.image_size is None:
+            with _generator_kept():
+                self.draw(0, 1000, 1000)
+        assert self.image_size is not None
+        return self.image_size
+
+
+def _shaped(size: tuple[int, int]) -> Tensor:
+    """A tensor of shape (3, height, width) without memory, for torchvision's ``get_params``."""
+    return torch.empty(()).expand(3, *size)
+
+
+@contextlib.contextmanager
+def _generator_kept() -> Iterator[None]:
+    state = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+class PlannedImages(Dataset):
+    """The training set seen by the loader's workers under ``augment_on_device``: item ``index`` is
+    (plan of image ``index``: (len(PLAN_FIELDS),) float64, label), drawn by ``planner`` from the image's size
+    in ``decoded`` (the workers never touch a pixel)."""
+
+    def __init__(self, decoded: DecodedImages, labels: Sequence[int], planner: AugmentationPlanner) -> None:
+        self.shapes = decoded.shapes
+        self.labels = list(labels)
+        self.planner = planner
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        height, width, _ = self.shapes[index]
+        return self.planner.draw(index, height, width), self.labels[index]
+
+
+class DeviceAugmentation:
+    """The training images, decoded once, kept on ``device``, and augmented there from their plans.
+
+    Args:
+        decoded: the training images (``DecodedImages``); their pixels are copied to ``device`` once (on the
+            CPU they are used where they are).
+        planner: the ``AugmentationPlanner`` of the training transform (its Normalize statistics are used).
+        device: the training device.
+
+    Raises:
+        FewShotDataError: the images would take more than ``DEVICE_MEMORY_SHARE`` of the device's free
+            memory; the message gives both sizes and the way out.
+    """
+
+    def __init__(self, decoded: DecodedImages, planner: AugmentationPlanner, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.planner = planner
+        self.output_size = planner.output_size()
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if decoded.nbytes > DEVICE_MEMORY_SHARE * free:
+                raise FewShotDataError(
+                    f"augment_on_device keeps the {len(decoded):,} training images ({format_bytes(decoded.nbytes)} "
+                    f"of 8-bit pixels) in the memory of {self.device}, more than {DEVICE_MEMORY_SHARE:.0%} of its "
+                    f"{format_bytes(free)} free; leave augment_on_device off (the loader's workers then augment "
+                    "them), or free device memory"
+                )
+        pixels = torch.from_numpy(decoded.buffer).view(-1, 3)
+        self.pixels = pixels.to(self.device) if self.device.type != "cpu" else pixels
+        """(P, 3) uint8: every training image's pixels, row-major, one image after the other."""
+        offsets = torch.as_tensor(np.asarray(decoded.offsets[:-1]) // 3, dtype=torch.int64)
+        widths = torch.tensor([width for _, width, _ in decoded.shapes], dtype=torch.int64)
+        self.first_pixel = offsets.to(self.device)
+        self.widths = widths.to(self.device)
+        self.mean = torch.tensor(planner.mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
+        self.std = torch.tensor(planner.std, dtype=torch.float32, device=self.device).view(3, 1, 1)
+
+    def images(self, plans: Tensor) -> Tensor:
+        """plans (N, len(PLAN_FIELDS)) float64 → augmented, normalised images (N, 3, S, S) float32 on the
+        device, in the order of the plans."""
+        plans = plans.detach().to("cpu", torch.float64)
+        levels = torch.empty(len(plans), 3, *self.output_size, dtype=torch.float32, device=self.device)
+        for chunk in _chunks(plans):
+            on_device = plans[chunk].to(self.device)
+            levels[chunk.to(self.device)] = self._resampled(on_device, plans[chunk])
+        on_device = plans.to(self.device)
+        levels = _jittered(levels, on_device)
+        return (levels / 255).sub_(self.mean).div_(self.std)
+
+    def episode(self, planned: Episode) -> Episode:
+        """The loader's episode of plans (``support_images``/``query_images``: (N, len(PLAN_FIELDS))) →
+        the same episode on the device with its images (N, 3, S, S)."""
+        support_count = len(planned.support_images)
+        images = self.images(torch.cat([planned.support_images, planned.query_images]))
+        on_device = planned.to(self.device, non_blocking=True)
+        return on_device._replace(support_images=images[:support_count], query_images=images[support_count:])
+
+    def _resampled(self, plans: Tensor, plans_here: Tensor) -> Tensor:
+        """A chunk's crops resized as Pillow resizes them and flipped: (n, 3, S, S) float32 8-bit levels."""
+        field = {name: plans[:, position] for name, position in _FIELD.items()}
+        crop_height, crop_width = (plans_here[:, _FIELD[name]] for name in ("height", "width"))
+        rows, columns = int(crop_height.max()), int(crop_width.max())
+        height, width = self.output_size
+        index = field["index"].long()
+        top, left = field["top"].long(), field["left"].long()
+        row = torch.minimum(torch.arange(rows, device=self.device), field["height"].long()[:, None] - 1)
+        column = torch.minimum(torch.arange(columns, device=self.device), field["width"].long()[:, None] - 1)
+        pixel = (
+            (self.first_pixel[index] + top * self.widths[index])[:, None, None]
+            + row[:, :, None] * self.widths[index][:, None, None]
+            + (left[:, None] + column)[:, None, :]
+        )
+        crops = self.pixels.index_select(0, pixel.view(-1)).view(len(plans), rows, columns, 3)
+        crops = crops.permute(0, 3, 1, 2).float()  # (n, 3, rows, columns)
+        vertical = pillow_bilinear_weights(field["height"], field["resized_height"], field["window_top"], height, rows)
+        horizontal = pillow_bilinear_weights(
+            field["width"], field["resized_width"], field["window_left"], width, columns
+        )
+        flipped = field["flip"].bool()[:, None, None]
+        horizontal = torch.where(flipped, horizontal.flip(1), horizontal)
+        across = _resampled_levels(crops, horizontal.transpose(1, 2)[:, None])  # (n, 3, rows, S)
+        return _resampled_levels(vertical[:, None], across)  # (n, 3, S, S)
+
+
+def pillow_bilinear_weights(
+    in_sizes: Tensor, out_sizes: Tensor, starts: Tensor, count: int, length: int
+) -> Tensor:
+    """Pillow's weights for resizing with its bilinear filter (antialiased: widened by the reduction factor
+    when downsizing), as a dense matrix per image.
+
+    Args:
+        in_sizes, out_sizes: (n,) the crop's side and the side it is resized to.
+        starts: (n,) the first output position wanted (the window's offset in the resized crop).
+        count: how many output positions, from ``starts``.
+        length: the matrices' input length (at least every ``in_sizes``; positions past an image's side get 0).
+
+    Returns:
+        (n, count, length) float64: row o holds the weights of output position starts + o as Pillow's
+        integers (the weight times 2²², rounded), which sum to 2²² up to that rounding.
+    """
+    in_sizes, out_sizes = in_sizes.to(torch.float64), out_sizes.to(torch.float64)
+    scale = in_sizes / out_sizes  # (n,)
+    filter_scale = scale.clamp(min=1.0)
+    output = starts.to(torch.float64)[:, None] + torch.arange(count, dtype=torch.float64, device=scale.device)
+    centre = (output + 0.5) * scale[:, None]  # (n, count)
+    first = (centre - filter_scale[:, None] + 0.5).trunc().clamp(min=0)
+    end = torch.minimum((centre + filter_scale[:, None] + 0.5).trunc(), in_sizes[:, None])
+    position = torch.arange(length, dtype=torch.float64, device=scale.device)
+    distance = ((position - centre[..., None]) + 0.5) * (1.0 / filter_scale)[:, None, None]
+    weights = (1.0 - distance.abs()).clamp(min=0.0)
+    inside = (position >= first[..., None]) & (position < end[..., None])
+    weights = torch.where(inside, weights, 0.0)
+    weights = weights / weights.sum(-1, keepdim=True)
+    return torch.floor(weights * float(1 << PRECISION_BITS) + 0.5)
+
+
+def _resampled_levels(left: Tensor, right: Tensor) -> Tensor:
+    """One resampling pass as Pillow computes it, exactly: ``left @ right``, where one factor holds 8-bit
+    levels (float32) and the other Pillow's integer weights (float64, ``pillow_bilinear_weights``), plus 2²¹,
+    shifted right by 22 bits and clipped to [0, 255]; float32 levels.
+
+    The sums reach 2³⁰, past what float32 holds exactly, so the weights are split into parts of b bits, b as
+    large as keeps every sum of products under 2²⁴ (then exact in float32 whatever the summation order, with
+    TF32 off), and the parts' products are put together in float64: two parts for up to 16 taps (reductions
+    up to about 8×), more beyond.
+    """
+    weights_first = left.dtype == torch.float64
+    weights = left if weights_first else right
+    taps = int((weights > 0).sum(-1 if weights_first else -2).max())
+    bits = max(1, int(math.log2((1 << 24) / (255 * taps + 1))))
+    integers = weights.long()
+    total = torch.zeros((), dtype=torch.float64, device=weights.device)
+    with _exact_float32_products():
+        for shift in range(0, PRECISION_BITS + 1, bits):
+            part = ((integers >> shift) & ((1 << bits) - 1)).float()
+            product = (part @ right) if weights_first else (left @ part)
+            total = total + product.double() * float(1 << shift)
+    half, one = float(1 << (PRECISION_BITS - 1)), float(1 << PRECISION_BITS)
+    return torch.floor((total + half) / one).clamp_(0.0, 255.0).float()
+
+
+@contextlib.contextmanager
+def _exact_float32_products() -> Iterator[None]:
+    """float32 matrix products in full float32 precision (not TF32) on CUDA while the block runs: the
+    weights carry 22 bits."""
+    matmul = torch.backends.cuda.matmul
+    kept = matmul.fp32_precision
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = kept
+
+
+def _grey(levels: Tensor) -> Tensor:
+    """(n, 3, H, W) 8-bit levels → (n, 1, H, W): Pillow's RGB → L (ITU-R 601-2 luma, 16-bit fixed point)."""
+    red, green, blue = levels.to(torch.int32).unbind(1)
+    return ((red * 19595 + green * 38470 + blue * 7471 + 32768) >> 16).unsqueeze(1).float()
+
+
+def _blend(base: Tensor, image: Tensor, factor: Tensor) -> Tensor:
+    """Pillow's ``Image.blend(base, image, factor)`` on 8-bit levels: base + factor·(image − base) in float32,
+    clipped to [0, 255] and truncated."""
+    return (base + factor * (image - base)).clamp_(0.0, 255.0).trunc_()
+
+
+def _jittered(levels: Tensor, plans: Tensor) -> Tensor:
+    """Brightness, contrast and saturation as Pillow's ``ImageEnhance`` applies them, in each image's order:
+    (n, 3, H, W) 8-bit levels → the same shape."""
+    factors = {
+        name: plans[:, _FIELD[name]].float().view(-1, 1, 1, 1) for name in _JITTER_STEPS
+    }
+    for position in range(1, 4):
+        kind = plans[:, _FIELD[f"jitter_{position}"]].view(-1, 1, 1, 1)
+        if not bool((kind >= 0).any()):
+            continue
+        grey = _grey(levels)
+        count = grey.shape[-1] * grey.shape[-2]
+        grey_mean = torch.floor(grey.double().sum((1, 2, 3), keepdim=True) / count + 0.5).float()
+        brightened = _blend(torch.zeros_like(levels[:, :1]), levels, factors["brightness"])
+        contrasted = _blend(grey_mean, levels, factors["contrast"])
+        saturated = _blend(grey, levels, factors["saturation"])
+        levels = torch.where(
+            kind == 0, brightened, torch.where(kind == 1, contrasted, torch.where(kind == 2, saturated, levels))
+        )
+    return levels
+
+
+def _chunks(plans: Tensor) -> list[Tensor]:
+    """Indices of the plans in groups whose padded crops hold at most ``CHUNK_PIXELS`` pixels, the plans
+    sorted by crop size so that a group's crops are alike."""
+    heights, widths = plans[:, _FIELD["height"]], plans[:, _FIELD["width"]]
+    order = torch.argsort(heights * widths, stable=True)
+    groups: list[Tensor] = []
+    start, rows, columns = 0, 0, 0
+    for end, (height, width) in enumerate(zip(heights[order].tolist(), widths[order].tolist())):
+        rows, columns = max(rows, int(height)), max(columns, int(width))
+        if end > start and (end + 1 - start) * rows * columns > CHUNK_PIXELS:
+            groups.append(order[start:end])
+            start, rows, columns = end, int(height), int(width)
+    groups.append(order[start:])
+    return groups
+
+
+__all__ = [
+    "AugmentationPlanner",
+    "CHUNK_PIXELS",
+    "DeviceAugmentation",
+    "PLAN_FIELDS",
+    "PlannedImages",
+    "pillow_bilinear_weights",
+]
