@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python bench/gpu_check.py                          # on a machine with a CUDA GPU: the four steps below
+    python bench/gpu_check.py                          # on a machine with a CUDA GPU: the five steps below
     python bench/gpu_check.py --steps authors          # the authors-protocol run alone
     python bench/gpu_check.py --device cpu --way 5 --episodes 2 --epochs 3 --val-episodes 20 --steps authors
 
@@ -23,6 +23,9 @@ Run from the repository root:
    load. From the epochs after the first (which pays for the warm-up) and the validated last epoch (its
    excess over them is taken as the validation's time), the summary projects the authors' 1,200 epochs,
    validated every 20.
+5. ``authors-device``: the same run with ``augment_on_device`` (the loader's workers only draw each image's
+   crop, jitter and flip; the GPU makes the images): where step 4's share of waiting is large, this step's
+   share and epoch time say how much of it the device path takes away.
 
 Each call writes into a new folder ``OUT/<time>-<suffix>/`` (``--out``, default outputs/gpu_check): the
 training run and ``summary.json``, written after every step, so a later step's failure keeps what came before.
@@ -50,7 +53,7 @@ from fsl_core.runtime import atomic_write_json, device_name, native_bfloat16, re
 
 AUTHORS = TrainConfig(protocol="authors", backbone="conv4")
 """The authors' protocol on Conv-4: its epochs (1,200), validation interval (20) and way (30)."""
-STEPS = ("tests", "bench", "data", "authors")
+STEPS = ("tests", "bench", "data", "authors", "authors-device")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,11 +66,11 @@ def run_step(name: str, command: list[str]) -> dict[str, object]:
     return {"exit_status": status, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
-    """The short authors-protocol run, in ``folder``/authors_run, and the projection of a whole one (see the
-    module docstring)."""
+def authors_run(args: argparse.Namespace, folder: Path, on_device: bool = False) -> dict[str, object]:
+    """The short authors-protocol run, in ``folder``/authors_run (``authors_run_device`` with
+    ``augment_on_device``), and the projection of a whole one (see the module docstring)."""
     data = ensure_birds(args.data)
-    run_dir = folder / "authors_run"
+    run_dir = folder / ("authors_run_device" if on_device else "authors_run")
     if not sys.stdout.isatty():  # a log: plain progress lines rather than bars
         os.environ.setdefault(ENVIRONMENT, LINES)
     result = train(
@@ -85,6 +88,7 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         amp=True,
         num_workers=args.num_workers,
         images_in_memory=args.images_in_memory,
+        augment_on_device=on_device,
         run_dir=str(run_dir),
         progress=True,
     )
@@ -97,7 +101,8 @@ def authors_run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         "way": args.way,
         "episodes_per_epoch": args.episodes,
         "num_workers": args.num_workers,
-        "images_in_memory": args.images_in_memory,
+        "images_in_memory": args.images_in_memory or on_device,
+        "augment_on_device": on_device,
         "epoch_seconds": round(epoch_seconds, 3),
         "data_wait_fraction": round(float((warm["data_seconds"] / warm["seconds"]).mean()), 3),
         "validation_seconds": round(validation_seconds, 2),
@@ -151,11 +156,15 @@ def main() -> None:
         elif step == "data":
             workers = sorted({0, args.num_workers})
             command = [sys.executable, str(ROOT / "bench" / "data_speed.py"), "--workers", *map(str, workers)]
-            summary[step] = run_step(step, command)
+            summary[step] = run_step(step, command + ["--device", str(device)])
         else:
-            print(f"\n== authors: a short run of the authors' protocol on {summary['device']}", flush=True)
+            on_device = step == "authors-device"
+            how = ", the augmentation on the device" if on_device else ""
+            print(
+                f"\n== {step}: a short run of the authors' protocol on {summary['device']}{how}", flush=True
+            )
             try:
-                summary[step] = authors_run(args, folder)
+                summary[step] = authors_run(args, folder, on_device)
             except Exception as error:  # recorded in the summary; the exit status says it too
                 summary[step] = {"error": f"{type(error).__name__}: {error}"}
         failed = failed or bool(summary[step].get("exit_status") or summary[step].get("error"))
