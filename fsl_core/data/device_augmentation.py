@@ -9,18 +9,16 @@ training images are decoded once and kept in the device's memory, and the work i
   crop window, flip, colour-jitter order and factors) by calling the torchvision transforms' own parameter
   draws, in the same order, from the same per-image seeds: every image gets the crop, jitter and flip it
   gets on the loader's path;
-- ``DeviceAugmentation`` turns an episode of plans into images in a few batched tensor operations:
-  Pillow's antialiased bilinear resampling (its filter weights, rounded to 22 bits as Pillow rounds them)
-  as two batched matrix products, horizontal then vertical, each rounded to 8-bit levels as Pillow stores
-  them; the flip as a reversal of the horizontal weights; brightness, contrast and saturation as Pillow's
-  ``ImageEnhance`` computes them on 8-bit levels (``Image.blend`` in float32 truncated to an integer, the
-  contrast's grey mean rounded to an integer, grey as ITU-R 601-2 luma in 16-bit fixed point); then
-  ToTensor and Normalize.
+- ``DeviceAugmentation`` turns an episode of plans into images in a few batched tensor operations that
+  compute what Pillow computes, in its integer arithmetic: its antialiased bilinear resampling (weights
+  rounded to 22 bits, two passes rounded to 8 bits each, in the order Pillow takes, ``vertical_pass_first``)
+  as batched matrix products split so that float32 sums stay exact; the flip as a reversal of the
+  horizontal weights; brightness, contrast and saturation as ``ImageEnhance`` computes them (``Image.blend``
+  in float32 truncated to an integer, the contrast's grey mean rounded to an integer, grey as ITU-R 601-2
+  luma in 16-bit fixed point); then ToTensor and Normalize.
 
-The images agree with the loader's up to rounding: a matrix product in float32 can land a value on the
-other side of a rounding boundary, and recent Pillow releases (13) run the two resampling passes in the
-other order for some sizes, which moves a pixel by a level (of 255) now and then; the jitter's factors (up
-to 1.4) can carry such a difference on. ``tests/test_device_augmentation.py`` bounds it.
+So the images are the loader's, bit for bit, and a run trains the same with the setting on or off
+(``tests/test_device_augmentation.py`` compares tensors and whole runs); only where the work is done changes.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import PIL
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -70,6 +69,8 @@ PRECISION_BITS = 22
 CHUNK_PIXELS = 1 << 24
 """The most padded crop pixels resampled at once (a chunk of an episode): bounds the device memory a batch
 of large crops takes (about 20 bytes per pixel while it is resampled)."""
+PILLOW_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
+"""Whether the installed Pillow resamples some images vertically first (``vertical_pass_first``)."""
 DEVICE_MEMORY_SHARE = 0.5
 """The largest share of the device's free memory that the training images may take there."""
 
@@ -336,9 +337,29 @@ class DeviceAugmentation:
             field["width"], field["resized_width"], field["window_left"], width, columns
         )
         flipped = field["flip"].bool()[:, None, None]
-        horizontal = torch.where(flipped, horizontal.flip(1), horizontal)
-        across = _resampled_levels(crops, horizontal.transpose(1, 2)[:, None])  # (n, 3, rows, S)
-        return _resampled_levels(vertical[:, None], across)  # (n, 3, S, S)
+        horizontal = torch.where(flipped, horizontal.flip(1), horizontal).transpose(1, 2)[:, None]
+        vertical = vertical[:, None]
+        levels = torch.empty(len(plans), 3, height, width, device=self.device)
+        first = vertical_pass_first(field["height"], field["resized_height"], field["width"], field["resized_width"])
+        for group in (~first, first):
+            members = group.nonzero().squeeze(1)
+            if len(members) == 0:
+                continue
+            part, down, across = crops[members], vertical[members], horizontal[members]
+            if group is first:  # (n, 3, S, columns), then (n, 3, S, S)
+                levels[members] = _resampled_levels(_resampled_levels(down, part), across)
+            else:  # (n, 3, rows, S), then (n, 3, S, S)
+                levels[members] = _resampled_levels(down, _resampled_levels(part, across))
+        return levels
+
+
+def vertical_pass_first(height: Tensor, resized_height: Tensor, width: Tensor, resized_width: Tensor) -> Tensor:
+    """(n,) bool: whether Pillow resizes each image vertically first. Pillow resamples horizontally, rounds to
+    8 bits and resamples vertically; from release 13 it goes the other way round when the height shrinks by
+    more than twice as many pixels as the width (H − h > 2·(W − w), H > h), which rounds differently."""
+    if not PILLOW_VERTICAL_FIRST:
+        return torch.zeros(height.shape, dtype=torch.bool, device=height.device)
+    return (height > resized_height) & (height - resized_height > 2 * (width - resized_width))
 
 
 def pillow_bilinear_weights(
@@ -468,4 +489,5 @@ __all__ = [
     "PLAN_FIELDS",
     "PlannedImages",
     "pillow_bilinear_weights",
+    "vertical_pass_first",
 ]

@@ -42,6 +42,7 @@ RUNTIME_SETTINGS = frozenset(
         "device",
         "num_workers",
         "images_in_memory",
+        "augment_on_device",
         "threads",
         "progress",
         "epochs",
@@ -53,7 +54,7 @@ RUNTIME_SETTINGS = frozenset(
 
 # Settings added after runs had been written without them, with the value those runs used: a run folder or
 # checkpoint that lacks one is compared as if it held this value.
-EARLIER_RUNS_VALUES: dict[str, Any] = {"augmentation": "papers", "augment_on_device": False}
+EARLIER_RUNS_VALUES: dict[str, Any] = {"augmentation": "papers"}
 
 
 def _protocol_values(protocol: str, backbone: str) -> dict[str, Any]:
@@ -183,10 +184,10 @@ class TrainConfig:
     )
     augment_on_device: bool = _setting(
         False,
-        "keep the training images (decoded once) on the training device and apply the augmentation preset "
-        "there, a whole episode at once, the loader's workers only drawing each image's crop, jitter and flip: "
-        "for a GPU whose loader cannot keep up (the same draws as the loader's PIL path; pixels agree with "
-        "Pillow's up to rounding, fsl_core.data.device_augmentation)",
+        "keep the training images (decoded once) on the training device and make the augmentation preset's "
+        "images there, a whole episode at once, the loader's workers only drawing each image's crop, jitter "
+        "and flip: for a GPU that the loader cannot keep fed. The images are the loader's, bit for bit "
+        "(fsl_core.data.device_augmentation), so a run may switch it on or off when it is resumed",
     )
     threads: int = _setting(
         0,
