@@ -42,9 +42,13 @@ def resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
         weights(pixels.shape[1], width).transpose(1, 2)[:, None],
     )
     sides = (pixels.shape[0], height, pixels.shape[1], width)
+    taps_down = device._most_taps(size([float(pixels.shape[0])]), size([float(height)]))
+    taps_across = device._most_taps(size([float(pixels.shape[1])]), size([float(width)]))
     if device.vertical_pass_first(*(size([side]) for side in sides)):
-        return device._resampled_levels(device._resampled_levels(down, levels), across)[0]
-    return device._resampled_levels(down, device._resampled_levels(levels, across))[0]
+        return device._resampled_levels(
+            device._resampled_levels(down, levels, taps_down), across, taps_across
+        )[0]
+    return device._resampled_levels(down, device._resampled_levels(levels, across, taps_across), taps_down)[0]
 
 
 def pillow_resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -201,7 +205,7 @@ def test_chunks_give_the_same_images(photos: DecodedImages, monkeypatch: pytest.
     _, whole, plans = loader_and_device_images(photos, "papers", count=30)
     monkeypatch.setattr(device, "CHUNK_PIXELS", 200 * 200)
     chunks = device._chunks(plans)
-    assert len(chunks) > 5 and sorted(torch.cat(chunks).tolist()) == list(range(30))
+    assert len(chunks) > 5 and sorted(torch.cat([chunk for chunk, _ in chunks]).tolist()) == list(range(30))
     planner = AugmentationPlanner(train_transform(84, "papers"))
     assert torch.equal(DeviceAugmentation(photos, planner, "cpu").images(plans), whole)
 

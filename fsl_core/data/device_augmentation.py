@@ -104,7 +104,9 @@ class AugmentationPlanner:
                     raise self._refuse(step, "an interpolation other than bilinear")
                 if isinstance(step, T.RandomCrop) and (step.padding is not None or step.pad_if_needed):
                     raise self._refuse(step, "padding")
-                if isinstance(step, T.Resize) and not (isinstance(step.size, Sequence) and len(step.size) == 2):
+                if isinstance(step, T.Resize) and not (
+                    isinstance(step.size, Sequence) and len(step.size) == 2
+                ):
                     raise self._refuse(step, "a size other than [height, width]")
                 self.steps.append(step)
             elif isinstance(step, T.ColorJitter):
@@ -214,7 +216,9 @@ class AugmentationPlanner:
         if self.image_size is None:
             self.image_size = size
         elif size != self.image_size:
-            raise ValueError(f"the transform gives images of {size} pixels for one image, {self.image_size} for another")
+            raise ValueError(
+                f"the transform gives images of {size} pixels for one image, {self.image_size} for another"
+            )
         return plan
 
     def output_size(self) -> tuple[int, int]:
@@ -272,7 +276,9 @@ class DeviceAugmentation:
             memory; the message gives both sizes and the way out.
     """
 
-    def __init__(self, decoded: DecodedImages, planner: AugmentationPlanner, device: torch.device | str) -> None:
+    def __init__(
+        self, decoded: DecodedImages, planner: AugmentationPlanner, device: torch.device | str
+    ) -> None:
         self.device = torch.device(device)
         self.planner = planner
         self.output_size = planner.output_size()
@@ -297,14 +303,17 @@ class DeviceAugmentation:
 
     def images(self, plans: Tensor) -> Tensor:
         """plans (N, len(PLAN_FIELDS)) float64 → augmented, normalised images (N, 3, S, S) float32 on the
-        device, in the order of the plans."""
+        device, in the order of the plans. Everything that sizes the work is read from the plans on the CPU, so
+        nothing waits for the device."""
         plans = plans.detach().to("cpu", torch.float64)
         levels = torch.empty(len(plans), 3, *self.output_size, dtype=torch.float32, device=self.device)
-        for chunk in _chunks(plans):
-            on_device = plans[chunk].to(self.device)
-            levels[chunk.to(self.device)] = self._resampled(on_device, plans[chunk])
-        on_device = plans.to(self.device)
-        levels = _jittered(levels, on_device)
+        for chunk, first in _chunks(plans):
+            on_device = chunk.to(self.device, non_blocking=True)
+            levels[on_device] = self._resampled(plans[chunk].to(self.device), plans[chunk], first)
+        steps = [
+            position for position in (1, 2, 3) if bool((plans[:, _FIELD[f"jitter_{position}"]] >= 0).any())
+        ]
+        levels = _jittered(levels, plans.to(self.device), steps)
         return (levels / 255).sub_(self.mean).div_(self.std)
 
     def episode(self, planned: Episode) -> Episode:
@@ -315,11 +324,15 @@ class DeviceAugmentation:
         on_device = planned.to(self.device, non_blocking=True)
         return on_device._replace(support_images=images[:support_count], query_images=images[support_count:])
 
-    def _resampled(self, plans: Tensor, plans_here: Tensor) -> Tensor:
-        """A chunk's crops resized as Pillow resizes them and flipped: (n, 3, S, S) float32 8-bit levels."""
+    def _resampled(self, plans: Tensor, plans_here: Tensor, vertical_first: bool) -> Tensor:
+        """A chunk's crops resized as Pillow resizes them, and flipped: plans (n, len(PLAN_FIELDS)) on the
+        device and (``plans_here``) on the CPU → (n, 3, S, S) float32 8-bit levels."""
         field = {name: plans[:, position] for name, position in _FIELD.items()}
-        crop_height, crop_width = (plans_here[:, _FIELD[name]] for name in ("height", "width"))
-        rows, columns = int(crop_height.max()), int(crop_width.max())
+        here = {
+            name: plans_here[:, _FIELD[name]]
+            for name in ("height", "width", "resized_height", "resized_width")
+        }
+        rows, columns = int(here["height"].max()), int(here["width"].max())
         height, width = self.output_size
         index = field["index"].long()
         top, left = field["top"].long(), field["left"].long()
@@ -332,28 +345,33 @@ class DeviceAugmentation:
         )
         crops = self.pixels.index_select(0, pixel.view(-1)).view(len(plans), rows, columns, 3)
         crops = crops.permute(0, 3, 1, 2).float()  # (n, 3, rows, columns)
-        vertical = pillow_bilinear_weights(field["height"], field["resized_height"], field["window_top"], height, rows)
-        horizontal = pillow_bilinear_weights(
+        down = pillow_bilinear_weights(
+            field["height"], field["resized_height"], field["window_top"], height, rows
+        )
+        across = pillow_bilinear_weights(
             field["width"], field["resized_width"], field["window_left"], width, columns
         )
         flipped = field["flip"].bool()[:, None, None]
-        horizontal = torch.where(flipped, horizontal.flip(1), horizontal).transpose(1, 2)[:, None]
-        vertical = vertical[:, None]
-        levels = torch.empty(len(plans), 3, height, width, device=self.device)
-        first = vertical_pass_first(field["height"], field["resized_height"], field["width"], field["resized_width"])
-        for group in (~first, first):
-            members = group.nonzero().squeeze(1)
-            if len(members) == 0:
-                continue
-            part, down, across = crops[members], vertical[members], horizontal[members]
-            if group is first:  # (n, 3, S, columns), then (n, 3, S, S)
-                levels[members] = _resampled_levels(_resampled_levels(down, part), across)
-            else:  # (n, 3, rows, S), then (n, 3, S, S)
-                levels[members] = _resampled_levels(down, _resampled_levels(part, across))
-        return levels
+        across = torch.where(flipped, across.flip(1), across).transpose(1, 2)[:, None]  # (n, 1, columns, S)
+        down = down[:, None]  # (n, 1, S, rows)
+        taps_down = _most_taps(here["height"], here["resized_height"])
+        taps_across = _most_taps(here["width"], here["resized_width"])
+        if vertical_first:  # (n, 3, S, columns), then (n, 3, S, S)
+            return _resampled_levels(_resampled_levels(down, crops, taps_down), across, taps_across)
+        return _resampled_levels(
+            down, _resampled_levels(crops, across, taps_across), taps_down
+        )  # via (n, 3, rows, S)
 
 
-def vertical_pass_first(height: Tensor, resized_height: Tensor, width: Tensor, resized_width: Tensor) -> Tensor:
+def _most_taps(in_sizes: Tensor, out_sizes: Tensor) -> int:
+    """The most input positions a Pillow bilinear weight row can cover, over images resized from ``in_sizes``
+    to ``out_sizes`` (its kernel size: 2·⌈support⌉ + 1, the support being the reduction factor or 1)."""
+    return int(torch.ceil((in_sizes / out_sizes).clamp(min=1.0)).max()) * 2 + 1
+
+
+def vertical_pass_first(
+    height: Tensor, resized_height: Tensor, width: Tensor, resized_width: Tensor
+) -> Tensor:
     """(n,) bool: whether Pillow resizes each image vertically first. Pillow resamples horizontally, rounds to
     8 bits and resamples vertically; from release 13 it goes the other way round when the height shrinks by
     more than twice as many pixels as the width (H − h > 2·(W − w), H > h), which rounds differently."""
@@ -394,19 +412,18 @@ def pillow_bilinear_weights(
     return torch.floor(weights * float(1 << PRECISION_BITS) + 0.5)
 
 
-def _resampled_levels(left: Tensor, right: Tensor) -> Tensor:
+def _resampled_levels(left: Tensor, right: Tensor, taps: int) -> Tensor:
     """One resampling pass as Pillow computes it, exactly: ``left @ right``, where one factor holds 8-bit
     levels (float32) and the other Pillow's integer weights (float64, ``pillow_bilinear_weights``), plus 2²¹,
     shifted right by 22 bits and clipped to [0, 255]; float32 levels.
 
     The sums reach 2³⁰, past what float32 holds exactly, so the weights are split into parts of b bits, b as
-    large as keeps every sum of products under 2²⁴ (then exact in float32 whatever the summation order, with
-    TF32 off), and the parts' products are put together in float64: two parts for up to 16 taps (reductions
-    up to about 8×), more beyond.
+    large as keeps every sum of products under 2²⁴ with ``taps`` (at least the non-zero weights of a row)
+    products (then exact in float32 whatever the summation order, with TF32 off), and the parts' products are
+    put together in float64: two parts for up to 16 taps (reductions up to about 8×), more beyond.
     """
     weights_first = left.dtype == torch.float64
     weights = left if weights_first else right
-    taps = int((weights > 0).sum(-1 if weights_first else -2).max())
     bits = max(1, int(math.log2((1 << 24) / (255 * taps + 1))))
     integers = weights.long()
     total = torch.zeros((), dtype=torch.float64, device=weights.device)
@@ -444,16 +461,12 @@ def _blend(base: Tensor, image: Tensor, factor: Tensor) -> Tensor:
     return (base + factor * (image - base)).clamp_(0.0, 255.0).trunc_()
 
 
-def _jittered(levels: Tensor, plans: Tensor) -> Tensor:
+def _jittered(levels: Tensor, plans: Tensor, steps: Sequence[int] = (1, 2, 3)) -> Tensor:
     """Brightness, contrast and saturation as Pillow's ``ImageEnhance`` applies them, in each image's order:
-    (n, 3, H, W) 8-bit levels → the same shape."""
-    factors = {
-        name: plans[:, _FIELD[name]].float().view(-1, 1, 1, 1) for name in _JITTER_STEPS
-    }
-    for position in range(1, 4):
+    (n, 3, H, W) 8-bit levels → the same shape. ``steps``: the positions (1-3) some image jitters at."""
+    factors = {name: plans[:, _FIELD[name]].float().view(-1, 1, 1, 1) for name in _JITTER_STEPS}
+    for position in steps:
         kind = plans[:, _FIELD[f"jitter_{position}"]].view(-1, 1, 1, 1)
-        if not bool((kind >= 0).any()):
-            continue
         grey = _grey(levels)
         count = grey.shape[-1] * grey.shape[-2]
         grey_mean = torch.floor(grey.double().sum((1, 2, 3), keepdim=True) / count + 0.5).float()
@@ -461,24 +474,32 @@ def _jittered(levels: Tensor, plans: Tensor) -> Tensor:
         contrasted = _blend(grey_mean, levels, factors["contrast"])
         saturated = _blend(grey, levels, factors["saturation"])
         levels = torch.where(
-            kind == 0, brightened, torch.where(kind == 1, contrasted, torch.where(kind == 2, saturated, levels))
+            kind == 0,
+            brightened,
+            torch.where(kind == 1, contrasted, torch.where(kind == 2, saturated, levels)),
         )
     return levels
 
 
-def _chunks(plans: Tensor) -> list[Tensor]:
-    """Indices of the plans in groups whose padded crops hold at most ``CHUNK_PIXELS`` pixels, the plans
-    sorted by crop size so that a group's crops are alike."""
-    heights, widths = plans[:, _FIELD["height"]], plans[:, _FIELD["width"]]
-    order = torch.argsort(heights * widths, stable=True)
-    groups: list[Tensor] = []
-    start, rows, columns = 0, 0, 0
-    for end, (height, width) in enumerate(zip(heights[order].tolist(), widths[order].tolist())):
-        rows, columns = max(rows, int(height)), max(columns, int(width))
-        if end > start and (end + 1 - start) * rows * columns > CHUNK_PIXELS:
-            groups.append(order[start:end])
-            start, rows, columns = end, int(height), int(width)
-    groups.append(order[start:])
+def _chunks(plans: Tensor) -> list[tuple[Tensor, bool]]:
+    """The plans in groups resampled together: (indices, whether Pillow resamples them vertically first),
+    sorted by that order and by crop size so that a group's crops are alike, each group's padded crops
+    holding at most ``CHUNK_PIXELS`` pixels."""
+    sides = [plans[:, _FIELD[name]] for name in ("height", "resized_height", "width", "resized_width")]
+    first = vertical_pass_first(*sides)
+    area = sides[0] * sides[2]
+    groups: list[tuple[Tensor, bool]] = []
+    for order in (False, True):
+        members = torch.nonzero(first == order).squeeze(1)
+        members = members[torch.argsort(area[members], stable=True)]
+        start, rows, columns = 0, 0, 0
+        for end, (height, width) in enumerate(zip(sides[0][members].tolist(), sides[2][members].tolist())):
+            rows, columns = max(rows, int(height)), max(columns, int(width))
+            if end > start and (end + 1 - start) * rows * columns > CHUNK_PIXELS:
+                groups.append((members[start:end], order))
+                start, rows, columns = end, int(height), int(width)
+        if start < len(members):
+            groups.append((members[start:], order))
     return groups
 
 

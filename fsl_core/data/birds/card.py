@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..images import FewShotDataError
 from .ground_truth import read_set_file
 from .taxonomy import GENERATOR, GENERATOR_VERSION, PART_NAMES, SPLITS, BirdSettings, SpeciesSpec
 

@@ -79,7 +79,9 @@ def read_set_file(root: str | Path, name: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise FewShotDataError(f"{path} does not exist; {path.parent} is not a generated birds set") from error
+        raise FewShotDataError(
+            f"{path} does not exist; {path.parent} is not a generated birds set"
+        ) from error
 
 
 def true_groups(metadata: dict[str, Any], classes: list[str]) -> tuple[np.ndarray, dict[int, str]]:

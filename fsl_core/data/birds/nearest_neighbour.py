@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
-
-from ...statistics import confidence_interval
 import torch
 from PIL import Image
 
+from ...statistics import confidence_interval
 from ..sampler import EpisodeSampler
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...runtime import seeded_generator
-
 from ..images import FewShotDataError
 
 GENERATOR = "fsl_core.data.synthetic.birds"
