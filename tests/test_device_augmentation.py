@@ -35,7 +35,8 @@ def resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
     size = torch.tensor
 
     def weights(source: int, target: int) -> torch.Tensor:
-        return pillow_bilinear_weights(size([source]), size([target]), size([0]), target, source)
+        taps = device._most_taps(size([float(source)]), size([float(target)]))
+        return pillow_bilinear_weights(size([source]), size([target]), size([0]), target, source, taps)
 
     down, across = (
         weights(pixels.shape[0], height)[:, None],
@@ -96,7 +97,7 @@ def test_weights_are_pillows_integers() -> None:
     """Reducing 10 pixels to 4 (scale 2.5): output 0 is centred at 1.25 with a support of ±2.5, so pixels 0-3
     at distances 0.3, 0.1, 0.5, 0.9 (over 2.5) weigh 0.7, 0.9, 0.5, 0.1, normalised by 2.2 and rounded to
     multiples of 2⁻²²."""
-    weights = pillow_bilinear_weights(*(torch.tensor([value]) for value in (10, 4, 0)), 4, 10)[0]
+    weights = pillow_bilinear_weights(*(torch.tensor([value]) for value in (10, 4, 0)), 4, 10, taps=7)[0]
     assert weights[0].tolist() == [1334551, 1715852, 953251, 190650, 0, 0, 0, 0, 0, 0]
     assert torch.equal(weights[3], weights[0].flip(0))  # symmetric
     assert ((weights.sum(1) - 2**22).abs() <= 2).all()

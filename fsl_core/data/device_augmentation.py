@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as F
 
 from fsl_core.progress import format_bytes
 
@@ -298,8 +299,12 @@ class DeviceAugmentation:
         widths = torch.tensor([width for _, width, _ in decoded.shapes], dtype=torch.int64)
         self.first_pixel = offsets.to(self.device)
         self.widths = widths.to(self.device)
-        self.mean = torch.tensor(planner.mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
-        self.std = torch.tensor(planner.std, dtype=torch.float32, device=self.device).view(3, 1, 1)
+        # ToTensor and Normalize of every 8-bit level, computed once on the CPU as the loader computes them: a
+        # lookup then gives the loader's values on any device (a GPU may divide by a constant as a product)
+        levels = torch.arange(256, dtype=torch.float32).div(255).expand(3, 1, 256).clone()
+        self.normalised = F.normalize(levels, list(planner.mean), list(planner.std)).view(-1).to(self.device)
+        """(3·256,) float32: channel c's level v becomes ``normalised[256·c + v]``."""
+        self.channel_offset = torch.arange(0, 3 * 256, 256, device=self.device).view(1, 3, 1, 1)
 
     def images(self, plans: Tensor) -> Tensor:
         """plans (N, len(PLAN_FIELDS)) float64 → augmented, normalised images (N, 3, S, S) float32 on the
@@ -314,7 +319,7 @@ class DeviceAugmentation:
             position for position in (1, 2, 3) if bool((plans[:, _FIELD[f"jitter_{position}"]] >= 0).any())
         ]
         levels = _jittered(levels, plans.to(self.device), steps)
-        return (levels / 255).sub_(self.mean).div_(self.std)
+        return self.normalised[levels.long() + self.channel_offset]
 
     def episode(self, planned: Episode) -> Episode:
         """The loader's episode of plans (``support_images``/``query_images``: (N, len(PLAN_FIELDS))) →
@@ -345,17 +350,17 @@ class DeviceAugmentation:
         )
         crops = self.pixels.index_select(0, pixel.view(-1)).view(len(plans), rows, columns, 3)
         crops = crops.permute(0, 3, 1, 2).float()  # (n, 3, rows, columns)
+        taps_down = _most_taps(here["height"], here["resized_height"])
+        taps_across = _most_taps(here["width"], here["resized_width"])
         down = pillow_bilinear_weights(
-            field["height"], field["resized_height"], field["window_top"], height, rows
+            field["height"], field["resized_height"], field["window_top"], height, rows, taps_down
         )
         across = pillow_bilinear_weights(
-            field["width"], field["resized_width"], field["window_left"], width, columns
+            field["width"], field["resized_width"], field["window_left"], width, columns, taps_across
         )
         flipped = field["flip"].bool()[:, None, None]
         across = torch.where(flipped, across.flip(1), across).transpose(1, 2)[:, None]  # (n, 1, columns, S)
         down = down[:, None]  # (n, 1, S, rows)
-        taps_down = _most_taps(here["height"], here["resized_height"])
-        taps_across = _most_taps(here["width"], here["resized_width"])
         if vertical_first:  # (n, 3, S, columns), then (n, 3, S, S)
             return _resampled_levels(_resampled_levels(down, crops, taps_down), across, taps_across)
         return _resampled_levels(
@@ -381,16 +386,18 @@ def vertical_pass_first(
 
 
 def pillow_bilinear_weights(
-    in_sizes: Tensor, out_sizes: Tensor, starts: Tensor, count: int, length: int
+    in_sizes: Tensor, out_sizes: Tensor, starts: Tensor, count: int, length: int, taps: int
 ) -> Tensor:
     """Pillow's weights for resizing with its bilinear filter (antialiased: widened by the reduction factor
-    when downsizing), as a dense matrix per image.
+    when downsizing), as a dense matrix per image, computed as Pillow computes them: in float64, in the same
+    order of operations, each row's sum taken from its first tap to its last.
 
     Args:
         in_sizes, out_sizes: (n,) the crop's side and the side it is resized to.
         starts: (n,) the first output position wanted (the window's offset in the resized crop).
         count: how many output positions, from ``starts``.
         length: the matrices' input length (at least every ``in_sizes``; positions past an image's side get 0).
+        taps: at least the most input positions a row covers (``_most_taps``).
 
     Returns:
         (n, count, length) float64: row o holds the weights of output position starts + o as Pillow's
@@ -403,13 +410,18 @@ def pillow_bilinear_weights(
     centre = (output + 0.5) * scale[:, None]  # (n, count)
     first = (centre - filter_scale[:, None] + 0.5).trunc().clamp(min=0)
     end = torch.minimum((centre + filter_scale[:, None] + 0.5).trunc(), in_sizes[:, None])
-    position = torch.arange(length, dtype=torch.float64, device=scale.device)
+    position = first[..., None] + torch.arange(
+        taps, dtype=torch.float64, device=scale.device
+    )  # (n, count, taps)
     distance = ((position - centre[..., None]) + 0.5) * (1.0 / filter_scale)[:, None, None]
-    weights = (1.0 - distance.abs()).clamp(min=0.0)
-    inside = (position >= first[..., None]) & (position < end[..., None])
-    weights = torch.where(inside, weights, 0.0)
-    weights = weights / weights.sum(-1, keepdim=True)
-    return torch.floor(weights * float(1 << PRECISION_BITS) + 0.5)
+    weights = torch.where(position < end[..., None], (1.0 - distance.abs()).clamp(min=0.0), 0.0)
+    total = torch.zeros_like(centre)
+    for tap in range(taps):  # Pillow's order of summation, so that the quotients below round as its do
+        total = total + weights[..., tap]
+    weights = torch.where(total[..., None] > 0, weights / total[..., None], weights)
+    weights = torch.floor(weights * float(1 << PRECISION_BITS) + 0.5)
+    dense = torch.zeros(len(scale), count, length + taps, dtype=torch.float64, device=scale.device)
+    return dense.scatter_(2, position.long(), weights)[..., :length]
 
 
 def _resampled_levels(left: Tensor, right: Tensor, taps: int) -> Tensor:
@@ -438,15 +450,17 @@ def _resampled_levels(left: Tensor, right: Tensor, taps: int) -> Tensor:
 
 @contextlib.contextmanager
 def _exact_float32_products() -> Iterator[None]:
-    """float32 matrix products in full float32 precision (not TF32) on CUDA while the block runs: the
-    weights carry 22 bits."""
-    matmul = torch.backends.cuda.matmul
-    kept = matmul.fp32_precision
-    matmul.fp32_precision = "ieee"
+    """float32 matrix products in full float32 precision while the block runs, whatever the process chose
+    for speed elsewhere (TF32 on CUDA, bfloat16 through oneDNN on CPUs)."""
+    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul]
+    kept = [backend.fp32_precision for backend in backends]
     try:
+        for backend in backends:
+            backend.fp32_precision = "ieee"
         yield
     finally:
-        matmul.fp32_precision = kept
+        for backend, precision in zip(backends, kept):
+            backend.fp32_precision = precision
 
 
 def _grey(levels: Tensor) -> Tensor:
