@@ -21,35 +21,27 @@ from fsl_core.data.device_augmentation import (
     DeviceAugmentation,
     pillow_bilinear_weights,
 )
-from fsl_core.data.transforms import IMAGENET_STD, train_transform
+from fsl_core.data.transforms import train_transform
 from fsl_core.engine import TrainConfig, train
 from fsl_core.engine.episodes import seeded_transform
 from fsl_core.runtime import seed_everything
 
-STD_LEVELS = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+SIDES = ("height", "resized_height", "width", "resized_width")
 
 
 def resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """(H, W, 3) uint8 → (3, height, width) levels, through ``device``'s two exact passes."""
-    levels = torch.from_numpy(pixels).permute(2, 0, 1).float()[None]
-    size = torch.tensor
-
-    def weights(source: int, target: int) -> torch.Tensor:
-        taps = device._most_taps(size([float(source)]), size([float(target)]))
-        return pillow_bilinear_weights(size([source]), size([target]), size([0]), target, source, taps)
-
-    down, across = (
-        weights(pixels.shape[0], height)[:, None],
-        weights(pixels.shape[1], width).transpose(1, 2)[:, None],
-    )
-    sides = (pixels.shape[0], height, pixels.shape[1], width)
-    taps_down = device._most_taps(size([float(pixels.shape[0])]), size([float(height)]))
-    taps_across = device._most_taps(size([float(pixels.shape[1])]), size([float(width)]))
-    if device.vertical_pass_first(*(size([side]) for side in sides)):
-        return device._resampled_levels(
-            device._resampled_levels(down, levels, taps_down), across, taps_across
-        )[0]
-    return device._resampled_levels(down, device._resampled_levels(levels, across, taps_across), taps_down)[0]
+    """(H, W, 3) uint8 → (3, height, width) levels, through ``device``'s two exact passes in Pillow's order."""
+    plan = torch.zeros(1, len(PLAN_FIELDS), dtype=torch.float64)
+    for name, value in zip(
+        ("height", "width", "resized_height", "resized_width"), (*pixels.shape[:2], height, width)
+    ):
+        plan[0, PLAN_FIELDS.index(name)] = value
+    first = bool(device.vertical_pass_first(*(plan[:, PLAN_FIELDS.index(name)] for name in SIDES)))
+    augmenter = DeviceAugmentation.__new__(DeviceAugmentation)
+    augmenter.device, augmenter.output_size = torch.device("cpu"), (height, width)
+    augmenter.pixels = torch.from_numpy(pixels.copy()).view(-1, 3)
+    augmenter.first_pixel, augmenter.widths = torch.tensor([0]), torch.tensor([pixels.shape[1]])
+    return augmenter._resampled(plan, plan, first)[0]
 
 
 def pillow_resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -174,9 +166,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> DecodedImages:
 
 
 def loader_and_device_images(
-    photos: DecodedImages, preset: str, count: int = 96
+    photos: DecodedImages, preset: str, count: int = 96, on: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(the loader's PIL images, the device's, their plans) of ``count`` images at seeds 100, 101, ..."""
+    """(the loader's PIL images, those made on device ``on`` (brought back to the CPU), their plans) of
+    ``count`` images at seeds 100, 101, ..."""
     transform = train_transform(84, preset)
     planner = AugmentationPlanner(transform)
     plans, references = [], []
@@ -187,7 +180,7 @@ def loader_and_device_images(
             plans.append(planner.draw(index, *photos.shapes[index][:2]))
         references.append(seeded_transform(transform, photos.image(index), seed))
     plans_tensor = torch.stack(plans)
-    ours = DeviceAugmentation(photos, planner, "cpu").images(plans_tensor)
+    ours = DeviceAugmentation(photos, planner, on).images(plans_tensor).cpu()
     return torch.stack(references), ours, plans_tensor
 
 
@@ -200,6 +193,13 @@ def test_the_device_gives_the_loaders_images_bit_for_bit(photos: DecodedImages, 
         assert 0.3 < flips.mean() < 0.7
         assert len(set(plans[:, PLAN_FIELDS.index("brightness")].tolist())) == len(plans)
         assert len(set(plans[:, PLAN_FIELDS.index("height")].tolist())) > len(plans) / 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("preset", ["papers", "light"])
+def test_a_gpu_gives_the_loaders_images_bit_for_bit(photos: DecodedImages, preset: str) -> None:
+    loader, ours, _ = loader_and_device_images(photos, preset, on="cuda")
+    assert torch.equal(ours, loader)
 
 
 def test_chunks_give_the_same_images(photos: DecodedImages, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -349,23 +349,31 @@ class DeviceAugmentation:
             + (left[:, None] + column)[:, None, :]
         )
         crops = self.pixels.index_select(0, pixel.view(-1)).view(len(plans), rows, columns, 3)
-        crops = crops.permute(0, 3, 1, 2).float()  # (n, 3, rows, columns)
         taps_down = _most_taps(here["height"], here["resized_height"])
         taps_across = _most_taps(here["width"], here["resized_width"])
         down = pillow_bilinear_weights(
             field["height"], field["resized_height"], field["window_top"], height, rows, taps_down
-        )
+        )  # (n, S, rows)
         across = pillow_bilinear_weights(
             field["width"], field["resized_width"], field["window_left"], width, columns, taps_across
         )
         flipped = field["flip"].bool()[:, None, None]
-        across = torch.where(flipped, across.flip(1), across).transpose(1, 2)[:, None]  # (n, 1, columns, S)
-        down = down[:, None]  # (n, 1, S, rows)
-        if vertical_first:  # (n, 3, S, columns), then (n, 3, S, S)
-            return _resampled_levels(_resampled_levels(down, crops, taps_down), across, taps_across)
-        return _resampled_levels(
-            down, _resampled_levels(crops, across, taps_across), taps_down
-        )  # via (n, 3, rows, S)
+        across = torch.where(flipped, across.flip(1), across).transpose(1, 2)  # (n, columns, S)
+        n = len(plans)
+        if vertical_first:  # rows of (columns, 3) pixels, then rows of (3, columns)
+            once = _resampled_levels(down, crops.view(n, rows, columns * 3).float(), taps_down)
+            once = once.view(n, height, columns, 3).transpose(2, 3).reshape(n, height * 3, columns)
+            twice = _resampled_levels(once, across, taps_across)
+        else:  # rows of (3, columns) pixels, then rows of (3·S) values
+            once = _resampled_levels(
+                crops.transpose(2, 3)
+                .to(torch.float32, memory_format=torch.contiguous_format)
+                .view(n, rows * 3, columns),
+                across,
+                taps_across,
+            )
+            twice = _resampled_levels(down, once.view(n, rows, 3 * width), taps_down)
+        return twice.view(n, height, 3, width).permute(0, 2, 1, 3)  # (n, 3, S, S)
 
 
 def _most_taps(in_sizes: Tensor, out_sizes: Tensor) -> int:
@@ -425,9 +433,10 @@ def pillow_bilinear_weights(
 
 
 def _resampled_levels(left: Tensor, right: Tensor, taps: int) -> Tensor:
-    """One resampling pass as Pillow computes it, exactly: ``left @ right``, where one factor holds 8-bit
-    levels (float32) and the other Pillow's integer weights (float64, ``pillow_bilinear_weights``), plus 2²¹,
-    shifted right by 22 bits and clipped to [0, 255]; float32 levels.
+    """One resampling pass as Pillow computes it, exactly: the batched product ``left @ right`` ((n, a, b) @
+    (n, b, c)), where one factor holds 8-bit levels (float32) and the other Pillow's integer weights (float64,
+    ``pillow_bilinear_weights``), plus 2²¹, shifted right by 22 bits and clipped to [0, 255]: (n, a, c) float32
+    levels.
 
     The sums reach 2³⁰, past what float32 holds exactly, so the weights are split into parts of b bits, b as
     large as keeps every sum of products under 2²⁴ with ``taps`` (at least the non-zero weights of a row)
@@ -438,12 +447,16 @@ def _resampled_levels(left: Tensor, right: Tensor, taps: int) -> Tensor:
     weights = left if weights_first else right
     bits = max(1, int(math.log2((1 << 24) / (255 * taps + 1))))
     integers = weights.long()
-    total = torch.zeros((), dtype=torch.float64, device=weights.device)
+    total: Tensor | None = None
     with _exact_float32_products():
         for shift in range(0, PRECISION_BITS + 1, bits):
             part = ((integers >> shift) & ((1 << bits) - 1)).float()
-            product = (part @ right) if weights_first else (left @ part)
-            total = total + product.double() * float(1 << shift)
+            product = torch.bmm(part, right) if weights_first else torch.bmm(left, part)
+            if total is None:
+                total = product.double().mul_(float(1 << shift))
+            else:
+                total.add_(product, alpha=float(1 << shift))
+    assert total is not None
     half, one = float(1 << (PRECISION_BITS - 1)), float(1 << PRECISION_BITS)
     return torch.floor((total + half) / one).clamp_(0.0, 255.0).float()
 
