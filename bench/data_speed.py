@@ -22,9 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsl_core.data import EpisodeSampler, EpochEpisodeSampler, FewShotFolder, episode_loader
+from fsl_core.data import (
+    AugmentationPlanner,
+    DeviceAugmentation,
+    EpisodeSampler,
+    EpochEpisodeSampler,
+    FewShotFolder,
+    PlannedImages,
+    episode_loader,
+)
 from fsl_core.data.birds import generate_birds
-from fsl_core.data.device_augmentation import AugmentationPlanner, DeviceAugmentation, PlannedImages
 from fsl_core.runtime import device_name, resolve_device, seeded_generator
 
 PHOTO_SIDES = (200, 500)

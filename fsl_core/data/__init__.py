@@ -1,4 +1,5 @@
-"""Data: the few-shot folder data set, episode samplers, transforms and the embedded birds generator.
+"""Data: the few-shot folder data set, episode samplers, transforms (and the training augmentation made on
+the training device, ``device_augmentation``) and the embedded birds generator.
 
 The generator's names (``generate_birds``, ``ensure_birds``, ``load_metadata``, ...) come from
 ``fsl_core.data.birds``, which is imported on first use of one of them.
@@ -6,6 +7,7 @@ The generator's names (``generate_birds``, ``ensure_birds``, ``load_metadata``, 
 
 from typing import Any
 
+from .device_augmentation import AugmentationPlanner, DeviceAugmentation, PlannedImages
 from .folder import FewShotFolder
 from .images import IMAGE_EXTENSIONS, FewShotDataError, ImageLoadError, load_rgb
 from .sampler import Episode, EpisodeCollate, EpisodeSampler, EpochEpisodeSampler, episode_loader
@@ -42,6 +44,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AugmentationPlanner",
+    "DeviceAugmentation",
+    "PlannedImages",
     "FewShotFolder",
     "IMAGE_EXTENSIONS",
     "FewShotDataError",

@@ -54,9 +54,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 import fsl_core
-from fsl_core.data import EpisodeCollate, FewShotFolder
+from fsl_core.data import (
+    AugmentationPlanner,
+    DeviceAugmentation,
+    EpisodeCollate,
+    FewShotFolder,
+    PlannedImages,
+)
 from fsl_core.data.decoded import worker_sharing
-from fsl_core.data.device_augmentation import AugmentationPlanner, DeviceAugmentation, PlannedImages
 from fsl_core.data.transforms import augmentation_label, augmentation_transform
 from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
 from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
