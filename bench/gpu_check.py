@@ -24,8 +24,8 @@ Run from the repository root:
    excess over them is taken as the validation's time), the summary projects the authors' 1,200 epochs,
    validated every 20.
 5. ``authors-device``: the same run with ``augment_on_device`` (the loader's workers only draw each image's
-   crop, jitter and flip; the GPU makes the images): where step 4's share of waiting is large, this step's
-   share and epoch time say how much of it the device path takes away.
+   crop, jitter and flip; the GPU makes the images). Compare the epoch times of steps 4 and 5: this step's
+   share of waiting leaves out the time the GPU spends making the images, which counts as training.
 
 Each call writes into a new folder ``OUT/<time>-<suffix>/`` (``--out``, default outputs/gpu_check): the
 training run and ``summary.json``, written after every step, so a later step's failure keeps what came before.

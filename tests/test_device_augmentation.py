@@ -13,35 +13,32 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from fsl_core.data import device_augmentation as device
+from fsl_core.data import device_augmentation
 from fsl_core.data.decoded import DecodedImages
 from fsl_core.data.device_augmentation import (
     PLAN_FIELDS,
     AugmentationPlanner,
     DeviceAugmentation,
     pillow_bilinear_weights,
+    pillow_resized_levels,
 )
+from fsl_core.data.images import FewShotDataError
 from fsl_core.data.transforms import train_transform
 from fsl_core.engine import TrainConfig, train
 from fsl_core.engine.episodes import seeded_transform
 from fsl_core.runtime import seed_everything
 
-SIDES = ("height", "resized_height", "width", "resized_width")
-
 
 def resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """(H, W, 3) uint8 → (3, height, width) levels, through ``device``'s two exact passes in Pillow's order."""
-    plan = torch.zeros(1, len(PLAN_FIELDS), dtype=torch.float64)
-    for name, value in zip(
-        ("height", "width", "resized_height", "resized_width"), (*pixels.shape[:2], height, width)
-    ):
-        plan[0, PLAN_FIELDS.index(name)] = value
-    first = bool(device.vertical_pass_first(*(plan[:, PLAN_FIELDS.index(name)] for name in SIDES)))
-    augmenter = DeviceAugmentation.__new__(DeviceAugmentation)
-    augmenter.device, augmenter.output_size = torch.device("cpu"), (height, width)
-    augmenter.pixels = torch.from_numpy(pixels.copy()).view(-1, 3)
-    augmenter.first_pixel, augmenter.widths = torch.tensor([0]), torch.tensor([pixels.shape[1]])
-    return augmenter._resampled(plan, plan, first)[0]
+    """(H, W, 3) uint8 → (3, height, width) levels, through the two exact passes in Pillow's order."""
+    sides = [torch.tensor([float(side)]) for side in (pixels.shape[0], height, pixels.shape[1], width)]
+    taps = (device_augmentation._most_taps(*sides[:2]), device_augmentation._most_taps(*sides[2:]))
+    start = torch.tensor([0.0])
+    down = pillow_bilinear_weights(sides[0], sides[1], start, height, pixels.shape[0], taps[0])
+    across = pillow_bilinear_weights(sides[2], sides[3], start, width, pixels.shape[1], taps[1])
+    first = bool(device_augmentation.vertical_pass_first(*sides))
+    crops = torch.from_numpy(pixels.copy())[None]
+    return pillow_resized_levels(crops, down, across.transpose(1, 2), taps, first)[0]
 
 
 def pillow_resized(pixels: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -76,12 +73,12 @@ def test_resampling_both_axes_is_pillows_in_its_order_of_passes() -> None:
             new_height = max(1, height - 2 * (width - new_width) + number % 3 - 1)
         pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         size = (new_height, new_width)
-        first = device.vertical_pass_first(
+        first = device_augmentation.vertical_pass_first(
             *(torch.tensor([side]) for side in (height, new_height, width, new_width))
         )
         orders.append(bool(first))
         assert torch.equal(resized(pixels, *size), pillow_resized(pixels, *size)), (height, width, *size)
-    if device.PILLOW_VERTICAL_FIRST:
+    if device_augmentation.PILLOW_VERTICAL_FIRST:
         assert 10 <= sum(orders) <= 70  # both orders were tried
 
 
@@ -95,14 +92,25 @@ def test_weights_are_pillows_integers() -> None:
     assert ((weights.sum(1) - 2**22).abs() <= 2).all()
 
 
-def test_colour_jitter_is_pillows_exactly() -> None:
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("on", DEVICES)
+def test_colour_jitter_is_pillows_exactly(on: str) -> None:
+    """Random images, orders and factors; among them greys, and images whose mean grey level lies exactly
+    half-way between two levels (Pillow rounds it up; a division done as a product could round it down)."""
     rng = np.random.default_rng(2)
     images, plans, references = [], [], []
     for number in range(48):
-        pixels = rng.integers(0, 256, (21, 17, 3), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
         if number % 4 == 0:
             pixels[..., 1] = pixels[..., 0]  # greys and saturated colours
+        if number % 4 == 1:  # grey levels k and k + 1 on half the pixels each: a mean of k + 0.5
+            level = int(rng.integers(0, 255))
+            pixels[:] = level + (np.arange(14 * 14) % 2).reshape(14, 14, 1).astype(np.uint8)
         order = rng.permutation(3).tolist()[: 1 + number % 3]
+        if number % 4 == 1:
+            order = [1] + [kind for kind in order if kind != 1]
         factors = rng.uniform(0.6, 1.4, 3).astype(np.float32).tolist()
         image = Image.fromarray(pixels)
         adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation)
@@ -116,8 +124,8 @@ def test_colour_jitter_is_pillows_exactly() -> None:
         images.append(torch.from_numpy(pixels).permute(2, 0, 1).float())
         plans.append(plan)
         references.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float())
-    jittered = device._jittered(torch.stack(images), torch.stack(plans))
-    assert torch.equal(jittered, torch.stack(references))
+    jittered = device_augmentation._jittered(torch.stack(images).to(on), torch.stack(plans).to(on))
+    assert torch.equal(jittered.cpu(), torch.stack(references))
 
 
 def test_plans_draw_what_the_transforms_draw() -> None:
@@ -204,8 +212,8 @@ def test_a_gpu_gives_the_loaders_images_bit_for_bit(photos: DecodedImages, prese
 
 def test_chunks_give_the_same_images(photos: DecodedImages, monkeypatch: pytest.MonkeyPatch) -> None:
     _, whole, plans = loader_and_device_images(photos, "papers", count=30)
-    monkeypatch.setattr(device, "CHUNK_PIXELS", 200 * 200)
-    chunks = device._chunks(plans)
+    monkeypatch.setattr(device_augmentation, "CHUNK_PIXELS", 200 * 200)
+    chunks = device_augmentation._chunks(plans)
     assert len(chunks) > 5 and sorted(torch.cat([chunk for chunk, _ in chunks]).tolist()) == list(range(30))
     planner = AugmentationPlanner(train_transform(84, "papers"))
     assert torch.equal(DeviceAugmentation(photos, planner, "cpu").images(plans), whole)
@@ -233,3 +241,21 @@ def test_what_the_device_does_not_apply_is_refused() -> None:
         AugmentationPlanner(hue)
     with pytest.raises(ValueError, match="ends with ToTensor and Normalize"):
         AugmentationPlanner(T.Compose([T.RandomResizedCrop(84), T.ToTensor()]))
+    normalise = [T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]
+    twice = T.Compose([T.RandomResizedCrop(84), T.ColorJitter(0.4), T.ColorJitter(0.4), *normalise])
+    with pytest.raises(ValueError, match="a second colour jitter"):
+        AugmentationPlanner(twice)
+    with pytest.raises(ValueError, match="must share one size"):
+        AugmentationPlanner(T.Compose([T.ColorJitter(0.4), *normalise]))
+
+
+def test_a_pillow_that_computes_otherwise_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device checks a few images against the installed Pillow before training starts: here it is made
+    to take the other order of resampling passes, which sizes in the check are on both sides of."""
+    planner = AugmentationPlanner(train_transform(84, "papers"))
+    device_augmentation.check_against_pillow(planner, "cpu")  # agrees with the installed Pillow
+    monkeypatch.setattr(
+        device_augmentation, "PILLOW_VERTICAL_FIRST", not device_augmentation.PILLOW_VERTICAL_FIRST
+    )
+    with pytest.raises(FewShotDataError, match=r"Pillow .* makes other ones; leave augment_on_device off"):
+        device_augmentation.check_against_pillow(planner, "cpu")

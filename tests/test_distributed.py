@@ -72,7 +72,8 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     assert first.returncode == 0, first.stderr[-3000:]
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1]
     # the second launch resumes from last.pt on both processes, each keeping the training images in memory
-    second = _torchrun(birds, run_dir, "--images-in-memory")
+    # and making the augmented images on its device (the loader's images: a run may switch path when resumed)
+    second = _torchrun(birds, run_dir, "--images-in-memory", "--augment-on-device")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "epochs: 2/2" in second.stdout
 

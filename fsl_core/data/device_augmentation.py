@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import PIL
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -69,7 +70,7 @@ PRECISION_BITS = 22
 """Pillow rounds its 8-bit resampling weights to multiples of 2⁻²²."""
 CHUNK_PIXELS = 1 << 24
 """The most padded crop pixels resampled at once (a chunk of an episode): bounds the device memory a batch
-of large crops takes (about 20 bytes per pixel while it is resampled)."""
+of large crops takes (about 40 bytes per pixel at its peak, 0.7 GB)."""
 PILLOW_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
 """Whether the installed Pillow resamples some images vertically first (``vertical_pass_first``)."""
 DEVICE_MEMORY_SHARE = 0.5
@@ -91,11 +92,12 @@ class AugmentationPlanner:
     """
 
     def __init__(self, transform: Any) -> None:
+        self.transform = transform
         steps = list(transform.transforms) if isinstance(transform, T.Compose) else [transform]
         self.steps: list[Any] = []
         self.mean = self.std = None
-        self.image_size: tuple[int, int] | None = None
-        geometry_done = False
+        size: tuple[int, int] | None = None  # of the images the steps so far give (None: each image's own)
+        resized = geometry_done = jittered = False
         for step in steps:
             kind = type(step).__name__
             if isinstance(step, (T.RandomResizedCrop, T.Resize, T.RandomCrop, T.CenterCrop)):
@@ -109,11 +111,18 @@ class AugmentationPlanner:
                     isinstance(step.size, Sequence) and len(step.size) == 2
                 ):
                     raise self._refuse(step, "a size other than [height, width]")
+                if isinstance(step, (T.RandomResizedCrop, T.Resize)):
+                    if resized:
+                        raise self._refuse(step, "a second resize")
+                    resized = True
+                size = (int(step.size[0]), int(step.size[1]))
                 self.steps.append(step)
             elif isinstance(step, T.ColorJitter):
                 if step.hue is not None:
                     raise self._refuse(step, "a hue jitter")
-                geometry_done = True
+                if jittered:
+                    raise self._refuse(step, "a second colour jitter")
+                geometry_done = jittered = True
                 self.steps.append(step)
             elif isinstance(step, T.RandomHorizontalFlip):
                 geometry_done = True
@@ -130,6 +139,13 @@ class AugmentationPlanner:
                 "presets of fsl_core.data.AUGMENTATIONS); leave augment_on_device off to apply this one in "
                 "the loader"
             )
+        if size is None:
+            raise ValueError(
+                "augment_on_device makes an episode's images together, so they must share one size, and this "
+                "transform has no step that resizes or crops them; leave augment_on_device off"
+            )
+        self.image_size: tuple[int, int] = size
+        """(height, width) of the images the transform gives."""
 
     @staticmethod
     def _refuse(step: Any, what: str) -> ValueError:
@@ -152,13 +168,9 @@ class AugmentationPlanner:
         flip = False
         for step in self.steps:
             if isinstance(step, T.Resize):
-                if resized is not None:
-                    raise ValueError(f"augment_on_device cannot apply a second resize ({step!r})")
                 resized = size = (int(step.size[0]), int(step.size[1]))
                 continue
             if isinstance(step, T.RandomResizedCrop):
-                if resized is not None:
-                    raise ValueError(f"augment_on_device cannot apply {step!r} after a resize")
                 i, j, h, w = T.RandomResizedCrop.get_params(_shaped(size), step.scale, step.ratio)
                 top, left, crop_height, crop_width = top + i, left + j, h, w
                 resized = size = (int(step.size[0]), int(step.size[1]))
@@ -167,8 +179,9 @@ class AugmentationPlanner:
                 h, w = int(step.size[0]), int(step.size[1])
                 if h > size[0] or w > size[1]:
                     raise FewShotDataError(
-                        f"{step!r} cannot crop {h}×{w} pixels out of an image of {size[0]}×{size[1]} "
-                        f"(image {index}); the loader's path would pad it: leave augment_on_device off"
+                        f"{step!r} cannot crop {h}×{w} pixels out of image {index} of {size[0]}×{size[1]} "
+                        "(the loader's path refuses it too); give the transform a crop that fits, or a resize "
+                        "before it"
                     )
                 if isinstance(step, T.RandomCrop):
                     i, j, h, w = T.RandomCrop.get_params(_shaped(size), (h, w))
@@ -214,35 +227,12 @@ class AugmentationPlanner:
             values[f"jitter_{position + 1}"] = kind
         for name, value in values.items():
             plan[_FIELD[name]] = value
-        if self.image_size is None:
-            self.image_size = size
-        elif size != self.image_size:
-            raise ValueError(
-                f"the transform gives images of {size} pixels for one image, {self.image_size} for another"
-            )
         return plan
-
-    def output_size(self) -> tuple[int, int]:
-        """(height, width) of the images the transform gives (drawn once on a 1,000-pixel square)."""
-        if self.image_size is None:
-            with _generator_kept():
-                self.draw(0, 1000, 1000)
-        assert self.image_size is not None
-        return self.image_size
 
 
 def _shaped(size: tuple[int, int]) -> Tensor:
     """A tensor of shape (3, height, width) without memory, for torchvision's ``get_params``."""
     return torch.empty(()).expand(3, *size)
-
-
-@contextlib.contextmanager
-def _generator_kept() -> Iterator[None]:
-    state = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        torch.set_rng_state(state)
 
 
 class PlannedImages(Dataset):
@@ -274,23 +264,23 @@ class DeviceAugmentation:
 
     Raises:
         FewShotDataError: the images would take more than ``DEVICE_MEMORY_SHARE`` of the device's free
-            memory; the message gives both sizes and the way out.
+            memory, or this machine's Pillow makes other pixels than the ones reproduced here
+            (``check_against_pillow``); the message says why and the way out.
     """
 
     def __init__(
-        self, decoded: DecodedImages, planner: AugmentationPlanner, device: torch.device | str
+        self, decoded: DecodedImages | PixelBuffer, planner: AugmentationPlanner, device: torch.device | str
     ) -> None:
         self.device = torch.device(device)
-        self.planner = planner
-        self.output_size = planner.output_size()
+        self.output_size = planner.image_size
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if decoded.nbytes > DEVICE_MEMORY_SHARE * free:
                 raise FewShotDataError(
-                    f"augment_on_device keeps the {len(decoded):,} training images ({format_bytes(decoded.nbytes)} "
-                    f"of 8-bit pixels) in the memory of {self.device}, more than {DEVICE_MEMORY_SHARE:.0%} of its "
-                    f"{format_bytes(free)} free; leave augment_on_device off (the loader's workers then augment "
-                    "them), or free device memory"
+                    f"augment_on_device keeps the {len(decoded.shapes):,} training images "
+                    f"({format_bytes(decoded.nbytes)} of 8-bit pixels) in the memory of {self.device}, more "
+                    f"than {DEVICE_MEMORY_SHARE:.0%} of its {format_bytes(free)} free; leave augment_on_device "
+                    "off (the loader's workers then augment them), or free device memory"
                 )
         pixels = torch.from_numpy(decoded.buffer).view(-1, 3)
         self.pixels = pixels.to(self.device) if self.device.type != "cpu" else pixels
@@ -304,34 +294,49 @@ class DeviceAugmentation:
         levels = torch.arange(256, dtype=torch.float32).div(255).expand(3, 1, 256).clone()
         self.normalised = F.normalize(levels, list(planner.mean), list(planner.std)).view(-1).to(self.device)
         """(3·256,) float32: channel c's level v becomes ``normalised[256·c + v]``."""
-        self.channel_offset = torch.arange(0, 3 * 256, 256, device=self.device).view(1, 3, 1, 1)
+        self.channel_offset = torch.arange(0, 3 * 256, 256, device=self.device, dtype=torch.int32)
+        self.channel_offset = self.channel_offset.view(1, 3, 1, 1)
+        if not isinstance(decoded, PixelBuffer):
+            check_against_pillow(planner, self.device)
 
     def images(self, plans: Tensor) -> Tensor:
-        """plans (N, len(PLAN_FIELDS)) float64 → augmented, normalised images (N, 3, S, S) float32 on the
-        device, in the order of the plans. Everything that sizes the work is read from the plans on the CPU, so
-        nothing waits for the device."""
+        """plans (N, len(PLAN_FIELDS)) float64 → augmented, normalised images (N, 3, H, W) float32 on the
+        device (H, W: the transform's output size), in the order of the plans.
+
+        Everything that sizes the work is read from the plans on the CPU, and they go to the device in one
+        copy, so the work is queued without waiting for the device."""
         plans = plans.detach().to("cpu", torch.float64)
-        levels = torch.empty(len(plans), 3, *self.output_size, dtype=torch.float32, device=self.device)
-        for chunk, first in _chunks(plans):
-            on_device = chunk.to(self.device, non_blocking=True)
-            levels[on_device] = self._resampled(plans[chunk].to(self.device), plans[chunk], first)
+        chunks = _chunks(plans)
+        order = torch.cat([chunk for chunk, _ in chunks])
+        ordered = plans[order]  # the plans chunk after chunk
+        on_device = torch.cat([ordered, order[:, None].double()], 1).to(self.device, non_blocking=True)
+        levels = []
+        start = 0
+        for chunk, first in chunks:
+            end = start + len(chunk)
+            levels.append(self._resampled(on_device[start:end, :-1], ordered[start:end], first))
+            start = end
         steps = [
             position for position in (1, 2, 3) if bool((plans[:, _FIELD[f"jitter_{position}"]] >= 0).any())
         ]
-        levels = _jittered(levels, plans.to(self.device), steps)
-        return self.normalised[levels.long() + self.channel_offset]
+        jittered = _jittered(torch.cat(levels), on_device[:, :-1], steps)
+        images = self.normalised[jittered.int() + self.channel_offset]
+        return torch.empty_like(images).index_copy_(0, on_device[:, -1].long(), images)
 
     def episode(self, planned: Episode) -> Episode:
         """The loader's episode of plans (``support_images``/``query_images``: (N, len(PLAN_FIELDS))) →
-        the same episode on the device with its images (N, 3, S, S)."""
+        the same episode on the device with its images (N, 3, H, W)."""
         support_count = len(planned.support_images)
         images = self.images(torch.cat([planned.support_images, planned.query_images]))
-        on_device = planned.to(self.device, non_blocking=True)
-        return on_device._replace(support_images=images[:support_count], query_images=images[support_count:])
+        labels = (planned.support_labels, planned.query_labels, planned.class_ids)
+        support_labels, query_labels, class_ids = (t.to(self.device, non_blocking=True) for t in labels)
+        return Episode(
+            images[:support_count], support_labels, images[support_count:], query_labels, class_ids
+        )
 
     def _resampled(self, plans: Tensor, plans_here: Tensor, vertical_first: bool) -> Tensor:
         """A chunk's crops resized as Pillow resizes them, and flipped: plans (n, len(PLAN_FIELDS)) on the
-        device and (``plans_here``) on the CPU → (n, 3, S, S) float32 8-bit levels."""
+        device and (``plans_here``) on the CPU → (n, 3, H, W) float32 8-bit levels."""
         field = {name: plans[:, position] for name, position in _FIELD.items()}
         here = {
             name: plans_here[:, _FIELD[name]]
@@ -347,33 +352,111 @@ class DeviceAugmentation:
             (self.first_pixel[index] + top * self.widths[index])[:, None, None]
             + row[:, :, None] * self.widths[index][:, None, None]
             + (left[:, None] + column)[:, None, :]
-        )
+        )  # (n, rows, columns): each crop pixel's place in the buffer, the last row and column repeated
         crops = self.pixels.index_select(0, pixel.view(-1)).view(len(plans), rows, columns, 3)
-        taps_down = _most_taps(here["height"], here["resized_height"])
-        taps_across = _most_taps(here["width"], here["resized_width"])
+        del pixel
+        taps = (
+            _most_taps(here["height"], here["resized_height"]),
+            _most_taps(here["width"], here["resized_width"]),
+        )
         down = pillow_bilinear_weights(
-            field["height"], field["resized_height"], field["window_top"], height, rows, taps_down
-        )  # (n, S, rows)
+            field["height"], field["resized_height"], field["window_top"], height, rows, taps[0]
+        )
         across = pillow_bilinear_weights(
-            field["width"], field["resized_width"], field["window_left"], width, columns, taps_across
+            field["width"], field["resized_width"], field["window_left"], width, columns, taps[1]
         )
         flipped = field["flip"].bool()[:, None, None]
-        across = torch.where(flipped, across.flip(1), across).transpose(1, 2)  # (n, columns, S)
-        n = len(plans)
-        if vertical_first:  # rows of (columns, 3) pixels, then rows of (3, columns)
-            once = _resampled_levels(down, crops.view(n, rows, columns * 3).float(), taps_down)
-            once = once.view(n, height, columns, 3).transpose(2, 3).reshape(n, height * 3, columns)
-            twice = _resampled_levels(once, across, taps_across)
-        else:  # rows of (3, columns) pixels, then rows of (3·S) values
-            once = _resampled_levels(
-                crops.transpose(2, 3)
-                .to(torch.float32, memory_format=torch.contiguous_format)
-                .view(n, rows * 3, columns),
-                across,
-                taps_across,
-            )
-            twice = _resampled_levels(down, once.view(n, rows, 3 * width), taps_down)
-        return twice.view(n, height, 3, width).permute(0, 2, 1, 3)  # (n, 3, S, S)
+        across = torch.where(flipped, across.flip(1), across).transpose(1, 2)
+        return pillow_resized_levels(crops, down, across, taps, vertical_first)
+
+
+def pillow_resized_levels(
+    crops: Tensor, down: Tensor, across: Tensor, taps: tuple[int, int], vertical_first: bool
+) -> Tensor:
+    """Crops resized as Pillow resizes them, exactly: two passes (``_resampled_levels``), each rounded to 8
+    bits, horizontal first unless ``vertical_first``.
+
+    Args:
+        crops: (n, rows, columns, 3) uint8 pixels.
+        down: (n, H, rows) and ``across``: (n, columns, W) Pillow's integer weights (``pillow_bilinear_weights``;
+            ``across`` transposed).
+        taps: the most non-zero weights of a row of ``down`` and of a column of ``across`` (``_most_taps``).
+        vertical_first: Pillow's order of passes for all n (``vertical_pass_first``).
+
+    Returns:
+        (n, 3, H, W) float32 8-bit levels.
+    """
+    n, rows, columns, _ = crops.shape
+    height, width = down.shape[1], across.shape[2]
+    if vertical_first:  # rows of (columns, 3) pixels, then rows of (3, columns)
+        once = _resampled_levels(down, crops.view(n, rows, columns * 3).float(), taps[0])
+        once = once.view(n, height, columns, 3).transpose(2, 3).reshape(n, height * 3, columns)
+        twice = _resampled_levels(once, across, taps[1])
+    else:  # rows of (3, columns) pixels, then rows of (3·W) values
+        pixels = crops.transpose(2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+        once = _resampled_levels(pixels.view(n, rows * 3, columns), across, taps[1])
+        twice = _resampled_levels(down, once.view(n, rows, 3 * width), taps[0])
+    return twice.view(n, height, 3, width).permute(0, 2, 1, 3)
+
+
+class PixelBuffer:
+    """A few images' pixels held as ``DecodedImages`` holds them (one uint8 buffer, row-major (H, W, 3) each),
+    made from arrays rather than files: for ``check_against_pillow``."""
+
+    def __init__(self, images: Sequence[np.ndarray]) -> None:
+        self.shapes = [tuple(image.shape) for image in images]
+        self.buffer = np.concatenate(
+            [np.ascontiguousarray(image, dtype=np.uint8).reshape(-1) for image in images]
+        )
+        self.offsets = np.concatenate([[0], np.cumsum([image.size for image in images])])
+        self.nbytes = int(self.buffer.nbytes)
+
+    def image(self, index: int) -> Image.Image:
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return Image.fromarray(self.buffer[start:end].reshape(self.shapes[index]))
+
+
+def check_against_pillow(planner: AugmentationPlanner, device: torch.device | str) -> None:
+    """Make a few images both ways, the transform's (Pillow) and the device's, and refuse where they differ.
+
+    The device reproduces Pillow's arithmetic as Pillow 10-13 compute it (``PILLOW_VERTICAL_FIRST``); another
+    build (Pillow-SIMD rounds its weights to fewer bits) or release could compute otherwise. Up to four images
+    of each order of resampling passes, drawn from tall, wide and square images of 60-500 pixels a side: a few
+    milliseconds.
+
+    Raises:
+        FewShotDataError: the images differ; the message names Pillow's version and the way out.
+    """
+    rng = np.random.default_rng(0)
+    sizes = [(500, 140), (140, 500), (400, 300), (300, 400), (260, 100), (100, 260), (120, 120), (60, 90)]
+    buffer = PixelBuffer(
+        [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for height, width in sizes]
+    )
+    augmentation = DeviceAugmentation(buffer, planner, device)
+    plans, expected, orders = [], [], {False: 0, True: 0}
+    with torch.random.fork_rng(devices=[]):
+        for number in range(64):
+            index = number % len(sizes)
+            torch.manual_seed(number)
+            plan = planner.draw(index, *sizes[index])
+            sides = [
+                plan[_FIELD[name]].view(1) for name in ("height", "resized_height", "width", "resized_width")
+            ]
+            first = bool(vertical_pass_first(*sides))
+            if orders[first] == 4:
+                continue
+            orders[first] += 1
+            torch.manual_seed(number)
+            plans.append(plan)
+            expected.append(planner.transform(buffer.image(index)))
+            if min(orders.values()) == 4:
+                break
+    if not torch.equal(augmentation.images(torch.stack(plans)).cpu(), torch.stack(expected)):
+        raise FewShotDataError(
+            f"augment_on_device reproduces the pixels of Pillow 10 to 13, and this machine's Pillow "
+            f"{PIL.__version__} makes other ones; leave augment_on_device off (the loader's workers then "
+            "augment the images with this Pillow)"
+        )
 
 
 def _most_taps(in_sizes: Tensor, out_sizes: Tensor) -> int:
@@ -496,7 +579,10 @@ def _jittered(levels: Tensor, plans: Tensor, steps: Sequence[int] = (1, 2, 3)) -
         kind = plans[:, _FIELD[f"jitter_{position}"]].view(-1, 1, 1, 1)
         grey = _grey(levels)
         count = grey.shape[-1] * grey.shape[-2]
-        grey_mean = torch.floor(grey.double().sum((1, 2, 3), keepdim=True) / count + 0.5).float()
+        # Pillow's int(sum / count + 0.5), in integers: a GPU divides by a constant as a product, which can
+        # round a mean of exactly k + 0.5 down
+        total = grey.long().sum((1, 2, 3), keepdim=True)
+        grey_mean = torch.div(2 * total + count, 2 * count, rounding_mode="floor").float()
         brightened = _blend(torch.zeros_like(levels[:, :1]), levels, factors["brightness"])
         contrasted = _blend(grey_mean, levels, factors["contrast"])
         saturated = _blend(grey, levels, factors["saturation"])
@@ -536,6 +622,8 @@ __all__ = [
     "DeviceAugmentation",
     "PLAN_FIELDS",
     "PlannedImages",
+    "check_against_pillow",
     "pillow_bilinear_weights",
+    "pillow_resized_levels",
     "vertical_pass_first",
 ]
