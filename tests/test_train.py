@@ -156,6 +156,8 @@ def test_result_and_resume_of_a_finished_run(
     monkeypatch.setattr(FewShotFolder, "keep_in_memory", no_decoding)
     result = train(data_root=str(birds), run_dir=str(reference_run), **dict(TINY, images_in_memory=True))
     assert result.finished and result.epochs_done == 3 and len(result.metrics) == 3
+    on_device = train(data_root=str(birds), run_dir=str(reference_run), **dict(TINY, augment_on_device=True))
+    assert on_device.finished and on_device.metrics.equals(result.metrics)
     assert result.best_epoch in (2, 3) and result.best_val_acc == result.metrics["val_acc"].max()
     assert result.last_checkpoint == reference_run / "last.pt"
 
