@@ -446,8 +446,8 @@ def check_against_pillow(planner: AugmentationPlanner, device: torch.device | st
             if orders[first] == 4:
                 continue
             orders[first] += 1
-            torch.manual_seed(number)
             plans.append(plan)
+            torch.manual_seed(number)  # the transform draws what the plan drew
             expected.append(planner.transform(buffer.image(index)))
             if min(orders.values()) == 4:
                 break
