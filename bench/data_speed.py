@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from train_speed import synchronise
 
 from fsl_core.data import (
     AugmentationPlanner,
@@ -79,33 +80,32 @@ def loader_speed(data: FewShotFolder, way: int, shot: int, query: int, episodes:
     return images / (time.perf_counter() - start)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the work queued on ``device`` (a CUDA GPU) to finish."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def device_speed(
-    data: FewShotFolder, way: int, shot: int, query: int, episodes: int, workers: int, device: torch.device
+    data: FewShotFolder,
+    augmenter: DeviceAugmentation,
+    way: int,
+    shot: int,
+    query: int,
+    episodes: int,
+    workers: int,
 ) -> float:
-    """Images per second under ``augment_on_device``: the loader's workers draw the plans, ``device``
-    makes the images (timed as ``loader_speed``, the device synchronised at the end)."""
-    planner = AugmentationPlanner(data.transform)
-    decoded = data.keep_in_memory()
-    augmenter = DeviceAugmentation(decoded, planner, device)
+    """Images per second under ``augment_on_device``: the loader's workers draw the plans, ``augmenter``
+    makes the images on its device (timed as ``loader_speed``, the device synchronised at the end)."""
+    device = augmenter.device
     skipped = 1 + 2 * workers
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes + skipped, seed=0)
-    loader = episode_loader(PlannedImages(decoded, data.targets, planner), sampler, num_workers=workers)
+    plans = PlannedImages(data.keep_in_memory(), data.targets, augmenter.planner)
+    loader = episode_loader(plans, sampler, num_workers=workers)
     iterator = iter(loader)
     for _ in range(skipped):
         augmenter.episode(next(iterator))
-    synchronize(device)
+    synchronise(device)
     start = time.perf_counter()
     images = 0
     for planned in iterator:
         episode = augmenter.episode(planned)
         images += episode.support_images.shape[0] + episode.query_images.shape[0]
-    synchronize(device)
+    synchronise(device)
     return images / (time.perf_counter() - start)
 
 
@@ -191,8 +191,9 @@ def main() -> None:
                     rate = loader_speed(data, args.way, args.shot, args.query, args.episodes, workers)
                     workers_text = f"{workers} worker{'s' if workers != 1 else ''}"
                     rows.append((f"{name}: {how} + train transform, {workers_text}", f"{rate:.0f} images/s"))
+            augmenter = DeviceAugmentation(data.keep_in_memory(), AugmentationPlanner(data.transform), device)
             for workers in args.workers:
-                rate = device_speed(data, args.way, args.shot, args.query, args.episodes, workers, device)
+                rate = device_speed(data, augmenter, args.way, args.shot, args.query, args.episodes, workers)
                 workers_text = f"plans from {workers} worker{'s' if workers != 1 else ''}"
                 rows.append(
                     (f"{name}: augment_on_device ({device.type}), {workers_text}", f"{rate:.0f} images/s")

@@ -160,6 +160,21 @@ class DecodedImages:
         self.seconds = time.perf_counter() - start
         """Time taken to read the headers and decode every image."""
 
+    @classmethod
+    def from_arrays(cls, images: Sequence[np.ndarray]) -> DecodedImages:
+        """The same buffer made from (H, W, 3) uint8 arrays already in memory (no files, nothing checked):
+        image i is named ``array i``."""
+        decoded = cls.__new__(cls)
+        decoded.paths = [Path(f"array {index}") for index in range(len(images))]
+        decoded.shapes = [tuple(image.shape) for image in images]
+        decoded.offsets = np.concatenate([[0], np.cumsum([image.size for image in images])])
+        decoded.nbytes = int(decoded.offsets[-1])
+        decoded.buffer = np.concatenate(
+            [np.ascontiguousarray(image, np.uint8).reshape(-1) for image in images]
+        )
+        decoded.seconds = 0.0
+        return decoded
+
     def _check_memory(self, copies: int) -> None:
         """Refuse, before allocating, ``copies`` buffers that the memory left could not hold."""
         available = available_memory()

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import PIL
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -261,6 +260,7 @@ class DeviceAugmentation:
             CPU they are used where they are).
         planner: the ``AugmentationPlanner`` of the training transform (its Normalize statistics are used).
         device: the training device.
+        check_pillow: first compare a few images with the installed Pillow's (``check_against_pillow``).
 
     Raises:
         FewShotDataError: the images would take more than ``DEVICE_MEMORY_SHARE`` of the device's free
@@ -269,15 +269,20 @@ class DeviceAugmentation:
     """
 
     def __init__(
-        self, decoded: DecodedImages | PixelBuffer, planner: AugmentationPlanner, device: torch.device | str
+        self,
+        decoded: DecodedImages,
+        planner: AugmentationPlanner,
+        device: torch.device | str,
+        check_pillow: bool = True,
     ) -> None:
         self.device = torch.device(device)
-        self.output_size = planner.image_size
+        self.planner = planner
+        """Draws the plans this augmentation takes (its transform's output size and statistics)."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if decoded.nbytes > DEVICE_MEMORY_SHARE * free:
                 raise FewShotDataError(
-                    f"augment_on_device keeps the {len(decoded.shapes):,} training images "
+                    f"augment_on_device keeps the {len(decoded):,} training images "
                     f"({format_bytes(decoded.nbytes)} of 8-bit pixels) in the memory of {self.device}, more "
                     f"than {DEVICE_MEMORY_SHARE:.0%} of its {format_bytes(free)} free; leave augment_on_device "
                     "off (the loader's workers then augment them), or free device memory"
@@ -296,7 +301,7 @@ class DeviceAugmentation:
         """(3·256,) float32: channel c's level v becomes ``normalised[256·c + v]``."""
         self.channel_offset = torch.arange(0, 3 * 256, 256, device=self.device, dtype=torch.int32)
         self.channel_offset = self.channel_offset.view(1, 3, 1, 1)
-        if not isinstance(decoded, PixelBuffer):
+        if check_pillow:
             check_against_pillow(planner, self.device)
 
     def images(self, plans: Tensor) -> Tensor:
@@ -304,7 +309,7 @@ class DeviceAugmentation:
         device (H, W: the transform's output size), in the order of the plans.
 
         Everything that sizes the work is read from the plans on the CPU, and they go to the device in one
-        copy, so the work is queued without waiting for the device."""
+        copy: nothing reads a value back from the device."""
         plans = plans.detach().to("cpu", torch.float64)
         chunks = _chunks(plans)
         order = torch.cat([chunk for chunk, _ in chunks])
@@ -343,7 +348,7 @@ class DeviceAugmentation:
             for name in ("height", "width", "resized_height", "resized_width")
         }
         rows, columns = int(here["height"].max()), int(here["width"].max())
-        height, width = self.output_size
+        height, width = self.planner.image_size
         index = field["index"].long()
         top, left = field["top"].long(), field["left"].long()
         row = torch.minimum(torch.arange(rows, device=self.device), field["height"].long()[:, None] - 1)
@@ -399,23 +404,6 @@ def pillow_resized_levels(
     return twice.view(n, height, 3, width).permute(0, 2, 1, 3)
 
 
-class PixelBuffer:
-    """A few images' pixels held as ``DecodedImages`` holds them (one uint8 buffer, row-major (H, W, 3) each),
-    made from arrays rather than files: for ``check_against_pillow``."""
-
-    def __init__(self, images: Sequence[np.ndarray]) -> None:
-        self.shapes = [tuple(image.shape) for image in images]
-        self.buffer = np.concatenate(
-            [np.ascontiguousarray(image, dtype=np.uint8).reshape(-1) for image in images]
-        )
-        self.offsets = np.concatenate([[0], np.cumsum([image.size for image in images])])
-        self.nbytes = int(self.buffer.nbytes)
-
-    def image(self, index: int) -> Image.Image:
-        start, end = self.offsets[index], self.offsets[index + 1]
-        return Image.fromarray(self.buffer[start:end].reshape(self.shapes[index]))
-
-
 def check_against_pillow(planner: AugmentationPlanner, device: torch.device | str) -> None:
     """Make a few images both ways, the transform's (Pillow) and the device's, and refuse where they differ.
 
@@ -429,10 +417,10 @@ def check_against_pillow(planner: AugmentationPlanner, device: torch.device | st
     """
     rng = np.random.default_rng(0)
     sizes = [(500, 140), (140, 500), (400, 300), (300, 400), (260, 100), (100, 260), (120, 120), (60, 90)]
-    buffer = PixelBuffer(
+    buffer = DecodedImages.from_arrays(
         [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for height, width in sizes]
     )
-    augmentation = DeviceAugmentation(buffer, planner, device)
+    augmentation = DeviceAugmentation(buffer, planner, device, check_pillow=False)
     plans, expected, orders = [], [], {False: 0, True: 0}
     with torch.random.fork_rng(devices=[]):
         for number in range(64):
