@@ -49,7 +49,7 @@ import torch
 from fsl_core.data.birds import ensure_birds
 from fsl_core.engine import TrainConfig, train
 from fsl_core.progress import ENVIRONMENT, LINES
-from fsl_core.runtime import atomic_write_json, device_name, native_bfloat16, resolve_device
+from fsl_core.runtime import AUTO_DEVICE, atomic_write_json, device_name, native_bfloat16, resolve_device
 
 AUTHORS = TrainConfig(protocol="authors", backbone="conv4")
 """The authors' protocol on Conv-4: its epochs (1,200), validation interval (20) and way (30)."""
@@ -57,12 +57,12 @@ STEPS = ("tests", "bench", "data", "authors", "authors-device")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_step(name: str, command: list[str]) -> dict[str, object]:
-    """Run a command of the check in the repository root, its output passing through; → its exit status and
-    seconds."""
+def run_step(name: str, command: list[str], env: dict[str, str] | None = None) -> dict[str, object]:
+    """Run a command of the check in the repository root (in ``env``, else this process's environment), its
+    output passing through; → its exit status and seconds."""
     print(f"\n== {name}: {' '.join(command)}", flush=True)
     started = time.perf_counter()
-    status = subprocess.run(command, check=False, cwd=ROOT).returncode
+    status = subprocess.run(command, check=False, cwd=ROOT, env=env).returncode
     return {"exit_status": status, "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -148,7 +148,9 @@ def main() -> None:
     for step in args.steps:
         if step == "tests":
             command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-            summary[step] = run_step(step, command)
+            # the suite runs its bit-exact checks on the CPU (conftest.py) unless told otherwise: told nothing
+            environment = {key: value for key, value in os.environ.items() if key != AUTO_DEVICE}
+            summary[step] = run_step(step, command, environment)
         elif step == "bench":
             command = [sys.executable, str(ROOT / "bench" / "train_speed.py"), "--device", str(device)]
             precisions = ["--precisions", "float32", "bf16"] if native_bfloat16(device) else []

@@ -16,7 +16,8 @@ timed in turns and each one's fastest call kept, so the ratios hold on a shared 
 
 A second table splits one profiled training step of each model into backbone, transformers, reconstruction
 (cross attention, or FRN's ridge regression), optimiser and the rest (loss, fusion, autograd bookkeeping): each
-part's forward operators plus the backward operators autograd runs for them.
+part's forward operators plus the backward operators autograd runs for them, in CPU time on a CPU and in the
+GPU's kernel time on CUDA (where "other" then also holds the time the GPU waited for work).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from fsl_core.models import build_model
@@ -161,11 +163,13 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
+def step_parts(model: nn.Module, step: Callable[[], None], device: torch.device) -> dict[str, float]:
     """Seconds of one training step spent in each part (PARTS, "optimiser", "other"), read from a profile.
 
     Forward: the operators run inside a part's modules (tagged by forward hooks). Backward: the autograd
-    functions whose sequence numbers those forward operators created. Optimiser: ``optimizer.step``.
+    functions whose sequence numbers those forward operators created. Optimiser: ``optimizer.step``. On CUDA the
+    seconds are those of the kernels the operators launched (the CPU only queues them), and "other" is the
+    rest of the step's wall time.
     """
     hooks = []
     for part, attribute in PARTS.items():
@@ -181,7 +185,12 @@ def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
                 tag.__exit__(None, None, None)
 
             hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    trace = profile(activities=[ProfilerActivity.CPU])
+    on_gpu = device.type == "cuda"
+    trace = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else []))
+
+    def spent(event) -> float:
+        return (event.device_time_total if on_gpu else event.cpu_time_total) / 1e6
+
     try:
         with native_stderr_silenced():
             trace.start()
@@ -197,11 +206,12 @@ def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
             hook.remove()
     seconds: dict[str, float] = defaultdict(float)
     part_of_sequence: dict[int, str] = {}
-    events = trace.events()
+    # the operators as the CPU ran them (with CUDA, the GPU's copies of the tagged ranges would count twice)
+    events = [event for event in trace.events() if event.device_type == DeviceType.CPU]
     for event in events:
         if event.name.startswith(PART_PREFIX):
             part = event.name[len(PART_PREFIX) :]
-            seconds[part] += event.cpu_time_total / 1e6
+            seconds[part] += spent(event)
             pending = list(event.cpu_children)
             while pending:
                 child = pending.pop()
@@ -213,9 +223,9 @@ def step_parts(model: nn.Module, step: Callable[[], None]) -> dict[str, float]:
             event.name.startswith("autograd::engine::evaluate_function")
             and event.sequence_nr in part_of_sequence
         ):
-            seconds[part_of_sequence[event.sequence_nr]] += event.cpu_time_total / 1e6
+            seconds[part_of_sequence[event.sequence_nr]] += spent(event)
         elif event.name.startswith("Optimizer.step#"):
-            seconds["optimiser"] += event.cpu_time_total / 1e6
+            seconds["optimiser"] += spent(event)
     seconds["other"] = max(0.0, total - sum(seconds.values()))
     return dict(seconds)
 
@@ -322,7 +332,7 @@ def main() -> None:
                 episodes = interleaved_fastest({key: run[1] for key, run in runners.items()}, args.repeats)
                 if fmt != "compile":
                     shares += [
-                        (model, backbone, way, fmt, precision, step_parts(network, train_step))
+                        (model, backbone, way, fmt, precision, step_parts(network, train_step, device))
                         for (model, precision), (train_step, _, network) in runners.items()
                     ]
                 for (model, precision), (train_step, *_) in runners.items():

@@ -226,6 +226,24 @@ def test_cross_attention_without_active_dropout_is_plain_attention(dropout, trai
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_the_fused_path_hands_pytorch_one_head_in_four_dimensions(monkeypatch):
+    """CUDA's fused attention kernels (flash, memory-efficient, cuDNN) take only 4-D inputs and, given 3-D ones,
+    PyTorch falls back to materialising the (B, L, S) probabilities: evaluation (and training on CUDA) hands
+    ``scaled_dot_product_attention`` (B, 1, L, C) queries and (B, 1, S, C) keys and values, and returns
+    (B, L, C)."""
+    fused, seen = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(queries, keys, values, **options):
+        seen.append((tuple(queries.shape), tuple(keys.shape), tuple(values.shape)))
+        return fused(queries, keys, values, **options)
+
+    monkeypatch.setattr(cross_attention_module.F, "scaled_dot_product_attention", spy)
+    queries, keys, values = inputs(torch.float32)
+    out = cross_attention(queries, keys, values, dropout=0.1, training=False)
+    assert seen == [((3, 1, 23, 4), (3, 1, 7, 4), (3, 1, 7, 4))]
+    torch.testing.assert_close(out, reference(queries, keys, values, torch.ones(1), 0.0))
+
+
 @pytest.mark.parametrize("with_target", [False, True], ids=["output", "error"])
 def test_what_is_saved_for_backward_changes_no_bit(monkeypatch, with_target):
     """Within ``SAVED_ELEMENTS`` the backward pass reads the output and the probabilities the forward pass kept,

@@ -1,7 +1,7 @@
 """The CUDA paths, where a CUDA GPU is present (skipped elsewhere): the models give the CPU's logits, the
 cross attention's CUDA training path (PyTorch's fused kernels) computes the CPU's function, and a short
-training run on CUDA with bfloat16 autocast writes a complete run folder. The rest of the suite runs on CPU even
-there (``FSL_CORE_AUTO_DEVICE``, set in conftest.py)."""
+training run on CUDA with bfloat16 autocast, stopped and resumed, writes a complete run folder. The rest of the
+suite runs on CPU even there (``FSL_CORE_AUTO_DEVICE``, set in conftest.py)."""
 
 from __future__ import annotations
 
@@ -60,12 +60,19 @@ def test_cross_attention_on_cuda_is_the_cpus_function() -> None:
     assert not torch.allclose(dropped.cpu(), results["cpu"][0])  # some probabilities were dropped
 
 
-def test_a_short_training_run_on_cuda_with_bf16(birds: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "cuda"
-    result = train(data_root=str(birds), run_dir=str(run_dir), **dict(TINY, device="cuda", amp=True))
+def test_a_short_training_run_on_cuda_with_bf16_resumes(birds: Path, tmp_path: Path) -> None:
+    """Stopped after its first epoch and resumed (the checkpoint's random states read back to the host), the
+    second part making its images on the GPU (``augment_on_device``): three finite epochs, the first one's row
+    kept as it was written."""
+    run_dir, settings = tmp_path / "cuda", dict(TINY, device="cuda", amp=True)
+    first = train(data_root=str(birds), run_dir=str(run_dir), stop_after_epochs=1, **settings)
+    assert first.epochs_done == 1 and not first.finished
+    first_row = pd.read_csv(run_dir / "metrics.csv")
+    result = train(data_root=str(birds), run_dir=str(run_dir), augment_on_device=True, **settings)
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["epoch"].tolist() == [1, 2, 3] and all(math.isfinite(loss) for loss in metrics["loss"])
+    assert metrics.iloc[:1].equals(first_row)
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["device_used"] == "cuda" and config["amp"] is True
+    assert config["device_used"] == "cuda" and config["amp"] is True and config["resumed_at_epoch"] == 1
     assert config["bfloat16_autocast"] is torch.cuda.is_bf16_supported()
     assert result.finished and (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()

@@ -314,6 +314,21 @@ def test_ridge_forms_agree_and_use_a_solve(monkeypatch: pytest.MonkeyPatch) -> N
     assert torch.allclose(a[:, 0], (rebuilt - query.double()).pow(2).sum(-1).float(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("form", ["primal", "woodbury"])
+def test_ridge_projection_is_float32_under_bfloat16_autocast(form: str) -> None:
+    """The ridge system is solved in float32 whatever autocast says, so the projection under bfloat16
+    autocast is the float32 one, bit for bit (rounded to the support's dtype). Under CUDA's autocast a
+    bfloat16 Gram matrix would reach ``cholesky_solve`` beside a float32 factor, which it refuses."""
+    torch.manual_seed(6)
+    ridge = RidgeReconstruction(form)
+    support = torch.randn(3, 10, 6)
+    plain = ridge.projection(support)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ridge.projection(support), plain)
+        rounded = support.bfloat16()  # as a bfloat16 backbone hands it over
+        assert torch.equal(ridge.projection(rounded), ridge.projection(rounded.float()).bfloat16())
+
+
 def test_ridge_survives_rank_deficient_support() -> None:
     support = torch.ones(2, 30, 8)  # rank one
     support[1] = 0.0  # rank zero

@@ -45,7 +45,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(
         (
             numpy["kind"],
-            numpy["keys"].numpy().astype(np.uint32),
+            numpy["keys"].cpu().numpy().astype(np.uint32),
             numpy["position"],
             numpy["has_gauss"],
             numpy["cached"],

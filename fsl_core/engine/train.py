@@ -367,7 +367,9 @@ class _Run:
         """The ``last.pt`` to continue from (None for a fresh run); refuses one of other settings."""
         if not self.last_path.exists():
             return None
-        checkpoint = load_checkpoint(self.last_path, map_location=self.device)
+        # read onto the host: the model and the optimiser copy their tensors to the device themselves, and the
+        # random states are host tensors
+        checkpoint = load_checkpoint(self.last_path, map_location="cpu")
         if "train_config" not in checkpoint or "optimizer" not in checkpoint:
             raise ValueError(f"{self.last_path} is not a resumable training checkpoint (no optimizer state)")
         differences = config_differences(checkpoint["train_config"], self.config.to_dict())

@@ -346,9 +346,14 @@ def cross_attention(
     """
     b, s, _ = keys.shape
     if not (training and queries.device.type == "cpu"):
+        # (B, 1 head, L, C): CUDA's fused kernels take 4-D inputs only, and fall back to materialising the
+        # (B, L, S) probabilities for 3-D ones
         out = F.scaled_dot_product_attention(
-            queries.expand(b, -1, -1), keys, values, dropout_p=dropout if training else 0.0
-        )
+            queries.expand(b, 1, -1, -1),
+            keys[:, None],
+            values[:, None],
+            dropout_p=dropout if training else 0.0,
+        ).squeeze(1)
         return out if target is None else squared_error(out, target)
     if dropout >= 1:
         raise ValueError(f"attention dropout={dropout}; expected a probability below 1")

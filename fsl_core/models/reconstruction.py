@@ -96,19 +96,26 @@ class RidgeReconstruction(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1))
 
     def projection(self, support: Tensor) -> Tensor:
-        """support: (way, kN, C) → W (way, C, C) with Q̄_c = Q·W_c (ρ included)."""
+        """support: (way, kN, C) → W (way, C, C) with Q̄_c = Q·W_c (ρ included), in support's dtype.
+
+        Computed in float32 whatever autocast says: the ridge system is solved by a Cholesky factorisation,
+        which bfloat16 products would spoil, and CUDA's autocast would hand ``cholesky_solve`` a bfloat16
+        Gram matrix beside a float32 factor, which it refuses."""
         way, kn, c = support.shape
-        s = support.float()
-        lam = (kn / c) * self.alpha.exp() + 1e-6  # λ = (kN/C)·e^α
-        woodbury = self.form == "woodbury" or (self.form == "auto" and kn > c)
-        if woodbury:
-            gram = s.transpose(1, 2) @ s  # SᵀS (way, C, C); W = (SᵀS + λI)⁻¹ SᵀS
-            system = gram + lam * torch.eye(c, device=s.device)
-            weights = torch.cholesky_solve(gram, torch.linalg.cholesky(system))
-        else:
-            system = s @ s.transpose(1, 2) + lam * torch.eye(kn, device=s.device)  # S Sᵀ + λI (way, kN, kN)
-            weights = s.transpose(1, 2) @ torch.cholesky_solve(s, torch.linalg.cholesky(system))
-        return (self.beta.exp() * weights).to(support.dtype)  # ρ = e^β
+        with torch.autocast(support.device.type, enabled=False):
+            s = support.float()
+            lam = (kn / c) * self.alpha.exp() + 1e-6  # λ = (kN/C)·e^α
+            woodbury = self.form == "woodbury" or (self.form == "auto" and kn > c)
+            if woodbury:
+                gram = s.transpose(1, 2) @ s  # SᵀS (way, C, C); W = (SᵀS + λI)⁻¹ SᵀS
+                system = gram + lam * torch.eye(c, device=s.device)
+                weights = torch.cholesky_solve(gram, torch.linalg.cholesky(system))
+            else:
+                system = s @ s.transpose(1, 2) + lam * torch.eye(
+                    kn, device=s.device
+                )  # S Sᵀ + λI (way, kN, kN)
+                weights = s.transpose(1, 2) @ torch.cholesky_solve(s, torch.linalg.cholesky(system))
+            return (self.beta.exp() * weights).to(support.dtype)  # ρ = e^β
 
     def forward(
         self, support: Tensor, query: Tensor, reconstruction: bool = True
