@@ -72,6 +72,32 @@ def test_images_in_memory_give_the_same_episodes_through_worker_processes(tiny_b
         assert label == reference_label and torch.equal(image, reference)
 
 
+def test_released_pixels_are_freed_and_the_folder_reads_its_files_again(tiny_birds: Path) -> None:
+    """Under ``augment_on_device`` on a GPU the host's copy is released: the buffer goes, the sizes and the
+    description stay, ``array`` names the way out, and the folder's items (the same tensors) and a later
+    ``keep_in_memory`` (a fresh buffer) come from the files."""
+    folder = FewShotFolder(tiny_birds, "train", transform="train", image_size=32, in_memory=True)
+    decoded = folder.decoded
+    keys = [(1000 + index, index) for index in range(len(folder))]
+    expected = SeededImages(folder).__getitems__(keys)
+    shapes, description = list(decoded.shapes), decoded.describe()
+    decoded.release_pixels()
+    assert not decoded.holds_pixels and decoded.buffer is None and "in_memory=False" in repr(folder)
+    assert decoded.shapes == shapes and decoded.describe() == description
+    with pytest.raises(FewShotDataError, match="were released .* read the image from its file instead"):
+        decoded.array(0)
+    for (image, label), (reference, reference_label) in zip(
+        SeededImages(folder).__getitems__(keys), expected
+    ):
+        assert label == reference_label and torch.equal(image, reference)
+    again = folder.keep_in_memory()
+    assert (
+        again is not decoded
+        and again.holds_pixels
+        and np.array_equal(again.array(4), np.asarray(load_rgb(folder.image_path(4))))
+    )
+
+
 def test_too_little_memory_is_refused_with_the_sizes_and_the_way_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -148,7 +148,7 @@ class DecodedImages:
             self.offsets = np.concatenate([[0], np.cumsum(lengths)])
             self.nbytes = int(self.offsets[-1])
             self._check_memory(local_processes() * (1 + worker_copies))
-            self.buffer = np.empty(self.nbytes, dtype=np.uint8)
+            self.buffer: np.ndarray | None = np.empty(self.nbytes, dtype=np.uint8)
             threads = threads if threads > 0 else min(8, usable_cpu_cores())
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 jobs = [pool.submit(self._decode, index) for index in range(len(self.paths))]
@@ -205,8 +205,23 @@ class DecodedImages:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def holds_pixels(self) -> bool:
+        """Whether the buffer is still here (``release_pixels`` frees it)."""
+        return self.buffer is not None
+
+    def release_pixels(self) -> None:
+        """Free the buffer once another copy of the pixels serves (a GPU's, under ``augment_on_device``); the
+        sizes, ``nbytes`` and ``describe`` stay, and ``array`` refuses from then on."""
+        self.buffer = None
+
     def array(self, index: int) -> np.ndarray:
         """Image ``index`` as a read-only (H, W, 3) uint8 view of the buffer."""
+        if self.buffer is None:
+            raise FewShotDataError(
+                f"the decoded pixels of {self._common_folder()} were released (a device holds its own copy); "
+                "read the image from its file instead (FewShotFolder.load_image does so)"
+            )
         view = self.buffer[self.offsets[index] : self.offsets[index + 1]].reshape(self.shapes[index])
         view.flags.writeable = False
         return view

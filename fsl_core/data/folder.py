@@ -142,7 +142,7 @@ class FewShotFolder(Dataset):
         ``threads`` and ``worker_copies`` are its arguments). Items are made from those pixels from then on:
         the pixels a file read gives, so the same seeds give the same tensors. Worth it for JPEG sets such as
         CUB, whose decoding costs more than the training augmentation."""
-        if self.decoded is None:
+        if self.decoded is None or not self.decoded.holds_pixels:
             self.decoded = DecodedImages([path for path, _ in self.samples], threads, worker_copies)
         return self.decoded
 
@@ -183,8 +183,9 @@ class FewShotFolder(Dataset):
         return self.samples[index][0]
 
     def load_image(self, index: int) -> Image.Image:
-        """Image ``index`` as an untransformed PIL RGB image (from memory when ``in_memory``)."""
-        if self.decoded is not None:
+        """Image ``index`` as an untransformed PIL RGB image (from memory while ``keep_in_memory``'s pixels are
+        held, else from its file: the same pixels)."""
+        if self.decoded is not None and self.decoded.holds_pixels:
             return self.decoded.image(index)
         return load_rgb(self.samples[index][0])
 
@@ -198,5 +199,5 @@ class FewShotFolder(Dataset):
     def __repr__(self) -> str:
         return (
             f"FewShotFolder(root={str(self.root)!r}, split={self.split!r}, classes={len(self.classes)}, "
-            f"images={len(self.samples)}, use_pre={self.use_pre}, in_memory={self.decoded is not None})"
+            f"images={len(self.samples)}, use_pre={self.use_pre}, in_memory={self.decoded is not None and self.decoded.holds_pixels})"
         )

@@ -564,6 +564,8 @@ class _Run:
             decoded = self.train_set.keep_in_memory()  # decoded just above: returned as it is
             self.augmenter = DeviceAugmentation(decoded, self.planner, self.device)
             items = PlannedImages(decoded, self.train_set.targets, self.planner)
+            if self.augmenter.pixels.device.type != "cpu":
+                decoded.release_pixels()  # the device holds its copy; the workers need only the sizes
         loader = DataLoader(
             SeededImages(items),
             batch_sampler=self.episodes,
