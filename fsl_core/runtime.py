@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import json
@@ -10,12 +11,13 @@ import platform
 import random
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 AUTO_DEVICE = "FSL_CORE_AUTO_DEVICE"
 """The environment variable naming the device that ``"auto"`` stands for ("cpu", "cuda", "cuda:N"); unset,
@@ -47,6 +49,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'"
+        )
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(
+            f"device={device!r}: this machine has {count} CUDA device{'s' if count > 1 else ''}; expected "
+            f"'cuda' or one of {[f'cuda:{index}' for index in range(count)]}"
         )
     return resolved
 
@@ -80,8 +88,8 @@ def native_bfloat16(device: str | torch.device = "cpu") -> bool:
     CUDA GPU that supports it, or a CPU with AMX or AVX-512 BF16 instructions (elsewhere the CPU would emulate
     bfloat16, more slowly than it computes in float32)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # from compute capability 8 (Ampere) on; older GPUs emulate it
+        return torch.version.hip is not None or torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu":
         return False
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
@@ -174,11 +182,30 @@ def seeded_generator(*words: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([w & SEED_WORD_MASK for w in words])))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (with ``seed`` modulo 2**32) and torch (all devices) from one integer."""
+def seed_host_generators(seed: int) -> None:
+    """Seed Python, NumPy (with ``seed`` modulo 2**32) and torch's CPU generator from one integer, leaving the
+    GPUs' generators alone: what the training augmentation draws, image by image, on the host."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (with ``seed`` modulo 2**32) and torch (all devices) from one integer."""
+    seed_host_generators(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The block runs ``model`` moved to ``device`` and in eval mode (BatchNorm's running statistics, no
+    dropout); its train or eval mode is put back afterwards (it stays on ``device``)."""
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:

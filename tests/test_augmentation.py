@@ -130,6 +130,21 @@ def test_training_and_the_figure_seed_an_image_alike(tiny_birds: Path) -> None:
     assert not torch.equal(seeded[(11, 0)][0], seeded[(12, 0)][0])
 
 
+def test_seeding_an_image_leaves_the_gpus_generators_alone(tiny_birds: Path, monkeypatch) -> None:
+    """Images loaded in the training process (``num_workers=0``) must not move the stream a GPU's dropout
+    draws from: the images seed only the host's generators, which are put back afterwards."""
+    seeded_gpus = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded_gpus.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", seeded_gpus.append)
+    data = FewShotFolder(tiny_birds, "train", transform=train_transform(SIZE, "light"), image_size=32)
+    state = torch.get_rng_state()
+    images = SeededImages(data).__getitems__([(11, 0), (12, 1)])
+    assert seeded_gpus == [] and torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(0)  # what a run's own seeding does: every device
+    assert seeded_gpus == [0]
+    assert torch.equal(images[1][0], seeded_transform(data.transform, data.load_image(1), 12))
+
+
 def test_a_callable_is_used_as_it_is_and_recorded_by_name_and_repr() -> None:
     pipeline = v2.Compose([v2.RandomCrop(SIZE), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     assert augmentation_transform(pipeline, SIZE) is pipeline

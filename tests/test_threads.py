@@ -150,3 +150,41 @@ def test_the_environment_names_what_device_auto_stands_for(monkeypatch: pytest.M
     assert resolve_device("cpu") == torch.device("cpu")  # a device named outright ignores the variable
     monkeypatch.delenv(AUTO_DEVICE)
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_cuda_index_beyond_the_machines_gpus_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cuda") == torch.device(
+        "cuda"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"device='cuda:5': this machine has 2 CUDA devices; expected 'cuda' or "
+        r"one of \['cuda:0', 'cuda:1'\]",
+    ):
+        resolve_device("cuda:5")
+
+
+@pytest.mark.parametrize("capability, native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_native_bfloat16_on_cuda_asks_for_ampere_or_later(monkeypatch, capability, native) -> None:
+    """A T4 (7.5) or V100 (7.0) emulates bfloat16, which ``torch.cuda.is_bf16_supported()`` counts in."""
+    asked = []
+    monkeypatch.setattr(
+        torch.cuda, "get_device_capability", lambda device: asked.append(device) or capability
+    )
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert runtime.native_bfloat16("cuda:1") is native and asked == [torch.device("cuda:1")]
+
+
+def test_evaluation_mode_moves_the_model_and_puts_its_mode_back() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)).double().train()
+    with runtime.evaluation_mode(model, torch.device("cpu")) as inside:
+        assert inside is model and not any(module.training for module in model.modules())
+        x = torch.ones(3, 2, dtype=torch.float64)
+        assert torch.equal(model(x), model(x))  # no dropout
+    assert all(module.training for module in model.modules())
+    with pytest.raises(KeyError), runtime.evaluation_mode(model.eval(), torch.device("cpu")):
+        model.train()
+        raise KeyError("inside")
+    assert not model.training  # put back to eval, as it came in, after an error too

@@ -356,3 +356,28 @@ def test_ground_truth_regions_are_aligned_to_the_input(tiny_birds: Path) -> None
     assert not (mark & ~bird).any(), "discriminative parts lie on the bird"
     raw_bird, _, _ = truth.regions(0, aligned=False)
     assert raw_bird.shape == (32, 32)
+
+
+def test_the_statistics_run_the_models_in_eval_mode_and_put_them_back(tiny_birds: Path) -> None:
+    """``reconstruction_statistics`` and ``pointing_game_records`` move each model to their device and run it in
+    eval mode (no attention dropout: the same numbers twice), whatever mode it came in; it leaves in that mode."""
+    from fsl_core.viz.mask_statistics import reconstruction_statistics
+    from fsl_core.viz.pointing import pointing_game_records
+
+    data = FewShotFolder(tiny_birds, "test", transform="eval", image_size=32)
+    truth = GroundTruth(data, image_size=32)
+    torch.manual_seed(0)
+    hmdrn, protonet = (
+        build_model("hmdrn", image_size=32).train(),
+        build_model("protonet", image_size=32).train(),
+    )
+    modes = []
+    for model in (hmdrn, protonet):
+        model.register_forward_pre_hook(lambda module, _: modes.append(module.training))
+    first, again = (reconstruction_statistics(hmdrn, data, truth, 3, 1, 2, 2, device="cpu") for _ in range(2))
+    assert first[0] == again[0] and first[1] == again[1] and first[2].equals(again[2]) and len(first[2]) > 0
+    records = pointing_game_records(
+        {"hmdrn": hmdrn, "protonet": protonet}, data, truth, 3, 1, 2, 1, device="cpu"
+    )
+    assert len(records) == 2 * 3 * 2 and modes and not any(modes)
+    assert hmdrn.training and protonet.training

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fsl_core.data import EpisodeSampler, EpochEpisodeSampler
-from fsl_core.runtime import TORCH_SEED_MASK, derive_seed, seed_everything
+from fsl_core.runtime import TORCH_SEED_MASK, derive_seed, seed_host_generators
 
 _MODE_TAG = {"fixed": 0, "epoch": 1}
 
@@ -126,9 +126,10 @@ class TrainingEpisodes:
 
 
 class SeededImages(Dataset):
-    """Wraps a data set so that item ``(seed, index)`` is ``dataset[index]`` with Python, NumPy and torch
-    generators seeded from ``seed`` while it loads: the random augmentation of each image is a pure function
-    of its seed. The caller's generator states are restored afterwards (dropout is unaffected).
+    """Wraps a data set so that item ``(seed, index)`` is ``dataset[index]`` with Python's, NumPy's and torch's
+    CPU generators seeded from ``seed`` while it loads: the random augmentation of each image is a pure function
+    of its seed. The caller's generator states are restored afterwards and a GPU's are never touched, so
+    dropout draws the same numbers whether images load in this process or in the loader's workers.
     """
 
     def __init__(self, dataset: Dataset) -> None:
@@ -145,7 +146,7 @@ class SeededImages(Dataset):
         with _generators_kept():
             items = []
             for seed, index in keys:
-                seed_everything(seed)
+                seed_host_generators(seed)
                 items.append(self.dataset[index])
             return items
 
@@ -166,5 +167,5 @@ def seeded_transform(transform: Callable[[Any], Any], image: Any, seed: int) -> 
     """``transform(image)`` with the generators seeded from ``seed`` as ``SeededImages`` seeds them for a
     training image (the caller's generator states are restored): the same seed gives the same augmentation."""
     with _generators_kept():
-        seed_everything(seed)
+        seed_host_generators(seed)
         return transform(image)

@@ -33,7 +33,7 @@ from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
 from fsl_core.models.checkpoints import load_checkpoint, trained_image_size
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_json, resolve_device
+from fsl_core.runtime import atomic_write_json, evaluation_mode, resolve_device
 from fsl_core.statistics import confidence_interval
 
 
@@ -207,10 +207,8 @@ def evaluate(
     check_episodes_fit(dataset, way, shot, query)
     device = resolve_device(device)
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
-    was_training = model.training
-    model.to(device).eval()
     start = time.perf_counter()
-    try:
+    with evaluation_mode(model, device):
         if cached:
             correct, embed_seconds, episode_seconds = _cached_correct(
                 model, dataset, sampler, way, shot, query, device, batch_size, progress, num_workers
@@ -220,8 +218,6 @@ def evaluate(
             correct, episode_seconds = _plain_correct(
                 model, dataset, sampler, way, shot, query, device, progress, num_workers
             )
-    finally:
-        model.train(was_training)
     accuracies = correct.double().cpu().numpy() * (100.0 / (way * query))
     mean, ci95 = confidence_interval(accuracies)
     if progress:  # the notebook runner's line for this evaluation

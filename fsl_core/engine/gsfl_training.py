@@ -32,7 +32,7 @@ from ..models.checkpoints import load_checkpoint, save_model
 from ..models.gsfl import GSFLClassifier
 from ..progress import report, tqdm
 from ..run_folder import claim_run_folder
-from ..runtime import resolve_device
+from ..runtime import evaluation_mode, resolve_device
 
 CHECKPOINT_NAME = "gsfl_last.pt"
 BEST_NAME = "gsfl_best.pt"
@@ -137,16 +137,12 @@ def classifier_accuracy(
 ) -> float:
     """Top-1 accuracy in percent of ``model.classify`` on ``data`` (labels are base-class ids); eval mode."""
     device = resolve_device(device)
-    was_training = model.training
-    model.to(device).eval()
     correct = total = 0
-    try:
+    with evaluation_mode(model, device):
         for images, labels in _loader(data, batch_size, False, 0, num_workers):
             labels = torch.as_tensor(labels).to(device)
             correct += int((model.classify(images.to(device)).argmax(1) == labels).sum())
             total += labels.numel()
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("classifier_accuracy: the data set is empty")
     return 100.0 * correct / total

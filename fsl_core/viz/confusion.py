@@ -15,7 +15,7 @@ from torch import nn
 
 from fsl_core.data import EpisodeSampler, FewShotFolder, load_metadata
 from fsl_core.progress import tqdm
-from fsl_core.runtime import resolve_device
+from fsl_core.runtime import evaluation_mode, resolve_device
 
 from .plots import MIN_FONT_SIZE, readable, wrap_label
 
@@ -41,24 +41,22 @@ def episode_confusion(
 
     check_episodes_fit(dataset, way, shot, query, what="confusion")
     device = resolve_device(device)
-    was_training = model.training
-    model.to(device).eval()
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
     indices = torch.tensor([list(i) for i in sampler], dtype=torch.long)
     used = torch.unique(indices)
     rows = torch.full((len(dataset),), -1, dtype=torch.long)
     rows[used] = torch.arange(len(used))
-    support_cache = embed_images(model, dataset, used.tolist(), False, device, progress=progress)
-    query_cache = (
-        embed_images(model, dataset, used.tolist(), True, device, progress=progress)
-        if getattr(model, "query_embedding_differs", True)
-        else support_cache
-    )
     targets = torch.tensor(dataset.targets, dtype=torch.long)
     n_support = way * shot
     support_labels = torch.arange(way, device=device).repeat_interleave(shot)
     matrix = np.zeros((len(dataset.classes), len(dataset.classes)), dtype=np.int64)
-    try:
+    with evaluation_mode(model, device):
+        support_cache = embed_images(model, dataset, used.tolist(), False, device, progress=progress)
+        query_cache = (
+            embed_images(model, dataset, used.tolist(), True, device, progress=progress)
+            if getattr(model, "query_embedding_differs", True)
+            else support_cache
+        )
         for episode in tqdm(indices, desc="confusion", leave=False, disable=not progress):
             local = rows[episode].to(device)
             support = {k: v.index_select(0, local[:n_support]) for k, v in support_cache.items()}
@@ -67,8 +65,6 @@ def episode_confusion(
             class_ids = targets[episode[:n_support:shot]]
             true = targets[episode[n_support:]]
             np.add.at(matrix, (true.numpy(), class_ids[predicted].numpy()), 1)
-    finally:
-        model.train(was_training)
     return matrix
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
-from fsl_core.runtime import resolve_device
+from fsl_core.runtime import evaluation_mode, resolve_device
 
 from .browser import load_episode
 from .masks import mask_agreement, token_fractions, token_grid
@@ -46,31 +46,32 @@ def reconstruction_statistics(
     device = resolve_device(device)
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes, seed=seed)
     correct, best, records = [], {level: [] for level in model.levels}, []
-    for g in range(episodes):
-        indices = sampler.episode(g)
-        episode = load_episode(data, way, shot, query, seed=seed, index=g).to(device)
-        logits, details = model(
-            episode.support_images, episode.support_labels, episode.query_images, return_details=True
-        )
-        correct.append((logits.argmax(-1) == episode.query_labels).float().cpu())
-        for level in details["levels"]:
-            best[level].append(true_class_best_rate(details["token_error"][level], episode.query_labels))
-        if truth is None or "masks" not in details:
-            continue
-        for q, index in enumerate(indices[way * shot :]):
-            bird, mark, _ = truth.regions(index)
-            for level, masks in details["masks"].items():
-                grid = token_grid(masks.shape[-1])
-                bird_share, mark_share = token_fractions(bird, grid), token_fractions(mark, grid)
-                for layer in range(masks.shape[1]):
-                    scores = mask_agreement(
-                        masks[q, layer].cpu(),
-                        bird_share,
-                        mark_share,
-                        random_draws=random_draws,
-                        seed=g * 1000 + q,
-                    )
-                    records.append({"level": level, "layer": layer + 1, **scores})
+    with evaluation_mode(model, device):
+        for g in range(episodes):
+            indices = sampler.episode(g)
+            episode = load_episode(data, way, shot, query, seed=seed, index=g).to(device)
+            logits, details = model(
+                episode.support_images, episode.support_labels, episode.query_images, return_details=True
+            )
+            correct.append((logits.argmax(-1) == episode.query_labels).float().cpu())
+            for level in details["levels"]:
+                best[level].append(true_class_best_rate(details["token_error"][level], episode.query_labels))
+            if truth is None or "masks" not in details:
+                continue
+            for q, index in enumerate(indices[way * shot :]):
+                bird, mark, _ = truth.regions(index)
+                for level, masks in details["masks"].items():
+                    grid = token_grid(masks.shape[-1])
+                    bird_share, mark_share = token_fractions(bird, grid), token_fractions(mark, grid)
+                    for layer in range(masks.shape[1]):
+                        scores = mask_agreement(
+                            masks[q, layer].cpu(),
+                            bird_share,
+                            mark_share,
+                            random_draws=random_draws,
+                            seed=g * 1000 + q,
+                        )
+                        records.append({"level": level, "layer": layer + 1, **scores})
     accuracy = float(torch.cat(correct).mean())
     return accuracy, {level: sum(v) / len(v) for level, v in best.items()}, pd.DataFrame(records)
 

@@ -104,7 +104,7 @@ def mask_agreement(
         ``object_iou`` (IoU with the tokens at least half covered by the object), each also with a
         ``random_`` prefix for the random masks.
     """
-    kept_t = torch.as_tensor(kept).bool()
+    kept_t = torch.as_tensor(kept).detach().cpu().bool()
     if kept_t.dim() == 1:
         kept_t = kept_t[None]
     obj = torch.as_tensor(object_fraction, dtype=torch.float32).flatten()
@@ -169,7 +169,7 @@ def plot_query_masks(
     fig = Figure(figsize=(cell * columns, (cell + 0.5) * len(levels) + 0.4), layout="constrained")
     axes = fig.subplots(len(levels), columns, squeeze=False)
     for row, level in enumerate(levels):
-        level_masks = torch.as_tensor(masks[level]).bool()
+        level_masks = torch.as_tensor(masks[level]).detach().cpu().bool()
         grid = None if feature_sizes is None else feature_sizes.get(level)
         axes[row, 0].imshow(picture)
         axes[row, 0].set_title("query" if row == 0 else "", fontsize=IMAGE_TEXT_SIZE)

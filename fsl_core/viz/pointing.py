@@ -8,6 +8,7 @@ right. Needs the part maps of the generated birds set (``GroundTruth``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
-from fsl_core.runtime import resolve_device
+from fsl_core.runtime import evaluation_mode, resolve_device
 
 from .browser import load_episode
 from .gradcam import episode_cams, flat_maps, pointing_game, random_point_rate
@@ -45,41 +46,47 @@ def pointing_game_records(
     device = resolve_device(device)
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes, seed=seed)
     records = []
-    for g in range(episodes):
-        query_indices = sampler.episode(g)[way * shot :]
-        episode = load_episode(data, way, shot, query, seed=seed, index=g).to(device)
-        regions = [truth.regions(i) for i in query_indices]
-        birds, marks = np.stack([r[0] for r in regions]), np.stack([r[1] for r in regions])
-        part_chance, bird_chance = random_point_rate(marks, tolerance), random_point_rate(birds, tolerance)
-        for name, model in models.items():
-            maps = episode_cams(
-                model,
-                episode.support_images,
-                episode.support_labels,
-                episode.query_images,
-                classes=episode.query_labels,
+    with contextlib.ExitStack() as modes:
+        for model in models.values():
+            modes.enter_context(evaluation_mode(model, device))
+        for g in range(episodes):
+            query_indices = sampler.episode(g)[way * shot :]
+            episode = load_episode(data, way, shot, query, seed=seed, index=g).to(device)
+            regions = [truth.regions(i) for i in query_indices]
+            birds, marks = np.stack([r[0] for r in regions]), np.stack([r[1] for r in regions])
+            part_chance, bird_chance = (
+                random_point_rate(marks, tolerance),
+                random_point_rate(birds, tolerance),
             )
-            with torch.no_grad():
-                logits = model(episode.support_images, episode.support_labels, episode.query_images)
-            right = (logits.argmax(-1) == episode.query_labels).cpu().numpy()
-            empty, part_hit, bird_hit = (
-                flat_maps(maps),
-                pointing_game(maps, marks, tolerance),
-                pointing_game(maps, birds, tolerance),
-            )
-            for q in range(len(query_indices)):
-                records.append(
-                    {
-                        "model": name,
-                        "episode": g,
-                        "correct": bool(right[q]),
-                        "parts": bool(part_hit[q]),
-                        "bird": bool(bird_hit[q]),
-                        "no_peak": bool(empty[q]),
-                        "parts_random": float(part_chance[q]),
-                        "bird_random": float(bird_chance[q]),
-                    }
+            for name, model in models.items():
+                maps = episode_cams(
+                    model,
+                    episode.support_images,
+                    episode.support_labels,
+                    episode.query_images,
+                    classes=episode.query_labels,
                 )
+                with torch.no_grad():
+                    logits = model(episode.support_images, episode.support_labels, episode.query_images)
+                right = (logits.argmax(-1) == episode.query_labels).cpu().numpy()
+                empty, part_hit, bird_hit = (
+                    flat_maps(maps),
+                    pointing_game(maps, marks, tolerance),
+                    pointing_game(maps, birds, tolerance),
+                )
+                for q in range(len(query_indices)):
+                    records.append(
+                        {
+                            "model": name,
+                            "episode": g,
+                            "correct": bool(right[q]),
+                            "parts": bool(part_hit[q]),
+                            "bird": bool(bird_hit[q]),
+                            "no_peak": bool(empty[q]),
+                            "parts_random": float(part_chance[q]),
+                            "bird_random": float(bird_chance[q]),
+                        }
+                    )
     return pd.DataFrame(records)
 
 
