@@ -29,7 +29,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks the device named by ``FSL_CORE_AUTO_DEVICE`` when it is set, else CUDA when present,
     else CPU; anything else is passed to ``torch.device``."""
     if isinstance(device, torch.device):
-        return device
+        device = str(device)
     if device == "auto":
         chosen = os.environ.get(AUTO_DEVICE, "").strip()
         if chosen in ("", "auto"):
@@ -85,7 +85,8 @@ def device_name(device: str | torch.device = "cpu") -> str:
 
 def native_bfloat16(device: str | torch.device = "cpu") -> bool:
     """Whether ``device`` computes in bfloat16 natively, so that bfloat16 autocast (``amp``) speeds it up: a
-    CUDA GPU that supports it, or a CPU with AMX or AVX-512 BF16 instructions (elsewhere the CPU would emulate
+    CUDA GPU of compute capability 8.0 or more (Ampere on; ``torch.cuda.is_bf16_supported()`` also counts
+    older GPUs that emulate it), or a CPU with AMX or AVX-512 BF16 instructions (elsewhere the CPU would emulate
     bfloat16, more slowly than it computes in float32)."""
     device = torch.device(device)
     if device.type == "cuda":  # from compute capability 8 (Ampere) on; older GPUs emulate it
@@ -199,13 +200,15 @@ def seed_everything(seed: int) -> None:
 @contextlib.contextmanager
 def evaluation_mode(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     """The block runs ``model`` moved to ``device`` and in eval mode (BatchNorm's running statistics, no
-    dropout); its train or eval mode is put back afterwards (it stays on ``device``)."""
-    was_training = model.training
+    dropout); afterwards every submodule is put back in the mode it had, a frozen backbone of a model in
+    training included (the model stays on ``device``)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.to(device).eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:

@@ -227,10 +227,10 @@ def test_cross_attention_without_active_dropout_is_plain_attention(dropout, trai
 
 
 def test_the_fused_path_hands_pytorch_one_head_in_four_dimensions(monkeypatch):
-    """CUDA's fused attention kernels (flash, memory-efficient, cuDNN) take only 4-D inputs and, given 3-D ones,
-    PyTorch falls back to materialising the (B, L, S) probabilities: evaluation (and training on CUDA) hands
-    ``scaled_dot_product_attention`` (B, 1, L, C) queries and (B, 1, S, C) keys and values, and returns
-    (B, L, C)."""
+    """PyTorch's fused attention kernels (flash, memory-efficient, cuDNN) take 4-D inputs, and releases that do
+    not add the missing dimension to 3-D ones fall back to materialising the (B, L, S) probabilities: evaluation
+    (and training on CUDA) hands ``scaled_dot_product_attention`` (B, 1, L, C) queries and (B, 1, S, C) keys
+    and values, and returns (B, L, C)."""
     fused, seen = torch.nn.functional.scaled_dot_product_attention, []
 
     def spy(queries, keys, values, **options):

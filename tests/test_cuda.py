@@ -17,6 +17,7 @@ from conftest import TINY
 from fsl_core.engine import train
 from fsl_core.models import build_model
 from fsl_core.models.cross_attention import cross_attention
+from fsl_core.runtime import native_bfloat16
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -74,5 +75,5 @@ def test_a_short_training_run_on_cuda_with_bf16_resumes(birds: Path, tmp_path: P
     assert metrics.iloc[:1].equals(first_row)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["device_used"] == "cuda" and config["amp"] is True and config["resumed_at_epoch"] == 1
-    assert config["bfloat16_autocast"] is torch.cuda.is_bf16_supported()
+    assert config["bfloat16_autocast"] is native_bfloat16("cuda")
     assert result.finished and (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()

@@ -187,4 +187,8 @@ def test_evaluation_mode_moves_the_model_and_puts_its_mode_back() -> None:
     with pytest.raises(KeyError), runtime.evaluation_mode(model.eval(), torch.device("cpu")):
         model.train()
         raise KeyError("inside")
-    assert not model.training  # put back to eval, as it came in, after an error too
+    assert not any(module.training for module in model.modules())  # as it came in, after an error too
+    model.train()[0].eval()  # a frozen first layer in a model that trains
+    with runtime.evaluation_mode(model, torch.device("cpu")):
+        assert not any(module.training for module in model.modules())
+    assert [module.training for module in model.modules()] == [True, False, True]

@@ -287,8 +287,10 @@ class DeviceAugmentation:
                     f"than {DEVICE_MEMORY_SHARE:.0%} of its {format_bytes(free)} free; leave augment_on_device "
                     "off (the loader's workers then augment them), or free device memory"
                 )
+        self.copied_pixels = self.device.type != "cpu"
+        """Whether the pixels were copied to the device (on the CPU ``decoded``'s buffer serves as it is)."""
         pixels = torch.from_numpy(decoded.buffer).view(-1, 3)
-        self.pixels = pixels.to(self.device) if self.device.type != "cpu" else pixels
+        self.pixels = pixels.to(self.device) if self.copied_pixels else pixels
         """(P, 3) uint8: every training image's pixels, row-major, one image after the other."""
         offsets = torch.as_tensor(np.asarray(decoded.offsets[:-1]) // 3, dtype=torch.int64)
         widths = torch.tensor([width for _, width, _ in decoded.shapes], dtype=torch.int64)

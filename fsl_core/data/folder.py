@@ -133,16 +133,22 @@ class FewShotFolder(Dataset):
         self.targets: list[int] = [label for _, label in self.samples]
         self.transform = self._resolve_transform(transform)
         self.decoded: DecodedImages | None = None
-        """The decoded images once ``keep_in_memory`` has run, else None."""
+        """The decoded images once ``keep_in_memory`` has run, else None (their pixels may since have been
+        released: see ``in_memory``)."""
         if in_memory:
             self.keep_in_memory()
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether items are made from decoded pixels held in memory (``keep_in_memory``) rather than files."""
+        return self.decoded is not None and self.decoded.holds_pixels
+
     def keep_in_memory(self, threads: int = 0, worker_copies: int = 0) -> DecodedImages:
         """Decode every image once and keep its pixels in memory (``DecodedImages``: H·W·3 bytes per image;
-        ``threads`` and ``worker_copies`` are its arguments). Items are made from those pixels from then on:
-        the pixels a file read gives, so the same seeds give the same tensors. Worth it for JPEG sets such as
+        ``threads`` and ``worker_copies`` are its arguments). Items are made from those pixels while they are
+        held (``in_memory``): the pixels a file read gives, so the same seeds give the same tensors. Worth it for JPEG sets such as
         CUB, whose decoding costs more than the training augmentation."""
-        if self.decoded is None or not self.decoded.holds_pixels:
+        if not self.in_memory:
             self.decoded = DecodedImages([path for path, _ in self.samples], threads, worker_copies)
         return self.decoded
 
@@ -185,8 +191,8 @@ class FewShotFolder(Dataset):
     def load_image(self, index: int) -> Image.Image:
         """Image ``index`` as an untransformed PIL RGB image (from memory while ``keep_in_memory``'s pixels are
         held, else from its file: the same pixels)."""
-        if self.decoded is not None and self.decoded.holds_pixels:
-            return self.decoded.image(index)
+        if self.in_memory:
+            return self.decoded.image(index)  # type: ignore[union-attr]
         return load_rgb(self.samples[index][0])
 
     def indices_by_class(self) -> list[list[int]]:
@@ -199,5 +205,5 @@ class FewShotFolder(Dataset):
     def __repr__(self) -> str:
         return (
             f"FewShotFolder(root={str(self.root)!r}, split={self.split!r}, classes={len(self.classes)}, "
-            f"images={len(self.samples)}, use_pre={self.use_pre}, in_memory={self.decoded is not None and self.decoded.holds_pixels})"
+            f"images={len(self.samples)}, use_pre={self.use_pre}, in_memory={self.in_memory})"
         )

@@ -207,8 +207,8 @@ def evaluate(
     check_episodes_fit(dataset, way, shot, query)
     device = resolve_device(device)
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
-    start = time.perf_counter()
     with evaluation_mode(model, device):
+        start = time.perf_counter()
         if cached:
             correct, embed_seconds, episode_seconds = _cached_correct(
                 model, dataset, sampler, way, shot, query, device, batch_size, progress, num_workers

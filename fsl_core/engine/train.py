@@ -463,11 +463,14 @@ class _Run:
             )
         processes = self.processes.world_size
         decoded = self.train_set.decoded
+        held = "in memory"
+        if self.augmenter is not None and self.augmenter.copied_pixels:
+            held = f"in the memory of {self.device}"
         return [
             f"plan: {config.model} on {config.backbone}, protocol {config.protocol!r} "
             f"({protocol[config.protocol]}{hint})",
             f"  data: {Path(config.data_root).absolute()}, {config.image_size} px"
-            + (f"; training images in memory: {decoded.describe()}" if decoded is not None else "")
+            + (f"; training images {held}: {decoded.describe()}" if decoded is not None else "")
             + (f", augmented on {self.device}" if self.augmenter is not None else ""),
             f"  training: {config.way}-way {config.shot}-shot {config.query}-query episodes, "
             f"{per_epoch:,} per epoch ({config.sampler!r} sampler), "
@@ -564,7 +567,7 @@ class _Run:
             decoded = self.train_set.keep_in_memory()  # decoded just above: returned as it is
             self.augmenter = DeviceAugmentation(decoded, self.planner, self.device)
             items = PlannedImages(decoded, self.train_set.targets, self.planner)
-            if self.augmenter.pixels.device.type != "cpu":
+            if self.augmenter.copied_pixels:
                 decoded.release_pixels()  # the device holds its copy; the workers need only the sizes
         loader = DataLoader(
             SeededImages(items),
@@ -573,7 +576,7 @@ class _Run:
             num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=config.num_workers > 0,
-            multiprocessing_context=context,  # forked workers share the decoded images
+            multiprocessing_context=context,  # forked workers share the decoded images the host keeps
             generator=torch.Generator(),  # the loader's own seed draws leave the global generators alone
         )
         self.show = show = config.progress and processes.is_main

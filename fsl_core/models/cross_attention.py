@@ -346,8 +346,8 @@ def cross_attention(
     """
     b, s, _ = keys.shape
     if not (training and queries.device.type == "cpu"):
-        # (B, 1 head, L, C): CUDA's fused kernels take 4-D inputs only, and fall back to materialising the
-        # (B, L, S) probabilities for 3-D ones
+        # (B, 1 head, L, C): the fused kernels take 4-D inputs; recent PyTorch releases give 3-D ones the
+        # missing dimension themselves, earlier ones materialise the (B, L, S) probabilities instead
         out = F.scaled_dot_product_attention(
             queries.expand(b, 1, -1, -1),
             keys[:, None],

@@ -111,9 +111,8 @@ class RidgeReconstruction(nn.Module):
                 system = gram + lam * torch.eye(c, device=s.device)
                 weights = torch.cholesky_solve(gram, torch.linalg.cholesky(system))
             else:
-                system = s @ s.transpose(1, 2) + lam * torch.eye(
-                    kn, device=s.device
-                )  # S Sᵀ + λI (way, kN, kN)
+                # S Sᵀ + λI (way, kN, kN)
+                system = s @ s.transpose(1, 2) + lam * torch.eye(kn, device=s.device)
                 weights = s.transpose(1, 2) @ torch.cholesky_solve(s, torch.linalg.cholesky(system))
             return (self.beta.exp() * weights).to(support.dtype)  # ρ = e^β
 
