@@ -146,8 +146,8 @@ class FewShotFolder(Dataset):
     def keep_in_memory(self, threads: int = 0, worker_copies: int = 0) -> DecodedImages:
         """Decode every image once and keep its pixels in memory (``DecodedImages``: H·W·3 bytes per image;
         ``threads`` and ``worker_copies`` are its arguments). Items are made from those pixels while they are
-        held (``in_memory``): the pixels a file read gives, so the same seeds give the same tensors. Worth it for JPEG sets such as
-        CUB, whose decoding costs more than the training augmentation."""
+        held (``in_memory``): the pixels a file read gives, so the same seeds give the same tensors. Worth it
+        for JPEG sets such as CUB, whose decoding costs more than the training augmentation."""
         if not self.in_memory:
             self.decoded = DecodedImages([path for path, _ in self.samples], threads, worker_copies)
         return self.decoded
