@@ -78,7 +78,7 @@ from fsl_core.models import (
 from fsl_core.models.base import Embedding, index_embedding
 from fsl_core.models.checkpoints import trained_image_size
 from fsl_core.progress import tqdm
-from fsl_core.runtime import resolve_device, seeded_generator, use_cpu_threads
+from fsl_core.runtime import checkpoint_not_found, resolve_device, seeded_generator, use_cpu_threads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -451,7 +451,7 @@ class FewShotClassifier:
             hint = f" ({path}/{inside[0]} is one)" if inside else ""
             raise NotAModelError(f"checkpoint {path} is a folder; give a checkpoint file{hint}")
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path.absolute()} does not exist")
+            raise checkpoint_not_found(path)
         recorded = None
         try:
             if reference:

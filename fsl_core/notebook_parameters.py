@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
 from fsl_core.data.transforms import AUGMENTATIONS
 from fsl_core.engine.config import PROTOCOLS, check_setting_names, setting_help
-from fsl_core.models import MODEL_NAMES
+from fsl_core.models import MODEL_NAMES, check_model_options
 from fsl_core.runtime import did_you_mean
 
 BACKBONES = ("conv4", "resnet12")
@@ -40,7 +40,8 @@ class Parameter:
     a default, or a value typed into the notebook, is relative to the repository root); ``low``/``high``:
     inclusive bounds of numbers (and of list entries); ``above``: an exclusive lower bound; ``choices``: the
     allowed strings (and list entries); ``optional``: None is allowed, meaning ``none``; ``required``: how to
-    give a value that must be given.
+    give a value that must be given; ``missing``: for a path that must exist when the run starts, the way out
+    when it does not (the runner checks it before a kernel starts).
     """
 
     default: Any
@@ -54,6 +55,7 @@ class Parameter:
     optional: bool = False
     none: str = ""
     required: str = ""
+    missing: str = ""
 
     def expected(self) -> str:
         """What a valid value looks like, in words."""
@@ -163,7 +165,13 @@ def _run_parameters(notebook: str) -> dict[str, Parameter]:
     }
 
 
-DATA_ROOT = Parameter("data/birds", "data set folder (few-shot layout)", "path")
+DATA_ROOT = Parameter(
+    "data/birds",
+    "data set folder (few-shot layout)",
+    "path",
+    missing="`make data` (fsl-birds data/birds) generates the embedded birds set; fsl-prepare writes CUB, "
+    "Stanford Cars or Stanford Dogs in this layout",
+)
 DEVICE = Parameter("auto", '"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"', "str")
 THREADS = integer(
     0, "CPU threads (0: every core this process may use, or OMP_NUM_THREADS when it is set)", low=0
@@ -231,7 +239,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "threads": THREADS,
     },
     "01_data_explorer": {
-        "data_root": DATA_ROOT,
+        "data_root": replace(DATA_ROOT, missing=""),  # generate_if_missing decides
         "generate_if_missing": Parameter(
             True, "generate the embedded birds set into data_root when the folder does not exist", "bool"
         ),
@@ -559,6 +567,17 @@ def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"model_options: expected a dict {{model: {{option: value}}}}; {bad} are not dicts"
             )
+        options_of = {
+            model: options for model, options in values["model_options"].items() if model not in bad
+        }
+    else:
+        options_of = {values.get("model", "hmdrn"): values.get("model_options", {})}
+    if "model_options" in NOTEBOOKS[notebook]:
+        for model, options in options_of.items():
+            try:
+                check_model_options(model, options)
+            except ValueError as error:
+                problems.append(f"model_options: {error}")
     if notebook == "06_gradcam":
         extra = sorted(set(values["checkpoints"]) - set(values["models"]))
         if extra:

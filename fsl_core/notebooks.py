@@ -55,7 +55,7 @@ from fsl_core.notebook_parameters import (
     parameters_cell,
 )
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, report, tqdm
-from fsl_core.run_folder import RunFolderInUse, claim_run_folder
+from fsl_core.run_folder import RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import (
     atomic_write_bytes,
     atomic_write_json,
@@ -197,6 +197,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
+
+
+def _refuse_missing_paths(name: str, parameters: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming every path parameter of notebook ``name`` that must exist (``missing``: the
+    way out) and does not: given ones are absolute by now, defaults are taken from the repository root."""
+    if name not in NOTEBOOKS:
+        return
+    problems = []
+    for key, parameter in declared(name).items():
+        value = parameters.get(key, parameter.default)
+        if parameter.missing and value and not repo_path(value).exists():
+            problems.append(f"{key}={value!r}: {repo_path(value)} does not exist; {parameter.missing}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> None:
@@ -365,19 +379,27 @@ def run(
     parameters = _plain(dict(parameters or {}))
     check_parameters(source, parameters)
     parameters = absolute_path_parameters(source, parameters)
+    _refuse_missing_paths(name, parameters)
     run_name = run_name or default_run_name()
     if not _RUN_NAME.match(run_name):
         raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
     run_dir = repo_path(output_root) / name / run_name
     identity = {"notebook": name, "parameters": parameters}
-    folder = claim_run_folder(
-        run_dir,
-        "notebook",
-        identity,
-        overwrite=overwrite,
-        overwrite_hint="overwrite=True (--overwrite)",
-        other_hint="another run name (--run-name; the default is a new timestamp)",
-    )
+    try:
+        folder = claim_run_folder(
+            run_dir,
+            "notebook",
+            identity,
+            overwrite=overwrite,
+            overwrite_hint="overwrite=True (--overwrite)",
+            other_hint="another run name (--run-name; the default is a new timestamp)",
+        )
+    except RunFolderConflict as error:
+        failed = run_dir / FAILED
+        if not failed.is_file():
+            raise
+        reason = failed.read_text(errors="replace").strip().splitlines()[:1] or ["no reason recorded"]
+        raise RunFolderConflict(f"{error} The earlier run there failed ({failed}: {reason[0]})") from None
     if folder.moved_aside is not None:
         print(
             f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr

@@ -17,7 +17,9 @@ Plain lines are chosen when
 - or the code runs in a Jupyter kernel started by nbclient, the engine of ``papermill`` (command line or
   ``papermill.execute_notebook``) and of ``jupyter nbconvert --execute``: nbclient starts IPython kernels with
   the argument ``HEADLESS_KERNEL_ARGUMENT`` (an in-memory history: nobody types into such a kernel), which a
-  kernel started by JupyterLab or a console never has.
+  kernel started by JupyterLab or a console never has;
+- or, outside any Jupyter kernel, standard error is not a terminal (``fsl-train ... > log 2>&1``, a pipe, a
+  batch job): tqdm's bars would fill the file with carriage returns and cursor codes.
 
 ``FSL_CORE_PROGRESS=bars`` asks for bars everywhere (a headless kernel included).
 """
@@ -60,13 +62,34 @@ def headless_kernel() -> bool:
     return "ipykernel" in sys.modules and HEADLESS_KERNEL_ARGUMENT in sys.argv
 
 
+def jupyter_kernel() -> bool:
+    """True in a Jupyter kernel, whoever started it (JupyterLab, a console, nbclient)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    launcher = bool(sys.argv) and os.path.basename(sys.argv[0]) == "ipykernel_launcher.py"
+    return getattr(shell, "kernel", None) is not None or launcher
+
+
+def redirected_output() -> bool:
+    """True outside a Jupyter kernel when standard error, where tqdm draws, is not a terminal (a file, a
+    pipe)."""
+    if jupyter_kernel():
+        return False
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return True
+
+
 def plain_lines() -> bool:
-    """True when progress is shown as plain lines: under the notebook runner, or in a notebook executed headless
-    (unless ``FSL_CORE_PROGRESS=bars``)."""
+    """True when progress is shown as plain lines: under the notebook runner, in a notebook executed headless,
+    or with the output going to a file or a pipe (unless ``FSL_CORE_PROGRESS=bars``)."""
     asked = _asked()
     if asked in (LINES, BARS):
         return asked == LINES
-    return headless_kernel()
+    return headless_kernel() or redirected_output()
 
 
 def report(text: str) -> None:

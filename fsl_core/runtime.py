@@ -313,6 +313,19 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode(), path)
 
 
+def checkpoint_not_found(path: str | Path) -> FileNotFoundError:
+    """The error for a checkpoint file that does not exist, with the way out: what its folder holds (the
+    closest name first), or that the folder is missing too."""
+    path = Path(path).expanduser().absolute()
+    if not path.parent.is_dir():
+        hint = f" (its folder {path.parent} does not exist either)"
+    elif found := sorted(entry.name for entry in path.parent.glob("*.pt")):
+        hint = f"; {path.parent} holds {', '.join(found)}{did_you_mean(path.name, found)}"
+    else:
+        hint = f"; {path.parent} holds no .pt file"
+    return FileNotFoundError(f"checkpoint {path} does not exist{hint}")
+
+
 def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` whose errors say in plain words why a file cannot be read.
 
@@ -339,7 +352,7 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint {path} is a folder, not a file; give the .pt file in it")
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise checkpoint_not_found(path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,20 @@ def test_readable_files_load_in_both_torch_formats(saved: Path, tmp_path: Path) 
 
 @pytest.mark.parametrize("loader", list(LOADERS))
 def test_missing_and_empty_files(loader: str, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path / 'missing.pt'} does not exist"):
+    missing = f"checkpoint {tmp_path / 'missing.pt'} does not exist; {tmp_path} holds no .pt file"
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
         LOADERS[loader](tmp_path / "missing.pt")
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"(its folder {tmp_path / 'run'} does not exist either)")
+    ):
+        LOADERS[loader](tmp_path / "run" / "best.pt")
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
+    (tmp_path / "last.pt").write_bytes(b"")
+    with pytest.raises(
+        FileNotFoundError, match=re.escape("holds empty.pt, last.pt (did you mean 'last.pt'?)")
+    ):
+        LOADERS[loader](tmp_path / "lats.pt")
     with pytest.raises(
         ValueError, match=r"empty\.pt is empty \(0 bytes\): the write that made it did not finish"
     ):

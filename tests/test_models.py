@@ -28,7 +28,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsl_core.models import build_model, count_trainable, load_model, load_reference_checkpoint, save_model
+from fsl_core.models import (
+    build_model,
+    check_model_options,
+    count_trainable,
+    load_model,
+    load_reference_checkpoint,
+    save_model,
+)
 from fsl_core.models.backbones import BACKBONES, Conv4, in_papers_form
 from fsl_core.models.factory import MODEL_NAMES
 from fsl_core.models.reconstruction import AttentionReconstruction, RidgeReconstruction, orthogonality_loss
@@ -417,7 +424,18 @@ def test_ablation_switches() -> None:
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(name="hmdrm"), "unknown model 'hmdrm'"),
+        (dict(name="hmdrm"), "unknown model 'hmdrm' (did you mean 'hmdrn'?)"),
+        (dict(name="hmdrn", mask="false"), "option mask='false' (str), expected True or False"),
+        (
+            dict(name="hmdrn", transformer_layers="3"),
+            "option transformer_layers='3' (str), expected an integer",
+        ),
+        (
+            dict(name="hmdrn", levels=["last", 2]),
+            "option levels=['last', 2] (list), expected a string or a list",
+        ),
+        (dict(name="gsfl", num_classes=5.0), "option num_classes=5.0 (float), expected an integer or None"),
+        (dict(name="protonet", image_size="84"), "option image_size='84' (str), expected an integer"),
         (dict(name="hmdrn", backbone="vgg"), "unknown backbone 'vgg'"),
         (dict(name="hmdrn", masks=True), "unknown option(s) ['masks']"),
         (dict(name="hmdrn", levels="mid"), "last level is always used"),
@@ -434,6 +452,15 @@ def test_bad_options_name_the_problem(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as error:
         build_model(**kwargs)
     assert message in str(error.value)
+
+
+def test_options_of_their_declared_types_are_taken() -> None:
+    """An integer is a number, a tuple a list, None where the option may be None: the models build."""
+    assert build_model("hmdrn", fusion_init=1, levels=("last", "mid"), mask=False).config["fusion_init"] == 1
+    assert (
+        build_model("protonet", scale_init=None, learn_scale=True, image_size=32).config["image_size"] == 32
+    )
+    check_model_options("gsfl", {"num_classes": None, "class_groups": [0, 1], "dropout": 0})
 
 
 def test_own_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -33,6 +33,21 @@ def test_every_notebook_declares_its_parameters() -> None:
         ("00_quickstart", {"lr": 0}, "lr=0: expected a number > 0"),
         ("00_quickstart", {"model_options": {"hmdrn": 3}}, "['hmdrn'] are not dicts"),
         (
+            "00_quickstart",
+            {"model_options": {"protonet": {"learn_scale": "false"}}},
+            "model_options: model 'protonet': option learn_scale='false' (str), expected True or False",
+        ),
+        (
+            "02_train",
+            {"model": "frn", "model_options": {"maks": False}},
+            "model_options: unknown option(s) ['maks'] for model 'frn': 'maks' (did you mean 'mask'?)",
+        ),
+        (
+            "05_masks_and_reconstructions",
+            {"model_options": {"mask": "Flase"}},
+            "model_options: model 'hmdrn': option mask='Flase' (str), expected True or False",
+        ),
+        (
             "01_data_explorer",
             {"split": "tset"},
             "split='tset' is not known; expected one of ['train', 'val', 'test'] (did you mean 'test'?)",

@@ -191,6 +191,8 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     monkeypatch.delenv(ENVIRONMENT, raising=False)
     monkeypatch.chdir(tmp_path)
+    for data in ("glyphs", "a", "b"):  # data folders must exist (their contents are the fake kernel's business)
+        (tmp_path / data).mkdir()
     folder = run("02_train", {"data_root": "glyphs"}, run_name="here", output_root=tmp_path / "out")
     (call,) = fake.calls
     assert call["parameters"]["data_root"] == str(tmp_path / "glyphs")
@@ -690,6 +692,13 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
             {"train_settings": {"epoch": 3}},
             "unknown training setting 'epoch' (did you mean 'epochs'?)",
         ),
+        (
+            "02_train",
+            {"data_root": "/nowhere/birds"},
+            "data_root='/nowhere/birds': /nowhere/birds does not exist; `make data` (fsl-birds data/birds) "
+            "generates the embedded birds set",
+        ),
+        ("05_masks_and_reconstructions", {"model_options": {"mask": "no"}}, "option mask='no' (str)"),
     ],
 )
 def test_wrong_parameters_are_refused_before_a_kernel_starts(
@@ -728,6 +737,11 @@ def test_a_notebook_run_is_never_rewritten(executions: Executions, notebook_bird
     assert failed is not None
     before = snapshot(failed)
     notebook, parameters, _ = plan["missing-checkpoint"]
+    with pytest.raises(RunFolderConflict) as refused:  # the name of a failed run: refused, saying it failed
+        run(notebook, parameters, run_name="missing-checkpoint", output_root=executions.root)
+    reason = (failed / "FAILED").read_text().splitlines()[0]
+    assert str(refused.value).endswith(f"The earlier run there failed ({failed / 'FAILED'}: {reason})")
+    assert snapshot(failed) == before
     with pytest.raises(NotebookRunError, match="nowhere.pt"):  # the re-run fails the same way
         run(notebook, parameters, run_name="missing-checkpoint", output_root=executions.root, overwrite=True)
     (moved,) = failed.glob("replaced-*")

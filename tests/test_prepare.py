@@ -30,6 +30,7 @@ from fsl_core.data.prepare import (
     prepare_dogs,
 )
 from fsl_core.data.prepare.__main__ import main
+from fsl_core.data.prepare.dogs import DOGS_LAYOUT
 
 REPO = Path(__file__).resolve().parents[1]
 # SHA-256 of the class lists (train, val, test) of the CUB 130/20/50 split published with BiFRN and HMDRN.
@@ -569,6 +570,8 @@ def test_command_line_prepares_checks_and_fails_with_one_line(cub, tmp_path: Pat
     )
     assert run.returncode == 1
     assert run.stderr.startswith("error: Stanford Dogs: source folder") and run.stderr.count("\n") == 1
+    assert "give the folder the data set was extracted into. Expected layout: " in run.stderr
+    assert DOGS_LAYOUT in run.stderr
     assert "Traceback" not in run.stderr
 
 

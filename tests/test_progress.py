@@ -145,3 +145,39 @@ def test_a_long_epoch_reports_its_episodes_in_plain_lines_mode(
     loss = pd.read_csv(run_dir / "metrics.csv")["loss"].iloc[0]
     assert [beat.split(",")[0] for beat in beats] == [f"epoch 1/1: episode {e}/3" for e in (1, 2, 3)]
     assert beats[-1] == f"epoch 1/1: episode 3/3, loss {loss:.4f} so far"  # the epoch's mean loss
+
+
+def test_a_command_line_run_into_a_file_writes_plain_lines(birds: Path, tmp_path: Path) -> None:
+    """``fsl-train ... > log 2>&1``: the plan and one line per epoch, no bar's carriage returns or cursor codes;
+    outside a kernel a terminal keeps the bars, and FSL_CORE_PROGRESS decides over both."""
+    import os
+    import subprocess
+
+    from fsl_core import progress
+
+    run_dir, log = tmp_path / "run", tmp_path / "log.txt"
+    command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    for name, value in {**TINY, "progress": True}.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]
+    environment = {key: value for key, value in os.environ.items() if key != ENVIRONMENT}
+    with log.open("w") as out:
+        subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, env=environment, check=True, timeout=300
+        )
+    text = log.read_text()
+    assert "\r" not in text and "\x1b[" not in text, text
+    lines = text.splitlines()
+    assert "plan: hmdrn on conv4, protocol 'quick' (a short CPU demonstration)" in lines
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == [
+        "epoch 1/3",
+        "epoch 2/3",
+        "epoch 3/3",
+    ]
+    assert not progress.jupyter_kernel() and progress.redirected_output()  # pytest captures standard error
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stderr", type("Terminal", (), {"isatty": staticmethod(lambda: True)})())
+        patch.delenv(ENVIRONMENT, raising=False)
+        assert not progress.plain_lines()
+        patch.setenv(ENVIRONMENT, "lines")
+        assert progress.plain_lines()

@@ -27,6 +27,7 @@ EXPORTS = {
         "save_model",
         "MODEL_NAMES",
         "build_model",
+        "check_model_options",
         "GSFLClassifier",
         "ReconstructionNetwork",
         "ProtoNet",

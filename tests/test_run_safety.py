@@ -115,6 +115,8 @@ def test_epochs_may_grow_on_resume(
     assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert metrics["lr"][3] == metrics["lr"][0] == TINY["lr"]  # a new cosine cycle starts at epoch 4
     assert pd.read_csv(reference_run / "metrics.csv")["loss"].tolist() == metrics["loss"][:3].tolist()
+    again = train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 5})
+    assert again.finished and "epochs grow" not in capsys.readouterr().err  # said by the call that grew them
 
 
 # -- one process per run folder ----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
 from fsl_core.models.checkpoints import load_checkpoint, trained_image_size
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_json, evaluation_mode, resolve_device
+from fsl_core.runtime import atomic_write_json, checkpoint_not_found, evaluation_mode, resolve_device
 from fsl_core.statistics import confidence_interval
 
 
@@ -343,7 +343,7 @@ def evaluate_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path.absolute()} does not exist")
+        raise checkpoint_not_found(path)
     check_episode_settings(way, list(shots), query, episodes)
     if not reference and (model_name is not None or backbone is not None):
         raise ValueError(

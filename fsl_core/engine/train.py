@@ -38,6 +38,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import os
 import sys
@@ -233,14 +234,23 @@ def _continued_schedule(config: TrainConfig, run_dir: Path, announce: bool) -> T
     derived = old_period == old_epochs and config.scheduler_period == config.epochs
     if not (grows and derived):
         return config
-    if announce:
+    if announce and _epochs_last_asked(run_dir) < config.epochs:  # said once, by the call that grows them
         print(
             f"{run_dir}: epochs grow from {old_epochs} to {config.epochs}; the {config.scheduler} schedule keeps "
             f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
-            f"{old_period + 1}); give scheduler_period explicitly for a schedule over the whole run",
+            f"{old_period + 1}); give scheduler_period (--scheduler-period) explicitly for a schedule over the "
+            "whole run",
             file=sys.stderr,
         )
     return dataclasses.replace(config, scheduler_period=old_period)
+
+
+def _epochs_last_asked(run_dir: Path) -> int:
+    """The epochs that the last call to train in ``run_dir`` asked for (its config.json; 0 when unreadable)."""
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -650,10 +660,11 @@ class _Run:
                     break
         except KeyboardInterrupt:
             saved = self.saved_epoch
-            kept = f"{self.last_path.name} holds epoch {saved}" if saved else "no checkpoint was written yet"
-            raise TrainingInterrupted(
-                f"interrupted at {self.position}; {kept}; run the same command to resume"
-            ) from None
+            if saved:
+                kept = f"{self.last_path.name} holds epoch {saved}; run the same command to resume"
+            else:
+                kept = "no checkpoint was written yet; run the same command to start again"
+            raise TrainingInterrupted(f"interrupted at {self.position}; {kept}") from None
         finally:
             epochs_bar.close()
             if tensorboard is not None:

@@ -15,7 +15,7 @@ from .checkpoints import (
     save_checkpoint,
     save_model,
 )
-from .factory import MODEL_NAMES, build_model
+from .factory import MODEL_NAMES, build_model, check_model_options
 from .gsfl import GSFLClassifier
 from .hmdrn import ReconstructionNetwork
 from .protonet import ProtoNet
@@ -32,6 +32,7 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "MODEL_NAMES",
+    "check_model_options",
     "build_model",
     "GSFLClassifier",
     "ReconstructionNetwork",

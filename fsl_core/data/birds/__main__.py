@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from ..images import FewShotDataError
 from .card import format_card, load_card
 from .generate import generate_birds
+from .taxonomy import BirdSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,26 +22,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Generate the embedded fine-grained birds set in the few-shot folder layout.",
     )
     parser.add_argument("out_dir", type=Path, help="output folder (new, empty, or an earlier output)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=84)
-    parser.add_argument("--images-per-class", type=int, default=40)
-    parser.add_argument("--groups", type=int, default=10)
-    parser.add_argument("--species-per-group", type=int, default=10)
+    for setting in dataclasses.fields(BirdSettings):
+        parser.add_argument(
+            "--" + setting.name.replace("_", "-"),
+            type=int,
+            default=setting.default,
+            help=setting.metadata["help"] + " (default: %(default)s)",
+        )
     parser.add_argument(
         "--workers", type=int, default=None, help="parallel processes (default: CPU count, max 8)"
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        out = generate_birds(
-            args.out_dir,
-            seed=args.seed,
-            image_size=args.image_size,
-            images_per_class=args.images_per_class,
-            groups=args.groups,
-            species_per_group=args.species_per_group,
-            workers=args.workers,
-        )
+        settings = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(BirdSettings)}
+        out = generate_birds(args.out_dir, **settings, workers=args.workers)
     except FewShotDataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

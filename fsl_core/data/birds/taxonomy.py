@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -87,13 +87,22 @@ GROUP_NAMES = (
 
 @dataclass(frozen=True)
 class BirdSettings:
-    """Everything that determines the generated files."""
+    """Everything that determines the generated files (each field's ``help`` is what ``fsl-birds`` shows)."""
 
-    seed: int = 0
-    image_size: int = 84
-    images_per_class: int = 40
-    groups: int = 10
-    species_per_group: int = 10
+    seed: int = field(
+        default=0, metadata={"help": "seed of every random draw: the same settings give the same files"}
+    )
+    image_size: int = field(
+        default=84, metadata={"help": "side of the square images in pixels (at least 16)"}
+    )
+    images_per_class: int = field(default=40, metadata={"help": "images of each species (at least 2)"})
+    groups: int = field(
+        default=10, metadata={"help": "groups of look-alike species, e.g. warblers (at least 1)"}
+    )
+    species_per_group: int = field(
+        default=10,
+        metadata={"help": "species in each group, shared out between train, val and test (at least 3)"},
+    )
 
     def validate(self) -> BirdSettings:
         for name, minimum in (

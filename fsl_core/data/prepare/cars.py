@@ -96,7 +96,7 @@ def find_test_annotations(root: Path, what: str = "Stanford Cars") -> Path:
 def read_cars(src: str | Path, crop: bool = False) -> SourceDataset:
     """Read Stanford Cars' 196 classes and both halves (train and test pooled), with boxes when ``crop``."""
     what = "Stanford Cars"
-    root = source_root(src, what)
+    root = source_root(src, what, CARS_LAYOUT)
     halves = {
         half: require(root / f"cars_{half}", what, CARS_LAYOUT, folder=True) for half in ("train", "test")
     }

@@ -55,7 +55,7 @@ def _int(value: str, path: Path, number: int, what: str) -> int:
 
 def find_cub_root(src: str | Path) -> Path:
     """SRC itself, or SRC/CUB_200_2011 when SRC is the folder the archive was extracted into."""
-    root = source_root(src, "CUB-200-2011")
+    root = source_root(src, "CUB-200-2011", CUB_LAYOUT)
     if not (root / "images.txt").is_file() and (root / "CUB_200_2011" / "images.txt").is_file():
         return root / "CUB_200_2011"
     return root

@@ -45,7 +45,7 @@ def dogs_box(annotation: Path) -> Box:
 def read_dogs(src: str | Path, crop: bool = False) -> SourceDataset:
     """Read Stanford Dogs' classes (the synset folders of ``Images/``), images and, with ``crop``, boxes."""
     what = "Stanford Dogs"
-    root = source_root(src, what)
+    root = source_root(src, what, DOGS_LAYOUT)
     images_dir = require(root / "Images", what, DOGS_LAYOUT, folder=True)
     annotation_dir = require(root / "Annotation", what, DOGS_LAYOUT, folder=True) if crop else None
     classes = sorted(p.name for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith("."))

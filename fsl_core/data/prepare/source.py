@@ -85,11 +85,14 @@ def require(path: Path, what: str, layout: str, *, folder: bool = False) -> Path
     return path
 
 
-def source_root(src: str | Path, what: str) -> Path:
-    """The resolved source folder; a PrepareError if it is not a folder."""
+def source_root(src: str | Path, what: str, layout: str) -> Path:
+    """The resolved source folder; a PrepareError naming it and the expected ``layout`` if it is not a folder."""
     root = Path(src).expanduser().resolve()
     if not root.is_dir():
-        raise PrepareError(f"{what}: source folder {root} does not exist or is not a folder")
+        raise PrepareError(
+            f"{what}: source folder {root} does not exist or is not a folder; give the folder the data set was "
+            f"extracted into. Expected layout: {layout}"
+        )
     return root
 
 
