@@ -54,7 +54,7 @@ from fsl_core.notebook_parameters import (
     declared,
     parameters_cell,
 )
-from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, report, tqdm
+from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, plain_lines, report, tqdm
 from fsl_core.run_folder import RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import (
     atomic_write_bytes,
@@ -750,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else "outputs",
             kernel_name=args.kernel,
             log_output=args.log_output,
-            progress=not args.no_progress,
+            progress=not args.no_progress and not plain_lines(),  # papermill's cell bar: for a terminal
             overwrite=args.overwrite,
             progress_lines=not args.no_progress,
         )

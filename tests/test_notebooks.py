@@ -191,7 +191,11 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
     monkeypatch.setattr(papermill, "execute_notebook", fake)
     monkeypatch.delenv(ENVIRONMENT, raising=False)
     monkeypatch.chdir(tmp_path)
-    for data in ("glyphs", "a", "b"):  # data folders must exist (their contents are the fake kernel's business)
+    for data in (
+        "glyphs",
+        "a",
+        "b",
+    ):  # data folders must exist (their contents are the fake kernel's business)
         (tmp_path / data).mkdir()
     folder = run("02_train", {"data_root": "glyphs"}, run_name="here", output_root=tmp_path / "out")
     (call,) = fake.calls
@@ -203,6 +207,15 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
         tmp_path / "glyphs"
     )
     assert capsys.readouterr().out == "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
+    # fsl-notebook with its output in a file (pytest captures it): the progress lines, no papermill cell bar
+    assert (
+        main(["02_train", "-p", "data_root", "glyphs", "--run-name", "logged", "--output-root", "out"]) == 0
+    )
+    assert fake.calls[-1]["progress_bar"] is False
+    assert capsys.readouterr().out.startswith(
+        "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
+    )
+    fake.calls.pop()
 
     rows = sweep(
         "02_train",
