@@ -169,8 +169,8 @@ DATA_ROOT = Parameter(
     "data/birds",
     "data set folder (few-shot layout)",
     "path",
-    missing="`make data` (fsl-birds data/birds) generates the embedded birds set; fsl-prepare writes CUB, "
-    "Stanford Cars or Stanford Dogs in this layout",
+    missing="fsl-birds FOLDER generates the embedded birds set there (`make data`: into data/birds); "
+    "fsl-prepare writes CUB, Stanford Cars or Stanford Dogs in the few-shot layout",
 )
 DEVICE = Parameter("auto", '"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"', "str")
 THREADS = integer(

@@ -208,7 +208,8 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any]) -> None:
     for key, parameter in declared(name).items():
         value = parameters.get(key, parameter.default)
         if parameter.missing and value and not repo_path(value).exists():
-            problems.append(f"{key}={value!r}: {repo_path(value)} does not exist; {parameter.missing}")
+            where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
+            problems.append(f"{key}={value!r}: no such folder{where}; {parameter.missing}")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -399,7 +400,9 @@ def run(
         if not failed.is_file():
             raise
         reason = failed.read_text(errors="replace").strip().splitlines()[:1] or ["no reason recorded"]
-        raise RunFolderConflict(f"{error} The earlier run there failed ({failed}: {reason[0]})") from None
+        raise RunFolderConflict(
+            f"the run named {run_name!r} failed ({failed}: {reason[0]}); {error}"
+        ) from None
     if folder.moved_aside is not None:
         print(
             f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr
@@ -580,6 +583,7 @@ def sweep(
         full = {**shared, **values}
         check_parameters(source, full)
         full = absolute_path_parameters(source, full)  # here: the kernels' runs may change the folder
+        _refuse_missing_paths(source.stem, full)  # before any run of the sweep starts
         name = run_names[i] if run_names is not None else sweep_run_name(_plain(combo), full)
         jobs.append((name, combo, full))
     names = [name for name, _, _ in jobs]

@@ -24,6 +24,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -455,12 +456,33 @@ def test_bad_options_name_the_problem(kwargs: dict, message: str) -> None:
 
 
 def test_options_of_their_declared_types_are_taken() -> None:
-    """An integer is a number, a tuple a list, None where the option may be None: the models build."""
+    """An integer is a number, a tuple a list, None where the option may be None, NumPy scalars numbers and
+    booleans, an array or a tensor a list: the models build."""
     assert build_model("hmdrn", fusion_init=1, levels=("last", "mid"), mask=False).config["fusion_init"] == 1
-    assert (
-        build_model("protonet", scale_init=None, learn_scale=True, image_size=32).config["image_size"] == 32
-    )
+    protonet = build_model("protonet", scale_init=None, learn_scale=True, image_size=32)
+    assert protonet.config["image_size"] == 32
     check_model_options("gsfl", {"num_classes": None, "class_groups": [0, 1], "dropout": 0})
+    check_model_options("gsfl", {"num_classes": np.int64(4), "class_groups": np.array([0, 1, 1, 0])})
+    check_model_options("hmdrn", {"mask": np.bool_(False), "attention_dropout": np.float32(0.1)})
+    check_model_options("gsfl", {"class_groups": torch.tensor([0, 1])})
+    with pytest.raises(
+        ValueError, match=r"option gsfl\.mean_reduction='false' \(str\), expected True or False"
+    ):
+        check_model_options("hmdrn", {"gsfl": {"mean_reduction": "false", "num_classes": 4}})
+
+
+def test_a_recorded_config_rebuilds_as_it_trained_whatever_its_types() -> None:
+    """A checkpoint recorded before option types were checked (mask="false", which read as true) still loads:
+    the same model, the mask on; a new model with that option is refused."""
+    model = build_model("hmdrn", image_size=32)
+    recorded = {**model.config, "mask": "false"}
+    rebuilt = load_model({"config": recorded, "state_dict": model.state_dict()})
+    assert (
+        rebuilt.config["mask"] == "false" and rebuilt.query_embedding_differs == model.query_embedding_differs
+    )
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(ValueError, match="option mask='false'"):
+        build_model("hmdrn", image_size=32, mask="false")
 
 
 def test_own_checkpoint_round_trip(tmp_path: Path) -> None:

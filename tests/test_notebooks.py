@@ -240,7 +240,14 @@ def test_a_run_of_the_runner_in_plain_lines_mode_keeps_the_prefix(
     """A notebook that runs notebooks (04_ablation): its runs' lines reach the top runner's terminal."""
     monkeypatch.setattr(papermill, "execute_notebook", FakePapermill())
     monkeypatch.setenv(ENVIRONMENT, "lines")
-    run("02_train", run_name="inner", output_root=tmp_path, label="02_train inner")
+    (tmp_path / "birds").mkdir()
+    run(
+        "02_train",
+        {"data_root": str(tmp_path / "birds")},
+        run_name="inner",
+        output_root=tmp_path,
+        label="02_train inner",
+    )
     assert capsys.readouterr().out.splitlines() == [
         "[fsl_core] 02_train inner: epoch 1/2: loss 1.5000",
         "[fsl_core] 02_train inner: evaluation 5-way",
@@ -708,8 +715,7 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
         (
             "02_train",
             {"data_root": "/nowhere/birds"},
-            "data_root='/nowhere/birds': /nowhere/birds does not exist; `make data` (fsl-birds data/birds) "
-            "generates the embedded birds set",
+            "data_root='/nowhere/birds': no such folder; fsl-birds FOLDER generates the embedded birds set there",
         ),
         ("05_masks_and_reconstructions", {"model_options": {"mask": "no"}}, "option mask='no' (str)"),
     ],
@@ -753,7 +759,9 @@ def test_a_notebook_run_is_never_rewritten(executions: Executions, notebook_bird
     with pytest.raises(RunFolderConflict) as refused:  # the name of a failed run: refused, saying it failed
         run(notebook, parameters, run_name="missing-checkpoint", output_root=executions.root)
     reason = (failed / "FAILED").read_text().splitlines()[0]
-    assert str(refused.value).endswith(f"The earlier run there failed ({failed / 'FAILED'}: {reason})")
+    assert str(refused.value).startswith(
+        f"the run named 'missing-checkpoint' failed ({failed / 'FAILED'}: {reason}); "
+    )
     assert snapshot(failed) == before
     with pytest.raises(NotebookRunError, match="nowhere.pt"):  # the re-run fails the same way
         run(notebook, parameters, run_name="missing-checkpoint", output_root=executions.root, overwrite=True)

@@ -40,7 +40,11 @@ def test_durations_read_at_their_size() -> None:
 
 
 def test_report_and_note(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    monkeypatch.setenv(ENVIRONMENT, "bars")  # a terminal: the line goes above the bars
+    report("epoch 1/2")
+    note("only for the runner")
+    assert capsys.readouterr().out == "epoch 1/2\n"
+    monkeypatch.delenv(ENVIRONMENT)  # output kept in a file (pytest captures it): a plain line
     report("epoch 1/2")
     note("only for the runner")
     assert capsys.readouterr().out == "epoch 1/2\n"
@@ -97,12 +101,14 @@ def test_training_prints_its_plan_and_one_line_per_epoch(
 def test_the_plan_names_the_authors_protocol_and_the_way_to_a_short_run(
     birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(ENVIRONMENT, raising=False)
+    """With bars, as in a terminal: the plan and the epoch lines above them on stdout, the bars on stderr."""
+    monkeypatch.setenv(ENVIRONMENT, "bars")
     settings = {k: v for k, v in TINY.items() if k not in ("protocol", "sampler", "progress", "epochs")}
     train(
         data_root=str(birds), run_dir=str(tmp_path / "a"), protocol="authors", stop_after_epochs=1, **settings
     )
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert out[0] == (
         "plan: hmdrn on conv4, protocol 'authors' (the HMDRN authors' protocol; protocol 'quick' trains a "
         "short run)"
@@ -111,6 +117,7 @@ def test_the_plan_names_the_authors_protocol_and_the_way_to_a_short_run(
     assert "epochs 1 to 1,200" in out[2] and "restarting every 400 epochs" in out[2]
     assert out[6].startswith("epoch 1/1200: loss ")
     assert re.search(r"; about .+ left", out[6])
+    assert "epochs:" in captured.err and "\r" in captured.err  # the bars, drawn in place
 
 
 def test_an_evaluation_prints_one_line_for_the_runner(

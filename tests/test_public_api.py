@@ -28,6 +28,7 @@ EXPORTS = {
         "MODEL_NAMES",
         "build_model",
         "check_model_options",
+        "rebuild_model",
         "GSFLClassifier",
         "ReconstructionNetwork",
         "ProtoNet",

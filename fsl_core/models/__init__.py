@@ -15,7 +15,7 @@ from .checkpoints import (
     save_checkpoint,
     save_model,
 )
-from .factory import MODEL_NAMES, build_model, check_model_options
+from .factory import MODEL_NAMES, build_model, check_model_options, rebuild_model
 from .gsfl import GSFLClassifier
 from .hmdrn import ReconstructionNetwork
 from .protonet import ProtoNet
@@ -33,6 +33,7 @@ __all__ = [
     "save_model",
     "MODEL_NAMES",
     "check_model_options",
+    "rebuild_model",
     "build_model",
     "GSFLClassifier",
     "ReconstructionNetwork",

@@ -5,7 +5,7 @@ Every file is a dict of tensors and plain containers, written atomically by
 ``fsl_core.runtime.load_torch_file`` (``torch.load(weights_only=True)`` whose errors say in plain words why a
 file cannot be read).
 
-Our files share two keys: ``config`` (``build_model(**config)`` rebuilds the model) and ``state_dict`` (its
+Our files share two keys: ``config`` (``rebuild_model(config)`` rebuilds the model) and ``state_dict`` (its
 weights and buffers, on the CPU).
 
 - Model files (``save_model`` / ``load_model``): ``{"config", "state_dict", **extra}``. A run's ``best.pt``
@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..runtime import atomic_torch_save, load_torch_file
 from .base import EpisodicModel
-from .factory import build_model
+from .factory import build_model, rebuild_model
 
 FORMAT = "fsl_core.train/1"
 """The ``format`` tag of training checkpoints (``save_checkpoint``)."""
@@ -76,7 +76,7 @@ def load_model(source: str | Path | Mapping[str, Any], device: str | torch.devic
             "expected an fsl_core checkpoint with 'config' and 'state_dict' (use load_reference_checkpoint for the "
             "HMDRN authors' files)"
         )
-    model = build_model(**checkpoint["config"])
+    model = rebuild_model(checkpoint["config"])
     load_state_strict(model, checkpoint["state_dict"], what="checkpoint")
     return model.to(device)
 

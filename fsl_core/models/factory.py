@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import numbers
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..runtime import did_you_mean
 from .backbones import BACKBONES, build_backbone
@@ -69,25 +73,29 @@ def _option_types(name: str) -> dict[str, Any]:
 
 
 def _is_a(value: Any, kind: Any) -> bool:
-    """Whether ``value`` is of the declared type ``kind`` (bool is no int here, an int is a float)."""
+    """Whether ``value`` is of the declared type ``kind``: NumPy scalars count as numbers and booleans (but a
+    boolean is no number here), NumPy arrays and tensors as lists."""
     arms = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
         return any(_is_a(value, arm) for arm in arms)
     if kind is type(None):
         return value is None
     if kind is bool:
-        return isinstance(value, bool)
+        return isinstance(value, (bool, np.bool_))
+    if kind in (int, float) and isinstance(value, (bool, np.bool_)):
+        return False
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral)
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real)
     if kind is str:
         return isinstance(value, str)
-    origin = typing.get_origin(kind)
     if origin is collections.abc.Sequence:
-        return isinstance(value, (list, tuple)) and all(_is_a(item, arms[0]) for item in value)
+        items = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+        return isinstance(items, (list, tuple, range)) and all(_is_a(item, arms[0]) for item in items)
     if origin is dict or kind is dict:
-        return isinstance(value, dict)
+        return isinstance(value, Mapping)
     return True
 
 
@@ -104,11 +112,22 @@ def _describe(kind: Any) -> str:
     return "a dict" if typing.get_origin(kind) is dict else str(kind)
 
 
-def check_model_options(name: str, options: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` unless every entry of ``options`` is an option of model ``name`` holding a value of
-    its declared type: a misspelt name gets the closest accepted one, and a value of another type (the string
-    "false" for ``mask``, which would read as true) what was expected. Ranges and choices are checked by the
-    model as it is built."""
+def _wrong_types(options: Mapping[str, Any], declared: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``option=value (type), expected ...`` for every option of ``options`` whose value is not of the type
+    ``declared`` gives it (options not declared there are left to the name check)."""
+    return [
+        f"{prefix}{option}={value!r} ({type(value).__name__}), expected {_describe(declared[option])}"
+        for option, value in options.items()
+        if option in declared and not _is_a(value, declared[option])
+    ]
+
+
+def check_model_options(name: str, options: Mapping[str, Any], types: bool = True) -> None:
+    """Raise ``ValueError`` unless every entry of ``options`` is an option of model ``name`` and, with
+    ``types``, holds a value of its declared type (the reconstruction family's ``gsfl`` plug-in options
+    included): a misspelt name gets the closest accepted one, and a value of another type (the string "false"
+    for ``mask``, which would read as true) what was expected. Ranges and choices are checked by the model as
+    it is built."""
     if name not in MODEL_NAMES:
         raise ValueError(
             f"unknown model {name!r}{did_you_mean(name, MODEL_NAMES)}; expected one of {list(MODEL_NAMES)}"
@@ -121,16 +140,27 @@ def check_model_options(name: str, options: Mapping[str, Any]) -> None:
             f"unknown option(s) {unknown} for model {name!r}{': ' + hints if hints else ''}; "
             f"accepted options: {list(accepted)}"
         )
-    wrong = [
-        f"{option}={value!r} ({type(value).__name__}), expected {_describe(accepted[option])}"
-        for option, value in options.items()
-        if not _is_a(value, accepted[option])
-    ]
+    if not types:
+        return
+    wrong = _wrong_types(options, accepted)
+    if isinstance(options.get("gsfl"), Mapping):
+        from .gsfl import Decomposition
+
+        wrong += _wrong_types(options["gsfl"], typing.get_type_hints(Decomposition.__init__), prefix="gsfl.")
     if wrong:
         raise ValueError(
-            f"model {name!r}: option {'; '.join(wrong)}. Write booleans as True or False and numbers unquoted "
-            "(on the command line e.g. --option mask=False --option transformer_layers=1)"
+            f"model {name!r}: option {'; '.join(wrong)}. Give booleans as True or False and numbers as numbers, "
+            "not strings (fsl-train: --option mask=False; YAML reads 1e-3 as a string, 1.0e-3 as a number)"
         )
+
+
+def rebuild_model(config: Mapping[str, Any]) -> EpisodicModel:
+    """The model a recorded ``model.config`` describes (a checkpoint's): option names are checked, their types
+    are not, so a run recorded before types were checked rebuilds as it trained."""
+    config = dict(config)
+    name, backbone = config.pop("name"), config.pop("backbone", "conv4")
+    check_model_options(name, config, types=False)
+    return _built(name, backbone, config)
 
 
 def build_model(name: str, backbone: str = "conv4", **options: Any) -> EpisodicModel:
@@ -145,9 +175,14 @@ def build_model(name: str, backbone: str = "conv4", **options: Any) -> EpisodicM
             (``check_model_options``).
 
     Returns:
-        The model; ``model.config`` holds everything needed to rebuild it: ``build_model(**model.config)``.
+        The model; ``model.config`` holds everything needed to rebuild it: ``rebuild_model(model.config)``.
     """
     check_model_options(name, options)
+    return _built(name, backbone, options)
+
+
+def _built(name: str, backbone: str, options: dict[str, Any]) -> EpisodicModel:
+    """``build_model`` once its options are checked."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(BACKBONES)}")
     if name == "gsfl":
