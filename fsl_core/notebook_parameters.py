@@ -570,7 +570,7 @@ def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
         options_of = {
             model: options for model, options in values["model_options"].items() if model not in bad
         }
-    else:
+    else:  # 02_train names its model; 05_masks_and_reconstructions trains HMDRN when given no checkpoint
         options_of = {values.get("model", "hmdrn"): values.get("model_options", {})}
     if "model_options" in NOTEBOOKS[notebook]:
         for model, options in options_of.items():

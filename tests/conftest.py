@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,15 @@ TINY = dict(
     progress=False,
     threads=1,
 )
+
+
+def cli_command(run_dir: Path, birds: Path, **overrides: object) -> list[str]:
+    """``fsl-train`` with the TINY settings (``overrides`` win)."""
+    command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
+    for name, value in {**TINY, **overrides}.items():
+        flag = "--" + name.replace("_", "-")
+        command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]
+    return command
 
 
 @pytest.fixture(scope="session")

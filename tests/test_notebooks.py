@@ -21,6 +21,7 @@ import papermill
 import pytest
 from conftest import snapshot
 
+from fsl_core import progress
 from fsl_core.data import FewShotFolder, load_card, load_metadata
 from fsl_core.engine import evaluate
 from fsl_core.models import MODEL_NAMES, load_model
@@ -207,7 +208,8 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
         tmp_path / "glyphs"
     )
     assert capsys.readouterr().out == "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
-    # fsl-notebook with its output in a file (pytest captures it): the progress lines, no papermill cell bar
+    # fsl-notebook with its output in a file: the progress lines, no papermill cell bar
+    monkeypatch.setattr(progress, "redirected_output", lambda: True)
     assert (
         main(["02_train", "-p", "data_root", "glyphs", "--run-name", "logged", "--output-root", "out"]) == 0
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import TINY, cli_command
 
 from fsl_core.data import FewShotFolder
 from fsl_core.engine import evaluate, train
@@ -163,10 +163,7 @@ def test_a_command_line_run_into_a_file_writes_plain_lines(birds: Path, tmp_path
     from fsl_core import progress
 
     run_dir, log = tmp_path / "run", tmp_path / "log.txt"
-    command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
-    for name, value in {**TINY, "progress": True}.items():
-        flag = "--" + name.replace("_", "-")
-        command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]
+    command = cli_command(run_dir, birds, progress=True)
     environment = {key: value for key, value in os.environ.items() if key != ENVIRONMENT}
     with log.open("w") as out:
         subprocess.run(
@@ -181,10 +178,12 @@ def test_a_command_line_run_into_a_file_writes_plain_lines(birds: Path, tmp_path
         "epoch 2/3",
         "epoch 3/3",
     ]
-    assert not progress.jupyter_kernel() and progress.redirected_output()  # pytest captures standard error
+    assert not progress.jupyter_kernel()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "stderr", type("Terminal", (), {"isatty": staticmethod(lambda: True)})())
         patch.delenv(ENVIRONMENT, raising=False)
+        patch.setattr(sys, "stderr", type("File", (), {"isatty": staticmethod(lambda: False)})())
+        assert progress.redirected_output() and progress.plain_lines()
+        patch.setattr(sys, "stderr", type("Terminal", (), {"isatty": staticmethod(lambda: True)})())
         assert not progress.plain_lines()
         patch.setenv(ENVIRONMENT, "lines")
         assert progress.plain_lines()

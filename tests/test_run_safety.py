@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, assert_same_run, snapshot
+from conftest import TINY, assert_same_run, cli_command, snapshot
 
 import fsl_core.runtime
 from fsl_core.engine import TrainingDiverged, train
@@ -37,15 +37,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def copy_run(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(LOCK))
     return target
-
-
-def cli_command(run_dir: Path, birds: Path, **overrides: object) -> list[str]:
-    """``fsl-train`` with the TINY settings (``overrides`` win)."""
-    command = [sys.executable, "-m", "fsl_core.cli.train", "--data", str(birds), "--run-dir", str(run_dir)]
-    for name, value in {**TINY, **overrides}.items():
-        flag = "--" + name.replace("_", "-")
-        command += [flag if value else f"--no-{name}"] if isinstance(value, bool) else [flag, str(value)]
-    return command
 
 
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -122,9 +122,9 @@ def _wrong_types(options: Mapping[str, Any], declared: Mapping[str, Any], prefix
     ]
 
 
-def check_model_options(name: str, options: Mapping[str, Any], types: bool = True) -> None:
+def check_model_options(name: str, options: Mapping[str, Any], check_types: bool = True) -> None:
     """Raise ``ValueError`` unless every entry of ``options`` is an option of model ``name`` and, with
-    ``types``, holds a value of its declared type (the reconstruction family's ``gsfl`` plug-in options
+    ``check_types``, holds a value of its declared type (the reconstruction family's ``gsfl`` plug-in options
     included): a misspelt name gets the closest accepted one, and a value of another type (the string "false"
     for ``mask``, which would read as true) what was expected. Ranges and choices are checked by the model as
     it is built."""
@@ -140,7 +140,7 @@ def check_model_options(name: str, options: Mapping[str, Any], types: bool = Tru
             f"unknown option(s) {unknown} for model {name!r}{': ' + hints if hints else ''}; "
             f"accepted options: {list(accepted)}"
         )
-    if not types:
+    if not check_types:
         return
     wrong = _wrong_types(options, accepted)
     if isinstance(options.get("gsfl"), Mapping):
@@ -159,7 +159,7 @@ def rebuild_model(config: Mapping[str, Any]) -> EpisodicModel:
     are not, so a run recorded before types were checked rebuilds as it trained."""
     config = dict(config)
     name, backbone = config.pop("name"), config.pop("backbone", "conv4")
-    check_model_options(name, config, types=False)
+    check_model_options(name, config, check_types=False)
     return _built(name, backbone, config)
 
 
