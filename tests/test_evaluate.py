@@ -21,7 +21,7 @@ import fsl_core.cli.evaluate as evaluate_cli
 from fsl_core.cli.evaluate import format_table, main
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.engine import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
-from fsl_core.engine.evaluate import check_result_path, result_file_name, write_results
+from fsl_core.engine.evaluate import check_result_path, evaluation_data_root, result_file_name, write_results
 from fsl_core.models import build_model, save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -232,6 +232,43 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
     code = main([str(not_ours), "--data", str(birds), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "--reference" in err and err.count("\n") == 1
+
+
+def test_data_defaults_to_the_set_the_run_trained_on(
+    birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("protonet", "conv4", image_size=16)
+    config = {"image_size": 16, "data_root": str(birds)}
+    checkpoint = save_model(model, tmp_path / "best.pt", train_config=config)
+    assert evaluation_data_root(checkpoint) == birds
+    assert evaluation_data_root(checkpoint, tmp_path) == tmp_path
+    given = evaluate_checkpoint(checkpoint, birds, shots=(1,), query=3, episodes=4, progress=False)
+    recorded = evaluate_checkpoint(checkpoint, shots=(1,), query=3, episodes=4, progress=False)
+    assert np.array_equal(given[1].accuracies, recorded[1].accuracies)
+    code = main([str(checkpoint), "--shot", "1", "--episodes", "4", "--query", "3", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith(f"{checkpoint} on {birds}/test: ")
+    written = json.loads((tmp_path / "best_test_5way_1shot_3query_4ep_seed0.json").read_text())
+    assert written["data"] == str(birds) and written["results"]["1"]["mean"] == given[1].mean
+
+    # a relative root is relative to where training started: elsewhere it is refused with the way out
+    relative = save_model(model, tmp_path / "relative.pt", train_config={**config, "data_root": "data/birds"})
+    monkeypatch.chdir(tmp_path)
+    code = main([str(relative), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err == (
+        f"error: {relative} was trained on data/birds, which is not a folder here (a relative path is relative "
+        f"to the folder training started in, and this is {tmp_path}); give the data set root holding the split "
+        "folder (--data ROOT, or data_root=)\n"
+    )
+    unrecorded = save_model(model, tmp_path / "saved.pt")
+    with pytest.raises(ValueError, match=r"saved.pt records no data set \(a model saved outside training\)"):
+        evaluate_checkpoint(unrecorded, episodes=2, progress=False)
+    with pytest.raises(ValueError, match="released weights .* record no data set; give the data set root"):
+        evaluation_data_root(checkpoint, reference=True)
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist; .* holds best.pt"):
+        evaluation_data_root(tmp_path / "missing.pt")
 
 
 # -- output files: named after the settings, checked first, never overwritten -------------------------------

@@ -1,6 +1,7 @@
 """Command line for few-shot evaluation of a checkpoint.
 
-    fsl-evaluate outputs/train/NAME/best.pt --data data/birds --shot 1 5 --episodes 10000
+    fsl-evaluate outputs/train/NAME/best.pt --shot 1 5 --episodes 10000    # on the data set it trained on
+    fsl-evaluate outputs/train/NAME/best.pt --data data/other --episodes 600
     fsl-evaluate CUB_conv4.pth --reference --data data/CUB_fewshot_cropped
 
 Prints a table (per shot: mean ± 95% confidence interval, the seconds spent embedding every image once and
@@ -26,6 +27,7 @@ from fsl_core.engine.evaluate import (
     check_episode_settings,
     check_result_path,
     evaluate_checkpoint,
+    evaluation_data_root,
     result_file_name,
     write_results,
 )
@@ -44,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="best.pt / last.pt of a run, a save_model file, or with "
         "--reference the HMDRN authors' released weights",
     )
-    parser.add_argument("--data", required=True, type=Path, help="data set root holding the split folder")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data set root holding the split folder (default: the one the checkpoint's run trained on; "
+        "required with --reference)",
+    )
     parser.add_argument("--split", default="test", help="split folder to evaluate on (default: test)")
     parser.add_argument(
         "--shot", type=int, nargs="+", default=[1, 5], help="shots to evaluate (default: 1 5)"
@@ -136,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             overwrite_hint="--overwrite",
             example_name=name,
         )
+        data = evaluation_data_root(args.checkpoint, args.data, args.reference)
         device = resolve_device(args.device)
         started = time.perf_counter()
         results = evaluate_checkpoint(
             args.checkpoint,
-            args.data,
+            data,
             split=args.split,
             shots=args.shot,
             way=args.way,
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(
-        f"{args.checkpoint} on {args.data}/{args.split}: {args.way}-way, {args.query} queries per class, "
+        f"{args.checkpoint} on {data}/{args.split}: {args.way}-way, {args.query} queries per class, "
         f"{args.episodes} episodes, {device}"
     )
     print(format_table(results), flush=True)
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             out,
             overwrite=args.overwrite,
             checkpoint=str(args.checkpoint),
-            data=str(args.data),
+            data=str(data),
             split=args.split,
             reference=args.reference,
             cached=not args.plain,

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
-from fsl_core.models.checkpoints import load_checkpoint, trained_image_size
+from fsl_core.models.checkpoints import load_checkpoint, trained_image_size, training_setting
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_json, checkpoint_not_found, evaluation_mode, resolve_device
@@ -315,9 +315,39 @@ def _plain_correct(
     return correct, _clock(device) - start
 
 
+def evaluation_data_root(
+    checkpoint: str | Path, data_root: str | Path | None = None, reference: bool = False
+) -> Path:
+    """The data set to evaluate ``checkpoint`` on: ``data_root`` when given, else the one its run trained on
+    (the ``data_root`` recorded in the checkpoint; a relative one is relative to the folder training started in).
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist (the message lists what its folder holds).
+        ValueError: no ``data_root`` was given and the checkpoint names none that exists here (the message says
+            to give one).
+    """
+    if data_root is not None:
+        return Path(data_root)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise checkpoint_not_found(path)
+    way_out = "give the data set root holding the split folder (--data ROOT, or data_root=)"
+    if reference:
+        raise ValueError(f"the HMDRN authors' released weights {path} record no data set; {way_out}")
+    recorded = training_setting(load_checkpoint(path), "data_root")
+    if recorded is None:
+        raise ValueError(f"{path} records no data set (a model saved outside training); {way_out}")
+    if not Path(recorded).is_dir():
+        raise ValueError(
+            f"{path} was trained on {recorded}, which is not a folder here (a relative path is relative to the "
+            f"folder training started in, and this is {Path.cwd()}); {way_out}"
+        )
+    return Path(recorded)
+
+
 def evaluate_checkpoint(
     path: str | Path,
-    data_root: str | Path,
+    data_root: str | Path | None = None,
     split: str = "test",
     shots: Sequence[int] = (1, 5),
     way: int = 5,
@@ -334,7 +364,8 @@ def evaluate_checkpoint(
     progress: bool = True,
     num_workers: int = 0,
 ) -> dict[int, EvalResult]:
-    """Load a checkpoint and evaluate it on ``split`` of ``data_root`` for every shot in ``shots``.
+    """Load a checkpoint and evaluate it on ``split`` of ``data_root`` for every shot in ``shots``
+    (``data_root`` defaults to the data set the checkpoint's run trained on: ``evaluation_data_root``).
 
     ``path``: an fsl_core checkpoint (``best.pt``/``last.pt``/``save_model``), which records its model, or
     with ``reference=True`` the HMDRN authors' released weights, built as ``model_name``/``backbone``
@@ -345,6 +376,7 @@ def evaluate_checkpoint(
     if not path.is_file():
         raise checkpoint_not_found(path)
     check_episode_settings(way, list(shots), query, episodes)
+    data_root = evaluation_data_root(path, data_root, reference)
     if not reference and (model_name is not None or backbone is not None):
         raise ValueError(
             "model_name and backbone are only used with reference=True; an fsl_core checkpoint records "

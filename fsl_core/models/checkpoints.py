@@ -87,11 +87,16 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
     return atomic_torch_save({"format": FORMAT, **content}, path)
 
 
-def trained_image_size(source: str | Path | Mapping[str, Any]) -> int | None:
-    """The input size a checkpoint's model was trained at (a path or the loaded dict; None when it does not
-    say: a model saved outside training)."""
+def training_setting(source: str | Path | Mapping[str, Any], name: str) -> Any:
+    """The value of the training setting ``name`` (a ``TrainConfig`` field) that a checkpoint recorded (a path
+    or the loaded dict; None when it does not say: a model saved outside training)."""
     content = source if isinstance(source, Mapping) else load_checkpoint(source)
-    return (content.get("train_config") or {}).get("image_size")
+    return (content.get("train_config") or {}).get(name)
+
+
+def trained_image_size(source: str | Path | Mapping[str, Any]) -> int | None:
+    """The input size a checkpoint's model was trained at (``training_setting(source, "image_size")``)."""
+    return training_setting(source, "image_size")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
