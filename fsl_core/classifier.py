@@ -194,10 +194,12 @@ def image_inputs(images: Images) -> tuple[list[str], list[ImageSource]]:
     if problems:
         raise NotAnImageError(
             f"{len(problems)} of the images to classify cannot be read: {_listed(problems)}. Give image files "
-            "(JPEG, PNG, BMP or WebP), folders of them, or PIL images"
+            "(JPEG, PNG, BMP or WebP) or folders of them (from Python, PIL images too)"
         )
     if not sources:
-        raise NotAnImageError("no images to classify were given; give image files, a folder or PIL images")
+        raise NotAnImageError(
+            "no images to classify were given; give image files or a folder of them (from Python, PIL images too)"
+        )
     if not explicit:
         names = [_name_of(source, i) for i, source in enumerate(sources)]
         if len(set(names)) < len(names):

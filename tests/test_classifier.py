@@ -379,6 +379,13 @@ def test_bad_queries_and_predicting_before_fit_are_named(tmp_path: Path, referen
         f"{files['cut']}: damaged or truncated" in text and f"{tmp_path / 'gone.jpg'}: does not exist" in text
     )
     assert f"{tmp_path / 'empty'}: a folder without image files" in text and "good.png" not in text
+    assert text.endswith(
+        "Give image files (JPEG, PNG, BMP or WebP) or folders of them (from Python, PIL images too)"
+    )
+    with pytest.raises(
+        NotAnImageError, match=r"^no images to classify were given; give image files or a folder"
+    ):
+        clf.predict([])
 
 
 def test_checkpoints_that_hold_no_model_are_named(tmp_path: Path, reference_run: Path) -> None:
