@@ -71,12 +71,9 @@ from fsl_core.models import (
     GSFLClassifier,
     ProtoNet,
     ReconstructionNetwork,
-    load_checkpoint,
-    load_model,
-    load_reference_checkpoint,
 )
 from fsl_core.models.base import Embedding, index_embedding
-from fsl_core.models.checkpoints import trained_image_size
+from fsl_core.models.checkpoints import input_size, load_trained_model
 from fsl_core.progress import tqdm
 from fsl_core.runtime import checkpoint_not_found, resolve_device, seeded_generator, use_cpu_threads
 
@@ -417,7 +414,7 @@ class FewShotClassifier:
             raise ValueError(f"draws={draws!r}: expected a positive integer")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.image_size = int(image_size or model.config.get("image_size") or 84)
+        self.image_size = input_size(model, image_size)
         self.transform = eval_transform(self.image_size)
         self.batch_size = batch_size
         self.draws = draws
@@ -454,14 +451,8 @@ class FewShotClassifier:
             raise NotAModelError(f"checkpoint {path} is a folder; give a checkpoint file{hint}")
         if not path.is_file():
             raise checkpoint_not_found(path)
-        recorded = None
         try:
-            if reference:
-                model = load_reference_checkpoint(path)
-            else:
-                content = load_checkpoint(path)
-                recorded = trained_image_size(content)
-                model = load_model(content)
+            model, size = load_trained_model(path, image_size, reference)
         except (ValueError, TypeError, KeyError) as error:
             way_out = (
                 "give the HMDRN authors' released Conv-4 weights, or an fsl_core checkpoint"
@@ -470,7 +461,7 @@ class FewShotClassifier:
                 "save_model file; for the HMDRN authors' weights pass reference=True (--reference)"
             )
             raise NotAModelError(f"checkpoint {path} holds no usable model: {error}. {way_out}") from error
-        classifier = cls(model, image_size=image_size or recorded, device=device, **options)
+        classifier = cls(model, image_size=size, device=device, **options)
         classifier.checkpoint = path
         return classifier
 

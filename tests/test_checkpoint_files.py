@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fsl_core.models import build_model, load_model, load_reference_checkpoint, save_model
-from fsl_core.models.checkpoints import load_checkpoint
+from fsl_core.models.checkpoints import input_size, load_checkpoint, load_trained_model
 from fsl_core.runtime import load_torch_file
 
 
@@ -145,3 +145,18 @@ def test_reference_weights_only_for_hmdrn_conv4(name: str, backbone: str, tmp_pa
     with pytest.raises(ValueError, match=r"only for model 'hmdrn' with backbone 'conv4'") as raised:
         load_reference_checkpoint(tmp_path / "missing.pth", name=name, backbone=backbone)
     assert repr(name) in str(raised.value) and repr(backbone) in str(raised.value)
+
+
+def test_a_trained_model_is_fed_the_size_it_was_trained_at(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("hmdrn", "conv4", image_size=16)
+    plain = save_model(model, tmp_path / "plain.pt")  # no training record: the model's own size
+    loaded, size = load_trained_model(plain)
+    assert size == 16 and loaded.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    recorded = save_model(model, tmp_path / "recorded.pt", train_config={"image_size": 24})
+    assert load_trained_model(recorded)[1] == 24 and load_trained_model(recorded, image_size=32)[1] == 32
+    assert load_trained_model(plain, reference=True)[1] == 16  # reference=True reads our files too
+    sizeless = build_model("protonet", "conv4")
+    del sizeless.config["image_size"]
+    assert input_size(sizeless) == 84 and input_size(sizeless, trained=40) == 40

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
-from fsl_core.models import EpisodicModel, load_model, load_reference_checkpoint
-from fsl_core.models.checkpoints import load_checkpoint, trained_image_size, training_setting
+from fsl_core.models import EpisodicModel
+from fsl_core.models.checkpoints import load_checkpoint, load_trained_model, training_setting
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_json, checkpoint_not_found, evaluation_mode, resolve_device
@@ -382,14 +382,9 @@ def evaluate_checkpoint(
             "model_name and backbone are only used with reference=True; an fsl_core checkpoint records "
             "its model"
         )
-    if reference:
-        model = load_reference_checkpoint(path, name=model_name or "hmdrn", backbone=backbone or "conv4")
-        recorded_size = None
-    else:
-        content = load_checkpoint(path)
-        recorded_size = trained_image_size(content)
-        model = load_model(content)
-    size = image_size or recorded_size or 84
+    model, size = load_trained_model(
+        path, image_size, reference, name=model_name or "hmdrn", backbone=backbone or "conv4"
+    )
     dataset = FewShotFolder(data_root, split, transform="eval", image_size=size)
     return {
         shot: evaluate(

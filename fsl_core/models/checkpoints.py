@@ -99,6 +99,35 @@ def trained_image_size(source: str | Path | Mapping[str, Any]) -> int | None:
     return training_setting(source, "image_size")
 
 
+def input_size(model: EpisodicModel, image_size: int | None = None, trained: int | None = None) -> int:
+    """The input side S to feed ``model``: ``image_size`` when given, else the size it was ``trained`` at (as a
+    checkpoint records it), else its own ``config["image_size"]`` (HMDRN's token positions), else 84."""
+    return int(image_size or trained or model.config.get("image_size") or 84)
+
+
+def load_trained_model(
+    path: str | Path,
+    image_size: int | None = None,
+    reference: bool = False,
+    name: str = "hmdrn",
+    backbone: str = "conv4",
+) -> tuple[EpisodicModel, int]:
+    """(model, the input side to feed it, ``input_size``) from a checkpoint file: best.pt/last.pt of a run or a
+    ``save_model`` file, which record their model; with ``reference=True`` the HMDRN authors' released weights,
+    built as ``name``/``backbone`` (``load_reference_checkpoint``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds no model we can build (the message says why).
+    """
+    if reference:
+        model = load_reference_checkpoint(path, name=name, backbone=backbone)
+        return model, input_size(model, image_size)
+    content = load_checkpoint(path)
+    model = load_model(content)
+    return model, input_size(model, image_size, trained_image_size(content))
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read one of our checkpoint files as a dict (tensors and plain containers only, ``load_torch_file``).
 
