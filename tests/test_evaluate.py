@@ -20,9 +20,17 @@ import torch
 import fsl_core.cli.evaluate as evaluate_cli
 from fsl_core.cli.evaluate import format_table, main
 from fsl_core.data import EpisodeSampler, FewShotFolder
-from fsl_core.engine import EvalResult, confidence_interval, evaluate, evaluate_checkpoint
+from fsl_core.engine import (
+    EvalResult,
+    confidence_interval,
+    evaluate,
+    evaluate_checkpoint,
+    evaluate_shots,
+    results_to_dict,
+)
 from fsl_core.engine.evaluate import check_result_path, evaluation_data_root, result_file_name, write_results
 from fsl_core.models import build_model, save_model
+from fsl_core.viz.tables import results_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -171,6 +179,30 @@ def test_query_role_is_embedded_only_when_it_differs(
     model.query_embedding_differs = True
     evaluate(model, test_set, way=5, shot=1, query=2, episodes=3, batch_size=1000, progress=False)
     assert calls == [("extract", None), ("encode", False), ("encode", True)]
+
+
+def test_several_shots_at_once_give_each_shot_s_result(test_set: FewShotFolder, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("protonet", "conv4", image_size=16)
+    settings = dict(way=3, query=2, episodes=5, seed=4, progress=False)
+    results = evaluate_shots(model, test_set, (2, 1), **settings)
+    assert list(results) == [2, 1]
+    for shot, result in results.items():
+        alone = evaluate(model, test_set, shot=shot, **settings)
+        assert np.array_equal(result.accuracies, alone.accuracies) and (result.mean, result.ci95) == (
+            alone.mean,
+            alone.ci95,
+        )
+    as_json = results_to_dict(results)
+    assert list(as_json) == ["2", "1"] and as_json["1"] == results[1].to_dict()
+    assert json.loads(json.dumps(as_json)) == as_json
+    table = results_table({"a": results, "b": {1: results[1]}})
+    assert table.to_dict("records") == [
+        {"model": "a", "shot": 2, "mean": results[2].mean, "ci95": results[2].ci95, "episodes": 5},
+        {"model": "a", "shot": 1, "mean": results[1].mean, "ci95": results[1].ci95, "episodes": 5},
+        {"model": "b", "shot": 1, "mean": results[1].mean, "ci95": results[1].ci95, "episodes": 5},
+    ]
+    assert list(results_table({}, label="feature").columns) == ["feature", "shot", "mean", "ci95", "episodes"]
 
 
 def test_mode_and_errors(test_set: FewShotFolder) -> None:

@@ -44,6 +44,8 @@ EXPORTS = {
         "confidence_interval",
         "evaluate",
         "evaluate_checkpoint",
+        "evaluate_shots",
+        "results_to_dict",
         "train",
         "GSFLTrainConfig",
         "train_gsfl",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -148,7 +149,7 @@ def test_run_folder_contents(reference_run: Path) -> None:
 
 
 def test_result_and_resume_of_a_finished_run(
-    reference_run: Path, birds: Path, monkeypatch: pytest.MonkeyPatch
+    reference_run: Path, birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_decoding(*_: object) -> None:
         raise AssertionError("a finished run decoded its training images")
@@ -159,7 +160,12 @@ def test_result_and_resume_of_a_finished_run(
     on_device = train(data_root=str(birds), run_dir=str(reference_run), **dict(TINY, augment_on_device=True))
     assert on_device.finished and on_device.metrics.equals(result.metrics)
     assert result.best_epoch in (2, 3) and result.best_val_acc == result.metrics["val_acc"].max()
-    assert result.last_checkpoint == reference_run / "last.pt"
+    assert (
+        result.last_checkpoint == reference_run / "last.pt" and result.checkpoint == reference_run / "best.pt"
+    )
+    unvalidated = dataclasses.replace(result, run_dir=tmp_path)  # a folder without best.pt
+    (tmp_path / "last.pt").touch()
+    assert unvalidated.checkpoint == tmp_path / "last.pt"
 
 
 # -- exact resume -----------------------------------------------------------------------------------------------

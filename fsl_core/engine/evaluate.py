@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,19 @@ def evaluate(
     )
 
 
+def evaluate_shots(
+    model: nn.Module, dataset: Dataset, shots: Sequence[int] = (1, 5), **settings: Any
+) -> dict[int, EvalResult]:
+    """``evaluate(model, dataset, shot=s, **settings)`` for every shot s in ``shots`` → {shot: EvalResult}, in
+    the order given (``settings``: way, query, episodes, seed, device, ... as ``evaluate`` takes them)."""
+    return {shot: evaluate(model, dataset, shot=shot, **settings) for shot in shots}
+
+
+def results_to_dict(results: Mapping[int, EvalResult]) -> dict[str, dict[str, Any]]:
+    """{shot: EvalResult} → JSON-ready {"<shot>": ``EvalResult.to_dict()``}."""
+    return {str(shot): result.to_dict() for shot, result in results.items()}
+
+
 def _clock(device: torch.device) -> float:
     """``time.perf_counter()`` once the work queued on ``device`` has finished (CUDA runs asynchronously)."""
     if device.type == "cuda":
@@ -386,23 +399,20 @@ def evaluate_checkpoint(
         path, image_size, reference, name=model_name or "hmdrn", backbone=backbone or "conv4"
     )
     dataset = FewShotFolder(data_root, split, transform="eval", image_size=size)
-    return {
-        shot: evaluate(
-            model,
-            dataset,
-            way=way,
-            shot=shot,
-            query=query,
-            episodes=episodes,
-            seed=seed,
-            cached=cached,
-            device=device,
-            batch_size=batch_size,
-            progress=progress,
-            num_workers=num_workers,
-        )
-        for shot in shots
-    }
+    return evaluate_shots(
+        model,
+        dataset,
+        shots,
+        way=way,
+        query=query,
+        episodes=episodes,
+        seed=seed,
+        cached=cached,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+        num_workers=num_workers,
+    )
 
 
 def result_file_name(
@@ -495,7 +505,7 @@ def write_results(
     """
     path = Path(path)
     check_result_path(path, overwrite)
-    content = {**context, "results": {str(shot): result.to_dict() for shot, result in results.items()}}
+    content = {**context, "results": results_to_dict(results)}
     moved = move_aside(path) if path.exists() else None
     try:
         atomic_write_json(content, path)

@@ -135,6 +135,11 @@ class TrainResult:
     def best_checkpoint(self) -> Path:
         return self.run_dir / "best.pt"
 
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint to use: ``best.pt`` when validation chose one, else ``last.pt``."""
+        return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
+
 
 def train(
     config: TrainConfig | dict[str, Any] | None = None,

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from fsl_core.engine.evaluate import EvalResult
+
+
+def results_table(results: Mapping[str, Mapping[int, EvalResult]], label: str = "model") -> pd.DataFrame:
+    """A long accuracy table from {name: {shot: EvalResult}} (``evaluate_shots`` per name): one row per name and
+    shot, columns ``label`` (the name), "shot", "mean", "ci95" (accuracies in %) and "episodes", as
+    ``accuracy_table``, ``summary_lines`` and ``plot_accuracy_bars`` take it."""
+    return pd.DataFrame(
+        [
+            {label: name, "shot": shot, "mean": r.mean, "ci95": r.ci95, "episodes": r.episodes}
+            for name, by_shot in results.items()
+            for shot, r in by_shot.items()
+        ],
+        columns=[label, "shot", "mean", "ci95", "episodes"],
+    )
 
 
 def accuracy_table(
