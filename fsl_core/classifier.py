@@ -75,7 +75,7 @@ from fsl_core.models import (
 from fsl_core.models.base import Embedding, index_embedding
 from fsl_core.models.checkpoints import input_size, load_trained_model
 from fsl_core.progress import tqdm
-from fsl_core.runtime import checkpoint_not_found, resolve_device, seeded_generator, use_cpu_threads
+from fsl_core.runtime import checked_checkpoint_file, resolve_device, seeded_generator, use_cpu_threads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -444,13 +444,10 @@ class FewShotClassifier:
             FileNotFoundError: ``path`` does not exist.
             NotAModelError: the file holds no model we can build (the message says why and what to give).
         """
-        path = Path(path).expanduser()
-        if path.is_dir():
-            inside = [p.name for p in (path / "best.pt", path / "last.pt") if p.is_file()]
-            hint = f" ({path}/{inside[0]} is one)" if inside else ""
-            raise NotAModelError(f"checkpoint {path} is a folder; give a checkpoint file{hint}")
-        if not path.is_file():
-            raise checkpoint_not_found(path)
+        try:
+            path = checked_checkpoint_file(path)
+        except IsADirectoryError as error:
+            raise NotAModelError(str(error)) from None
         try:
             model, size = load_trained_model(path, image_size, reference)
         except (ValueError, TypeError, KeyError) as error:

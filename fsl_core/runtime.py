@@ -313,6 +313,24 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode(), path)
 
 
+def checked_checkpoint_file(path: str | Path) -> Path:
+    """``path``, absolute, when it is a file; otherwise the error with the way out.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (a run folder, say); the message names the checkpoints in it.
+        FileNotFoundError: ``path`` does not exist (``checkpoint_not_found``).
+    """
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        inside = sorted(entry.name for entry in path.glob("*.pt"))
+        inside.sort(key=lambda name: name != "best.pt")  # best.pt first: the checkpoint to use
+        hint = f": {path / inside[0]} is one" if inside else f"; {path} holds no .pt file"
+        raise IsADirectoryError(f"checkpoint {path} is a folder; give a checkpoint file{hint}")
+    if not path.is_file():
+        raise checkpoint_not_found(path)
+    return path
+
+
 def checkpoint_not_found(path: str | Path) -> FileNotFoundError:
     """The error for a checkpoint file that does not exist, with the way out: what its folder holds (the
     closest name first), or that the folder is missing too."""
@@ -348,11 +366,7 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         return lines[0] if lines else type(error).__name__
 
-    path = Path(path).expanduser().absolute()
-    if path.is_dir():
-        raise IsADirectoryError(f"checkpoint {path} is a folder, not a file; give the .pt file in it")
-    if not path.exists():
-        raise checkpoint_not_found(path)
+    path = checked_checkpoint_file(path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:

@@ -401,7 +401,10 @@ def test_checkpoints_that_hold_no_model_are_named(tmp_path: Path, reference_run:
         NotAModelError, match=r"reference checkpoint does not fit hmdrn/conv4: missing tensors"
     ):
         FewShotClassifier.from_checkpoint(other, reference=True)
-    with pytest.raises(NotAModelError, match=r"is a folder; give a checkpoint file \(.*best.pt is one\)"):
+    with pytest.raises(
+        NotAModelError,
+        match=rf"{reference_run} is a folder; give a checkpoint file: {reference_run / 'best.pt'} is one$",
+    ):
         FewShotClassifier.from_checkpoint(reference_run)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         FewShotClassifier.from_checkpoint(tmp_path / "missing.pt")

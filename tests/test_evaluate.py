@@ -259,6 +259,11 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
     code = main([str(tmp_path / "missing.pt"), "--data", str(birds), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"error: checkpoint {tmp_path / 'missing.pt'} does not exist; ")
+    code = main([str(tmp_path), "--data", str(birds), "--no-progress"])  # a run folder, not its checkpoint
+    err = capsys.readouterr().err
+    assert code == 1 and err == (
+        f"error: checkpoint {tmp_path} is a folder; give a checkpoint file: {tmp_path / 'best.pt'} is one\n"
+    )
     not_ours = tmp_path / "weights.pt"
     torch.save({"w1": torch.zeros(1)}, not_ours)
     code = main([str(not_ours), "--data", str(birds), "--no-progress"])

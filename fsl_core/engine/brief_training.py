@@ -66,7 +66,7 @@ def checkpoint_or_brief_training(
             device=str(device),
             threads=threads,
         )
-        path = result.best_checkpoint if result.best_checkpoint.is_file() else result.last_checkpoint
+        path = result.checkpoint
         content, size = load_checkpoint(path), image_size
     loaded = load_model(content, device=resolve_device(device)).eval()
     if accepted is not None and loaded.config["name"] not in accepted:

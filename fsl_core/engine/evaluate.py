@@ -33,7 +33,7 @@ from fsl_core.models import EpisodicModel
 from fsl_core.models.checkpoints import load_checkpoint, load_trained_model, training_setting
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_json, checkpoint_not_found, evaluation_mode, resolve_device
+from fsl_core.runtime import atomic_write_json, checked_checkpoint_file, evaluation_mode, resolve_device
 from fsl_core.statistics import confidence_interval
 
 
@@ -341,9 +341,7 @@ def evaluation_data_root(
     """
     if data_root is not None:
         return Path(data_root)
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise checkpoint_not_found(path)
+    path = checked_checkpoint_file(checkpoint)
     way_out = "give the data set root holding the split folder (--data ROOT, or data_root=)"
     if reference:
         raise ValueError(f"the HMDRN authors' released weights {path} record no data set; {way_out}")
@@ -385,9 +383,7 @@ def evaluate_checkpoint(
     (default and only choice: "hmdrn"/"conv4"; anything else is refused). ``image_size`` defaults to the
     training image size recorded in the checkpoint, else 84. Returns {shot: EvalResult}.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise checkpoint_not_found(path)
+    path = checked_checkpoint_file(path)
     check_episode_settings(way, list(shots), query, episodes)
     data_root = evaluation_data_root(path, data_root, reference)
     if not reference and (model_name is not None or backbone is not None):
