@@ -300,7 +300,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
     "03_evaluate": {
         "checkpoint": Parameter(
             None,
-            "path of the checkpoint to evaluate (required), relative to the repository root or absolute",
+            "the checkpoint to evaluate (required): a training run's best.pt or last.pt, a save_model file",
             "path",
             required="pass the path of a training run's best.pt, e.g. -p checkpoint "
             "outputs/02_train/<run>/train/best.pt",
@@ -313,8 +313,14 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "reference_model": choice(
             "hmdrn", "model the released HMDRN weights are loaded into (with reference True)", ("hmdrn",)
         ),
-        "data_root": DATA_ROOT,
-        "split": choice("test", "split to evaluate on: test or val", SPLITS),
+        "data_root": replace(
+            DATA_ROOT,
+            default=None,
+            help="data set folder (few-shot layout; None: the one the checkpoint's run trained on)",
+            optional=True,
+            none="the data set the checkpoint's run trained on",
+        ),
+        "split": choice("test", "split to evaluate on", SPLITS),
         "image_size": integer(
             None,
             "input side (None: the size the checkpoint was trained with, else 84)",

@@ -374,8 +374,7 @@ def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | N
         "evaluate": (
             "03_evaluate",
             dict(
-                checkpoint=checkpoint,
-                data_root=data,
+                checkpoint=checkpoint,  # no data_root: the one its run trained on
                 shots=[1, 2],
                 query=4,
                 episodes=8,
@@ -595,6 +594,7 @@ def test_evaluate(executions: Executions, notebook_birds: Path, one_thread: None
     folder = executions.get("evaluate")
     out = results(folder)
     assert set(out["accuracy"]) == {"1", "2"} and out["image_size"] == 32
+    assert out["data_root"] == str(notebook_birds)  # the data set the checkpoint's run trained on
     model = load_model(out["checkpoint"]).eval()
     test_set = FewShotFolder(notebook_birds, "test", transform="eval", image_size=32)
     episodes = pd.read_csv(folder / "episodes.csv")

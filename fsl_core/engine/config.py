@@ -128,7 +128,9 @@ class TrainConfig:
         help="model options (ablation switches) passed to build_model", factory=dict
     )
     # data
-    data_root: str = _setting("data/birds", "data set root holding train/ and val/ class folders")
+    data_root: str = _setting(
+        "data/birds", "data set root holding train/ and val/ class folders (recorded as an absolute path)"
+    )
     image_size: int | None = _setting(None, "square input size in pixels (84 in the papers)")
     augmentation: str | ImageTransform = _setting(
         "papers",
@@ -213,7 +215,7 @@ class TrainConfig:
         if not isinstance(self.options, dict):
             raise ValueError(f"options must be a dict of model options, got {type(self.options).__name__}")
         self.options = dict(self.options)
-        self.data_root = str(self.data_root)
+        self.data_root = str(Path(self.data_root).expanduser().absolute())  # recorded as where it is
         if self.run_dir is not None:
             self.run_dir = str(self.run_dir)
         # the settings given explicitly (not left to the protocol): ``replace`` keeps them
