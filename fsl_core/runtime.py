@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import io
 import json
 import os
@@ -311,6 +312,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 def atomic_write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode(), path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checked_checkpoint_file(path: str | Path) -> Path:

@@ -28,7 +28,14 @@ from fsl_core.engine import (
     evaluate_shots,
     results_to_dict,
 )
-from fsl_core.engine.evaluate import check_result_path, evaluation_data_root, result_file_name, write_results
+from fsl_core.engine.evaluate import (
+    check_result_path,
+    checkpoint_record,
+    earlier_result_detail,
+    evaluation_data_root,
+    result_file_name,
+    write_results,
+)
 from fsl_core.models import build_model, save_model
 from fsl_core.viz.tables import results_table
 
@@ -285,7 +292,7 @@ def test_data_defaults_to_the_set_the_run_trained_on(
     assert np.array_equal(given[1].accuracies, recorded[1].accuracies)
     code = main([str(checkpoint), "--shot", "1", "--episodes", "4", "--query", "3", "--no-progress"])
     out = capsys.readouterr().out
-    assert code == 0 and out.startswith(f"{checkpoint} on {birds}/test: ")
+    assert code == 0 and out.startswith(f"{checkpoint} on {birds}/test at 16 px: ")
     written = json.loads((tmp_path / "best_test_5way_1shot_3query_4ep_seed0.json").read_text())
     assert written["data"] == str(birds) and written["results"]["1"]["mean"] == given[1].mean
 
@@ -332,6 +339,45 @@ def quick(checkpoint: Path, data: Path, *extra: str) -> list[str]:
 
 def never_called(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
     raise AssertionError("evaluate_checkpoint ran although the command should have stopped before it")
+
+
+def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
+    trained: Path, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path / "run")
+    content = torch.load(checkpoint, weights_only=True)
+    torch.save({**content, "epoch": 2}, checkpoint)
+    assert main(quick(checkpoint, birds, "--shot", "1")) == 0
+    result = checkpoint.with_name("best_test_5way_1shot_3query_4ep_seed0.json")
+    written = json.loads(result.read_text())
+    assert (written["checkpoint"], written["checkpoint_sha256"]) == (str(checkpoint), sha256(checkpoint))
+    assert (written["checkpoint_epoch"], written["trained_image_size"], written["image_size"]) == (2, 16, 16)
+    assert written["results"]["1"]["image_size"] == 16 and written["data"] == str(birds)
+    capsys.readouterr()
+
+    assert main(quick(checkpoint, birds, "--shot", "1")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: result file {result} already exists (measured on this same checkpoint) and "
+    )
+    torch.save({**content, "epoch": 3}, checkpoint)  # the run trained further: best.pt changed
+    assert main(quick(checkpoint, birds, "--shot", "1")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: result file {result} already exists (measured on an earlier state of the checkpoint: epoch 2 "
+        "then, epoch 3 now) and is kept as it is; choose another --out, or pass --overwrite"
+    )
+    before = sha256(result)
+    assert (
+        main(
+            quick(checkpoint, birds, "--shot", "1", "--image-size", "24", "--out", str(tmp_path / "24.json"))
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "at 24 px: " in out and "note: the model was trained at 16 px and is evaluated at 24 px" in out
+    assert json.loads((tmp_path / "24.json").read_text())["image_size"] == 24 and sha256(result) == before
+    assert earlier_result_detail(tmp_path / "nothing.json", checkpoint_record(checkpoint)) == ""
 
 
 def test_result_file_name_says_what_was_evaluated() -> None:

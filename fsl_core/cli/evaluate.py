@@ -7,8 +7,10 @@
 Prints a table (per shot: mean ± 95% confidence interval, the seconds spent embedding every image once and
 running the episodes, and episodes per second), then writes the results as JSON to ``--out`` or
 next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
-``best_test_5way_1+5shot_16query_10000ep_seed0.json``. The output path is checked before any episode runs;
-an existing result is never overwritten: choose another ``--out``, or pass ``--overwrite`` to move the old
+``best_test_5way_1+5shot_16query_10000ep_seed0.json``; the JSON also identifies the checkpoint (absolute path,
+SHA-256, epoch) and gives the input size. The output path is checked before any episode runs; an existing
+result is never overwritten, and its refusal says whether it was measured on this same checkpoint or on an
+earlier state of it (a run trained further): choose another ``--out``, or pass ``--overwrite`` to move the old
 file aside (``<name>.replaced-<UTC time>.json``).
 """
 
@@ -26,6 +28,8 @@ from fsl_core.engine.evaluate import (
     EvalResult,
     check_episode_settings,
     check_result_path,
+    checkpoint_record,
+    earlier_result_detail,
     evaluate_checkpoint,
     evaluation_data_root,
     result_file_name,
@@ -137,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
                 "--model and --backbone are only used with --reference; an fsl_core checkpoint records "
                 "its model"
             )
+        record = checkpoint_record(args.checkpoint)
         check_result_path(
             args.out if args.out is not None else out,
             args.overwrite,
             other_hint="another --out",
             overwrite_hint="--overwrite",
             example_name=name,
+            detail=earlier_result_detail(out, record),
         )
         data = evaluation_data_root(args.checkpoint, args.data, args.reference)
         device = resolve_device(args.device)
@@ -170,18 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    size = next(iter(results.values())).image_size
     print(
-        f"{args.checkpoint} on {data}/{args.split}: {args.way}-way, {args.query} queries per class, "
-        f"{args.episodes} episodes, {device}"
+        f"{args.checkpoint} on {data}/{args.split} at {size} px: {args.way}-way, {args.query} queries per "
+        f"class, {args.episodes} episodes, {device}"
     )
+    trained = record.get("trained_image_size")
+    if trained is not None and size != trained:
+        print(f"note: the model was trained at {trained} px and is evaluated at {size} px (--image-size)")
     print(format_table(results), flush=True)
     try:
         moved = write_results(
             results,
             out,
             overwrite=args.overwrite,
-            checkpoint=str(args.checkpoint),
-            data=str(data),
+            **record,
+            data=str(data.absolute()),
+            image_size=size,
             split=args.split,
             reference=args.reference,
             cached=not args.plain,

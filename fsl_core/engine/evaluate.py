@@ -15,6 +15,7 @@ Two paths give the same episodes (``EpisodeSampler`` with the same seed) and the
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -33,7 +34,14 @@ from fsl_core.models import EpisodicModel
 from fsl_core.models.checkpoints import load_checkpoint, load_trained_model, training_setting
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_json, checked_checkpoint_file, evaluation_mode, resolve_device
+from fsl_core.runtime import (
+    atomic_write_json,
+    checked_checkpoint_file,
+    evaluation_mode,
+    file_sha256,
+    load_torch_file,
+    resolve_device,
+)
 from fsl_core.statistics import confidence_interval
 
 
@@ -48,7 +56,8 @@ class EvalResult:
     ``embed_seconds`` loading and embedding every image the episodes use, once (cached path; 0.0 on the plain
     path, where each episode embeds its own images); ``episode_seconds`` running the episodes (cached path:
     the episode heads on cached embeddings; plain path: loading and the full model per episode);
-    ``episodes_per_second`` = episodes / episode_seconds (None when no time was measured).
+    ``episodes_per_second`` = episodes / episode_seconds (None when no time was measured). ``image_size``: the
+    input side the images were fed at (the data set's, None when it does not say).
     """
 
     mean: float
@@ -62,6 +71,7 @@ class EvalResult:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     episode_seconds: float = 0.0
+    image_size: int | None = None
 
     @property
     def episodes_per_second(self) -> float | None:
@@ -85,6 +95,7 @@ class EvalResult:
             "embed_seconds": self.embed_seconds,
             "episode_seconds": self.episode_seconds,
             "episodes_per_second": self.episodes_per_second,
+            "image_size": self.image_size,
         }
 
 
@@ -237,6 +248,7 @@ def evaluate(
         seconds=time.perf_counter() - start,
         embed_seconds=embed_seconds,
         episode_seconds=episode_seconds,
+        image_size=getattr(dataset, "image_size", None),
     )
 
 
@@ -432,6 +444,36 @@ def result_file_name(
     return f"{name}_plain.json" if plain else f"{name}.json"
 
 
+def checkpoint_record(path: str | Path) -> dict[str, Any]:
+    """What identifies the checkpoint a result was measured on: ``checkpoint`` (its absolute path),
+    ``checkpoint_sha256`` (of the file), and where the file records them, ``checkpoint_epoch`` and
+    ``trained_image_size``."""
+    path = checked_checkpoint_file(path)
+    content = load_torch_file(path)
+    record: dict[str, Any] = {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+    if isinstance(content, Mapping):
+        if isinstance(content.get("epoch"), int):
+            record["checkpoint_epoch"] = content["epoch"]
+        if (size := training_setting(content, "image_size")) is not None:
+            record["trained_image_size"] = size
+    return record
+
+
+def earlier_result_detail(path: str | Path, record: Mapping[str, Any]) -> str:
+    """Whether the result file at ``path`` was measured on the checkpoint ``record`` (``checkpoint_record``)
+    describes, in words for a refusal (" (measured on this same checkpoint)"); "" when the file does not say."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+        digest = earlier["checkpoint_sha256"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+    if digest == record["checkpoint_sha256"]:
+        return " (measured on this same checkpoint)"
+    epochs = (earlier.get("checkpoint_epoch"), record.get("checkpoint_epoch"))
+    when = f": epoch {epochs[0]} then, epoch {epochs[1]} now" if None not in epochs else ""
+    return f" (measured on an earlier state of the checkpoint{when})"
+
+
 def check_result_path(
     path: str | Path,
     overwrite: bool = False,
@@ -439,6 +481,7 @@ def check_result_path(
     other_hint: str = "another path",
     overwrite_hint: str = "overwrite=True",
     example_name: str = "result.json",
+    detail: str = "",
 ) -> Path:
     """Make sure a result can be written to ``path`` later, before any work is done; returns ``path``.
 
@@ -446,7 +489,8 @@ def check_result_path(
     with ``os.access`` and by writing and removing a temporary file in the nearest existing folder); an
     existing file unless ``overwrite`` (``write_results`` then moves it aside, nothing is deleted).
     ``other_hint``/``overwrite_hint``: how the caller's user chooses another path or asks to overwrite;
-    ``example_name``: the file name a folder error suggests.
+    ``example_name``: the file name a folder error suggests; ``detail``: what an existing file holds, for its
+    refusal (``earlier_result_detail``).
 
     Raises:
         IsADirectoryError: ``path`` is a folder.
@@ -464,7 +508,7 @@ def check_result_path(
             raise FileExistsError(f"result path {path} exists and is not a regular file; choose {other_hint}")
         if not overwrite:
             raise FileExistsError(
-                f"result file {path} already exists and is kept as it is; choose {other_hint}, or pass "
+                f"result file {path} already exists{detail} and is kept as it is; choose {other_hint}, or pass "
                 f"{overwrite_hint} to move it aside to {path.stem}.replaced-<time>{path.suffix} first"
             )
     folder = path.parent
