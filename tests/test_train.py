@@ -492,3 +492,16 @@ def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     config = json.loads((run_dir / "config.json").read_text())
     assert config["options"] == {"learn_scale": False} and config["model_config"]["learn_scale"] is False
     assert os.path.exists(run_dir / "best.pt")
+
+    # continuing needs only the run folder and what changes: the rest is the run's own
+    before = (run_dir / "metrics.csv").read_text()
+    assert main(["--run-dir", str(run_dir), "--lr", "0.5", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot continue: lr: 0.01 in the run, 0.5 now. Nothing was changed" in err
+    assert main(["--run-dir", str(run_dir), "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{run_dir} holds a run: the settings not given are those it recorded\n")
+    assert "epochs: 2/2" in out
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert (run_dir / "metrics.csv").read_text().startswith(before) and metrics["epoch"].tolist() == [1, 2]
+    assert json.loads((run_dir / "config.json").read_text())["options"] == {"learn_scale": False}

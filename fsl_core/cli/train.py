@@ -4,9 +4,11 @@
     fsl-train --protocol quick --model protonet --data data/birds --epochs 5
     torchrun --nproc_per_node=2 -m fsl_core.cli.train --model hmdrn --data data/birds --run-dir outputs/train/ddp
 
-Every setting of ``fsl_core.engine.TrainConfig`` is a flag; settings left out take the protocol's value.
-Running the same command again continues the run from ``RUN_DIR/last.pt``; a RUN_DIR holding another run is
-refused (``--overwrite`` moves its files aside into ``RUN_DIR/replaced-<time>/``); Ctrl-C stops with one line.
+Every setting of ``fsl_core.engine.TrainConfig`` is a flag; settings left out take the protocol's value, or,
+when RUN_DIR holds a run, the run's own (``recorded_settings``). Running the same command again continues the
+run from ``RUN_DIR/last.pt``, and so does ``--run-dir RUN_DIR`` alone, or with what changes (``--epochs 20`` to
+train longer); a RUN_DIR holding another run is refused (``--overwrite`` moves its files aside into
+``RUN_DIR/replaced-<time>/`` and starts anew from the flags given); Ctrl-C stops with one line.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fsl_core.engine.config import (
     SCHEDULERS,
     TrainConfig,
     protocol_value,
+    recorded_settings,
     setting_default,
     setting_help,
 )
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Episodic training of a few-shot model from scratch. Writes config.json, metrics.csv, last.pt and "
             "best.pt into the run folder; running again with the same --run-dir continues from last.pt. Unset "
             "settings take the values of --protocol ('authors': the HMDRN paper's protocol; 'quick': a short "
-            "CPU demonstration). Under torchrun every process trains on different episodes (DDP)."
+            "CPU demonstration), or, when --run-dir holds a run, the run's own: --run-dir DIR --epochs N "
+            "trains it longer. Under torchrun every process trains on different episodes (DDP)."
         ),
     )
     for spec in fields(TrainConfig):
@@ -155,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     prefix = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     try:
+        recorded = {} if arguments.get("overwrite") else recorded_settings(arguments.get("run_dir"))
+        if rank == 0 and set(recorded) - set(arguments):
+            print(f"{arguments['run_dir']} holds a run: the settings not given are those it recorded")
+        arguments = {**recorded, **arguments}
         result = train(stop_after_epochs=stop_after, rank_log=rank_log, **arguments)
     except TrainingInterrupted as interruption:
         print(f"{prefix}{interruption}", file=sys.stderr)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fsl_core.data.transforms import AUGMENTATIONS, CALLABLE_RECORD, ImageTransform, augmentation_label
+from fsl_core.run_folder import read_manifest
 from fsl_core.runtime import did_you_mean
 
 PROTOCOLS = ("authors", "quick")
@@ -32,12 +33,10 @@ PROTOCOLS = ("authors", "quick")
 SAMPLERS = ("epoch", "fixed")
 SCHEDULERS = ("cosine", "step", "none")
 
-# Settings that change how a run executes, not what it computes: they may differ when a run is resumed.
-# ``epochs`` may grow (train longer): a schedule period that was derived from ``epochs`` (the "quick" protocol's
-# cosine cycle over the run) keeps the value the run started with, so the learning rate restarts its cycle.
-RUNTIME_SETTINGS = frozenset(
+# Settings of one call, not of the run: the machine it runs on and how the folder is treated. A command that
+# continues a run takes every other setting it leaves out from the run (``recorded_settings``).
+CALL_SETTINGS = frozenset(
     {
-        "protocol",
         "run_dir",
         "device",
         "num_workers",
@@ -45,12 +44,15 @@ RUNTIME_SETTINGS = frozenset(
         "augment_on_device",
         "threads",
         "progress",
-        "epochs",
         "find_unused_parameters",
         "resume",
         "overwrite",
     }
 )
+# Settings that change how a run executes, not what it computes: they may differ when a run is resumed.
+# ``epochs`` may grow (train longer): a schedule period that was derived from ``epochs`` (the "quick" protocol's
+# cosine cycle over the run) keeps the value the run started with, so the learning rate restarts its cycle.
+RUNTIME_SETTINGS = CALL_SETTINGS | {"protocol", "epochs"}
 
 # Settings added after runs had been written without them, with the value those runs used: a run folder or
 # checkpoint that lacks one is compared as if it held this value.
@@ -391,3 +393,19 @@ def config_differences(
         if not same:
             differences.append(f"{name}: {old!r} in {where}, {new!r} now")
     return differences
+
+
+def recorded_settings(run_dir: str | Path | None) -> dict[str, Any]:
+    """The settings of the training run in ``run_dir`` that a command continuing it may leave out: every
+    recorded setting but ``CALL_SETTINGS`` (and an augmentation that was a callable, which a record cannot
+    rebuild). {} when ``run_dir`` holds no training run."""
+    if run_dir is None or not Path(run_dir).is_dir():
+        return {}
+    manifest = read_manifest(run_dir)
+    if manifest is None or manifest["kind"] != "train":
+        return {}
+    names = {spec.name for spec in fields(TrainConfig)} - CALL_SETTINGS
+    settings = {name: value for name, value in manifest["identity"].items() if name in names}
+    if "augmentation" in settings and settings["augmentation"] not in AUGMENTATIONS:
+        del settings["augmentation"]
+    return settings
