@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 from fsl_core.data import FewShotFolder
 from fsl_core.data.birds import bird_mask, load_metadata, true_groups
+from fsl_core.engine import TrainConfig, build_training_model
 from fsl_core.engine.gsfl_training import GSFLTrainConfig, classifier_accuracy, split_per_class, train_gsfl
 from fsl_core.models import build_model, load_model, save_model
 from fsl_core.models.grouping import adjusted_rand, class_means, kmeans_groups
@@ -194,6 +195,25 @@ def test_plugin_trains_hmdrn_and_adds_expected_parameters():
     assert float(centres[[1, 4]].abs().sum()) > 0 and float(centres[[0, 2, 3, 5]].abs().sum()) == 0
     model.eval()  # novel classes need no group at test time
     assert model(support, support_labels, query).shape == (4, 2)
+
+
+def test_training_refuses_fewer_gsfl_classes_than_the_training_split_before_any_step():
+    plugin = TrainConfig(
+        model="hmdrn", protocol="quick", image_size=32, options={"gsfl": {"num_classes": 10}}
+    )
+    with pytest.raises(ValueError) as error:
+        build_training_model(plugin, train_classes=60)
+    assert str(error.value) == (
+        "the gsfl plug-in's num_classes=10 is less than the 60 classes of the training split, whose class ids it "
+        "must cover; leave it out (it defaults to 60) or give at least 60"
+    )
+    original = TrainConfig(model="gsfl", protocol="quick", options={"num_classes": 5})
+    with pytest.raises(ValueError, match=r"^num_classes=5 is less than the 6 classes of the training split"):
+        build_training_model(original, train_classes=6)
+    defaulted = build_training_model(
+        TrainConfig(model="hmdrn", protocol="quick", image_size=32, options={"gsfl": {}}), 60
+    )
+    assert defaulted.decompositions["last"].num_classes == 60
 
 
 def test_two_stage_training_checkpoints_and_resume(tmp_path):

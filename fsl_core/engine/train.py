@@ -208,8 +208,17 @@ def build_training_model(config: TrainConfig, train_classes: int | None = None) 
     if train_classes is not None:
         if config.model == "gsfl":
             options.setdefault("num_classes", train_classes)
-        if isinstance(options.get("gsfl"), dict):
+            given, where = options["num_classes"], "num_classes"
+        elif isinstance(options.get("gsfl"), dict):
             options["gsfl"] = {"num_classes": train_classes, **options["gsfl"]}
+            given, where = options["gsfl"]["num_classes"], "the gsfl plug-in's num_classes"
+        else:
+            given = where = None
+        if isinstance(given, int) and given < train_classes:
+            raise ValueError(
+                f"{where}={given} is less than the {train_classes} classes of the training split, whose class "
+                f"ids it must cover; leave it out (it defaults to {train_classes}) or give at least {train_classes}"
+            )
     if "image_size" in options and options["image_size"] != config.image_size:
         raise ValueError(
             f"options image_size={options['image_size']!r} contradicts image_size={config.image_size}; "
