@@ -199,9 +199,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _refuse_missing_paths(name: str, parameters: Mapping[str, Any]) -> None:
+def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """Raise a ValueError naming every path parameter of notebook ``name`` that must exist (``missing``: the
-    way out) and does not: given ones are absolute by now, defaults are taken from the repository root."""
+    way out) and does not: ``parameters`` hold the given ones made absolute (``given``: as they were given),
+    defaults are taken from the repository root."""
     if name not in NOTEBOOKS:
         return
     problems = []
@@ -209,6 +210,17 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any]) -> None:
         value = parameters.get(key, parameter.default)
         if parameter.missing and value and not repo_path(value).exists():
             where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
+            typed = given.get(key)
+            if (
+                isinstance(typed, str)
+                and not Path(typed).expanduser().is_absolute()
+                and repo_path(typed).exists()
+            ):
+                where += (
+                    f", as a relative path is taken from the folder the run is started in ({Path.cwd()}); "
+                    f"the repository's {repo_path(typed)} exists: give that path, or leave {key} out if it is "
+                    "the default"
+                )
             problems.append(f"{key}={value!r}: no such folder{where}; {parameter.missing}")
     if problems:
         raise ValueError("; ".join(problems))
@@ -379,8 +391,9 @@ def run(
     name = source.stem
     parameters = _plain(dict(parameters or {}))
     check_parameters(source, parameters)
+    given = parameters
     parameters = absolute_path_parameters(source, parameters)
-    _refuse_missing_paths(name, parameters)
+    _refuse_missing_paths(name, parameters, given)
     run_name = run_name or default_run_name()
     if not _RUN_NAME.match(run_name):
         raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
@@ -582,8 +595,9 @@ def sweep(
         values = {k: v for k, v in _plain(combo).items() if k != "label"}
         full = {**shared, **values}
         check_parameters(source, full)
-        full = absolute_path_parameters(source, full)  # here: the kernels' runs may change the folder
-        _refuse_missing_paths(source.stem, full)  # before any run of the sweep starts
+        absolute = absolute_path_parameters(source, full)  # here: the kernels' runs may change the folder
+        _refuse_missing_paths(source.stem, absolute, full)  # before any run of the sweep starts
+        full = absolute
         name = run_names[i] if run_names is not None else sweep_run_name(_plain(combo), full)
         jobs.append((name, combo, full))
     names = [name for name, _, _ in jobs]
@@ -672,7 +686,7 @@ def _value(text: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fsl_core.notebooks NAME [-p key value ...] [-y YAML] [--run-name X]``."""
+    """``python -m fsl_core.notebooks NAME [-p key value ...] [-y YAML] [-f FILE] [--run-name X]``."""
     parser = argparse.ArgumentParser(prog="fsl-notebook", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "notebook", nargs="?", help=f"notebook name or path; one of: {', '.join(list_notebooks())}"
@@ -686,7 +700,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar=("NAME", "VALUE"),
         help="set a parameter (values read as YAML: 5, 0.1, true, [1, 5], {mask: false})",
     )
-    parser.add_argument("-y", "--yaml", default=None, help="parameters as a YAML mapping")
+    parser.add_argument(
+        "-f",
+        "--parameters-file",
+        default=None,
+        metavar="FILE",
+        help="parameters from a YAML file holding a mapping (-y and -p given too take precedence)",
+    )
+    parser.add_argument(
+        "-y",
+        "--yaml",
+        default=None,
+        help="parameters as a YAML mapping written inline: '{epochs: 2, seed: 1}'",
+    )
     parser.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
     parser.add_argument(
         "--overwrite",
@@ -731,13 +757,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             kind = f"{spec['type']}; " if spec["type"] not in (None, "None") else ""
             print(f"{name} = {spec['default']!r}  ({kind}{spec['help'] or ''})")
         return 0
-    parameters: dict[str, Any] = {}
-    if args.yaml:
-        import yaml
+    import yaml
 
-        loaded = yaml.safe_load(args.yaml)
+    parameters: dict[str, Any] = {}
+    if args.parameters_file:
+        try:
+            loaded = yaml.safe_load(Path(args.parameters_file).expanduser().read_text())
+        except (OSError, yaml.YAMLError) as error:
+            parser.error(f"-f {args.parameters_file}: cannot read it as YAML ({error})")
         if not isinstance(loaded, dict):
-            parser.error(f"-y expects a YAML mapping, got {args.yaml!r}")
+            parser.error(
+                f"-f {args.parameters_file}: expected a YAML mapping (name: value lines), got {loaded!r}"
+            )
+        parameters.update(loaded)
+    if args.yaml:
+        try:
+            loaded = yaml.safe_load(args.yaml)
+        except yaml.YAMLError as error:
+            parser.error(f"-y {args.yaml!r}: not YAML ({error})")
+        if not isinstance(loaded, dict):
+            hint = (
+                f"; {args.yaml} is a file: read it with -f {args.yaml}" if Path(args.yaml).is_file() else ""
+            )
+            parser.error(
+                f"-y expects a YAML mapping written inline, e.g. '{{epochs: 2}}', got {args.yaml!r}{hint}"
+            )
         parameters.update(loaded)
     parameters.update({name: _value(text) for name, text in args.parameter})
     if args.log_output:

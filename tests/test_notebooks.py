@@ -28,6 +28,7 @@ from fsl_core.models import MODEL_NAMES, load_model
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.notebook_parameters import check_values, declared, parameters_cell
 from fsl_core.notebooks import (
+    REPO_ROOT,
     NotebookRunError,
     _kernel_manager_class,
     absolute_path_parameters,
@@ -729,6 +730,45 @@ def test_wrong_parameters_are_refused_before_a_kernel_starts(
         run(notebook, parameters, run_name="wrong", output_root=tmp_path)
     assert message in str(error.value)
     assert not any(tmp_path.iterdir())  # no run folder, no kernel
+
+
+def test_a_relative_path_missing_here_but_present_in_the_repository_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ValueError) as error:  # data/splits: a folder every checkout holds
+        run("02_train", {"data_root": "data/splits"}, run_name="wrong", output_root=tmp_path / "out")
+    assert str(error.value).startswith(
+        f"data_root='{elsewhere / 'data' / 'splits'}': no such folder, as a relative path is taken from the "
+        f"folder the run is started in ({elsewhere}); the repository's {REPO_ROOT / 'data' / 'splits'} exists: "
+        "give that path, or leave data_root out if it is the default; fsl-birds FOLDER"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_parameters_come_from_a_yaml_file_and_inline_yaml_names_the_file_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = tmp_path / "p.yaml"
+    settings.write_text("model: hmdrm\nseed: 3\n")
+    assert main(["02_train", "-f", str(settings), "--output-root", str(tmp_path / "out")]) == 1
+    assert (
+        "model='hmdrm' is not known" in capsys.readouterr().err
+    )  # read from the file, refused before a kernel
+    with pytest.raises(SystemExit) as stop:
+        main(["02_train", "-y", str(settings)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"-y expects a YAML mapping written inline, e.g. '{{epochs: 2}}', got '{settings}'; {settings} is a file: "
+        f"read it with -f {settings}\n"
+    )
+    settings.write_text("- a list\n")
+    with pytest.raises(SystemExit):
+        main(["02_train", "-f", str(settings)])
+    assert "expected a YAML mapping (name: value lines), got ['a list']" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @slow
