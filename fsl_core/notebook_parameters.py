@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fsl_core.data.transforms import AUGMENTATIONS
-from fsl_core.engine.config import PROTOCOLS, check_setting_names, setting_help
+from fsl_core.engine.config import PROTOCOLS, TrainConfig, check_setting_names, setting_help
 from fsl_core.models import MODEL_NAMES, check_model_options
 from fsl_core.runtime import did_you_mean
 
@@ -552,14 +552,33 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
 }
 
 
+def _reads_as_number(text: str) -> bool:
+    """Whether ``text`` is a number that YAML left a string (``1e1``: YAML 1.1 wants ``1.0e+1``)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
     """Problems that involve several parameters of ``notebook``."""
     problems = []
     if notebook == "02_train":
+        settings = values["train_settings"]
         try:
-            check_setting_names(values["train_settings"])
+            check_setting_names(settings)
+            # the values too, as the notebook's TrainConfig will check them (protocol, model and backbone are
+            # the notebook's own parameters, checked above)
+            TrainConfig(
+                protocol=values["protocol"], model=values["model"], backbone=values["backbone"], **settings
+            )
         except ValueError as error:
-            problems.append(f"train_settings: {error}")
+            texts = [
+                value for value in settings.values() if isinstance(value, str) and _reads_as_number(value)
+            ]
+            hint = f" (YAML reads {', '.join(map(repr, texts))} as text: write 10 or 1.0e+1)" if texts else ""
+            problems.append(f"train_settings: {error}{hint}")
         given = {"model", "backbone", "options", "data_root", "run_dir"}
         given |= {name for name in NOTEBOOKS[notebook] if values.get(name) is not None}
         clash = sorted(set(values["train_settings"]) & given)

@@ -717,6 +717,12 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
         ),
         (
             "02_train",
+            {"train_settings": {"epochs": "1e1"}},
+            "train_settings: epochs must be a positive integer, got '1e1' (YAML reads '1e1' as text: write 10 or "
+            "1.0e+1)",
+        ),
+        (
+            "02_train",
             {"data_root": "/nowhere/birds"},
             "data_root='/nowhere/birds': no such folder; fsl-birds FOLDER generates the embedded birds set there",
         ),
