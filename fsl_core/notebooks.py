@@ -621,6 +621,11 @@ def sweep(
             }
         else:
             pending.append((name, full))
+    if progress and len(pending) < len(jobs):
+        note(
+            f"{source.stem}: {len(jobs) - len(pending)} of {len(jobs)} runs finished earlier with the same "
+            f"parameters and are reused ({', '.join(name for name in names if name in rows)})"
+        )
 
     def one(name: str, full: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()

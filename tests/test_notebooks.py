@@ -651,6 +651,11 @@ def test_ablation_runs_rows_through_the_sweep_and_reuses_them(executions: Execut
     assert_pngs(folder, "ablation.png")
     again = pd.read_csv(executions.get("ablation-again") / "runs.csv")
     assert again["status"].tolist() == ["reused", "reused"]
+    said = printed(executions.get("ablation-again"), "04_ablation")  # the runner's terminal shows these lines
+    assert (
+        f"02_train: 2 of 2 runs finished earlier with the same parameters and are reused ({', '.join(again['run'])})"
+        in said
+    )
 
 
 @slow
