@@ -255,6 +255,15 @@ def product_speed(device: torch.device, size: int = 2048) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
+def _way_setting(text: str) -> str:
+    """A ``--settings`` entry: 'authors' or a way of at least 2."""
+    if text == "authors" or (text.isdigit() and int(text) >= 2):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected a way (an integer of at least 2, e.g. 5) or 'authors'"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,8 +278,9 @@ def main() -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
+        type=_way_setting,
         default=["5", "authors"],
-        help="ways to time: integers, or 'authors' (Conv-4 30-way, ResNet-12 10-way)",
+        help="ways to time: integers of at least 2, or 'authors' (Conv-4 30-way, ResNet-12 10-way)",
     )
     parser.add_argument("--shot", type=int, default=5)
     parser.add_argument("--query", type=int, default=15)
