@@ -323,7 +323,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "split": choice("test", "split to evaluate on", SPLITS),
         "image_size": integer(
             None,
-            "input side (None: the size the checkpoint was trained with, else 84)",
+            "input side (None: the size the checkpoint was trained with, else the model's own, else 84)",
             low=16,
             optional=True,
             none="the size the checkpoint was trained with",
@@ -552,13 +552,14 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
 }
 
 
-def _reads_as_number(text: str) -> bool:
-    """Whether ``text`` is a number that YAML left a string (``1e1``: YAML 1.1 wants ``1.0e+1``)."""
+def _number_in_text(text: str) -> str:
+    """The number ``text`` spells in a way YAML leaves as a string (``1e1``: YAML 1.1 wants ``1.0e+1``),
+    written as YAML reads it ("10", "0.001"); "" when it spells none."""
     try:
-        float(text)
+        number = float(text)
     except ValueError:
-        return False
-    return True
+        return ""
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
@@ -566,26 +567,33 @@ def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
     problems = []
     if notebook == "02_train":
         settings = values["train_settings"]
-        try:
-            check_setting_names(settings)
-            # the values too, as the notebook's TrainConfig will check them (protocol, model and backbone are
-            # the notebook's own parameters, checked above)
-            TrainConfig(
-                protocol=values["protocol"], model=values["model"], backbone=values["backbone"], **settings
-            )
-        except ValueError as error:
-            texts = [
-                value for value in settings.values() if isinstance(value, str) and _reads_as_number(value)
-            ]
-            hint = f" (YAML reads {', '.join(map(repr, texts))} as text: write 10 or 1.0e+1)" if texts else ""
-            problems.append(f"train_settings: {error}{hint}")
         given = {"model", "backbone", "options", "data_root", "run_dir"}
         given |= {name for name in NOTEBOOKS[notebook] if values.get(name) is not None}
-        clash = sorted(set(values["train_settings"]) & given)
+        clash = sorted(set(settings) & given)
         if clash:
             problems.append(
                 f"train_settings sets {clash}, which are parameters of this notebook: set them there"
             )
+        try:
+            check_setting_names(settings)
+            if not clash:  # the values too, as the notebook's TrainConfig will check them
+                TrainConfig(
+                    protocol=values["protocol"],
+                    model=values["model"],
+                    backbone=values["backbone"],
+                    **settings,
+                )
+        except (ValueError, TypeError) as error:
+            texts = [
+                value for value in settings.values() if isinstance(value, str) and _number_in_text(value)
+            ]
+            hint = "".join(f" (YAML reads {text!r} as text: write {_number_in_text(text)})" for text in texts)
+            problems.append(f"train_settings: {error}{hint}")
+    if notebook == "03_evaluate" and values["reference"] and values["data_root"] is None:
+        problems.append(
+            "data_root: give the data set to evaluate on; the HMDRN authors' released weights (reference=True) "
+            "record none"
+        )
     if notebook in ("00_quickstart",):
         bad = [k for k, v in values["model_options"].items() if not isinstance(v, dict)]
         if bad:

@@ -211,17 +211,17 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mappi
         if parameter.missing and value and not repo_path(value).exists():
             where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
             typed = given.get(key)
+            way_out = parameter.missing
             if (
                 isinstance(typed, str)
                 and not Path(typed).expanduser().is_absolute()
                 and repo_path(typed).exists()
             ):
-                where += (
-                    f", as a relative path is taken from the folder the run is started in ({Path.cwd()}); "
-                    f"the repository's {repo_path(typed)} exists: give that path, or leave {key} out if it is "
-                    "the default"
+                way_out = (
+                    f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
+                    f"repository's folder give {repo_path(typed)}"
                 )
-            problems.append(f"{key}={value!r}: no such folder{where}; {parameter.missing}")
+            problems.append(f"{key}={value!r}: no such folder{where}; {way_out}")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -768,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parameters_file:
         try:
             loaded = yaml.safe_load(Path(args.parameters_file).expanduser().read_text())
-        except (OSError, yaml.YAMLError) as error:
+        except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: not UTF-8 text
             parser.error(f"-f {args.parameters_file}: cannot read it as YAML ({error})")
         if not isinstance(loaded, dict):
             parser.error(

@@ -331,10 +331,10 @@ def checked_checkpoint_file(path: str | Path) -> Path:
         FileNotFoundError: ``path`` does not exist (``checkpoint_not_found``).
     """
     path = Path(path).expanduser().absolute()
-    if path.is_dir():
-        inside = sorted(entry.name for entry in path.glob("*.pt"))
-        inside.sort(key=lambda name: name != "best.pt")  # best.pt first: the checkpoint to use
-        hint = f": {path / inside[0]} is one" if inside else f"; {path} holds no .pt file"
+    if path.is_dir():  # a training run's folder, or a notebook run's (whose training run is in train/)
+        inside = sorted((*path.glob("*.pt"), *path.glob("train/*.pt")), key=lambda p: (len(p.parts), p.name))
+        inside.sort(key=lambda p: p.name != "best.pt")  # best.pt first: the checkpoint to use
+        hint = f": {inside[0]} is one" if inside else f"; {path} holds no .pt file"
         raise IsADirectoryError(f"checkpoint {path} is a folder; give a checkpoint file{hint}")
     if not path.is_file():
         raise checkpoint_not_found(path)

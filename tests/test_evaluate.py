@@ -271,6 +271,13 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
     assert code == 1 and err == (
         f"error: checkpoint {tmp_path} is a folder; give a checkpoint file: {tmp_path / 'best.pt'} is one\n"
     )
+    notebook_run = tmp_path / "02_train-run"  # a notebook's run folder: its training run is in train/
+    shutil.copytree(tmp_path, notebook_run / "train", ignore=shutil.ignore_patterns("02_train-run"))
+    code = main([str(notebook_run), "--data", str(birds), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.endswith(
+        f"give a checkpoint file: {notebook_run / 'train' / 'best.pt'} is one\n"
+    )
     not_ours = tmp_path / "weights.pt"
     torch.save({"w1": torch.zeros(1)}, not_ours)
     code = main([str(not_ours), "--data", str(birds), "--no-progress"])
@@ -360,13 +367,18 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
     assert err.startswith(
         f"error: result file {result} already exists (measured on this same checkpoint) and "
     )
+    assert main(quick(checkpoint, birds, "--shot", "1", "--image-size", "24")) == 1
+    assert "(measured on this same checkpoint, but at 16 px) and is kept" in capsys.readouterr().err
     torch.save({**content, "epoch": 3}, checkpoint)  # the run trained further: best.pt changed
     assert main(quick(checkpoint, birds, "--shot", "1")) == 1
     err = capsys.readouterr().err
     assert err.startswith(
-        f"error: result file {result} already exists (measured on an earlier state of the checkpoint: epoch 2 "
+        f"error: result file {result} already exists (measured on another version of this checkpoint: epoch 2 "
         "then, epoch 3 now) and is kept as it is; choose another --out, or pass --overwrite"
     )
+    other = copy_checkpoint(trained, tmp_path / "other")
+    assert main(quick(other, birds, "--shot", "1", "--out", str(result))) == 1
+    assert f"(measured on another checkpoint, {checkpoint}) and is kept" in capsys.readouterr().err
     before = sha256(result)
     assert (
         main(
@@ -378,6 +390,33 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
     assert "at 24 px: " in out and "note: the model was trained at 16 px and is evaluated at 24 px" in out
     assert json.loads((tmp_path / "24.json").read_text())["image_size"] == 24 and sha256(result) == before
     assert earlier_result_detail(tmp_path / "nothing.json", checkpoint_record(checkpoint)) == ""
+
+
+def test_a_checkpoint_that_changes_while_it_is_evaluated_gives_no_result(
+    trained: Path,
+    birds: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path / "run")
+    real = evaluate_cli.evaluate_checkpoint
+
+    def a_run_writes_best_pt_meanwhile(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        results = real(*args, **kwargs)
+        content = torch.load(checkpoint, weights_only=True)
+        torch.save({**content, "epoch": 9}, checkpoint)
+        return results
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_checkpoint", a_run_writes_best_pt_meanwhile)
+    assert main(quick(checkpoint, birds, "--shot", "1")) == 1
+    out, err = capsys.readouterr()
+    assert "5-way" in out  # the table was shown
+    assert err == (
+        f"error: {checkpoint} changed while it was evaluated (a run still training?), so the results above cannot "
+        "say which version they measured and were not saved; evaluate it again once it is final\n"
+    )
+    assert [path.name for path in checkpoint.parent.iterdir()] == ["best.pt"]
 
 
 def test_result_file_name_says_what_was_evaluated() -> None:

@@ -723,8 +723,17 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
         (
             "02_train",
             {"train_settings": {"epochs": "1e1"}},
-            "train_settings: epochs must be a positive integer, got '1e1' (YAML reads '1e1' as text: write 10 or "
-            "1.0e+1)",
+            "train_settings: epochs must be a positive integer, got '1e1' (YAML reads '1e1' as text: write 10)",
+        ),
+        (
+            "02_train",
+            {"train_settings": {"lr": "1e-3"}},
+            "train_settings: lr must be a finite number, got '1e-3' (YAML reads '1e-3' as text: write 0.001)",
+        ),
+        (
+            "02_train",
+            {"train_settings": {"model": "frn"}},
+            "train_settings sets ['model'], which are parameters of this notebook: set them there",
         ),
         (
             "02_train",
@@ -732,6 +741,12 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
             "data_root='/nowhere/birds': no such folder; fsl-birds FOLDER generates the embedded birds set there",
         ),
         ("05_masks_and_reconstructions", {"model_options": {"mask": "no"}}, "option mask='no' (str)"),
+        (
+            "03_evaluate",
+            {"checkpoint": "authors.pth", "reference": True},
+            "data_root: give the data set to evaluate on; the HMDRN authors' released weights (reference=True) "
+            "record none",
+        ),
     ],
 )
 def test_wrong_parameters_are_refused_before_a_kernel_starts(
@@ -751,10 +766,9 @@ def test_a_relative_path_missing_here_but_present_in_the_repository_says_so(
     monkeypatch.chdir(elsewhere)
     with pytest.raises(ValueError) as error:  # data/splits: a folder every checkout holds
         run("02_train", {"data_root": "data/splits"}, run_name="wrong", output_root=tmp_path / "out")
-    assert str(error.value).startswith(
-        f"data_root='{elsewhere / 'data' / 'splits'}': no such folder, as a relative path is taken from the "
-        f"folder the run is started in ({elsewhere}); the repository's {REPO_ROOT / 'data' / 'splits'} exists: "
-        "give that path, or leave data_root out if it is the default; fsl-birds FOLDER"
+    assert str(error.value) == (
+        f"data_root='{elsewhere / 'data' / 'splits'}': no such folder; a relative path is taken from the folder the "
+        f"run is started in ({elsewhere}); for the repository's folder give {REPO_ROOT / 'data' / 'splits'}"
     )
     assert not (tmp_path / "out").exists()
 
@@ -775,6 +789,10 @@ def test_parameters_come_from_a_yaml_file_and_inline_yaml_names_the_file_option(
         f"-y expects a YAML mapping written inline, e.g. '{{epochs: 2}}', got '{settings}'; {settings} is a file: "
         f"read it with -f {settings}\n"
     )
+    settings.write_bytes(b"\xff\xfe model: x")
+    with pytest.raises(SystemExit):
+        main(["02_train", "-f", str(settings)])
+    assert f"-f {settings}: cannot read it as YAML (" in capsys.readouterr().err
     settings.write_text("- a list\n")
     with pytest.raises(SystemExit):
         main(["02_train", "-f", str(settings)])

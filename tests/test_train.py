@@ -499,9 +499,19 @@ def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "cannot continue: lr: 0.01 in the run, 0.5 now. Nothing was changed" in err
     assert main(["--run-dir", str(run_dir), "--epochs", "2", "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert out.startswith(f"{run_dir} holds a run: the settings not given are those it recorded\n")
     assert "epochs: 2/2" in out
+    assert f"{run_dir}: epochs grow from 1 to 2; the cosine schedule keeps the period of 1 epochs" in err
+    assert (
+        main(["--run-dir", str(run_dir), "--no-progress"]) == 0
+    )  # the epochs it grew to, not those it began with
+    out, err = capsys.readouterr()
+    assert "epochs: 2/2" in out and "epochs grow" not in err
+    assert main(["--run-dir", str(run_dir), "--protocol", "authors", "--no-progress"]) == 1
+    assert (
+        "that this one cannot continue: " in capsys.readouterr().err
+    )  # another protocol takes none of its values
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert (run_dir / "metrics.csv").read_text().startswith(before) and metrics["epoch"].tolist() == [1, 2]
     assert json.loads((run_dir / "config.json").read_text())["options"] == {"learn_scale": False}

@@ -35,7 +35,7 @@ from fsl_core.engine.evaluate import (
     result_file_name,
     write_results,
 )
-from fsl_core.runtime import git_revision, resolve_device
+from fsl_core.runtime import file_sha256, git_revision, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size",
         type=int,
         default=None,
-        help="input size (default: the training size recorded in the checkpoint, else 84)",
+        help="input size (default: the training size recorded in the checkpoint, else the model's own, else 84)",
     )
     parser.add_argument(
         "--reference",
@@ -142,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
                 "its model"
             )
         record = checkpoint_record(args.checkpoint)
+        data = evaluation_data_root(args.checkpoint, args.data, args.reference).absolute()
+        size = args.image_size or record.get("trained_image_size")
         check_result_path(
             args.out if args.out is not None else out,
             args.overwrite,
             other_hint="another --out",
             overwrite_hint="--overwrite",
             example_name=name,
-            detail=earlier_result_detail(out, record),
+            detail=earlier_result_detail(out, record, data, size),
         )
-        data = evaluation_data_root(args.checkpoint, args.data, args.reference)
         device = resolve_device(args.device)
         started = time.perf_counter()
         results = evaluate_checkpoint(
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.num_workers,
         )
         seconds = time.perf_counter() - started
+        changed = file_sha256(record["checkpoint"]) != record["checkpoint_sha256"]
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -185,13 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     if trained is not None and size != trained:
         print(f"note: the model was trained at {trained} px and is evaluated at {size} px (--image-size)")
     print(format_table(results), flush=True)
+    if changed:
+        print(
+            f"error: {record['checkpoint']} changed while it was evaluated (a run still training?), so the results "
+            "above cannot say which version they measured and were not saved; evaluate it again once it is final",
+            file=sys.stderr,
+        )
+        return 1
     try:
         moved = write_results(
             results,
             out,
             overwrite=args.overwrite,
             **record,
-            data=str(data.absolute()),
+            data=str(data),
             image_size=size,
             split=args.split,
             reference=args.reference,

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size",
         type=int,
         default=None,
-        help="input size (default: the training size recorded in the checkpoint, else 84)",
+        help="input size (default: the training size recorded in the checkpoint, else the model's own, else 84)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per backbone pass (default: 64)")
     return parser

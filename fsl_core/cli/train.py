@@ -42,6 +42,8 @@ _CHOICES = {
     "augmentation": tuple(AUGMENTATIONS),
 }
 _FLAGS = {"data_root": ["--data", "--data-root"]}
+# settings that make another run when they change: given and unlike the run's, none of the run's are taken
+IDENTIFYING = ("protocol", "model", "backbone")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     try:
         recorded = {} if arguments.get("overwrite") else recorded_settings(arguments.get("run_dir"))
+        if any(arguments.get(name, recorded.get(name)) != recorded.get(name) for name in IDENTIFYING):
+            recorded = {}  # another model or protocol: the run's values do not apply, and the run refuses it
         if rank == 0 and set(recorded) - set(arguments):
             print(f"{arguments['run_dir']} holds a run: the settings not given are those it recorded")
         arguments = {**recorded, **arguments}

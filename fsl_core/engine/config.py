@@ -397,15 +397,29 @@ def config_differences(
 
 def recorded_settings(run_dir: str | Path | None) -> dict[str, Any]:
     """The settings of the training run in ``run_dir`` that a command continuing it may leave out: every
-    recorded setting but ``CALL_SETTINGS`` (and an augmentation that was a callable, which a record cannot
-    rebuild). {} when ``run_dir`` holds no training run."""
+    setting the run recorded but ``CALL_SETTINGS``, with ``epochs`` as the last call asked for them (they may
+    have grown since the run started). Left out too: a ``scheduler_period`` that was derived from the epochs (so
+    a continuation that grows them keeps the first period and says so, as the same command would) and an
+    augmentation that was a callable (a record cannot rebuild it). {} when ``run_dir`` holds no training run."""
     if run_dir is None or not Path(run_dir).is_dir():
         return {}
     manifest = read_manifest(run_dir)
     if manifest is None or manifest["kind"] != "train":
         return {}
+    started = manifest["identity"]
     names = {spec.name for spec in fields(TrainConfig)} - CALL_SETTINGS
-    settings = {name: value for name, value in manifest["identity"].items() if name in names}
-    if "augmentation" in settings and settings["augmentation"] not in AUGMENTATIONS:
-        del settings["augmentation"]
-    return settings
+    settings = {name: value for name, value in started.items() if name in names}
+    settings["epochs"] = epochs_last_asked(run_dir) or settings.get("epochs")
+    if started.get("scheduler_period") == started.get("epochs"):
+        settings.pop("scheduler_period", None)
+    if settings.get("augmentation") not in AUGMENTATIONS:
+        settings.pop("augmentation", None)
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def epochs_last_asked(run_dir: str | Path) -> int:
+    """The epochs that the last call to train in ``run_dir`` asked for (its config.json; 0 when unreadable)."""
+    try:
+        return int(json.loads((Path(run_dir) / "config.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

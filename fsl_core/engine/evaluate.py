@@ -57,7 +57,7 @@ class EvalResult:
     path, where each episode embeds its own images); ``episode_seconds`` running the episodes (cached path:
     the episode heads on cached embeddings; plain path: loading and the full model per episode);
     ``episodes_per_second`` = episodes / episode_seconds (None when no time was measured). ``image_size``: the
-    input side the images were fed at (the data set's, None when it does not say).
+    side S of the (3, S, S) images the model was fed (None for images of another shape).
     """
 
     mean: float
@@ -248,8 +248,15 @@ def evaluate(
         seconds=time.perf_counter() - start,
         embed_seconds=embed_seconds,
         episode_seconds=episode_seconds,
-        image_size=getattr(dataset, "image_size", None),
+        image_size=_input_side(dataset),
     )
+
+
+def _input_side(dataset: Dataset) -> int | None:
+    """The side S of the square (3, S, S) images ``dataset`` gives (its first image; None for another shape)."""
+    image = dataset[0][0]
+    square = isinstance(image, Tensor) and image.ndim == 3 and image.shape[-1] == image.shape[-2]
+    return int(image.shape[-1]) if square else None
 
 
 def evaluate_shots(
@@ -361,10 +368,14 @@ def evaluation_data_root(
     if recorded is None:
         raise ValueError(f"{path} records no data set (a model saved outside training); {way_out}")
     if not Path(recorded).is_dir():
-        raise ValueError(
-            f"{path} was trained on {recorded}, which is not a folder here (a relative path is relative to the "
-            f"folder training started in, and this is {Path.cwd()}); {way_out}"
+        relative = (
+            ""
+            if Path(recorded).is_absolute()
+            else (
+                f" (a relative path is relative to the folder training started in, and this is {Path.cwd()})"
+            )
         )
+        raise ValueError(f"{path} was trained on {recorded}, which is not a folder here{relative}; {way_out}")
     return Path(recorded)
 
 
@@ -393,7 +404,8 @@ def evaluate_checkpoint(
     ``path``: an fsl_core checkpoint (``best.pt``/``last.pt``/``save_model``), which records its model, or
     with ``reference=True`` the HMDRN authors' released weights, built as ``model_name``/``backbone``
     (default and only choice: "hmdrn"/"conv4"; anything else is refused). ``image_size`` defaults to the
-    training image size recorded in the checkpoint, else 84. Returns {shot: EvalResult}.
+    training image size recorded in the checkpoint, else the model's own, else 84 (``input_size``).
+    Returns {shot: EvalResult}.
     """
     path = checked_checkpoint_file(path)
     check_episode_settings(way, list(shots), query, episodes)
@@ -459,19 +471,29 @@ def checkpoint_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
-def earlier_result_detail(path: str | Path, record: Mapping[str, Any]) -> str:
-    """Whether the result file at ``path`` was measured on the checkpoint ``record`` (``checkpoint_record``)
-    describes, in words for a refusal (" (measured on this same checkpoint)"); "" when the file does not say."""
+def earlier_result_detail(
+    path: str | Path, record: Mapping[str, Any], data: str | Path | None = None, image_size: int | None = None
+) -> str:
+    """What the result file at ``path`` was measured on, against the checkpoint ``record``
+    (``checkpoint_record``) describes, the ``data`` set and ``image_size`` of this evaluation, in words for a
+    refusal (" (measured on this same checkpoint)"); "" when the file does not say."""
     try:
         earlier = json.loads(Path(path).read_text())
         digest = earlier["checkpoint_sha256"]
     except (OSError, ValueError, TypeError, KeyError):
         return ""
-    if digest == record["checkpoint_sha256"]:
-        return " (measured on this same checkpoint)"
-    epochs = (earlier.get("checkpoint_epoch"), record.get("checkpoint_epoch"))
-    when = f": epoch {epochs[0]} then, epoch {epochs[1]} now" if None not in epochs else ""
-    return f" (measured on an earlier state of the checkpoint{when})"
+    if digest != record["checkpoint_sha256"]:
+        if earlier.get("checkpoint") != record["checkpoint"]:
+            return f" (measured on another checkpoint, {earlier.get('checkpoint')})"
+        then, now = earlier.get("checkpoint_epoch"), record.get("checkpoint_epoch")
+        when = f": epoch {then} then, epoch {now} now" if None not in (then, now) and then != now else ""
+        return f" (measured on another version of this checkpoint{when})"
+    other = []
+    if data is not None and earlier.get("data") not in (None, str(data)):
+        other.append(f"on {earlier['data']}")
+    if image_size is not None and earlier.get("image_size") not in (None, image_size):
+        other.append(f"at {earlier['image_size']} px")
+    return f" (measured on this same checkpoint{', but ' + ' and '.join(other) if other else ''})"
 
 
 def check_result_path(

@@ -38,7 +38,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import math
 import os
 import sys
@@ -64,7 +63,7 @@ from fsl_core.data import (
 )
 from fsl_core.data.decoded import worker_sharing
 from fsl_core.data.transforms import augmentation_label, augmentation_transform
-from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences
+from fsl_core.engine.config import TrainConfig, check_setting_names, config_differences, epochs_last_asked
 from fsl_core.engine.distributed import EpisodeLoss, Processes, start_processes
 from fsl_core.engine.episodes import SeededImages, TrainingEpisodes
 from fsl_core.engine.evaluate import check_episodes_fit, evaluate
@@ -248,7 +247,7 @@ def _continued_schedule(config: TrainConfig, run_dir: Path, announce: bool) -> T
     derived = old_period == old_epochs and config.scheduler_period == config.epochs
     if not (grows and derived):
         return config
-    if announce and _epochs_last_asked(run_dir) < config.epochs:  # said once, by the call that grows them
+    if announce and epochs_last_asked(run_dir) < config.epochs:  # said once, by the call that grows them
         print(
             f"{run_dir}: epochs grow from {old_epochs} to {config.epochs}; the {config.scheduler} schedule keeps "
             f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
@@ -257,14 +256,6 @@ def _continued_schedule(config: TrainConfig, run_dir: Path, announce: bool) -> T
             file=sys.stderr,
         )
     return dataclasses.replace(config, scheduler_period=old_period)
-
-
-def _epochs_last_asked(run_dir: Path) -> int:
-    """The epochs that the last call to train in ``run_dir`` asked for (its config.json; 0 when unreadable)."""
-    try:
-        return int(json.loads((run_dir / "config.json").read_text())["epochs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
