@@ -16,6 +16,7 @@ Settings that are also training settings take their help text from ``fsl_core.en
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
@@ -558,6 +559,8 @@ def _number_in_text(text: str) -> str:
     try:
         number = float(text)
     except ValueError:
+        return ""
+    if not math.isfinite(number):  # nan, inf, 1e400: no setting takes them
         return ""
     return str(int(number)) if number.is_integer() else repr(number)
 

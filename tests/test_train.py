@@ -22,6 +22,7 @@ from fsl_core.cli.train import build_parser, main, parse_option
 from fsl_core.data import FewShotFolder
 from fsl_core.data.transforms import train_transform
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
+from fsl_core.engine.config import continued_settings
 from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
@@ -503,15 +504,57 @@ def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert out.startswith(f"{run_dir} holds a run: the settings not given are those it recorded\n")
     assert "epochs: 2/2" in out
     assert f"{run_dir}: epochs grow from 1 to 2; the cosine schedule keeps the period of 1 epochs" in err
-    assert (
-        main(["--run-dir", str(run_dir), "--no-progress"]) == 0
-    )  # the epochs it grew to, not those it began with
+    # alone again: the epochs it grew to, not those it began with
+    assert main(["--run-dir", str(run_dir), "--no-progress"]) == 0
     out, err = capsys.readouterr()
     assert "epochs: 2/2" in out and "epochs grow" not in err
     assert main(["--run-dir", str(run_dir), "--protocol", "authors", "--no-progress"]) == 1
-    assert (
-        "that this one cannot continue: " in capsys.readouterr().err
-    )  # another protocol takes none of its values
+    assert capsys.readouterr().err == (
+        f"error: run folder {run_dir} holds a protonet conv4 run of the quick protocol, and --protocol authors "
+        "would make another run. Nothing was changed. Choose another --run-dir, or pass --overwrite to move its "
+        "files aside (nothing is deleted)\n"
+    )
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert (run_dir / "metrics.csv").read_text().startswith(before) and metrics["epoch"].tolist() == [1, 2]
     assert json.loads((run_dir / "config.json").read_text())["options"] == {"learn_scale": False}
+
+
+def write_manifest(folder: Path, identity: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(
+        json.dumps({"kind": "train", "identity": identity, "created": "earlier"})
+    )
+    return folder
+
+
+def test_a_continuation_takes_the_run_s_settings_as_its_protocol_left_them(tmp_path: Path) -> None:
+    base = TrainConfig(protocol="quick", model="protonet", data_root=str(tmp_path), epochs=2).to_dict()
+    quick = write_manifest(tmp_path / "quick", base)
+    settings = continued_settings(quick, {"run_dir": str(quick), "epochs": 5})
+    assert (
+        "scheduler_period" not in settings and settings["epochs"] == 5
+    )  # derived: the run keeps its first one
+    assert {k: settings[k] for k in ("model", "lr", "way", "data_root")} == {
+        k: base[k] for k in ("model", "lr", "way", "data_root")
+    }
+    assert "device" not in settings and "num_workers" not in settings  # the call's own
+    (quick / "config.json").write_text(json.dumps({"epochs": 5}))  # a later call grew the epochs to 5
+    assert continued_settings(quick, {"run_dir": str(quick)})["epochs"] == 5
+    authors = TrainConfig(protocol="authors", data_root=str(tmp_path), epochs=2, scheduler_period=2).to_dict()
+    fixed = write_manifest(tmp_path / "authors", authors)
+    assert (
+        continued_settings(fixed, {"run_dir": str(fixed)})["scheduler_period"] == 2
+    )  # not the protocol's 400
+    old = write_manifest(
+        tmp_path / "old", {**base, "data_root": "data/birds"}
+    )  # recorded before paths were absolute
+    with pytest.raises(
+        ValueError, match=r"recorded its data set as the relative path 'data/birds', .* with --data$"
+    ):
+        continued_settings(old, {"run_dir": str(old)})
+    assert continued_settings(old, {"run_dir": str(old), "data_root": "/x"})["data_root"] == "/x"
+    assert continued_settings(old, {"run_dir": str(old), "overwrite": True}) == {
+        "run_dir": str(old),
+        "overwrite": True,
+    }
+    assert continued_settings(tmp_path / "none", {"epochs": 3}) == {"epochs": 3}

@@ -174,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.num_workers,
         )
         seconds = time.perf_counter() - started
-        changed = file_sha256(record["checkpoint"]) != record["checkpoint_sha256"]
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -187,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     if trained is not None and size != trained:
         print(f"note: the model was trained at {trained} px and is evaluated at {size} px (--image-size)")
     print(format_table(results), flush=True)
+    try:
+        changed = file_sha256(record["checkpoint"]) != record["checkpoint_sha256"]
+    except OSError:  # moved away or replaced meanwhile
+        changed = True
     if changed:
         print(
-            f"error: {record['checkpoint']} changed while it was evaluated (a run still training?), so the results "
+            f"error: {record['checkpoint']} changed or went while it was evaluated (a run still training?), so the results "
             "above cannot say which version they measured and were not saved; evaluate it again once it is final",
             file=sys.stderr,
         )

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node=2 -m fsl_core.cli.train --model hmdrn --data data/birds --run-dir outputs/train/ddp
 
 Every setting of ``fsl_core.engine.TrainConfig`` is a flag; settings left out take the protocol's value, or,
-when RUN_DIR holds a run, the run's own (``recorded_settings``). Running the same command again continues the
+when RUN_DIR holds a run, the run's own (``continued_settings``). Running the same command again continues the
 run from ``RUN_DIR/last.pt``, and so does ``--run-dir RUN_DIR`` alone, or with what changes (``--epochs 20`` to
 train longer); a RUN_DIR holding another run is refused (``--overwrite`` moves its files aside into
 ``RUN_DIR/replaced-<time>/`` and starts anew from the flags given); Ctrl-C stops with one line.
@@ -27,13 +27,13 @@ from fsl_core.engine.config import (
     SAMPLERS,
     SCHEDULERS,
     TrainConfig,
+    continued_settings,
     protocol_value,
-    recorded_settings,
     setting_default,
     setting_help,
 )
 from fsl_core.engine.train import TrainingDiverged, TrainingInterrupted, train
-from fsl_core.run_folder import RunFolderInUse
+from fsl_core.run_folder import RunFolderInUse, read_manifest
 
 _CHOICES = {
     "protocol": PROTOCOLS,
@@ -42,8 +42,6 @@ _CHOICES = {
     "augmentation": tuple(AUGMENTATIONS),
 }
 _FLAGS = {"data_root": ["--data", "--data-root"]}
-# settings that make another run when they change: given and unlike the run's, none of the run's are taken
-IDENTIFYING = ("protocol", "model", "backbone")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -161,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     prefix = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     try:
-        recorded = {} if arguments.get("overwrite") else recorded_settings(arguments.get("run_dir"))
-        if any(arguments.get(name, recorded.get(name)) != recorded.get(name) for name in IDENTIFYING):
-            recorded = {}  # another model or protocol: the run's values do not apply, and the run refuses it
-        if rank == 0 and set(recorded) - set(arguments):
-            print(f"{arguments['run_dir']} holds a run: the settings not given are those it recorded")
-        arguments = {**recorded, **arguments}
-        result = train(stop_after_epochs=stop_after, rank_log=rank_log, **arguments)
+        settings = continued_settings(arguments.get("run_dir"), arguments)
+        run_dir = arguments.get("run_dir")
+        if rank == 0 and set(settings) - set(arguments):
+            print(f"{run_dir} holds a run: the settings not given are those it recorded")
+        elif rank == 0 and arguments.get("overwrite") and run_dir and read_manifest(run_dir) is not None:
+            print(f"--overwrite: a new run in {run_dir}, from the flags given and the protocol's values")
+        result = train(stop_after_epochs=stop_after, rank_log=rank_log, **settings)
     except TrainingInterrupted as interruption:
         print(f"{prefix}{interruption}", file=sys.stderr)
         return 130

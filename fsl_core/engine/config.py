@@ -34,7 +34,7 @@ SAMPLERS = ("epoch", "fixed")
 SCHEDULERS = ("cosine", "step", "none")
 
 # Settings of one call, not of the run: the machine it runs on and how the folder is treated. A command that
-# continues a run takes every other setting it leaves out from the run (``recorded_settings``).
+# continues a run takes every other setting it leaves out from the run (``continued_settings``).
 CALL_SETTINGS = frozenset(
     {
         "run_dir",
@@ -329,6 +329,11 @@ class TrainConfig:
         values = json.loads(path.read_text())
         return cls(**{name: values[name] for name in setting_names() if name in values})
 
+    @property
+    def explicit_settings(self) -> frozenset[str]:
+        """The settings given explicitly, not left to the protocol (``replace`` keeps them)."""
+        return self._explicit
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``. Settings that were left to the protocol are derived again, so
         ``replace(backbone="resnet12")`` gets the ResNet-12 way and ``replace(epochs=50)`` under "quick" a cosine
@@ -395,26 +400,56 @@ def config_differences(
     return differences
 
 
-def recorded_settings(run_dir: str | Path | None) -> dict[str, Any]:
-    """The settings of the training run in ``run_dir`` that a command continuing it may leave out: every
-    setting the run recorded but ``CALL_SETTINGS``, with ``epochs`` as the last call asked for them (they may
-    have grown since the run started). Left out too: a ``scheduler_period`` that was derived from the epochs (so
-    a continuation that grows them keeps the first period and says so, as the same command would) and an
-    augmentation that was a callable (a record cannot rebuild it). {} when ``run_dir`` holds no training run."""
-    if run_dir is None or not Path(run_dir).is_dir():
-        return {}
+def continued_settings(run_dir: str | Path | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a command that names ``run_dir`` and ``given`` settings: when ``run_dir`` holds a training
+    run, every setting it recorded (but ``CALL_SETTINGS``) that ``given`` leaves out is the run's, with ``epochs``
+    as its last call asked for them (they may have grown). Left to the protocol instead: a ``scheduler_period``
+    the protocol derives from the epochs (so growing them keeps the first period, and says so, as the same
+    command would) and an augmentation that was a callable (a record cannot rebuild it). ``given`` as it is when
+    ``run_dir`` holds no training run, or ``given["overwrite"]`` asks for a new one.
+
+    Raises:
+        ValueError: ``given`` names another protocol, model or backbone than the run's (that would be another
+            run), leaves out ``data_root`` where the run recorded a relative one (older runs: relative to a folder
+            it does not say), or the run's record is damaged. The message gives the way out.
+    """
+    if given.get("overwrite") or run_dir is None or not Path(run_dir).is_dir():
+        return dict(given)
     manifest = read_manifest(run_dir)
     if manifest is None or manifest["kind"] != "train":
-        return {}
+        return dict(given)
     started = manifest["identity"]
-    names = {spec.name for spec in fields(TrainConfig)} - CALL_SETTINGS
-    settings = {name: value for name, value in started.items() if name in names}
-    settings["epochs"] = epochs_last_asked(run_dir) or settings.get("epochs")
-    if started.get("scheduler_period") == started.get("epochs"):
-        settings.pop("scheduler_period", None)
-    if settings.get("augmentation") not in AUGMENTATIONS:
-        settings.pop("augmentation", None)
-    return {name: value for name, value in settings.items() if value is not None}
+    if not isinstance(started, dict):
+        raise ValueError(f"{Path(run_dir) / 'run.json'} holds no settings (its identity is {started!r})")
+    other = [
+        f"--{name} {given[name]}"
+        for name in ("protocol", "model", "backbone")
+        if name in given and name in started and given[name] != started[name]
+    ]
+    if other:
+        raise ValueError(
+            f"run folder {run_dir} holds a {started['model']} {started['backbone']} run of the "
+            f"{started.get('protocol', '?')} protocol, and {' '.join(other)} would make another run. Nothing was "
+            "changed. Choose another --run-dir, or pass --overwrite to move its files aside (nothing is deleted)"
+        )
+    recorded = {
+        name: value for name, value in started.items() if name in set(setting_names()) - CALL_SETTINGS
+    }
+    recorded["epochs"] = epochs_last_asked(run_dir) or recorded.get("epochs")
+    derived = protocol_value(
+        recorded.get("protocol", "authors"), recorded.get("backbone", "conv4"), "scheduler_period"
+    )
+    if derived is None and started.get("scheduler_period") == started.get("epochs"):
+        recorded.pop("scheduler_period", None)
+    if recorded.get("augmentation") not in AUGMENTATIONS:
+        recorded.pop("augmentation", None)
+    data_root = recorded.get("data_root")
+    if "data_root" not in given and isinstance(data_root, str) and not Path(data_root).is_absolute():
+        raise ValueError(
+            f"the run in {run_dir} recorded its data set as the relative path {data_root!r}, relative to the folder "
+            "it was started in, which it does not record; give the data set with --data"
+        )
+    return {**{name: value for name, value in recorded.items() if value is not None}, **given}
 
 
 def epochs_last_asked(run_dir: str | Path) -> int:

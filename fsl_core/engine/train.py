@@ -231,31 +231,32 @@ def build_training_model(config: TrainConfig, train_classes: int | None = None) 
         raise ValueError(f"cannot build model {config.model!r} on {config.backbone!r}: {error}") from error
 
 
-def _continued_schedule(config: TrainConfig, run_dir: Path, announce: bool) -> TrainConfig:
-    """``config`` for continuing the run in ``run_dir`` with more epochs than it started with.
+def _continued_schedule(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig, str | None]:
+    """``config`` for continuing the run in ``run_dir`` with more epochs than it started with, and the note
+    that says so (None when there is nothing to say; only the call that grows the epochs says it).
 
-    A schedule period derived from ``epochs`` (the "quick" protocol: one cosine cycle over the run) keeps the
-    value the run started with, as the saved scheduler state does: the learning rate starts a new cycle of the
-    same length after the first one. Every other setting is returned unchanged.
+    A schedule period derived from ``epochs`` (the "quick" protocol: one cosine cycle over the run; not one given
+    explicitly) keeps the value the run started with, as the saved scheduler state does: the learning rate starts
+    a new cycle of the same length after the first one. Every other setting is returned unchanged.
     """
     manifest = read_manifest(run_dir) if run_dir.is_dir() else None
     if manifest is None or manifest.get("kind") != "train":
-        return config
+        return config, None
     started = manifest["identity"]
     old_epochs, old_period = started.get("epochs"), started.get("scheduler_period")
     grows = isinstance(old_epochs, int) and config.epochs > old_epochs
-    derived = old_period == old_epochs and config.scheduler_period == config.epochs
+    derived = old_period == old_epochs and "scheduler_period" not in config.explicit_settings
     if not (grows and derived):
-        return config
-    if announce and epochs_last_asked(run_dir) < config.epochs:  # said once, by the call that grows them
-        print(
+        return config, None
+    note = None
+    if config.scheduler != "none" and epochs_last_asked(run_dir) < config.epochs:
+        note = (
             f"{run_dir}: epochs grow from {old_epochs} to {config.epochs}; the {config.scheduler} schedule keeps "
             f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
-            f"{old_period + 1}); give scheduler_period (--scheduler-period) explicitly for a schedule over the "
-            "whole run",
-            file=sys.stderr,
+            f"{old_period + 1}); one schedule over all the epochs needs a new run (another run_dir, with "
+            "scheduler_period)"
         )
-    return dataclasses.replace(config, scheduler_period=old_period)
+    return dataclasses.replace(config, scheduler_period=old_period), note
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -298,7 +299,8 @@ class _Run:
 
     def __init__(self, config: TrainConfig, processes: Processes, rank_log: bool) -> None:
         self.run_dir = Path(config.run_dir)  # type: ignore[arg-type]
-        self.config = config = _continued_schedule(config, self.run_dir, processes.is_main)
+        config, schedule_note = _continued_schedule(config, self.run_dir)
+        self.config = config
         self.processes = processes
         self.device = processes.device
         self.rank_log = rank_log
@@ -366,6 +368,8 @@ class _Run:
                     f"the files of the earlier run in {self.run_dir} were moved to {self.folder.moved_aside}",
                     file=sys.stderr,
                 )
+            if schedule_note is not None and self.folder.moved_aside is None:
+                print(schedule_note, file=sys.stderr)
         processes.barrier()  # the other processes look at the folder once it is claimed
         self.checkpoint = self._previous_run()
 

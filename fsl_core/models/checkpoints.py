@@ -91,7 +91,8 @@ def training_setting(source: str | Path | Mapping[str, Any], name: str) -> Any:
     """The value of the training setting ``name`` (a ``TrainConfig`` field) that a checkpoint recorded (a path
     or the loaded dict; None when it does not say: a model saved outside training)."""
     content = source if isinstance(source, Mapping) else load_checkpoint(source)
-    return (content.get("train_config") or {}).get(name)
+    recorded = content.get("train_config")
+    return recorded.get(name) if isinstance(recorded, Mapping) else None
 
 
 def trained_image_size(source: str | Path | Mapping[str, Any]) -> int | None:
