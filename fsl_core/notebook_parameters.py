@@ -173,6 +173,10 @@ DATA_ROOT = Parameter(
     missing="fsl-birds FOLDER generates the embedded birds set there (`make data`: into data/birds); "
     "fsl-prepare writes CUB, Stanford Cars or Stanford Dogs in the few-shot layout",
 )
+CHECKPOINT_MISSING = (
+    "give a checkpoint file: best.pt or last.pt of a training run (e.g. outputs/02_train/<run>/train/best.pt), or a "
+    "save_model file"
+)
 DEVICE = Parameter("auto", '"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"', "str")
 THREADS = integer(
     0, "CPU threads (0: every core this process may use, or OMP_NUM_THREADS when it is set)", low=0
@@ -305,6 +309,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             "path",
             required="pass the path of a training run's best.pt, e.g. -p checkpoint "
             "outputs/02_train/<run>/train/best.pt",
+            missing=CHECKPOINT_MISSING,
         ),
         "reference": Parameter(
             False,
@@ -386,6 +391,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             "briefly here",
             "path",
             optional=True,
+            missing=CHECKPOINT_MISSING,
         ),
         "model_options": Parameter(
             {},
@@ -511,6 +517,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             "path",
             optional=True,
             none="a model is trained briefly here",
+            missing=CHECKPOINT_MISSING,
         ),
         "reference": Parameter(
             False, "the checkpoint holds the HMDRN authors' released Conv-4 weights", "bool"

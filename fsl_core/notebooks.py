@@ -221,7 +221,7 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mappi
                     f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
                     f"repository's folder give {repo_path(typed)}"
                 )
-            problems.append(f"{key}={value!r}: no such folder{where}; {way_out}")
+            problems.append(f"{key}={value!r}: does not exist{where}; {way_out}")
     if problems:
         raise ValueError("; ".join(problems))
 

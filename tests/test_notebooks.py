@@ -315,6 +315,13 @@ def printed(folder: Path, notebook: str) -> str:
     )
 
 
+def text_file(path: Path) -> Path:
+    """``path`` holding a line of text: a file that exists and is no checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a checkpoint\n")
+    return path
+
+
 def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | None]]:
     """key → (notebook, tiny parameters, key of a run it needs first), in the order they are started."""
     checkpoint = str(root / "02_train" / "train" / "train" / "best.pt")
@@ -367,9 +374,9 @@ def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | N
             ),
             None,
         ),
-        "missing-checkpoint": (
+        "unreadable-checkpoint": (
             "03_evaluate",
-            dict(data_root=data, checkpoint=str(root / "nowhere.pt")),
+            dict(data_root=data, checkpoint=str(text_file(root / "notes.pt"))),
             None,
         ),
         "evaluate": (
@@ -415,8 +422,8 @@ NEEDS = {
     "test_ablation_runs_rows_through_the_sweep_and_reuses_them": ["ablation-again"],
     "test_masks_and_reconstructions": ["masks"],
     "test_gradcam": ["gradcam"],
-    "test_a_failing_cell_leaves_a_readable_message": ["missing-checkpoint"],
-    "test_a_notebook_run_is_never_rewritten": ["explorer", "missing-checkpoint"],
+    "test_a_failing_cell_leaves_a_readable_message": ["unreadable-checkpoint"],
+    "test_a_notebook_run_is_never_rewritten": ["explorer", "unreadable-checkpoint"],
 }
 """The runs each test checks (a run's prerequisite is started too)."""
 
@@ -738,9 +745,15 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
         (
             "02_train",
             {"data_root": "/nowhere/birds"},
-            "data_root='/nowhere/birds': no such folder; fsl-birds FOLDER generates the embedded birds set there",
+            "data_root='/nowhere/birds': does not exist; fsl-birds FOLDER generates the embedded birds set there",
         ),
         ("05_masks_and_reconstructions", {"model_options": {"mask": "no"}}, "option mask='no' (str)"),
+        (
+            "03_evaluate",
+            {"checkpoint": "/nowhere/best.pt"},
+            "checkpoint='/nowhere/best.pt': does not exist; give a checkpoint file: best.pt or last.pt of a training "
+            "run (e.g. outputs/02_train/<run>/train/best.pt), or a save_model file",
+        ),
         (
             "03_evaluate",
             {"checkpoint": "authors.pth", "reference": True},
@@ -767,7 +780,7 @@ def test_a_relative_path_missing_here_but_present_in_the_repository_says_so(
     with pytest.raises(ValueError) as error:  # data/splits: a folder every checkout holds
         run("02_train", {"data_root": "data/splits"}, run_name="wrong", output_root=tmp_path / "out")
     assert str(error.value) == (
-        f"data_root='{elsewhere / 'data' / 'splits'}': no such folder; a relative path is taken from the folder the "
+        f"data_root='{elsewhere / 'data' / 'splits'}': does not exist; a relative path is taken from the folder the "
         f"run is started in ({elsewhere}); for the repository's folder give {REPO_ROOT / 'data' / 'splits'}"
     )
     assert not (tmp_path / "out").exists()
@@ -802,15 +815,15 @@ def test_parameters_come_from_a_yaml_file_and_inline_yaml_names_the_file_option(
 
 @slow
 def test_a_failing_cell_leaves_a_readable_message(executions: Executions) -> None:
-    error = executions.failure("missing-checkpoint")
-    assert "nowhere.pt does not exist" in str(error) and error.ename == "FileNotFoundError"
+    error = executions.failure("unreadable-checkpoint")
+    assert "notes.pt is a text file, not a checkpoint" in str(error) and error.ename == "ValueError"
     folder = error.run_dir
     assert folder is not None and (folder / "FAILED").is_file() and not (folder / "DONE").exists()
     executed = nbformat.read(next(folder.glob("*.ipynb")), as_version=4)
     shown = [
         o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
-    assert shown and "nowhere.pt does not exist" in shown[0]["evalue"]
+    assert shown and "notes.pt is a text file, not a checkpoint" in shown[0]["evalue"]
 
 
 @slow
@@ -823,19 +836,25 @@ def test_a_notebook_run_is_never_rewritten(executions: Executions, notebook_bird
         run(notebook, parameters, run_name="explorer", output_root=executions.root)
     assert snapshot(finished) == before
 
-    failed = executions.failure("missing-checkpoint").run_dir
+    failed = executions.failure("unreadable-checkpoint").run_dir
     assert failed is not None
     before = snapshot(failed)
-    notebook, parameters, _ = plan["missing-checkpoint"]
+    notebook, parameters, _ = plan["unreadable-checkpoint"]
     with pytest.raises(RunFolderConflict) as refused:  # the name of a failed run: refused, saying it failed
-        run(notebook, parameters, run_name="missing-checkpoint", output_root=executions.root)
+        run(notebook, parameters, run_name="unreadable-checkpoint", output_root=executions.root)
     reason = (failed / "FAILED").read_text().splitlines()[0]
     assert str(refused.value).startswith(
-        f"the run named 'missing-checkpoint' failed ({failed / 'FAILED'}: {reason}); "
+        f"the run named 'unreadable-checkpoint' failed ({failed / 'FAILED'}: {reason}); "
     )
     assert snapshot(failed) == before
-    with pytest.raises(NotebookRunError, match="nowhere.pt"):  # the re-run fails the same way
-        run(notebook, parameters, run_name="missing-checkpoint", output_root=executions.root, overwrite=True)
+    with pytest.raises(NotebookRunError, match="notes.pt"):  # the re-run fails the same way
+        run(
+            notebook,
+            parameters,
+            run_name="unreadable-checkpoint",
+            output_root=executions.root,
+            overwrite=True,
+        )
     (moved,) = failed.glob("replaced-*")
     assert snapshot(moved) == before  # the first attempt, byte for byte
     assert (failed / "FAILED").is_file() and (failed / "run.json").is_file()
