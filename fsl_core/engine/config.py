@@ -428,7 +428,7 @@ def continued_settings(run_dir: str | Path | None, given: dict[str, Any]) -> dic
     ]
     if other:
         raise ValueError(
-            f"run folder {run_dir} holds a {started['model']} {started['backbone']} run of the "
+            f"run folder {run_dir} holds a {started.get('model', '?')} {started.get('backbone', '?')} run of the "
             f"{started.get('protocol', '?')} protocol, and {' '.join(other)} would make another run. Nothing was "
             "changed. Choose another --run-dir, or pass --overwrite to move its files aside (nothing is deleted)"
         )
@@ -436,10 +436,12 @@ def continued_settings(run_dir: str | Path | None, given: dict[str, Any]) -> dic
         name: value for name, value in started.items() if name in set(setting_names()) - CALL_SETTINGS
     }
     recorded["epochs"] = epochs_last_asked(run_dir) or recorded.get("epochs")
-    derived = protocol_value(
-        recorded.get("protocol", "authors"), recorded.get("backbone", "conv4"), "scheduler_period"
+    protocol = recorded.get("protocol")
+    derived = (
+        protocol in PROTOCOLS
+        and protocol_value(protocol, str(recorded.get("backbone")), "scheduler_period") is None
     )
-    if derived is None and started.get("scheduler_period") == started.get("epochs"):
+    if derived and started.get("scheduler_period") == started.get("epochs"):
         recorded.pop("scheduler_period", None)
     if recorded.get("augmentation") not in AUGMENTATIONS:
         recorded.pop("augmentation", None)
