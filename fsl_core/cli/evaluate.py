@@ -9,9 +9,10 @@ running the episodes, and episodes per second), then writes the results as JSON 
 next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
 ``best_test_5way_1+5shot_16query_10000ep_seed0.json``; the JSON also identifies the checkpoint (absolute path,
 SHA-256, epoch) and gives the input size. The output path is checked before any episode runs; an existing
-result is never overwritten, and its refusal says whether it was measured on this same checkpoint or on an
-earlier state of it (a run trained further): choose another ``--out``, or pass ``--overwrite`` to move the old
-file aside (``<name>.replaced-<UTC time>.json``).
+result is never overwritten, and its refusal says what it was measured on (this same checkpoint, another
+version of it after the run trained further, or another checkpoint): choose another ``--out``, or pass
+``--overwrite`` to move the old file aside (``<name>.replaced-<UTC time>.json``). A checkpoint that changes while
+it is evaluated gives no result file.
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         changed = True
     if changed:
         print(
-            f"error: {record['checkpoint']} changed or went while it was evaluated (a run still training?), so the results "
-            "above cannot say which version they measured and were not saved; evaluate it again once it is final",
+            f"error: {record['checkpoint']} changed or went while it was evaluated (a run still training?), so "
+            "the results above cannot say which version they measured and were not saved; evaluate it again once "
+            "it is final",
             file=sys.stderr,
         )
         return 1
