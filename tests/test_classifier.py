@@ -584,12 +584,14 @@ def test_uploads_become_images_and_the_form_classifies_them(
     pictures = [[Image.open(data.image_path(i)).convert("RGB") for i in by_class[c][:4]] for c in range(2)]
     clf = FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu")
     form = UploadForm(clf, classes=["crow", "raven"])
-    form.classify()
-    assert "no images to classify yet" in form.output.outputs[0]["text"]
+    form.classify()  # the form from top to bottom: the support set first
+    assert form.output.outputs[0]["text"].startswith("'crow', 'raven' have no photos yet: upload some")
     for (text, upload), images in zip(form.rows, pictures):
         upload.value = tuple(
             png_upload(f"{text.value}{k}.png", im.convert("P")) for k, im in enumerate(images[:3])
         )
+    form.classify()
+    assert "no images to classify yet" in form.output.outputs[0]["text"]
     form.queries_upload.value = (png_upload("q.png", pictures[0][3]), png_upload("q.png", pictures[1][3]))
     assert list(uploaded_images(form.queries_upload)) == ["q.png", "q.png (2)"]
     table = form.classify()
@@ -608,7 +610,17 @@ def test_uploads_become_images_and_the_form_classifies_them(
         png_upload("rook.heic", Image.new("RGB", (3, 3))) | {"content": memoryview(b"ftypheic")},
     )
     form.classify()
-    assert (
-        "rook.heic" in form.output.outputs[0]["text"]
-        and "not readable images" in form.output.outputs[0]["text"]
+    assert form.output.outputs[0]["text"] == (
+        "1 uploaded file is not a readable image for class 'rook': rook.heic (not an image file PIL can read). "
+        "Upload that set again without it, as JPEG, PNG, BMP or WebP files (photos in other formats, e.g. HEIC, "
+        "need converting first)\n"
     )
+    assert not form.classify_button.disabled and form.classify_button.description == "Classify"
+    form.rows[2][1].value = ()
+    form.classify()
+    assert form.output.outputs[0]["text"] == (
+        "'rook' has no photos yet: upload some under 'support images', or clear the class name to leave the row "
+        "out\n"
+    )
+    form.rows[2][0].value = ""  # the row left out: the two classes are classified again
+    pd.testing.assert_frame_equal(form.classify(), expected, atol=1e-6)

@@ -7,6 +7,7 @@ wrote.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -75,6 +76,14 @@ def test_committed_notebook_is_parameterised_and_stripped(path: Path) -> None:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs: strip them"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    # a cell ending in a call that saves a file shows no stray Out[] of the path it returns
+    for cell in notebook.cells:
+        body = ast.parse(cell.source).body if cell.cell_type == "code" else []
+        last = body[-1] if body else None
+        if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):
+            called = getattr(last.value.func, "id", getattr(last.value.func, "attr", ""))
+            if called in ("show_figure", "atomic_write_json"):
+                assert cell.source.rstrip().endswith(";"), f"{path.name}: end the cell {cell.id} with ';'"
 
 
 @pytest.mark.parametrize("name", [*OURS, "07_gsfl"])

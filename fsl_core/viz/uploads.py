@@ -16,7 +16,13 @@ import pandas as pd
 from IPython.display import Image as DisplayImage
 from PIL import Image
 
-from fsl_core.classifier import ClassifierInputError, FewShotClassifier, NotAnImageError, open_image
+from fsl_core.classifier import (
+    ClassifierInputError,
+    FewShotClassifier,
+    NotAnImageError,
+    UnreadableSupportError,
+    open_image,
+)
 
 from .plots import figure_png
 from .predictions import plot_predictions, plot_support_set
@@ -25,9 +31,10 @@ ACCEPT = "image/*,.jpg,.jpeg,.png,.bmp,.webp"
 """What the upload dialogs offer: images."""
 
 
-def uploaded_images(upload: Any) -> dict[str, Image.Image]:
+def uploaded_images(upload: Any, where: str = "") -> dict[str, Image.Image]:
     """The files of an ipywidgets 8 ``FileUpload`` (the widget or its ``value``: dicts with ``name`` and
     ``content``) as {file name: PIL RGB image}, in upload order; a repeated name gets `` (2)``, `` (3)``, ...
+    ``where``: the upload's place in the form, for the message ("under 'images to classify'").
 
     Raises:
         NotAnImageError: listing every uploaded file that cannot be decoded as an image.
@@ -42,6 +49,9 @@ def uploaded_images(upload: Any) -> dict[str, Image.Image]:
                 handle.load()
                 image = open_image(handle)
                 image = image.copy() if image is handle else image
+        except Image.UnidentifiedImageError:
+            problems.append(f"{name} (not an image file PIL can read)")
+            continue
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             problems.append(f"{name} ({error})")
             continue
@@ -50,9 +60,11 @@ def uploaded_images(upload: Any) -> dict[str, Image.Image]:
             unique, copy = f"{name} ({copy})", copy + 1
         images[unique] = image
     if problems:
+        files = "file is not a readable image" if len(problems) == 1 else "files are not readable images"
         raise NotAnImageError(
-            f"{len(problems)} uploaded files are not readable images: {'; '.join(problems)}. Upload JPEG, PNG, "
-            "BMP or WebP files (photos in other formats, e.g. HEIC, need converting first)"
+            f"{len(problems)} uploaded {files}{f' {where}' if where else ''}: {'; '.join(problems)}. Upload "
+            "that set again without it, as JPEG, PNG, BMP or WebP files (photos in other formats, e.g. HEIC, need "
+            "converting first)"
         )
     return images
 
@@ -75,7 +87,10 @@ class UploadForm:
         self.classifier = classifier
         self.rows: list[tuple[Any, Any]] = []
         self.queries_upload = widgets.FileUpload(
-            accept=ACCEPT, multiple=True, description="images to classify"
+            accept=ACCEPT,
+            multiple=True,
+            description="images to classify",
+            layout=widgets.Layout(width="auto"),
         )
         self.add_button = widgets.Button(description="+ class", tooltip="add a class")
         self.classify_button = widgets.Button(description="Classify", button_style="primary")
@@ -96,7 +111,12 @@ class UploadForm:
     def add_class(self, name: str = "") -> None:
         """Add a class row: a name field and its ``FileUpload``."""
         text = self.widgets.Text(value=name or f"class {len(self.rows) + 1}", description="class")
-        upload = self.widgets.FileUpload(accept=ACCEPT, multiple=True, description="support images")
+        upload = self.widgets.FileUpload(
+            accept=ACCEPT,
+            multiple=True,
+            description="support images",
+            layout=self.widgets.Layout(width="auto"),
+        )
         self.rows.append((text, upload))
         self.class_box.children = [self.widgets.HBox([t, u]) for t, u in self.rows]
 
@@ -105,7 +125,10 @@ class UploadForm:
         w = self.widgets
         return w.VBox(
             [
-                w.HTML("<b>Support set</b>: a name and a few photos per class"),
+                w.HTML(
+                    "<b>Support set</b>: a name and a few photos per class. One upload (all the photos chosen "
+                    "together) should stay under about 10 MB: JupyterLab drops larger messages to the kernel"
+                ),
                 self.class_box,
                 self.add_button,
                 w.HTML("<b>Images to classify</b>"),
@@ -118,18 +141,28 @@ class UploadForm:
         )
 
     def support(self) -> dict[str, list[Image.Image]]:
-        """{class name: uploaded images} of the rows that have a name or images (rows of one name merged)."""
+        """{class name: uploaded images} of the rows that have a name or images (rows of one name merged).
+
+        Raises:
+            UnreadableSupportError: a named class without photos (the message says to upload some, or to clear
+                the name to leave the row out).
+        """
         support: dict[str, list[Image.Image]] = {}
         for text, upload in self.rows:
-            images = list(uploaded_images(upload).values())
             name = text.value.strip()
+            images = list(uploaded_images(upload, f"for class {name!r}" if name else "").values())
             if name or images:
                 support.setdefault(name or "unnamed class", []).extend(images)
+        if empty := [name for name, images in support.items() if not images]:
+            raise UnreadableSupportError(
+                f"{', '.join(map(repr, empty))} {'has' if len(empty) == 1 else 'have'} no photos yet: upload some "
+                "under 'support images', or clear the class name to leave the row out"
+            )
         return support
 
     def queries(self) -> dict[str, Image.Image]:
         """{file name: image} of the uploaded images to classify."""
-        return uploaded_images(self.queries_upload)
+        return uploaded_images(self.queries_upload, "under 'images to classify'")
 
     def _show(self, output: Any, figure: Any) -> None:
         output.append_display_data(DisplayImage(data=figure_png(figure)))
@@ -140,6 +173,7 @@ class UploadForm:
         self.output.outputs = ()
         self.explanation.outputs = ()
         self.explain_button.disabled = True
+        self.classify_button.disabled, self.classify_button.description = True, "classifying…"
         try:
             support, queries = self.support(), self.queries()
             if not queries:
@@ -149,6 +183,8 @@ class UploadForm:
         except ClassifierInputError as error:
             self.output.append_stdout(f"{error}\n")
             return None
+        finally:
+            self.classify_button.disabled, self.classify_button.description = False, "Classify"
         self._queries, self.probabilities = queries, probabilities
         self._show(self.output, plot_support_set(self.classifier.support_))
         self._show(self.output, plot_predictions(queries, probabilities))
