@@ -15,6 +15,7 @@ Settings that are also training settings take their help text from ``fsl_core.en
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections.abc import Mapping
@@ -635,15 +636,31 @@ def declared(notebook: str) -> dict[str, Parameter]:
     return {**NOTEBOOKS[notebook], **_run_parameters(notebook)}
 
 
-def check_values(notebook: str, values: Mapping[str, Any]) -> SimpleNamespace:
+class ParameterError(ValueError):
+    """Wrong notebook parameters: ``problems`` lists each (its name, what was expected, the closest name or
+    choice). In a notebook it shows as one line per problem, without a traceback."""
+
+    def __init__(self, notebook: str, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.notebook = notebook
+        self.problems = problems
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback: the problems, one per line."""
+        return [f"{type(self).__name__}: {self.notebook}'s parameters:", *(f"  - {p}" for p in self.problems)]
+
+
+def check_values(notebook: str, values: Mapping[str, Any], unknown_hint: str = "") -> SimpleNamespace:
     """Check ``values`` (missing names take their defaults) and return them as attributes.
 
-    Raises one ValueError naming every unknown or wrong parameter (with the closest name or choice).
+    Raises one ``ParameterError`` (a ValueError) naming every unknown or wrong parameter (with the closest name
+    or choice). ``unknown_hint``: what an unknown name means where it was given.
     """
     spec = declared(notebook)
     unknown = [name for name in values if name not in spec]
     problems = [
-        f"{notebook} has no parameter {name!r}{did_you_mean(name, spec)}; its parameters: {', '.join(spec)}"
+        f"{notebook} has no parameter {name!r}{unknown_hint}{did_you_mean(name, spec)}; its parameters: "
+        f"{', '.join(spec)}"
         for name in unknown
     ]
     merged = {name: values.get(name, parameter.default) for name, parameter in spec.items()}
@@ -651,13 +668,49 @@ def check_values(notebook: str, values: Mapping[str, Any]) -> SimpleNamespace:
     if not problems:
         problems = _relations(notebook, merged)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ParameterError(notebook, problems)
     return SimpleNamespace(**merged)
 
 
 def check(notebook: str, namespace: Mapping[str, Any]) -> SimpleNamespace:
-    """The one check a notebook makes after its parameters cell: ``check("02_train", globals())``."""
-    return check_values(notebook, {name: namespace[name] for name in declared(notebook) if name in namespace})
+    """The one check a notebook makes after its parameters cell: ``check("02_train", globals())``.
+
+    A name the parameters cell assigns that is no parameter (``epoch = 2`` for ``epochs``) is refused too: it
+    would have no effect. The cell is found in the kernel's input history (``In``).
+    """
+    spec = declared(notebook)
+    values = {name: namespace[name] for name in spec if name in namespace}
+    values |= {
+        name: namespace[name]
+        for name in _parameters_cell_strays(namespace.get("In"), spec)
+        if name in namespace
+    }
+    return check_values(
+        notebook, values, unknown_hint=": set in the parameters cell, it would have no effect"
+    )
+
+
+def _parameters_cell_strays(inputs: Any, spec: Mapping[str, Parameter]) -> set[str]:
+    """The names that the last parameters cell run (the latest input that assigns at least three parameters, and
+    more parameters than other names) assigns besides the parameters; empty without such an input."""
+    if not isinstance(inputs, list):
+        return set()
+    for source in reversed(inputs):
+        try:
+            body = ast.parse(source).body if isinstance(source, str) else []
+        except SyntaxError:
+            continue
+        assigned = {
+            target.id
+            for statement in body
+            if isinstance(statement, ast.Assign)
+            for target in statement.targets
+            if isinstance(target, ast.Name)
+        }
+        ours = assigned & set(spec)
+        if len(ours) >= 3 and len(ours) > len(assigned - ours):
+            return {name for name in assigned - ours if not name.startswith("_")}
+    return set()
 
 
 def _literal(value: Any) -> str:

@@ -41,6 +41,10 @@ REPLACED_PREFIX = "replaced-"
 class RunFolderConflict(ValueError):
     """The run folder holds another run's files, or files no run of this kind wrote."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback: the message alone (it names the folder and the way out)."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class RunFolderInUse(RuntimeError):
     """Another process holds the run folder's lock."""

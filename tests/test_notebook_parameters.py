@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from fsl_core.engine.config import setting_help
-from fsl_core.notebook_parameters import NOTEBOOKS, check, check_values, declared, parameters_cell
+from fsl_core.notebook_parameters import (
+    NOTEBOOKS,
+    ParameterError,
+    check,
+    check_values,
+    declared,
+    parameters_cell,
+)
 from fsl_core.notebooks import list_notebooks, main, notebooks_dir
 
 NOTEBOOK_FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
@@ -88,6 +95,30 @@ def test_check_reads_a_notebook_namespace_and_returns_the_values() -> None:
     namespace.update(way=7, unrelated_global=object())
     settings = check("02_train", namespace)
     assert settings.way == 7 and settings.model == "hmdrn" and settings.test_shots == [1, 5]
+
+
+def test_a_stray_name_in_the_parameters_cell_is_refused_and_shown_without_a_traceback() -> None:
+    cell = parameters_cell("02_train").replace("epochs = None", "epoch = 2")  # a misspelt parameter
+    namespace: dict = {"In": ["", cell, 'check("02_train", globals())']}
+    exec(cell, namespace)
+    with pytest.raises(ParameterError) as error:
+        check("02_train", namespace)
+    problem = (
+        "02_train has no parameter 'epoch': set in the parameters cell, it would have no effect (did you mean "
+        "'epochs'?); its parameters: "
+    )
+    assert str(error.value).startswith(problem) and len(error.value.problems) == 1
+    assert error.value._render_traceback_() == [
+        "ParameterError: 02_train's parameters:",
+        f"  - {error.value.problems[0]}",
+    ]
+    namespace["In"].append("table = 3; plan = 4")  # a later cell's names are not the parameters cell's
+    namespace |= {"table": 3, "plan": 4}
+    with pytest.raises(ParameterError) as again:
+        check("02_train", namespace)
+    assert again.value.problems == error.value.problems
+    namespace["In"] = ["", parameters_cell("02_train")]  # the cell as committed: no stray name
+    assert check("02_train", namespace).model == "hmdrn"
 
 
 def test_training_parameters_take_their_help_from_the_training_settings() -> None:

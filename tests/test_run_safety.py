@@ -53,7 +53,13 @@ def test_another_run_into_a_finished_run_folder_changes_nothing(
         train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "model": "protonet"})
     message = str(error.value)
     assert str(run_dir) in message and "model: 'hmdrn' in the run, 'protonet' now" in message
-    assert "Choose another run_dir (--run-dir)" in message and "overwrite=True (--overwrite)" in message
+    assert (
+        "Choose another run_dir (--run-dir; in notebook 02: train_dir), or pass overwrite=True (--overwrite; in "
+        "notebook 02: train_settings={'overwrite': True})" in message
+    )
+    assert error.value._render_traceback_() == [
+        f"RunFolderConflict: {message}"
+    ]  # in a notebook: no traceback
     assert snapshot(run_dir) == before and not (run_dir / LOCK).exists()  # not even a lock file
     with pytest.raises(RunFolderConflict, match="it holds best.pt but no last.pt to continue from"):
         train(data_root=str(birds), run_dir=str(run_dir), **TINY)

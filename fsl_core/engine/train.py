@@ -360,8 +360,8 @@ class _Run:
                 config.to_dict(),
                 same_run=self._cannot_continue,
                 overwrite=config.overwrite,
-                overwrite_hint="overwrite=True (--overwrite)",
-                other_hint="another run_dir (--run-dir)",
+                overwrite_hint="overwrite=True (--overwrite; in notebook 02: train_settings={'overwrite': True})",
+                other_hint="another run_dir (--run-dir; in notebook 02: train_dir)",
             )
             if self.folder.moved_aside is not None:
                 print(
