@@ -280,7 +280,7 @@ class EpisodeExplorer:
 
         limits = browser.limits(split)
         way, shot, query = limits.fit(way, shot, query)
-        release = dict(continuous_update=False, style={"description_width": "3.5em"})
+        release = dict(continuous_update=False, style={"description_width": "4.5em"})  # "episode" whole
         self.controls = dict(
             split=widgets.Dropdown(
                 options=browser.splits, value=split, description="split", style=release["style"]
@@ -301,7 +301,9 @@ class EpisodeExplorer:
             control.add_class(f"fsl-explorer-{name}")
             control.observe(self._changed, names="value")
         self.status = widgets.Label(value="drawing…").add_class("fsl-explorer-status")
-        self.image = widgets.Image(format="png").add_class("fsl-explorer-image")
+        # at its own size (the column would stretch it, blurred), narrowed only to fit the panel
+        picture_layout = widgets.Layout(width="auto", max_width="100%", align_self="flex-start")
+        self.image = widgets.Image(format="png", layout=picture_layout).add_class("fsl-explorer-image")
         c = self.controls
         self.box = widgets.VBox(
             [

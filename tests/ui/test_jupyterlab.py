@@ -266,6 +266,8 @@ def explorer_state(page: Any) -> dict[str, Any]:
             title: status.split(' (drawn in')[0],
             width: img.naturalWidth,
             height: img.naturalHeight,
+            shown_width: img.clientWidth,
+            label_clipped: [...box.querySelectorAll('.widget-label')].some(l => l.scrollWidth > l.clientWidth),
             sha: [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join(''),
             way: Number(handle.getAttribute('aria-valuenow')),
             way_max: Number(handle.getAttribute('aria-valuemax')),
@@ -340,6 +342,8 @@ def test_notebook_01_runs_to_the_end(notebook01: Any, served: dict[str, Any]) ->
         assert cell.locator(".jp-OutputArea-output img").count() == 1
         state = explorer_state(page)
         assert state["width"] > 0 and state["title"].startswith("test: 5-way 1-shot"), state
+        assert 0 < state["shown_width"] <= state["width"], state  # never stretched past its pixels
+        assert not state["label_clipped"], state  # every control's name shows whole ("episode")
         assert state["way_max"] == 5  # the test split has 5 classes
 
 
