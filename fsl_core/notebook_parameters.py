@@ -686,30 +686,33 @@ def check(notebook: str, namespace: Mapping[str, Any]) -> SimpleNamespace:
         if name in namespace
     }
     return check_values(
-        notebook, values, unknown_hint=": set in the parameters cell, it would have no effect"
+        notebook, values, unknown_hint=": set in the parameters cell as last run, it would have no effect"
     )
 
 
 def _parameters_cell_strays(inputs: Any, spec: Mapping[str, Parameter]) -> set[str]:
     """The names that the last parameters cell run (the latest input that assigns at least three parameters, and
-    more parameters than other names) assigns besides the parameters; empty without such an input."""
+    more parameters than other names) assigns besides the parameters and never reads (a helper such as
+    ``run = ...; checkpoint = f"{run}/best.pt"`` has its effect); empty without such an input."""
     if not isinstance(inputs, list):
         return set()
     for source in reversed(inputs):
         try:
-            body = ast.parse(source).body if isinstance(source, str) else []
+            tree = ast.parse(source) if isinstance(source, str) else ast.Module([], [])
         except SyntaxError:
             continue
         assigned = {
             target.id
-            for statement in body
+            for statement in tree.body
             if isinstance(statement, ast.Assign)
             for target in statement.targets
             if isinstance(target, ast.Name)
         }
         ours = assigned & set(spec)
         if len(ours) >= 3 and len(ours) > len(assigned - ours):
-            return {name for name in assigned - ours if not name.startswith("_")}
+            names = [node for node in ast.walk(tree) if isinstance(node, ast.Name)]
+            used = {node.id for node in names if isinstance(node.ctx, ast.Load)}
+            return {name for name in assigned - ours - used if not name.startswith("_")}
     return set()
 
 

@@ -612,8 +612,8 @@ def test_uploads_become_images_and_the_form_classifies_them(
     form.classify()
     assert form.output.outputs[0]["text"] == (
         "1 uploaded file is not a readable image for class 'rook': rook.heic (not an image file PIL can read). "
-        "Upload that set again without it, as JPEG, PNG, BMP or WebP files (photos in other formats, e.g. HEIC, "
-        "need converting first)\n"
+        "Choose the photos of that upload again, leaving these out or converted to JPEG, PNG, BMP or WebP (HEIC "
+        "photos need converting)\n"
     )
     assert not form.classify_button.disabled and form.classify_button.description == "Classify"
     form.rows[2][1].value = ()
@@ -624,3 +624,6 @@ def test_uploads_become_images_and_the_form_classifies_them(
     )
     form.rows[2][0].value = ""  # the row left out: the two classes are classified again
     pd.testing.assert_frame_equal(form.classify(), expected, atol=1e-6)
+    form.classifier = None  # an unexpected error shows under the button, which works again after it
+    assert form.classify() is None and not form.classify_button.disabled
+    assert form.output.outputs[0]["text"].startswith("classifying failed: AttributeError: ")

@@ -413,7 +413,7 @@ def test_a_checkpoint_that_changes_while_it_is_evaluated_gives_no_result(
     out, err = capsys.readouterr()
     assert "5-way" in out  # the table was shown
     assert err == (
-        f"error: {checkpoint} changed or went while it was evaluated (a run still training?), so the results above "
+        f"error: {checkpoint} changed or was removed while it was evaluated (a run still training?), so the results above "
         "cannot "
         "say which version they measured and were not saved; evaluate it again once it is final\n"
     )

@@ -104,8 +104,8 @@ def test_a_stray_name_in_the_parameters_cell_is_refused_and_shown_without_a_trac
     with pytest.raises(ParameterError) as error:
         check("02_train", namespace)
     problem = (
-        "02_train has no parameter 'epoch': set in the parameters cell, it would have no effect (did you mean "
-        "'epochs'?); its parameters: "
+        "02_train has no parameter 'epoch': set in the parameters cell as last run, it would have no effect (did "
+        "you mean 'epochs'?); its parameters: "
     )
     assert str(error.value).startswith(problem) and len(error.value.problems) == 1
     assert error.value._render_traceback_() == [
@@ -119,6 +119,16 @@ def test_a_stray_name_in_the_parameters_cell_is_refused_and_shown_without_a_trac
     assert again.value.problems == error.value.problems
     namespace["In"] = ["", parameters_cell("02_train")]  # the cell as committed: no stray name
     assert check("02_train", namespace).model == "hmdrn"
+    helper = 'run = "outputs/x"\ntrain_dir = f"{run}/train"\nseed = 1\nway = 5\n'  # a helper has its effect
+    namespace["In"].append(helper)
+    exec(helper, namespace)
+    assert check("02_train", namespace).train_dir == "outputs/x/train"
+    namespace["In"].append(
+        "epoch = 3\nseed = 2\nway = 5\nshot = 1\n"
+    )  # the latest parameters cell is the one
+    exec(namespace["In"][-1], namespace)
+    with pytest.raises(ParameterError, match="no parameter 'epoch'"):
+        check("02_train", namespace)
 
 
 def test_training_parameters_take_their_help_from_the_training_settings() -> None:

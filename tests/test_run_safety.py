@@ -54,8 +54,8 @@ def test_another_run_into_a_finished_run_folder_changes_nothing(
     message = str(error.value)
     assert str(run_dir) in message and "model: 'hmdrn' in the run, 'protonet' now" in message
     assert (
-        "Choose another run_dir (--run-dir; in notebook 02: train_dir), or pass overwrite=True (--overwrite; in "
-        "notebook 02: train_settings={'overwrite': True})" in message
+        "Choose another run_dir (--run-dir; in a notebook, another run_dir parameter), or pass overwrite=True "
+        "(--overwrite)" in message
     )
     assert error.value._render_traceback_() == [
         f"RunFolderConflict: {message}"

@@ -24,6 +24,7 @@ from fsl_core.data.transforms import train_transform
 from fsl_core.engine import TrainConfig, TrainingDiverged, train
 from fsl_core.engine.config import continued_settings
 from fsl_core.engine.tracking import EVENT_FILE_PREFIX, tensorboard_available
+from fsl_core.engine.train import _continued_schedule
 from fsl_core.models import ProtoNet, load_model
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, format_bytes
@@ -558,3 +559,17 @@ def test_a_continuation_takes_the_run_s_settings_as_its_protocol_left_them(tmp_p
         "overwrite": True,
     }
     assert continued_settings(tmp_path / "none", {"epochs": 3}) == {"epochs": 3}
+    # growing the epochs keeps the first period (said once); a new run (overwrite) takes its own
+    grown, note = _continued_schedule(
+        TrainConfig.from_dict({**base, "epochs": 5, "scheduler_period": None}), quick
+    )
+    assert grown.scheduler_period == 2 and note is None  # config.json says 5 were asked already
+    (quick / "config.json").write_text(json.dumps({"epochs": 2}))
+    grown, note = _continued_schedule(
+        TrainConfig.from_dict({**base, "epochs": 5, "scheduler_period": None}), quick
+    )
+    assert grown.scheduler_period == 2 and note.startswith(
+        f"{quick}: epochs grow from 2 to 5; the cosine schedule"
+    )
+    fresh = TrainConfig.from_dict({**base, "epochs": 5, "scheduler_period": None, "overwrite": True})
+    assert _continued_schedule(fresh, quick) == (fresh, None) and fresh.scheduler_period == 5

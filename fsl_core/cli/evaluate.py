@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         changed = True
     if changed:
         print(
-            f"error: {record['checkpoint']} changed or went while it was evaluated (a run still training?), so "
+            f"error: {record['checkpoint']} changed or was removed while it was evaluated (a run still training?), so "
             "the results above cannot say which version they measured and were not saved; evaluate it again once "
             "it is final",
             file=sys.stderr,

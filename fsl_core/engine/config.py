@@ -443,7 +443,7 @@ def continued_settings(run_dir: str | Path | None, given: dict[str, Any]) -> dic
     )
     if derived and started.get("scheduler_period") == started.get("epochs"):
         recorded.pop("scheduler_period", None)
-    if recorded.get("augmentation") not in AUGMENTATIONS:
+    if not isinstance(recorded.get("augmentation"), str) or recorded["augmentation"] not in AUGMENTATIONS:
         recorded.pop("augmentation", None)
     data_root = recorded.get("data_root")
     if "data_root" not in given and isinstance(data_root, str) and not Path(data_root).is_absolute():

@@ -239,8 +239,8 @@ def _continued_schedule(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig
     explicitly) keeps the value the run started with, as the saved scheduler state does: the learning rate starts
     a new cycle of the same length after the first one. Every other setting is returned unchanged.
     """
-    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
-    if manifest is None or manifest.get("kind") != "train":
+    manifest = read_manifest(run_dir) if run_dir.is_dir() and not config.overwrite else None
+    if manifest is None or manifest.get("kind") != "train":  # no run to continue, or a new one asked for
         return config, None
     started = manifest["identity"]
     old_epochs, old_period = started.get("epochs"), started.get("scheduler_period")
@@ -253,8 +253,7 @@ def _continued_schedule(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig
         note = (
             f"{run_dir}: epochs grow from {old_epochs} to {config.epochs}; the {config.scheduler} schedule keeps "
             f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
-            f"{old_period + 1}); one schedule over all the epochs needs a new run (another run_dir, with "
-            "scheduler_period)"
+            f"{old_period + 1}); one schedule over all the epochs needs a new run (another run_dir)"
         )
     return dataclasses.replace(config, scheduler_period=old_period), note
 
@@ -360,8 +359,8 @@ class _Run:
                 config.to_dict(),
                 same_run=self._cannot_continue,
                 overwrite=config.overwrite,
-                overwrite_hint="overwrite=True (--overwrite; in notebook 02: train_settings={'overwrite': True})",
-                other_hint="another run_dir (--run-dir; in notebook 02: train_dir)",
+                overwrite_hint="overwrite=True (--overwrite)",
+                other_hint="another run_dir (--run-dir; in a notebook, another run_dir parameter)",
             )
             if self.folder.moved_aside is not None:
                 print(

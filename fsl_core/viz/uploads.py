@@ -62,9 +62,9 @@ def uploaded_images(upload: Any, where: str = "") -> dict[str, Image.Image]:
     if problems:
         files = "file is not a readable image" if len(problems) == 1 else "files are not readable images"
         raise NotAnImageError(
-            f"{len(problems)} uploaded {files}{f' {where}' if where else ''}: {'; '.join(problems)}. Upload "
-            "that set again without it, as JPEG, PNG, BMP or WebP files (photos in other formats, e.g. HEIC, need "
-            "converting first)"
+            f"{len(problems)} uploaded {files}{f' {where}' if where else ''}: {'; '.join(problems)}. Choose the "
+            "photos of that upload again, leaving these out or converted to JPEG, PNG, BMP or WebP (HEIC photos "
+            "need converting)"
         )
     return images
 
@@ -182,6 +182,9 @@ class UploadForm:
             probabilities = self.classifier.predict_proba(queries)
         except ClassifierInputError as error:
             self.output.append_stdout(f"{error}\n")
+            return None
+        except Exception as error:  # shown under the button: a callback's error would reach only the log
+            self.output.append_stdout(f"classifying failed: {type(error).__name__}: {error}\n")
             return None
         finally:
             self.classify_button.disabled, self.classify_button.description = False, "Classify"
