@@ -27,6 +27,7 @@ from conftest import TINY, assert_same_run, cli_command, snapshot
 
 import fsl_core.runtime
 from fsl_core.engine import TrainingDiverged, train
+from fsl_core.engine.brief_training import checkpoint_or_brief_training
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.run_folder import LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import NonFiniteError, atomic_torch_save
@@ -388,3 +389,18 @@ def test_claim_rules(tmp_path: Path) -> None:
         assert sorted(p.name for p in folder.glob("replaced-*")) == sorted(
             [claimed.moved_aside.name, again.moved_aside.name]  # type: ignore[union-attr]
         )
+
+
+def test_a_notebook_s_brief_training_moves_an_edited_run_aside_and_continues_the_same_one(
+    birds: Path, tmp_path: Path
+) -> None:
+    settings = dict(data_root=birds, image_size=16, epochs=1, episodes_per_epoch=1, query=2, device="cpu")
+    folder = tmp_path / "train"
+    _, first, _ = checkpoint_or_brief_training("protonet", None, folder, lr=0.1, **settings)
+    finished = snapshot(folder)
+    _, again, _ = checkpoint_or_brief_training("protonet", None, folder, lr=0.1, **settings)
+    assert again == first and snapshot(folder) == finished  # the same settings: the finished run, untouched
+    _, edited, _ = checkpoint_or_brief_training("protonet", None, folder, lr=0.05, **settings)
+    (moved,) = folder.glob("replaced-*")  # another lr: the earlier run moved aside, byte for byte
+    assert snapshot(moved) == finished
+    assert load_checkpoint(edited)["train_config"]["lr"] == 0.05

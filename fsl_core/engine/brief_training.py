@@ -39,7 +39,9 @@ def checkpoint_or_brief_training(
 
     With ``checkpoint`` the model is loaded from it (its recorded training size, else ``image_size``).
     Without, ``model`` is trained with the "quick" protocol (5-way 5-shot episodes, ``query`` queries per
-    class, validated once at the end on ``query`` queries) into ``run_dir``, and its best checkpoint loaded.
+    class, validated once at the end on ``query`` queries) into ``run_dir``, and its best checkpoint loaded: the
+    run there is continued (or returned, when finished) if it has the same settings, else moved aside into
+    ``run_dir/replaced-<time>/`` (a notebook re-run after its parameters changed).
     ``accepted``: the model names the caller can use; a checkpoint of another model raises a ValueError.
     ``threads``: CPU threads of the training (``TrainConfig.threads``; 0: every core this process may use).
     """
@@ -65,6 +67,7 @@ def checkpoint_or_brief_training(
             seed=seed,
             device=str(device),
             threads=threads,
+            overwrite=True,  # other settings than the run there (a notebook re-run after an edit): moved aside
         )
         path = result.checkpoint
         content, size = load_checkpoint(path), image_size
