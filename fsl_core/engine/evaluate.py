@@ -31,7 +31,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
-from fsl_core.models.checkpoints import load_checkpoint, load_trained_model, training_setting
+from fsl_core.models.checkpoints import (
+    load_checkpoint,
+    load_trained_model,
+    trained_image_size,
+    training_setting,
+)
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import (
@@ -466,7 +471,7 @@ def checkpoint_record(path: str | Path) -> dict[str, Any]:
     if isinstance(content, Mapping):
         if isinstance(content.get("epoch"), int):
             record["checkpoint_epoch"] = content["epoch"]
-        if (size := training_setting(content, "image_size")) is not None:
+        if (size := trained_image_size(content)) is not None:
             record["trained_image_size"] = size
     return record
 
