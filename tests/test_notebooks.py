@@ -84,6 +84,15 @@ def test_committed_notebook_is_parameterised_and_stripped(path: Path) -> None:
             called = getattr(last.value.func, "id", getattr(last.value.func, "attr", ""))
             if called in ("show_figure", "atomic_write_json"):
                 assert cell.source.rstrip().endswith(";"), f"{path.name}: end the cell {cell.id} with ';'"
+    # no cell but the parameters cell assigns a parameter: re-running a cell in JupyterLab finds them unchanged
+    parameters = set(declared(path.stem))
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            for node in ast.walk(ast.parse(cell.source)):
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                targets += [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
+                names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                assert not names & parameters, f"{path.name}: cell {cell.id} assigns {names & parameters}"
 
 
 @pytest.mark.parametrize("name", [*OURS, "07_gsfl"])
