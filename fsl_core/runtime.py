@@ -314,6 +314,11 @@ def atomic_write_json(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes((json.dumps(obj, indent=2, default=str) + "\n").encode(), path)
 
 
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file or folder (``~`` expanded, links followed)."""
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, as hex."""
     digest = hashlib.sha256()

@@ -26,7 +26,7 @@ from typing import Any
 
 from fsl_core.data.transforms import AUGMENTATIONS, CALLABLE_RECORD, ImageTransform, augmentation_label
 from fsl_core.run_folder import read_manifest
-from fsl_core.runtime import did_you_mean
+from fsl_core.runtime import did_you_mean, same_path
 
 PROTOCOLS = ("authors", "quick")
 """The protocols a ``TrainConfig`` can start from (see the module docstring)."""
@@ -392,7 +392,7 @@ def config_differences(
         old = saved.get(name, EARLIER_RUNS_VALUES.get(name, "<absent>"))
         new = current.get(name, "<absent>")
         if name == "data_root" and isinstance(old, str) and isinstance(new, str):
-            same = Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
+            same = same_path(old, new)
         else:
             same = old == new
         if not same:
@@ -432,9 +432,8 @@ def continued_settings(run_dir: str | Path | None, given: dict[str, Any]) -> dic
             f"{started.get('protocol', '?')} protocol, and {' '.join(other)} would make another run. Nothing was "
             "changed. Choose another --run-dir, or pass --overwrite to move its files aside (nothing is deleted)"
         )
-    recorded = {
-        name: value for name, value in started.items() if name in set(setting_names()) - CALL_SETTINGS
-    }
+    kept = set(setting_names()) - CALL_SETTINGS
+    recorded = {name: value for name, value in started.items() if name in kept}
     recorded["epochs"] = epochs_last_asked(run_dir) or recorded.get("epochs")
     protocol = recorded.get("protocol")
     derived = (

@@ -46,6 +46,7 @@ from fsl_core.runtime import (
     file_sha256,
     load_torch_file,
     resolve_device,
+    same_path,
 )
 from fsl_core.statistics import confidence_interval
 
@@ -495,16 +496,11 @@ def earlier_result_detail(
         when = f": epoch {then} then, epoch {now} now" if None not in (then, now) and then != now else ""
         return f" (measured on another version of this checkpoint{when})"
     other = []
-    if data is not None and isinstance(earlier.get("data"), str) and not _same_folder(earlier["data"], data):
+    if data is not None and isinstance(earlier.get("data"), str) and not same_path(earlier["data"], data):
         other.append(f"on {earlier['data']}")
     if image_size is not None and earlier.get("image_size") not in (None, image_size):
         other.append(f"at {earlier['image_size']} px")
     return f" (measured on this same checkpoint{', but ' + ' and '.join(other) if other else ''})"
-
-
-def _same_folder(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name the same folder (links followed)."""
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def check_result_path(
