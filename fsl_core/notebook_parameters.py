@@ -682,7 +682,7 @@ def check(notebook: str, namespace: Mapping[str, Any]) -> SimpleNamespace:
     values = {name: namespace[name] for name in spec if name in namespace}
     values |= {
         name: namespace[name]
-        for name in _parameters_cell_strays(namespace.get("In"), spec)
+        for name in sorted(_parameters_cell_strays(namespace.get("In"), spec))
         if name in namespace
     }
     return check_values(
@@ -692,7 +692,8 @@ def check(notebook: str, namespace: Mapping[str, Any]) -> SimpleNamespace:
 
 def _parameters_cell_strays(inputs: Any, spec: Mapping[str, Parameter]) -> set[str]:
     """The names that the last parameters cell run (the latest input that assigns at least three parameters, and
-    more parameters than other names) assigns besides the parameters and never reads (a helper such as
+    more parameters than other names; plain, annotated and tuple assignments) assigns besides the parameters and
+    never reads (a helper such as
     ``run = ...; checkpoint = f"{run}/best.pt"`` has its effect); empty without such an input."""
     if not isinstance(inputs, list):
         return set()
@@ -702,11 +703,12 @@ def _parameters_cell_strays(inputs: Any, spec: Mapping[str, Parameter]) -> set[s
         except SyntaxError:
             continue
         assigned = {
-            target.id
+            name.id
             for statement in tree.body
-            if isinstance(statement, ast.Assign)
-            for target in statement.targets
-            if isinstance(target, ast.Name)
+            if isinstance(statement, ast.Assign | ast.AnnAssign)
+            for target in (statement.targets if isinstance(statement, ast.Assign) else [statement.target])
+            for name in ast.walk(target)  # `a, b = 1, 2` assigns both names
+            if isinstance(name, ast.Name)
         }
         ours = assigned & set(spec)
         if len(ours) >= 3 and len(ours) > len(assigned - ours):

@@ -129,6 +129,14 @@ def test_a_stray_name_in_the_parameters_cell_is_refused_and_shown_without_a_trac
     exec(namespace["In"][-1], namespace)
     with pytest.raises(ParameterError, match="no parameter 'epoch'"):
         check("02_train", namespace)
+    namespace["In"].append("seed = 2\nway, shott = 5, 1\nquery: int = 10\nlrr: float = 0.1\n")  # other forms
+    exec(namespace["In"][-1], namespace)
+    with pytest.raises(ParameterError) as forms:
+        check("02_train", namespace)
+    assert [p.split(":")[0] for p in forms.value.problems] == [
+        "02_train has no parameter 'lrr'",
+        "02_train has no parameter 'shott'",
+    ]
 
 
 def test_training_parameters_take_their_help_from_the_training_settings() -> None:
