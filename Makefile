@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup demo test test-slow test-ui lint lab data bench clean tensorboard
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # new, or half made
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
@@ -24,7 +24,9 @@ test-slow: setup  ## every notebook executed end to end by papermill (marker slo
 	$(BIN)/python -m pytest -q -m slow
 
 test-ui: setup  ## notebooks in JupyterLab in headless Chromium (Debian's chromium, installed when missing)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	test -n "$$CHROMIUM" || command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	  || (apt-get update && apt-get install -y chromium) \
+	  || { echo "make test-ui needs Chromium: install Debian's chromium package as root, or set CHROMIUM" >&2; exit 1; }
 	$(BIN)/python -m pytest -q -m ui tests/ui
 
 lint: setup
@@ -45,5 +47,5 @@ data: setup  ## generate the embedded data set into data/birds
 bench: setup  ## print the speed tables (bench/gpu_check.py, for a CUDA machine, and bench/amp_accuracy.py, which trains for tens of minutes, are run by hand)
 	for b in bench/*_speed.py; do $(BIN)/python $$b || exit 1; done
 
-clean:
-	rm -rf outputs/* .pytest_cache .ruff_cache
+clean:  ## remove the tools' caches; runs under outputs/ are yours, so they are never removed here
+	rm -rf .pytest_cache .ruff_cache

@@ -8,8 +8,8 @@ import os
 
 # PyTorch backs large CPU tensors with transparent huge pages when this is set before it allocates its first
 # CPU tensor, of any size (it reads the variable once, then): a Conv-4 training step then takes about 25 times
-# fewer page faults and FRN's ran 1.52× faster on a 2-core AMD EPYC, with no extra memory (README,
-# "Benchmarks"). An explicit THP_MEM_ALLOC_ENABLE=0 is respected.
+# fewer page faults and FRN's ran 1.52× faster on a 2-core AMD EPYC, with no extra memory
+# (docs/benchmarks.md). An explicit THP_MEM_ALLOC_ENABLE=0 is respected.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"

@@ -101,6 +101,12 @@ def repo_path(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def outputs_root(output_root: str | Path | None = None) -> Path:
+    """The folder of all notebook runs: the repository's ``outputs/`` by default; a given relative path is taken
+    from the current working folder, as the notebooks' path parameters are."""
+    return repo_path("outputs") if output_root is None else Path(output_root).expanduser().absolute()
+
+
 def notebooks_dir() -> Path:
     """The folder of the numbered notebooks (``<repo>/notebooks``)."""
     folder = REPO_ROOT / "notebooks"
@@ -140,13 +146,13 @@ def default_run_name() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def run_folder(notebook: str, run_dir: str | Path | None = None, output_root: str | Path = "outputs") -> Path:
+def run_folder(notebook: str, run_dir: str | Path | None = None) -> Path:
     """The run folder a notebook writes into, created if needed.
 
     Under the runner (or papermill with ``-p run_dir ...``) it is the injected ``run_dir``; run interactively
     (``run_dir`` left as None or "") it is ``outputs/<notebook>/interactive`` under the repository root.
     """
-    folder = repo_path(run_dir) if run_dir else repo_path(output_root) / notebook / "interactive"
+    folder = repo_path(run_dir) if run_dir else outputs_root() / notebook / "interactive"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -357,7 +363,7 @@ def run(
     notebook: str | Path,
     parameters: Mapping[str, Any] | None = None,
     run_name: str | None = None,
-    output_root: str | Path = "outputs",
+    output_root: str | Path | None = None,
     kernel_name: str = "python3",
     log_output: bool = False,
     progress: bool = False,
@@ -372,7 +378,8 @@ def run(
         parameters: values for the notebook's ``parameters`` cell (unknown names raise ValueError); a relative
             path is taken from the current working folder (``absolute_path_parameters``).
         run_name: run folder name (default: a timestamp).
-        output_root: folder of all runs; relative paths are taken from the repository root.
+        output_root: folder of all runs (``outputs_root``): the repository's ``outputs/`` by default; a relative
+            path is taken from the current working folder.
         kernel_name: Jupyter kernel (``python3`` resolves to the environment running this code).
         log_output: stream the notebook's output to the log while it runs.
         progress: papermill's per-cell progress bar.
@@ -397,7 +404,7 @@ def run(
     run_name = run_name or default_run_name()
     if not _RUN_NAME.match(run_name):
         raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
-    run_dir = repo_path(output_root) / name / run_name
+    run_dir = outputs_root(output_root) / name / run_name
     identity = {"notebook": name, "parameters": parameters}
     try:
         folder = claim_run_folder(
@@ -556,7 +563,7 @@ def sweep(
     max_workers: int = 2,
     skip_finished: bool = True,
     parameters: Mapping[str, Any] | None = None,
-    output_root: str | Path = "outputs",
+    output_root: str | Path | None = None,
     run_names: Sequence[str] | None = None,
     kernel_name: str = "python3",
     progress: bool = True,
@@ -607,7 +614,8 @@ def sweep(
             f"the grid gives several runs the same name: {duplicates}; make the parameter sets differ"
         )
 
-    base = repo_path(output_root) / source.stem
+    output_root = outputs_root(output_root)  # once, so every run of the sweep lands in the same folder
+    base = output_root / source.stem
     rows: dict[str, dict[str, Any]] = {}
     pending = []
     for name, _, full in jobs:
@@ -798,9 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.notebook,
             parameters,
             run_name=args.run_name,
-            output_root=os.path.abspath(os.path.expanduser(args.output_root))
-            if args.output_root
-            else "outputs",
+            output_root=args.output_root,
             kernel_name=args.kernel,
             log_output=args.log_output,
             progress=not args.no_progress and not plain_lines(),  # papermill's cell bar: for a terminal

@@ -61,6 +61,7 @@ def test_your_images_runs_headless_and_writes_the_classifiers_predictions(
     classes = sorted(p.name for p in support.iterdir())
     assert len(classes) == 3 and all(len(list((support / c).iterdir())) == 2 for c in classes)
     assert results["classes"] == classes and results["strategy"] == "episode" and results["images"] == 6
+    assert results["cpu_threads"] == 1  # the threads parameter, as used
 
     table = pd.read_csv(folder / "predictions.csv")
     assert list(table.columns) == ["file", "predicted", "probability", *classes]

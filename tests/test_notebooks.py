@@ -37,6 +37,7 @@ from fsl_core.notebooks import (
     list_notebooks,
     main,
     notebooks_dir,
+    outputs_root,
     read_results,
     resolve_notebook,
     run,
@@ -253,6 +254,12 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
     out = capsys.readouterr().out
     for name in rows["run"]:
         assert f"02_train {name}: epoch 1/2: loss 1.5000\n02_train {name}: evaluation 5-way\n" in out
+    # a relative output root is taken from the current folder, as the path parameters are
+    assert (
+        run("02_train", {"data_root": "a"}, run_name="rel", output_root="runs")
+        == tmp_path / "runs/02_train/rel"
+    )
+    assert outputs_root() == REPO_ROOT / "outputs"  # the default, wherever the runner starts
 
 
 def test_a_run_of_the_runner_in_plain_lines_mode_keeps_the_prefix(
