@@ -74,7 +74,7 @@ from fsl_core.models import (
 )
 from fsl_core.models.base import Embedding, index_embedding
 from fsl_core.models.checkpoints import input_size, load_trained_model
-from fsl_core.progress import tqdm
+from fsl_core.progress import report, tqdm
 from fsl_core.runtime import checked_checkpoint_file, resolve_device, seeded_generator, use_cpu_threads
 
 if TYPE_CHECKING:
@@ -659,6 +659,7 @@ def _data_set(data_root: str | Path) -> Path:
     if not root.exists():
         from fsl_core.data.birds import ensure_birds
 
+        report(f"data_root {root} does not exist: generating the embedded birds set there")
         ensure_birds(root)
     return root
 

@@ -133,8 +133,12 @@ def resolve_notebook(notebook: str | Path) -> Path:
     matches = [n for n in names if n == stem] or [
         n for n in names if n.split("_", 1)[0] == stem or n.split("_", 1)[-1] == stem
     ]
+    if path.suffix == ".ipynb" and not matches:
+        raise FileNotFoundError(
+            f"notebook {str(notebook)!r} does not exist; give the path of an .ipynb file, or one of {names}"
+        )
     if len(matches) != 1:
-        what = "is ambiguous" if matches else "is not a notebook"
+        what = "is ambiguous" if matches else f"is not a notebook{did_you_mean(stem, names)}"
         raise ValueError(
             f"notebook {str(notebook)!r} {what}; expected one of {names} or a path to an .ipynb file"
         )
@@ -766,7 +770,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(list_notebooks()))
         return 0
     if args.help_notebook:
-        for name, spec in notebook_parameters(args.notebook).items():
+        try:
+            listed = notebook_parameters(args.notebook)
+        except (ValueError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        for name, spec in listed.items():
             kind = f"{spec['type']}; " if spec["type"] not in (None, "None") else ""
             print(f"{name} = {spec['default']!r}  ({kind}{spec['help'] or ''})")
         return 0

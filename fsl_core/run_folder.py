@@ -229,10 +229,18 @@ def claim_run_folder(
         _refuse_if_in_use(folder)
         if not overwrite and (problem := _problem(folder, kind, same_run)):
             raise refuse(problem)
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(
+            f"run folder {folder} cannot be made: {blocking} is a file (a folder was expected). Nothing was "
+            f"changed. Choose {other_hint}"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OSError(error.errno, f"cannot create run folder {folder}: {error.strerror}") from error
+        raise OSError(
+            error.errno, f"cannot create run folder {folder}: {error.strerror}; choose {other_hint}"
+        ) from error
     lock = lock_folder(folder)
     try:
         for leftover in folder.iterdir():

@@ -21,6 +21,7 @@ from PIL import Image
 from scipy.stats import binom
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
+import fsl_core.data.birds
 from fsl_core import FewShotClassifier
 from fsl_core.classifier import (
     EmptySupportError,
@@ -30,6 +31,7 @@ from fsl_core.classifier import (
     SingleClassError,
     UnreadableSupportError,
     count_episodes,
+    example_folders,
     list_images,
     scores_each_class_alone,
     support_episodes,
@@ -398,7 +400,7 @@ def test_checkpoints_that_hold_no_model_are_named(tmp_path: Path, reference_run:
     with pytest.raises(NotAModelError, match=r"not an fsl_core checkpoint.*reference=True \(--reference\)"):
         FewShotClassifier.from_checkpoint(other)
     with pytest.raises(
-        NotAModelError, match=r"reference checkpoint does not fit hmdrn/conv4: missing tensors"
+        NotAModelError, match=r"reference checkpoint .*other.pt does not fit hmdrn/conv4: missing tensors"
     ):
         FewShotClassifier.from_checkpoint(other, reference=True)
     with pytest.raises(
@@ -627,3 +629,24 @@ def test_uploads_become_images_and_the_form_classifies_them(
     form.classifier = None  # an unexpected error shows under the button, which works again after it
     assert form.classify() is None and not form.classify_button.disabled
     assert form.output.outputs[0]["text"].startswith("classifying failed: AttributeError: ")
+
+
+def test_an_example_from_a_missing_data_root_says_it_generates_the_birds_there(
+    birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = []
+
+    def generate_copy(root: Path, **settings: object) -> Path:  # the session's small set, in a second
+        made.append(Path(root))
+        return Path(shutil.copytree(birds, root))
+
+    monkeypatch.setattr(fsl_core.data.birds, "ensure_birds", generate_copy)
+    typo = tmp_path / "birdz"
+    support, queries = example_folders(typo, tmp_path / "example", way=3, shots=2, queries=1)
+    assert made == [typo]
+    assert (
+        f"data_root {typo} does not exist: generating the embedded birds set there" in capsys.readouterr().out
+    )
+    assert len(list(support.iterdir())) == 3 and len(list(queries.iterdir())) == 3
+    example_folders(typo, tmp_path / "again", way=3, shots=2, queries=1)  # now it exists: used as it is
+    assert made == [typo] and "generating" not in capsys.readouterr().out

@@ -571,6 +571,22 @@ def test_cli_checks_the_episode_and_model_flags(
         evaluate_checkpoint(checkpoint, birds, model_name="hmdrn", episodes=2, progress=False)
 
 
+def test_cli_refuses_a_checkpoint_holding_nan_before_any_episode(
+    birds: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content = torch.load(trained, weights_only=True)
+    content["state_dict"]["gamma"] = torch.full_like(content["state_dict"]["gamma"], float("nan"))
+    checkpoint = tmp_path / "nan.pt"
+    torch.save(content, checkpoint)  # as a foreign tool might write it: fsl_core never saves NaN
+    assert main(quick(checkpoint, birds)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        f"error: checkpoint {checkpoint} holds NaN or infinite values in 1 tensor(s) (gamma)" in captured.err
+    )
+    assert list(tmp_path.iterdir()) == [checkpoint]  # no result
+
+
 def test_evaluate_refuses_one_way_episodes(test_set: FewShotFolder) -> None:
     model = build_model("protonet", "conv4", image_size=16)
     with pytest.raises(ValueError, match=r"way=1: .*always classified correctly.*way >= 2"):

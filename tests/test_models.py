@@ -497,8 +497,26 @@ def test_own_checkpoint_round_trip(tmp_path: Path) -> None:
         assert torch.equal(value, loaded.state_dict()[key]), key
     assert load_reference_checkpoint(path).fusion_weights()["gamma"] == 3.0
     other = build_model("bifrn", image_size=32)
-    with pytest.raises(ValueError, match="missing tensors"):
+    with pytest.raises(
+        ValueError, match=r"missing tensors .*, \.\.\. \(\d+ in all\).*another model or backbone"
+    ):
         load_reference_checkpoint({k: v for k, v in other.state_dict().items()})
+
+
+def test_a_checkpoint_holding_nan_is_refused_naming_the_file_and_tensors(tmp_path: Path) -> None:
+    model = build_model("protonet", image_size=32)
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["backbone.blocks.0.0.weight"].view(-1)[3] = float("nan")
+    state["scale"].fill_(float("inf"))
+    path = tmp_path / "poisoned.pt"
+    torch.save({"config": dict(model.config), "state_dict": state}, path)  # as another tool might write it
+    with pytest.raises(
+        ValueError,
+        match=rf"checkpoint {path} holds NaN or infinite values in 2 tensor\(s\) \(scale, backbone.blocks.0.0.weight\)",
+    ):
+        load_model(path)
+    with pytest.raises(ValueError, match="holds NaN or infinite values"):
+        load_reference_checkpoint(path)
 
 
 def reference_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -157,6 +157,17 @@ def test_help_notebook_lists_types_and_ranges(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "way = None  (an integer of at least 2, or None" in out
     assert setting_help("way") in out
+    assert main(["02_trian", "--help-notebook"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        captured.out == ""
+        and "notebook '02_trian' is not a notebook (did you mean '02_train'?)" in captured.err
+    )
+    assert main(["nowhere/mine.ipynb", "--help-notebook"]) == 1
+    assert (
+        "notebook 'nowhere/mine.ipynb' does not exist; give the path of an .ipynb file"
+        in capsys.readouterr().err
+    )
 
 
 def test_notebooks_hold_no_validation_and_little_code() -> None:

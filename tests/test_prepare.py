@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from fsl_core.data import FewShotFolder
+from fsl_core.data import FewShotDataError, FewShotFolder
 from fsl_core.data.prepare import (
     SPLITS_DIR,
     Box,
@@ -529,10 +529,24 @@ def test_check_accepts_prepared_and_frn_style_folders_and_rejects_broken_ones(cu
         noise_image(10, 10, 0).save(frn / part / class_name / "x.png")
     assert check_prepared(frn)["splits"]["val"] == {"classes": 1, "images": 1, "smallest_class": 1}
 
+    broken = frn / "val" / "b" / "broken.png"  # a text file and a truncated PNG, which loading refuses
+    broken.write_text("not an image")
+    (frn / "val" / "b" / "cut.png").write_bytes((frn / "val" / "b" / "x.png").read_bytes()[:40])
+    with pytest.raises(PrepareError, match=r"val/b/broken.png: .*; val/b/cut.png: ") as refused:
+        check_prepared(frn)
+    with pytest.raises(FewShotDataError) as loading:
+        FewShotFolder(frn, "val")
+    for name in ("broken.png", "cut.png"):
+        assert name in str(refused.value) and name in str(loading.value)
+    broken.unlink()
+    (frn / "val" / "b" / "cut.png").unlink()
+
     (frn / "test" / "a").mkdir()
     noise_image(10, 10, 0).save(frn / "test" / "a" / "y.png")
     with pytest.raises(PrepareError, match=r"classes \['a'\] are in both train/ and test/"):
         check_prepared(frn)
+    with pytest.raises(PrepareError, match=r"nowhere does not exist; give the folder that holds train/"):
+        check_prepared(tmp_path / "nowhere")
 
 
 def test_command_line_prepares_checks_and_fails_with_one_line(cub, tmp_path: Path, capsys) -> None:

@@ -391,6 +391,22 @@ def test_claim_rules(tmp_path: Path) -> None:
         )
 
 
+def test_a_run_folder_at_or_under_a_file_is_refused_naming_the_file(birds: Path, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for folder in (afile, afile / "run"):
+        with pytest.raises(
+            NotADirectoryError, match=rf"run folder {folder} cannot be made: {afile} is a file"
+        ):
+            claim_run_folder(folder, "train", {}, other_hint="another run_dir")
+    run = subprocess.run(cli_command(afile / "run", birds), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert (
+        f"run folder {afile / 'run'} cannot be made: {afile} is a file (a folder was expected)" in run.stderr
+    )
+    assert afile.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_a_notebook_s_brief_training_moves_an_edited_run_aside_and_continues_the_same_one(
     birds: Path, tmp_path: Path
 ) -> None:

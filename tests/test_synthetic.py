@@ -34,11 +34,17 @@ def test_default_taxonomy_splits() -> None:
         assert len({frozenset(sp.marks) for sp in siblings}) == 10  # species differ in their marks
         assert all(1 <= len(sp.marks) <= 2 for sp in siblings)  # ... and only in one or two parts
     assert species[0].name.startswith("g00_") and "_s00_" in species[0].name
-    for n_groups in (1, 3, 7):
+    for n_groups in (1, 2, 3, 7):
         for per_group in (3, 4, 5, 8, 13):
-            _, small = birds.make_taxonomy(birds.BirdSettings(groups=n_groups, species_per_group=per_group))
+            settings = birds.BirdSettings(groups=n_groups, species_per_group=per_group)
+            if n_groups == 1 and per_group < 10:  # a single validation class: no episode can be drawn
+                with pytest.raises(FewShotDataError, match=r"give 1 validation and \d test class\(es\)"):
+                    birds.make_taxonomy(settings)
+                continue
+            _, small = birds.make_taxonomy(settings)
             for split in birds.SPLITS:
                 assert {sp.group for sp in small if sp.split == split} == set(range(n_groups))
+                assert sum(sp.split == split for sp in small) >= max(2, n_groups)
     with pytest.raises(FewShotDataError, match="species_per_group=1000 is too many"):
         birds.make_taxonomy(birds.BirdSettings(groups=2, species_per_group=1000))
     colours = [np.array(g.body, dtype=float) for g in groups]
@@ -153,15 +159,49 @@ def test_same_seed_gives_identical_bytes_other_seed_differs(tmp_path: Path, tiny
     assert changed == len(images) and birds.load_card(other)["seed"] == 1
 
 
-def test_ensure_birds_reuses_a_matching_set_and_replaces_another(tmp_path: Path) -> None:
+def test_a_complete_set_is_reused_and_replaced_only_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = dict(TINY_BIRDS, images_per_class=3, image_size=16)
     out = birds.ensure_birds(tmp_path / "birds", **settings, progress=False, workers=1)
     marker = out / birds.COMPLETE_MARKER
     stamp = marker.stat().st_mtime_ns
     assert birds.ensure_birds(out, **settings, progress=False) == out and marker.stat().st_mtime_ns == stamp
-    birds.ensure_birds(out, **{**settings, "seed": 5}, progress=False, workers=1)
+    before = all_files(out)
+    refusal = r"holds a complete birds set that these settings would replace \(seed 0 → 5\).*--overwrite"
+    with pytest.raises(FewShotDataError, match=refusal):
+        birds.ensure_birds(out, **{**settings, "seed": 5}, progress=False, workers=1)
+    with pytest.raises(FewShotDataError, match=refusal):
+        birds.generate_birds(out, **{**settings, "seed": 5}, progress=False, workers=1)
+    cli = [
+        str(out),
+        *(f"--{k.replace('_', '-')}={v}" for k, v in {**settings, "seed": 5}.items()),
+        "--workers=1",
+    ]
+    assert main(cli) == 2 and "seed 0 → 5" in capsys.readouterr().err
+    monkeypatch.setattr(generate, "GENERATOR_VERSION", "next")
+    with pytest.raises(
+        FewShotDataError, match=rf"drawn by generator version '{birds.GENERATOR_VERSION}', this one"
+    ):
+        birds.ensure_birds(out, **settings, progress=False, workers=1)
+    monkeypatch.undo()
+    assert all_files(out) == before  # every refusal left the set as it was
+    assert main([*cli, "--overwrite"]) == 0
     assert json.loads(marker.read_text())["settings"]["seed"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]  # no temporary or old folders left
+
+
+def test_a_path_under_a_file_or_too_big_a_set_is_refused_before_any_drawing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    assert main([str(tmp_path / "afile" / "birds")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert main([str(tmp_path / "huge"), "--images-per-class", "100000000"]) == 2
+    assert "the set would take about 2.12e+05 GB" in capsys.readouterr().err
+    assert main([str(tmp_path / "w"), "--workers", "0"]) == 2
+    assert "workers=0: expected a positive number" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
@@ -203,7 +243,7 @@ def test_interrupted_generation_leaves_nothing_complete(
     before = all_files(out)
     monkeypatch.setattr(generate, "nn_pixel_accuracy", killed)
     with pytest.raises(KeyboardInterrupt):
-        birds.generate_birds(out, **{**settings, "seed": 3}, progress=False, workers=1)
+        birds.generate_birds(out, **{**settings, "seed": 3}, progress=False, workers=1, overwrite=True)
     assert all_files(out) == before and birds.is_complete(
         out, birds.BirdSettings(**settings)
     )  # old set intact

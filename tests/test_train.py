@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, assert_same_run
+from conftest import TINY, assert_same_run, snapshot
 
 from fsl_core.cli.train import build_parser, main, parse_option
 from fsl_core.data import FewShotFolder
@@ -383,6 +384,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         ({"shot": 8, "query": 8}, "training: shot+query=8+8=16 images per class are needed"),
         ({"val_way": 7}, "validation: way=7 but"),
         ({"options": {"image_size": 84}}, "options image_size=84 contradicts image_size=16"),
+        ({"momentum": 1.0}, "momentum must be below 1"),
     ],
 )
 def test_invalid_runs_fail_before_any_work(birds: Path, tmp_path: Path, settings: dict, message: str) -> None:
@@ -391,6 +393,18 @@ def test_invalid_runs_fail_before_any_work(birds: Path, tmp_path: Path, settings
         train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, **settings})
     assert message in str(error.value)
     assert not run_dir.exists()
+
+
+def test_a_run_folder_must_be_named_and_apart_from_the_data(birds: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(birds, data)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"run_dir is empty; give a folder for the run"):
+        train(data_root=str(data), run_dir="", **TINY)
+    for run_dir, where in ((data, "is"), (tmp_path, "holds"), (data / "train" / "run", "lies inside")):
+        with pytest.raises(ValueError, match=rf"run_dir {run_dir} {where} the data set {data}: .*apart"):
+            train(data_root=str(data), run_dir=str(run_dir), overwrite=True, **TINY)
+    assert snapshot(tmp_path) == before  # nothing moved aside, nothing written
 
 
 def test_missing_data_is_reported(tmp_path: Path) -> None:

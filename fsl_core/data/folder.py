@@ -163,8 +163,8 @@ class FewShotFolder(Dataset):
         more = f"; and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
         raise FewShotDataError(
             f"{len(bad)} of {len(self.samples)} image files in {self.folder} cannot be read: {shown}{more}. "
-            "Remove or replace them, or pass verify=False to skip this check (an unreadable file then fails "
-            "when it is loaded)"
+            f"Remove or replace them (fsl-prepare check {self.root} lists every one; from Python, verify=False "
+            "skips this check, and an unreadable file then fails when it is loaded)"
         )
 
     def _resolve_transform(self, transform: str | Callable | None) -> Callable | None:

@@ -71,7 +71,7 @@ def checkpoint_or_brief_training(
         )
         path = result.checkpoint
         content, size = load_checkpoint(path), image_size
-    loaded = load_model(content, device=resolve_device(device)).eval()
+    loaded = load_model(content, device=resolve_device(device), read_from=path).eval()
     if accepted is not None and loaded.config["name"] not in accepted:
         raise ValueError(
             f"{path} holds a {loaded.config['name']} model; expected one of {list(accepted)}: give the checkpoint "

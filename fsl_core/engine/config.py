@@ -277,8 +277,14 @@ class TrainConfig:
             raise ValueError(f"sampler={self.sampler!r} is not known; expected one of {list(SAMPLERS)}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler={self.scheduler!r} is not known; expected one of {list(SCHEDULERS)}")
+        if self.momentum >= 1:
+            raise ValueError(
+                f"momentum must be below 1 (each step keeps this share of the last update; at 1 or more updates "
+                f"never fade and training diverges), got {self.momentum!r}; the papers use 0.9"
+            )
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
+        self._check_apart()
         augmentation = self.augmentation
         if not callable(augmentation) and not (
             isinstance(augmentation, str)
@@ -294,6 +300,24 @@ class TrainConfig:
                 f"augment_on_device=True applies the presets {list(AUGMENTATIONS)} on the device; the callable "
                 f"augmentation {augmentation_label(augmentation)!r} runs in the loader: leave augment_on_device "
                 "off, or pass a preset name"
+            )
+
+    def _check_apart(self) -> None:
+        """Refuse an empty run folder name, and a run folder that is the data set's folder, holds it or lies inside
+        it: a run writes its folder (and with ``overwrite`` moves what it holds aside), so the two are kept apart."""
+        if not str(self.run_dir).strip():
+            raise ValueError(
+                "run_dir is empty; give a folder for the run (--run-dir outputs/train/NAME), or leave it out for "
+                f"the default, {self.default_run_dir()}"
+            )
+        run = Path(self.run_dir).expanduser().resolve()  # type: ignore[arg-type]
+        data = Path(self.data_root).resolve()
+        if run == data or data.is_relative_to(run) or run.is_relative_to(data):
+            where = "is" if run == data else "holds" if data.is_relative_to(run) else "lies inside"
+            raise ValueError(
+                f"run_dir {self.run_dir} {where} the data set {self.data_root}: a run writes its folder and with "
+                "--overwrite moves what it holds aside, so it must be apart from the data; give a run_dir outside "
+                f"the data set, e.g. the default {self.default_run_dir()}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..runtime import atomic_torch_save, load_torch_file
+from ..runtime import atomic_torch_save, load_torch_file, non_finite_tensors
 from .base import EpisodicModel
 from .factory import build_model, rebuild_model
 
@@ -67,9 +67,15 @@ def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     return content
 
 
-def load_model(source: str | Path | Mapping[str, Any], device: str | torch.device = "cpu") -> EpisodicModel:
-    """Rebuild a model from one of our checkpoints (a path or the loaded dict)."""
+def load_model(
+    source: str | Path | Mapping[str, Any],
+    device: str | torch.device = "cpu",
+    read_from: str | Path | None = None,
+) -> EpisodicModel:
+    """Rebuild a model from one of our checkpoints (a path or the loaded dict; ``read_from``: the file a loaded
+    dict came from, named by errors)."""
     checkpoint = _read(source)
+    source = read_from if read_from is not None and isinstance(source, Mapping) else source
     if "config" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(
             f"{source if not isinstance(source, Mapping) else 'checkpoint'} has keys {sorted(checkpoint)[:8]}; "
@@ -77,8 +83,13 @@ def load_model(source: str | Path | Mapping[str, Any], device: str | torch.devic
             "HMDRN authors' files)"
         )
     model = rebuild_model(checkpoint["config"])
-    load_state_strict(model, checkpoint["state_dict"], what="checkpoint")
+    load_state_strict(model, checkpoint["state_dict"], what=_described(source, "checkpoint"))
     return model.to(device)
+
+
+def _described(source: str | Path | Mapping[str, Any], kind: str) -> str:
+    """``kind`` and the file it was read from, for error messages ("checkpoint runs/x/best.pt")."""
+    return kind if isinstance(source, Mapping) else f"{kind} {source}"
 
 
 def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
@@ -125,7 +136,7 @@ def load_trained_model(
         model = load_reference_checkpoint(path, name=name, backbone=backbone)
         return model, input_size(model, image_size)
     content = load_checkpoint(path)
-    model = load_model(content)
+    model = load_model(content, read_from=path)
     return model, input_size(model, image_size, trained_image_size(content))
 
 
@@ -148,7 +159,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """Load ``state`` into ``model``; missing, unexpected or mis-shaped tensors raise an error naming them."""
+    """Load ``state`` into ``model``; NaN or infinite values and missing, unexpected or mis-shaped tensors raise
+    a ``ValueError`` naming them (``what``: the source, for the message)."""
+    poisoned = non_finite_tensors(dict(state))
+    if poisoned:
+        raise ValueError(
+            f"{what} holds NaN or infinite values in {len(poisoned)} tensor(s) ({_some(poisoned)}), so its model "
+            "cannot predict anything; take another checkpoint (a run's best.pt, or an earlier copy) or train again"
+        )
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -160,16 +178,23 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"missing tensors {missing}")
+            parts.append(f"missing tensors {_some(missing)}")
         if unexpected:
-            parts.append(f"unexpected tensors {unexpected}")
+            parts.append(f"unexpected tensors {_some(unexpected)}")
         if shapes:
-            parts.append(f"wrong shapes {shapes}")
+            parts.append(f"wrong shapes {_some(shapes)}")
         raise ValueError(
             f"{what} does not fit {model.config.get('name')}/{model.config.get('backbone')}: "
             + "; ".join(parts)
+            + "; the file holds the weights of another model or backbone (or of another fsl_core version, whose "
+            "model it rebuilds with that version)"
         )
     model.load_state_dict(state)
+
+
+def _some(names: list[str], shown: int = 6) -> str:
+    """The first ``shown`` of ``names``, and how many there are in all when that is more."""
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 # The authors' module names → ours (Conv-4 HMDRN): fsrm = masked transformer, hhdcm = attention reconstruction.
@@ -222,7 +247,9 @@ def load_reference_checkpoint(
         )
     checkpoint = _read(path_or_state_dict)
     if "config" in checkpoint and "state_dict" in checkpoint:
-        return load_model(checkpoint)
+        return load_model(
+            checkpoint, read_from=None if isinstance(path_or_state_dict, Mapping) else path_or_state_dict
+        )
     state = checkpoint
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if wrapper in state and isinstance(state[wrapper], Mapping):
@@ -236,7 +263,7 @@ def load_reference_checkpoint(
             positions["last" if key.startswith("fsrm1") else "mid"] = value
             continue
         mapped[reference_key(key)] = value
-    load_state_strict(model, mapped, what="reference checkpoint")
+    load_state_strict(model, mapped, what=_described(path_or_state_dict, "reference checkpoint"))
     for level, table in positions.items():
         if level in model.transformers:
             transformer = model.transformers[level]

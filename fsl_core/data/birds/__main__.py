@@ -21,7 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="fsl-birds",
         description="Generate the embedded fine-grained birds set in the few-shot folder layout.",
     )
-    parser.add_argument("out_dir", type=Path, help="output folder (new, empty, or an earlier output)")
+    parser.add_argument(
+        "out_dir",
+        type=Path,
+        help="output folder (new, empty, or an earlier output: one made with other settings only with --overwrite)",
+    )
     for setting in dataclasses.fields(BirdSettings):
         parser.add_argument(
             "--" + setting.name.replace("_", "-"),
@@ -32,12 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=None, help="parallel processes (default: CPU count, max 8)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a complete set in OUT_DIR made with other settings (runs trained on it then see other images)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
         settings = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(BirdSettings)}
-        out = generate_birds(args.out_dir, **settings, workers=args.workers)
-    except FewShotDataError as error:
+        out = generate_birds(args.out_dir, **settings, workers=args.workers, overwrite=args.overwrite)
+    except (FewShotDataError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_card(load_card(out)))

@@ -90,6 +90,25 @@ def is_complete(out_dir: str | Path, settings: BirdSettings | None = None) -> bo
     return marker.get("version") == GENERATOR_VERSION and marker.get("settings") == asdict(settings)
 
 
+def _replaced_settings(out_dir: Path, wanted: BirdSettings) -> str | None:
+    """What differs between the complete set in ``out_dir`` and the one ``wanted`` (the settings, e.g. "seed 0 →
+    5", or the generator's version), None when ``out_dir`` holds no complete set or the same one."""
+    marker = _read_marker(out_dir)
+    if marker is None or is_complete(out_dir, wanted):
+        return None
+    made = marker.get("settings") if isinstance(marker.get("settings"), dict) else {}
+    changes = [
+        f"{name} {made.get(name)!r} → {value!r}"
+        for name, value in asdict(wanted).items()
+        if made.get(name) != value
+    ]
+    if marker.get("version") != GENERATOR_VERSION:
+        changes.append(
+            f"drawn by generator version {marker.get('version')!r}, this one is {GENERATOR_VERSION!r}"
+        )
+    return ", ".join(changes)
+
+
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary siblings left by killed runs (their process is gone)."""
     for candidate in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
@@ -116,8 +135,12 @@ def generate_birds(
     species_per_group: int = 10,
     progress: bool = True,
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Generate the birds set into ``out_dir`` (replacing an earlier output of this generator).
+    """Generate the birds set into ``out_dir``: a new or empty folder, an unfinished output of this generator, a
+    complete one made with the same settings (drawn again, to the same bytes), or with ``overwrite`` a complete
+    one made with other settings or by another version of the generator (replaced; refused otherwise, since runs
+    trained on it would then be evaluated on other images).
 
     Everything is written into a temporary sibling folder that is renamed into place at the end, with the
     completion marker written last, so an interrupted run never leaves a complete-looking set.
@@ -127,7 +150,8 @@ def generate_birds(
         seed, image_size, images_per_class, groups, species_per_group: the settings (same settings → the same
             bytes in every file).
         progress: show a progress bar.
-        workers: processes drawing classes in parallel (default: the CPU count, at most 8).
+        workers: processes drawing classes in parallel (default: the CPU count, at most 8; at least 1).
+        overwrite: replace a complete set made with other settings.
 
     Returns:
         ``out_dir`` as a Path.
@@ -143,6 +167,30 @@ def generate_birds(
                 f"birds generator (no {COMPLETE_MARKER} or metadata.json of {GENERATOR}); choose an empty or "
                 "new folder"
             )
+        if not overwrite and (changes := _replaced_settings(out_dir, settings)) is not None:
+            raise FewShotDataError(
+                f"{out_dir} holds a complete birds set that these settings would replace ({changes}), and runs "
+                "trained on it would then be evaluated on other images; choose another folder, or replace it on "
+                f"purpose: fsl-birds {out_dir} --overwrite with the settings you want"
+            )
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise FewShotDataError(f"workers={workers!r}: expected a positive number of processes, or None")
+    blocking = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise FewShotDataError(
+            f"cannot make {out_dir}: {blocking} is a file, not a folder; choose another folder"
+        )
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    needed = (
+        settings.groups * settings.species_per_group * settings.images_per_class * settings.image_size**2 * 3
+    )
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise FewShotDataError(
+            f"the set would take about {needed / 1e9:.3g} GB (an image and its part map at about 3 bytes per "
+            f"pixel) and {existing} has {free / 1e9:.3g} GB free; use fewer or smaller images "
+            "(--images-per-class, --image-size)"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)
     temp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -199,7 +247,9 @@ def _move_into_place(temp: Path, out_dir: Path, settings: BirdSettings) -> None:
 def ensure_birds(
     out_dir: str | Path, progress: bool = True, workers: int | None = None, **settings: Any
 ) -> Path:
-    """Reuse the complete set in ``out_dir`` when it was made with the same settings, else generate it.
+    """Reuse the complete set in ``out_dir`` when it was made with the same settings, else generate it; a
+    complete set made with other settings (or by another version of the generator) is never replaced here:
+    ``FewShotDataError`` says how to replace it on purpose (``generate_birds`` with ``overwrite=True``).
 
     ``settings``: seed, image_size, images_per_class, groups, species_per_group (defaults as
     ``generate_birds``).

@@ -5,7 +5,8 @@ group differ only in one or two small marks (crown patch, wing bar, eye ring, be
 spots, tail tip). Every group has species in each of the train, val and test splits.
 
 ``GENERATOR`` and ``GENERATOR_VERSION`` stamp every generated set; raise the version whenever a change in
-this package changes the written files, so that ``ensure_birds`` redraws older sets.
+this package changes the written files, so that an older set is told apart (``ensure_birds`` refuses it, and
+``fsl-birds --overwrite`` redraws it).
 """
 
 from __future__ import annotations
@@ -121,6 +122,12 @@ class BirdSettings:
                 raise FewShotDataError(f"{name}={value!r}: expected an integer >= {minimum}{hint}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise FewShotDataError(f"seed={self.seed!r}: expected a non-negative integer")
+        classes = dict(zip(("val", "test"), split_sizes(self.groups, self.species_per_group)))
+        if min(classes.values()) < 2:
+            raise FewShotDataError(
+                f"groups={self.groups}, species_per_group={self.species_per_group} give {classes['val']} validation "
+                f"and {classes['test']} test class(es), and an episode needs at least 2 classes; use groups >= 2"
+            )
         return self
 
 
@@ -239,9 +246,7 @@ def make_taxonomy(settings: BirdSettings) -> tuple[list[GroupSpec], list[Species
     settings.validate()
     n_groups, per_group = settings.groups, settings.species_per_group
     groups = [make_group(settings.seed, g, n_groups) for g in range(n_groups)]
-    total = n_groups * per_group
-    n_val = min(max(n_groups, round(0.15 * total)), n_groups * (per_group - 2))
-    n_test = min(max(n_groups, round(0.25 * total)), n_groups * (per_group - 1) - n_val)
+    n_val, n_test = split_sizes(n_groups, per_group)
     split_rng = seeded_generator(settings.seed, 2)
     val_counts = _spread(n_val, n_groups, split_rng)
     # groups with more validation classes get fewer test classes, so train counts stay even
@@ -283,6 +288,14 @@ def make_taxonomy(settings: BirdSettings) -> tuple[list[GroupSpec], list[Species
             name = f"g{group.index:02d}_{group.name}_s{s:02d}_{_mark_label(marks)}"
             species.append(SpeciesSpec(group=group.index, species=s, name=name, split=split, marks=marks))
     return groups, species
+
+
+def split_sizes(groups: int, species_per_group: int) -> tuple[int, int]:
+    """(validation classes, test classes) of a set: about 15 % and 25 % of them, at least one per group each,
+    and at least one training class per group."""
+    total = groups * species_per_group
+    n_val = min(max(groups, round(0.15 * total)), groups * (species_per_group - 2))
+    return n_val, min(max(groups, round(0.25 * total)), groups * (species_per_group - 1) - n_val)
 
 
 def _spread(total: int, bins: int, rng: np.random.Generator) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..images import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
+from ..images import IMAGE_EXTENSIONS, ImageLoadError, image_file_problem, load_rgb
 from .source import PrepareError
 from .splits import SPLIT_NAMES
 from .writer import SUMMARY_NAME, read_summary
@@ -28,11 +28,15 @@ def check_prepared(root: str | Path, verify_images: bool = False) -> dict[str, A
 
     Checks: each split exists and has classes with images; splits are class-disjoint; ``*_pre``
     folders mirror their split file by file; a ``prepare_summary.json`` (if any) is complete and agrees
-    with the counts; with ``verify_images`` every image is decoded. A PrepareError lists what is wrong.
+    with the counts; every image file passes the quick check that loading a data set makes
+    (``image_file_problem``), and with ``verify_images`` is decoded too. A PrepareError lists what is wrong.
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise PrepareError(f"{root} is not a folder")
+        raise PrepareError(
+            f"{root} {'is not a folder' if root.exists() else 'does not exist'}; give the folder that holds "
+            "train/, val/ and test/"
+        )
     problems: list[str] = []
     result: dict[str, Any] = {"root": str(root), "splits": {}, "pre": [], "prepared_by": None}
     members: dict[str, set[str]] = {}
@@ -89,10 +93,12 @@ def check_prepared(root: str | Path, verify_images: bool = False) -> dict[str, A
                         f"{split}/ has {found.get('classes')} classes / {found.get('images')} images; "
                         f"{SUMMARY_NAME} records {count.get('classes')} / {count.get('images')}"
                     )
-    if verify_images:
-        for folder in [root / s for s in SPLIT_NAMES] + [root / p for p in result["pre"]]:
-            for class_folder in _classes(folder) if folder.is_dir() else []:
-                for path in _images(class_folder):
+    for folder in [root / s for s in SPLIT_NAMES] + [root / p for p in result["pre"]]:
+        for class_folder in _classes(folder) if folder.is_dir() else []:
+            for path in _images(class_folder):
+                if problem := image_file_problem(path):  # the check every data set's loading makes
+                    problems.append(f"{path.relative_to(root)}: {problem}")
+                elif verify_images:
                     try:
                         load_rgb(path)
                     except ImageLoadError as error:
