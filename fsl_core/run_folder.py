@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import fsl_core
-from fsl_core.runtime import atomic_write_json, git_revision
+from fsl_core.runtime import atomic_write_json, git_revision, some_names
 
 MANIFEST = "run.json"
 LOCK = ".lock"
@@ -63,11 +63,6 @@ def folder_contents(folder: Path) -> list[str]:
     """The names in ``folder`` that belong to a run (lock, moved-aside runs, interrupted writes left out)."""
     own = _own_entries(folder)
     return sorted(p.name for p in folder.iterdir() if p.name not in own and not _is_interrupted_write(p))
-
-
-def _describe(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def move_aside(path: str | Path) -> Path:
@@ -188,7 +183,7 @@ def _problem(folder: Path, kind: str, same_run: Callable[[dict[str, Any]], list[
             return f"holds a {kind} run (made {made}) that this one cannot continue: " + "; ".join(reasons)
         return None
     contents = folder_contents(folder)
-    return f"holds files that no {kind} run of fsl_core wrote ({_describe(contents)})" if contents else None
+    return f"holds files that no {kind} run of fsl_core wrote ({some_names(contents)})" if contents else None
 
 
 def claim_run_folder(

@@ -12,7 +12,7 @@ import platform
 import random
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,15 @@ def evaluation_mode(model: nn.Module, device: torch.device) -> Iterator[nn.Modul
     finally:
         for module, training in modes:
             module.training = training
+
+
+def some_names(names: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` of ``names`` joined by commas, and how many more there are, for messages
+    ("a, b, c and 57 more"); "none" when there are none."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:

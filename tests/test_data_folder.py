@@ -19,7 +19,7 @@ from fsl_core.data import (
     load_rgb,
     train_transform,
 )
-from fsl_core.data.folder import SHOWN_BAD_FILES
+from fsl_core.data.folder import SHOWN_BAD_FILES, split_folders
 from fsl_core.data.images import image_file_problem
 from fsl_core.data.transforms import IMAGENET_MEAN, eval_resize
 
@@ -142,8 +142,18 @@ def test_folder_errors_name_what_is_wrong(tmp_path: Path, tiny_folder: Path) -> 
     with pytest.raises(FewShotDataError, match="empty_split is empty"):
         FewShotFolder(tiny_folder, "empty_split")
     (tiny_folder / "val" / "class_9").mkdir()
-    with pytest.raises(FewShotDataError, match="hold no image files.*class_9"):
+    with pytest.raises(FewShotDataError, match="hold no image files.*: class_9; put images in them, or move"):
         FewShotFolder(tiny_folder, "val")
+    (tiny_folder / "README.md").write_text("a file, not a data set\n")
+    with pytest.raises(FewShotDataError, match=r"data root .*README.md is a file, not a folder; expected"):
+        FewShotFolder(tiny_folder / "README.md", "train")
+    split_hint = rf"looks like a split folder itself: give the data set's root, {tiny_folder}$"
+    with pytest.raises(
+        FewShotDataError, match=rf"folders present in {tiny_folder / 'train'}: class_0, class_1.*{split_hint}"
+    ):
+        FewShotFolder(tiny_folder / "train", "train")
+    with pytest.raises(FewShotDataError, match=split_hint):
+        split_folders(tiny_folder / "train")
     with pytest.raises(FewShotDataError, match=r"min_images=7.*class_0 \(5 images\), class_1 \(6 images\)"):
         FewShotFolder(tiny_folder, "train", min_images=7)
     with pytest.raises(ValueError, match="transform"):

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..runtime import some_names
 from .decoded import DecodedImages
 from .images import FewShotDataError, image_file_problem, is_image_file, load_rgb
 from .transforms import eval_transform, train_transform
@@ -33,17 +34,29 @@ def split_folders(root: str | Path, required: str | None = None) -> list[str]:
     Raises ``FewShotDataError`` when ``root`` is not a folder, holds none of them, or lacks ``required``.
     """
     root = Path(root).expanduser().absolute()
-    if not root.is_dir():
-        raise FewShotDataError(
-            f"data root {root} does not exist or is not a folder; expected the layout {LAYOUT}"
-        )
+    check_data_root(root)
     present = [split for split in ("train", "val", "test") if (root / split).is_dir()]
     if not present or (required is not None and required not in present):
         wanted = f"split {required!r}" if required else "any of train/, val/, test/"
         raise FewShotDataError(
             f"data root {root} holds no {wanted} (present: {present or 'none'}); expected the layout {LAYOUT}"
+            + _split_folder_hint(root)
         )
     return present
+
+
+def check_data_root(root: Path) -> None:
+    """Raise ``FewShotDataError`` when ``root`` is not a folder, saying whether it is missing or a file."""
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise FewShotDataError(f"data root {root} {what}; expected the few-shot layout {LAYOUT}")
+
+
+def _split_folder_hint(root: Path) -> str:
+    """ "; ... give its parent" when ``root`` looks like a split folder of a data set rather than its root."""
+    if root.name in ("train", "val", "test") or root.name.endswith("_pre"):
+        return f"; {root} looks like a split folder itself: give the data set's root, {root.parent}"
+    return ""
 
 
 class FewShotFolder(Dataset):
@@ -86,10 +99,7 @@ class FewShotFolder(Dataset):
         self.split = split
         self.image_size = image_size
         self.use_pre = bool(use_pre) and split != "train"
-        if not self.root.is_dir():
-            raise FewShotDataError(
-                f"data root {self.root} does not exist or is not a folder; expected the few-shot layout {LAYOUT}"
-            )
+        check_data_root(self.root)
         folder_name = f"{split}_pre" if self.use_pre else split
         self.folder = self.root / folder_name
         if not self.folder.is_dir():
@@ -99,7 +109,7 @@ class FewShotFolder(Dataset):
             )
             raise FewShotDataError(
                 f"split folder {self.folder} does not exist{hint}; expected the few-shot layout {LAYOUT}; "
-                f"folders present in {self.root}: {present or 'none'}"
+                f"folders present in {self.root}: {some_names(present)}{_split_folder_hint(self.root)}"
             )
         class_dirs = [p for p in _visible_children(self.folder) if p.is_dir()]
         if not class_dirs:
@@ -118,7 +128,7 @@ class FewShotFolder(Dataset):
         if empty:
             raise FewShotDataError(
                 f"{len(empty)} class folder(s) in {self.folder} hold no image files (.jpg, .jpeg, .png, .bmp, "
-                f".webp): {', '.join(empty)}"
+                f".webp): {some_names(empty)}; put images in them, or move them out of {self.folder}"
             )
         small = {name: n for name, n in counts.items() if n < min_images}
         if small:

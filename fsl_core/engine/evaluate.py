@@ -127,7 +127,9 @@ def check_episodes_fit(
     by_class = dataset.indices_by_class()
     where = f"{dataset.root}/{dataset.split}"
     if way > len(by_class):
-        raise ValueError(f"{what}: way={way} but {where} has only {len(by_class)} classes")
+        raise ValueError(
+            f"{what}: way={way} but {where} has only {len(by_class)} classes; use way <= {len(by_class)}"
+        )
     need = shot + query
     small = sorted(
         (len(members), dataset.classes[c]) for c, members in enumerate(by_class) if len(members) < need

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..runtime import atomic_torch_save, load_torch_file, non_finite_tensors
+from ..runtime import atomic_torch_save, load_torch_file, non_finite_tensors, some_names
 from .base import EpisodicModel
 from .factory import build_model, rebuild_model
 
@@ -164,7 +164,7 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
     poisoned = non_finite_tensors(dict(state))
     if poisoned:
         raise ValueError(
-            f"{what} holds NaN or infinite values in {len(poisoned)} tensor(s) ({_some(poisoned)}), so its model "
+            f"{what} holds NaN or infinite values in {len(poisoned)} tensor(s) ({some_names(poisoned)}), so its model "
             "cannot predict anything; take another checkpoint (a run's best.pt, or an earlier copy) or train again"
         )
     own = model.state_dict()
@@ -178,11 +178,11 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"missing tensors {_some(missing)}")
+            parts.append(f"missing tensors {some_names(missing)}")
         if unexpected:
-            parts.append(f"unexpected tensors {_some(unexpected)}")
+            parts.append(f"unexpected tensors {some_names(unexpected)}")
         if shapes:
-            parts.append(f"wrong shapes {_some(shapes)}")
+            parts.append(f"wrong shapes {some_names(shapes)}")
         raise ValueError(
             f"{what} does not fit {model.config.get('name')}/{model.config.get('backbone')}: "
             + "; ".join(parts)
@@ -190,11 +190,6 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
             "model it rebuilds with that version)"
         )
     model.load_state_dict(state)
-
-
-def _some(names: list[str], shown: int = 6) -> str:
-    """The first ``shown`` of ``names``, and how many there are in all when that is more."""
-    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 # The authors' module names → ours (Conv-4 HMDRN): fsrm = masked transformer, hhdcm = attention reconstruction.
