@@ -33,8 +33,8 @@ lint: setup
 	$(BIN)/ruff check fsl_core tests bench
 	$(BIN)/ruff format --check fsl_core tests bench
 
-lab: setup  ## open JupyterLab in the project's environment
-	$(BIN)/jupyter lab notebooks
+lab: setup  ## open JupyterLab in the project's environment (as root too, e.g. in a container)
+	$(BIN)/jupyter lab notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 tensorboard: setup  ## TensorBoard on outputs/: the training curves of every run (the `tracking` extra)
 	@test -x $(BIN)/tensorboard || { echo "TensorBoard is not installed in $(VENV): install the tracking extra with" \

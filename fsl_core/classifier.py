@@ -564,7 +564,8 @@ class FewShotClassifier:
         episodes, the mean map over them); the class
         probabilities; for a masked model (HMDRN) the share of transformer layers and heads that keep each
         token, per level; for the reconstruction models the reconstruction error of each token per class
-        (the ``max_classes`` classes of lowest error, shared colour scale; lower = better explained).
+        (the ``max_classes`` classes of highest probability, shared colour scale; lower = better explained) with
+        each level's weighted share of the class's logit, whose sum over the levels decides the class.
         """
         from fsl_core.viz.gradcam import episode_cams
         from fsl_core.viz.predictions import plot_explanation
@@ -584,17 +585,24 @@ class FewShotClassifier:
         else:
             raise ValueError(f"class_name={class_name!r} is not one of the fitted classes {self.classes_}")
         sources_by_row = [s for name in self.classes_ for s in self.support_[name]]
-        cams, errors = [], {}
+        cams: list[np.ndarray] = []
+        errors: dict[str, Tensor] = {}  # {level: (classes, N)} squared error of each query token
+        scores: dict[str, Tensor] = {}  # {level: (classes,)} the level's share of the logit
         for episode in self.episodes_:
             details: dict[str, Any] = {}
             with torch.inference_mode():
                 self._head(episode, query, details)
-            for level, error in details.get("token_error", {}).items():  # (1, k, N)
-                if self.strategy_ == "draws":
-                    errors[level] = errors.get(level, 0) + error[0].float().cpu() / len(self.episodes_)
-                else:
-                    errors.setdefault(level, torch.zeros(len(self.classes_), error.shape[-1]))
-                    errors[level][torch.as_tensor(episode.classes)] = error[0].float().cpu()
+            for gathered, values in (
+                (errors, details.get("token_error", {})),  # {level: (1, k, N)}
+                (scores, details.get("level_scores", {})),  # {level: (1, k)}
+            ):
+                for level, value in values.items():
+                    value = value[0].float().cpu()
+                    if self.strategy_ == "draws":
+                        gathered[level] = gathered.get(level, 0) + value / len(self.episodes_)
+                    else:
+                        gathered.setdefault(level, torch.zeros(len(self.classes_), *value.shape[1:]))
+                        gathered[level][torch.as_tensor(episode.classes)] = value
             if target not in episode.classes:
                 continue
             support_images = torch.stack(
@@ -616,6 +624,7 @@ class FewShotClassifier:
             self.classes_[target],
             kept_tokens=kept,
             token_errors=errors,
+            level_scores=scores if errors else None,
             max_classes=max_classes,
             title=f"{names[0]}: {self.classes_[target]} ({float(probabilities[target]):.0%})",
         )

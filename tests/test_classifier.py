@@ -43,6 +43,8 @@ from fsl_core.engine import train
 from fsl_core.models import build_model, load_model, save_model
 from fsl_core.viz.gradcam import cam_overlay, episode_cams
 from fsl_core.viz.plots import image_array
+from fsl_core.viz.predictions import _number as title_number
+from fsl_core.viz.predictions import short_label
 from fsl_core.viz.uploads import UploadForm, uploaded_images
 
 SIX_GROUPS = dict(seed=1, image_size=32, images_per_class=20, groups=6, species_per_group=3)
@@ -543,11 +545,24 @@ def test_explain_shows_the_engines_grad_cam_kept_tokens_and_errors(
         emb_s, emb_q = model.embed(images, False), model.embed(pixels, True)
         model.head(emb_s, torch.arange(3).repeat_interleave(2), emb_q, 3, details)
     for level, errors in details["token_error"].items():
+        share = details["level_scores"][level][0]
         for c, name in enumerate(clf.classes_):
-            assert any(t.endswith(f"\nerror {float(errors[0, c].sum()):.3g}") for t in error_titles), (
+            shown = f"\nerror {title_number(float(errors[0, c].sum()))}, logit {title_number(float(share[c]), True)}"
+            assert any(t.startswith(short_label(name, 14)) and t.endswith(shown) for t in error_titles), (
                 level,
                 name,
             )
+    # the shares of the logit sum, over the levels, to the logits that chose the class
+    total = sum(details["level_scores"].values())[0]
+    assert (
+        int(total.argmax()) == target
+        and "(←) has the highest sum of the levels' logit shares" in figure.subfigs[3]._suptitle.get_text()
+    )
+    assert (
+        title_number(1234.5) == "1,234"
+        and title_number(-0.012345, True) == "-0.0123"
+        and title_number(5, True) == "+5"
+    )
 
     # unequal counts, one class per count: the map of a class comes from the head call that scores it
     support[clf.classes_[1]] = support[clf.classes_[1]][:1]

@@ -9,6 +9,7 @@ ordered) and the adjusted Rand index against known groups.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -206,3 +207,100 @@ __all__ = [
     "pooled_backbone_features",
     "sweep_group_counts",
 ]
+
+
+def _proportion_interval(percent: float, n: int) -> float:
+    """Half-width (percentage points) of the normal-approximation 95 % interval of an accuracy of ``percent``
+    measured on ``n`` images."""
+    p = percent / 100.0
+    return 196.0 * float(np.sqrt(p * (1.0 - p) / n)) if n > 0 else float("inf")
+
+
+def _compare(name_a: str, a: tuple[float, float], name_b: str, b: tuple[float, float]) -> tuple[int, str]:
+    """(+1 when ``a`` is above ``b`` with their 95 % intervals apart, -1 when below, 0 when they overlap; the
+    evidence in words). ``a``/``b``: (mean %, 95 % half-width)."""
+    (mean_a, half_a), (mean_b, half_b) = a, b
+    sign = 1 if mean_a - half_a > mean_b + half_b else -1 if mean_a + half_a < mean_b - half_b else 0
+    relation = {1: "above", -1: "below", 0: "within the intervals of"}[sign]
+    return sign, f"{name_a} {mean_a:.1f} ± {half_a:.1f} {relation} {name_b} {mean_b:.1f} ± {half_b:.1f}"
+
+
+def gsfl_answers(
+    ari: dict[int, float],
+    true_groups: int,
+    probes: dict[str, float],
+    held_images: int,
+    few_shot: dict[str, dict[int, Any]],
+    plugin: dict[str, dict[int, Any]],
+) -> list[dict[str, str]]:
+    """What a GSFL run's numbers say about the claims of GSFL-Net (Li & Monga, "Group based Shared Feature
+    Learning for Fine-grained Image Classification", BMVC 2019), one row per question: ``question``,
+    ``answer`` ("yes"; "no": the opposite, with the 95 % intervals apart; "not shown": they overlap; for
+    question 1 "partly" too) and ``evidence`` (the numbers).
+
+    Args:
+        ari: {K: adjusted Rand index of K-means groups against the true ones}; ``true_groups``: the true K.
+        probes: ``feature_probes`` accuracies (%) with keys s_to_group, s_to_class, d_to_class, raw_to_class,
+            measured on ``held_images`` held-out images (their 95 % intervals: normal approximation).
+        few_shot: {"d" | "sd" | "raw": {shot: EvalResult}} on novel classes.
+        plugin: {"hmdrn" | "hmdrn_gsfl": {shot: EvalResult}}.
+    """
+
+    def verdict(signs: set[int]) -> str:
+        return "yes" if signs == {1} else "no" if -1 in signs else "not shown"
+
+    rows = []
+    k = true_groups if true_groups in ari else max(ari, key=ari.__getitem__)
+    score = ari[k]
+    rows.append(
+        {
+            "question": "1. K-means recovers the true groups",
+            "answer": "yes" if score >= 0.8 else "partly" if score >= 0.3 else "no",
+            "evidence": f"ARI {score:.2f} at K={k} (1: the true groups, 0: chance; yes from 0.8, partly from 0.3)"
+            + ("" if k == true_groups else f"; the true K, {true_groups}, was not among those tried"),
+        }
+    )
+
+    def probe(key: str) -> tuple[float, float]:
+        return probes[key], _proportion_interval(probes[key], held_images)
+
+    group_sign, group_words = _compare("s→group", probe("s_to_group"), "s→class", probe("s_to_class"))
+    class_sign, class_words = _compare("d→class", probe("d_to_class"), "s→class", probe("s_to_class"))
+    rows.append(
+        {
+            "question": "2. s carries the group and d the class",
+            "answer": verdict({group_sign, class_sign}),
+            "evidence": f"{group_words}; {class_words} (held-out accuracy %, {held_images} images)",
+        }
+    )
+
+    def per_shot(
+        results: dict[str, dict[int, Any]], a: str, b: str, names: dict[str, str]
+    ) -> tuple[set, str]:
+        signs, words = set(), []
+        for shot in results[a]:
+            ra, rb = results[a][shot], results[b][shot]
+            sign, text = _compare(names[a], (ra.mean, ra.ci95), names[b], (rb.mean, rb.ci95))
+            signs.add(sign)
+            words.append(f"{shot}-shot: {text}")
+        return signs, "; ".join(words)
+
+    names = {"d": "d", "sd": "s+d", "raw": "raw", "hmdrn": "HMDRN", "hmdrn_gsfl": "HMDRN + GSFL"}
+    signs_sd, words_sd = per_shot(few_shot, "d", "sd", names)
+    signs_raw, words_raw = per_shot(few_shot, "d", "raw", names)
+    rows.append(
+        {
+            "question": "3. dropping s raises few-shot accuracy",
+            "answer": verdict(signs_sd | signs_raw),
+            "evidence": f"{words_sd}; {words_raw} (novel classes, mean ± 95 % interval)",
+        }
+    )
+    signs, words = per_shot(plugin, "hmdrn_gsfl", "hmdrn", names)
+    rows.append(
+        {
+            "question": "4. the plug-in helps HMDRN",
+            "answer": verdict(signs),
+            "evidence": f"{words} (novel classes, mean ± 95 % interval)",
+        }
+    )
+    return rows

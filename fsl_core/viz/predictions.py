@@ -46,6 +46,13 @@ def short_label(name: str, width: int = 24) -> str:
     return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
 
 
+def _number(value: float, signed: bool = False) -> str:
+    """``value`` for a panel title: whole numbers with thousands separators from 100 on, else 3 significant
+    digits (no powers of ten either way)."""
+    sign = "+" if signed else ""
+    return f"{value:{sign},.0f}" if abs(value) >= 100 else f"{value:{sign}.3g}"
+
+
 def _clean(ax) -> None:  # noqa: ANN001 -- a matplotlib Axes
     ax.set_xticks([])
     ax.set_yticks([])
@@ -130,6 +137,7 @@ def plot_explanation(
     target: str,
     kept_tokens: Mapping[str, Tensor] | None = None,
     token_errors: Mapping[str, Tensor] | None = None,
+    level_scores: Mapping[str, Tensor] | None = None,
     max_classes: int = 6,
     title: str | None = None,
 ) -> Figure:
@@ -143,6 +151,9 @@ def plot_explanation(
         kept_tokens: {level: (N,)} share of transformer layers and heads that keep each token (HMDRN's mask).
         token_errors: {level: (way, N)} squared reconstruction error of each query token per class, classes in
             the order of ``probabilities``.
+        level_scores: {level: (way,)} each level's weighted share of each class's logit (HMDRN's
+            ``details["level_scores"]``), shown beside the errors: the class of the highest sum wins, so it need
+            not have the lowest error at every level.
         max_classes: classes shown in the probability bars and the error maps (those of highest probability;
             ``target`` always).
         title: figure title.
@@ -199,15 +210,21 @@ def plot_explanation(
             ax.imshow(picture)
             handle = ax.imshow(values, cmap="magma", alpha=0.65, vmin=low, vmax=high)
             mark = " ←" if classes[c] == target else ""
+            share = f", logit {_number(float(level_scores[level][c]), signed=True)}" if level_scores else ""
             ax.set_title(
-                f"{short_label(classes[c], 14)}{mark}\nerror {float(errors[c].sum()):.3g}", fontsize=TEXT
+                f"{short_label(classes[c], 14)}{mark}\nerror {_number(float(errors[c].sum()))}{share}",
+                fontsize=TEXT,
             )
             _clean(ax)
         if handle is not None:
             bar = parts[part].colorbar(handle, ax=list(axes), shrink=0.8)
             bar.ax.tick_params(labelsize=TEXT)
+        last_of_several = level_scores and len(token_errors) > 1 and level == list(token_errors)[-1]
         parts[part].suptitle(
-            f"level {level}: reconstruction error per token and class (dark: well rebuilt)", fontsize=TEXT
+            f"level {level}: the same; the class chosen (←) has the highest sum of the levels' logit shares"
+            if last_of_several
+            else f"level {level}: squared reconstruction error per token and class (dark: well rebuilt)",
+            fontsize=TEXT,
         )
         part += 1
     if title:
