@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import fsl_core
-from fsl_core.runtime import atomic_write_json, git_revision, some_names
+from fsl_core.runtime import atomic_write_json, blocking_file, git_revision, some_names
 
 MANIFEST = "run.json"
 LOCK = ".lock"
@@ -224,8 +224,7 @@ def claim_run_folder(
         _refuse_if_in_use(folder)
         if not overwrite and (problem := _problem(folder, kind, same_run)):
             raise refuse(problem)
-    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
+    if (blocking := blocking_file(folder)) is not None:
         raise NotADirectoryError(
             f"run folder {folder} cannot be made: {blocking} is a file (a folder was expected). Nothing was "
             f"changed. Choose {other_hint}"

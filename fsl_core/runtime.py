@@ -212,13 +212,20 @@ def evaluation_mode(model: nn.Module, device: torch.device) -> Iterator[nn.Modul
             module.training = training
 
 
-def some_names(names: Sequence[str], limit: int = 8) -> str:
-    """The first ``limit`` of ``names`` joined by commas, and how many more there are, for messages
-    ("a, b, c and 57 more"); "none" when there are none."""
+def some_names(names: Sequence[str], limit: int = 8, separator: str = ", ") -> str:
+    """The first ``limit`` of ``names`` joined by ``separator``, and how many more there are, for messages
+    ("a, b, c and 57 more"; ``separator="; "`` for entries holding commas); "none" when there are none."""
     if not names:
         return "none"
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    shown = separator.join(names[:limit])
+    return shown + (f"{separator.rstrip()} and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def blocking_file(path: str | Path) -> Path | None:
+    """The file (not folder) at ``path`` or at one of its parents, which keeps a folder from being made at
+    ``path``; None when there is none."""
+    path = Path(path).absolute()
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from fsl_core.data import FewShotFolder
 from fsl_core.data.birds import bird_mask, load_metadata, true_groups
-from fsl_core.engine import EvalResult, TrainConfig, build_training_model
+from fsl_core.engine import EvalResult, TrainConfig, build_training_model, confidence_interval
 from fsl_core.engine.gsfl_training import GSFLTrainConfig, classifier_accuracy, split_per_class, train_gsfl
 from fsl_core.models import build_model, load_model, save_model
 from fsl_core.models.grouping import adjusted_rand, class_means, gsfl_answers, kmeans_groups
@@ -365,14 +365,13 @@ def test_notebook_07_runs_with_tiny_parameters(tmp_path):
         assert on_grid(entry["mean"], 100 / 400) and entry["ci95"] > 0.0
     for variant in ("hmdrn", "hmdrn_gsfl"):
         assert on_grid(results["hmdrn_plugin"][variant]["1"]["mean"], 100 / 400)
-    answers = {row["question"][:2]: row for row in results["answers"]}
-    assert list(answers) == ["1.", "2.", "3.", "4."]
-    assert (
-        f"ARI {results['ari']['3']:.2f} at K=3" in answers["1."]["evidence"]
-    )  # the true K, 5, was not tried
-    assert f"s→group {results['probes']['s_to_group']:.1f} ± " in answers["2."]["evidence"]
+    answers = {row["question"][:3]: row for row in results["answers"]}
+    assert list(answers) == ["1. ", "2. ", "3a.", "3b.", "4. "]
+    assert answers["1. "]["evidence"] == "the true K, 5, was not among those tried ([1, 3])"
+    assert f"s→group {results['probes']['s_to_group']:.1f} [" in answers["2. "]["evidence"]
     hmdrn = results["hmdrn_plugin"]["hmdrn"]["1"]
-    assert f"HMDRN {hmdrn['mean']:.1f} ± {hmdrn['ci95']:.1f}" in answers["4."]["evidence"]
+    assert f"HMDRN {hmdrn['mean']:.1f} ± {hmdrn['ci95']:.1f}: difference " in answers["4. "]["evidence"]
+    assert "over the same 20 episodes" in answers["4. "]["evidence"]
     assert results["summary"] == {
         q: f"{r['answer']}: {r['evidence']}" for q, r in ((r["question"], r) for r in results["answers"])
     }
@@ -381,30 +380,47 @@ def test_notebook_07_runs_with_tiny_parameters(tmp_path):
 
 
 def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
-    def result(mean: float, ci95: float) -> EvalResult:
-        return EvalResult(mean, ci95, np.zeros(1), 5, 1, 16, 600, 0)
+    def result(accuracies: np.ndarray, seed: int = 0) -> EvalResult:
+        return EvalResult(*confidence_interval(accuracies), accuracies, 5, 1, 16, len(accuracies), seed)
 
-    probes = {"s_to_group": 91.3, "s_to_class": 33.0, "d_to_class": 34.3, "raw_to_class": 45.3}
+    d = np.random.default_rng(0).uniform(40.0, 100.0, 600)
     few_shot = {
-        "d": {1: result(50.0, 1.0), 5: result(70.0, 1.0)},
-        "sd": {1: result(47.0, 1.0), 5: result(66.0, 1.0)},
-        "raw": {1: result(49.5, 1.0), 5: result(66.5, 1.0)},
+        "d": {1: result(d), 5: result(d + 5.0)},
+        "sd": {1: result(d - 1.0), 5: result(d + 4.0)},  # d above s+d by exactly 1 point on every episode
+        "raw": {1: result(d + np.tile([-5.0, 5.0], 300)), 5: result(d + 5.0)},  # the same on average
     }
-    plugin = {"hmdrn": {1: result(72.23, 0.91)}, "hmdrn_gsfl": {1: result(63.30, 1.05)}}
+    plugin = {"hmdrn": {1: result(d)}, "hmdrn_gsfl": {1: result(d - 9.0)}}
+    probes = {"s_to_group": 91.3, "d_to_group": 60.0, "s_to_class": 33.0, "d_to_class": 34.3}
     rows = gsfl_answers({1: 0.0, 10: 0.85}, 10, probes, 300, few_shot, plugin)
-    assert [row["answer"] for row in rows] == ["yes", "not shown", "not shown", "no"]
-    # 2: s→group is far above s→class, but d→class (34.3 ± 5.4 on 300 images) overlaps s→class (33.0 ± 5.3)
-    assert "s→group 91.3 ± 3.2 above s→class 33.0 ± 5.3" in rows[1]["evidence"]
-    assert "d→class 34.3 ± 5.4 within the intervals of s→class 33.0 ± 5.3" in rows[1]["evidence"]
-    # 3: d beats s+d at both shots and raw at 5 shots only (1-shot: 50.0 ± 1.0 against 49.5 ± 1.0)
-    assert "1-shot: d 50.0 ± 1.0 within the intervals of raw 49.5 ± 1.0" in rows[2]["evidence"]
-    assert "5-shot: d 70.0 ± 1.0 above raw 66.5 ± 1.0" in rows[2]["evidence"]
-    assert rows[3]["evidence"].startswith("1-shot: HMDRN + GSFL 63.3 ± 1.1 below HMDRN 72.2 ± 0.9")
-    wider = gsfl_answers({3: 0.5}, 10, {**probes, "d_to_class": 60.0}, 300, few_shot, plugin)
-    assert [row["answer"] for row in wider[:2]] == ["partly", "yes"]
-    assert (
-        "ARI 0.50 at K=3" in wider[0]["evidence"] and "the true K, 10, was not among" in wider[0]["evidence"]
+    assert [row["question"][:3] for row in rows] == ["1. ", "2. ", "3a.", "3b.", "4. "]
+    assert [row["answer"] for row in rows] == ["yes", "not shown", "yes", "not shown", "no"]
+    assert rows[0]["evidence"].startswith("ARI 0.85 at the true K=10")
+    # 2: s carries the group more than d does, but d→class overlaps s→class (Wilson intervals on 300 images)
+    assert rows[1]["evidence"].startswith(
+        "s→group 91.3 [87.6, 94.0] above d→group 60.0 [54.4, 65.4]; "
+        "d→class 34.3 [29.2, 39.8] not apart from s→class 33.0 [27.9, 38.5]"
     )
-    few_shot["raw"][1] = result(45.0, 1.0)
+    # 3a-4: paired differences over the same episodes
+    assert (
+        "1-shot: d 71.5 ± 1.4, s+d 70.5 ± 1.4: difference +1.0 ± 0.0 over the same 600 episodes"
+        in rows[2]["evidence"]
+    )
+    assert (
+        "1-shot: d 71.5 ± 1.4, raw 71.5 ± 1.4: difference +0.0 ± 0.4 over the same 600 episodes"
+        in rows[3]["evidence"]
+    )
+    assert rows[4]["evidence"].startswith(
+        "1-shot: HMDRN + GSFL 62.5 ± 1.4, HMDRN 71.5 ± 1.4: difference -9.0 ± 0.0"
+    )
+    # other episodes (another seed): the results' own intervals decide
+    plugin["hmdrn"][1] = result(d, seed=1)
+    assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, plugin)[4]["evidence"].endswith(
+        "intervals apart"
+    )
+    plugin["hmdrn_gsfl"][1] = result(d - 1.0)
+    assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, plugin)[4]["answer"] == "not shown"
+    wider = gsfl_answers({3: 0.9}, 10, {**probes, "d_to_class": 60.0}, 300, few_shot, plugin)
+    assert [row["answer"] for row in wider[:2]] == ["not shown", "yes"]
+    assert wider[0]["evidence"] == "the true K, 10, was not among those tried ([3])"
+    assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "partly"
     assert gsfl_answers({10: 0.1}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "no"
-    assert gsfl_answers({10: 0.1}, 10, probes, 300, few_shot, plugin)[2]["answer"] == "yes"

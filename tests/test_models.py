@@ -515,6 +515,11 @@ def test_a_checkpoint_holding_nan_is_refused_naming_the_file_and_tensors(tmp_pat
         load_model(path)
     with pytest.raises(ValueError, match="holds NaN or infinite values"):
         load_reference_checkpoint(path)
+    released = reference_state()
+    table = next(name for name in released if name.startswith("fsrm1") and name.endswith("positional_emb"))
+    released[table] = torch.full_like(released[table], float("nan"))  # a table that is checked, not loaded
+    with pytest.raises(ValueError, match=rf"reference checkpoint holds NaN .* \({table}\)"):
+        load_reference_checkpoint({f"module.{k}": v for k, v in released.items()})
 
 
 def reference_state(seed: int = 0) -> dict[str, torch.Tensor]:

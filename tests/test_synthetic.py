@@ -167,8 +167,14 @@ def test_a_complete_set_is_reused_and_replaced_only_on_request(
     marker = out / birds.COMPLETE_MARKER
     stamp = marker.stat().st_mtime_ns
     assert birds.ensure_birds(out, **settings, progress=False) == out and marker.stat().st_mtime_ns == stamp
+    # settings not named may have any value: the set is reused as it is
+    assert birds.ensure_birds(out, progress=False) == out and marker.stat().st_mtime_ns == stamp
+    assert birds.ensure_birds(out, seed=0, progress=False) == out and marker.stat().st_mtime_ns == stamp
     before = all_files(out)
-    refusal = r"holds a complete birds set that these settings would replace \(seed 0 → 5\).*--overwrite"
+    refusal = (
+        r"holds a complete birds set that these settings would replace \(seed 0 → 5\).*"
+        r"fsl-birds .*birds --seed 5 --image-size 16 --images-per-class 3 --groups 3 --species-per-group 3 --overwrite"
+    )
     with pytest.raises(FewShotDataError, match=refusal):
         birds.ensure_birds(out, **{**settings, "seed": 5}, progress=False, workers=1)
     with pytest.raises(FewShotDataError, match=refusal):

@@ -167,13 +167,12 @@ class FewShotFolder(Dataset):
         bad = [(path, problem) for path, _ in self.samples if (problem := image_file_problem(path))]
         if not bad:
             return
-        shown = "; ".join(
-            f"{path.relative_to(self.folder)}: {problem}" for path, problem in bad[:SHOWN_BAD_FILES]
+        shown = some_names(
+            [f"{path.relative_to(self.folder)}: {problem}" for path, problem in bad], SHOWN_BAD_FILES, "; "
         )
-        more = f"; and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
         raise FewShotDataError(
-            f"{len(bad)} of {len(self.samples)} image files in {self.folder} cannot be read: {shown}{more}. "
-            f"Remove or replace them (fsl-prepare check {self.root} lists every one; from Python, verify=False "
+            f"{len(bad)} of {len(self.samples)} image files in {self.folder} cannot be read: {shown}. "
+            f"Remove or replace them (fsl-prepare check {self.root} checks every split; from Python, verify=False "
             "skips this check, and an unreadable file then fails when it is loaded)"
         )
 

@@ -158,15 +158,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return content
 
 
-def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """Load ``state`` into ``model``; NaN or infinite values and missing, unexpected or mis-shaped tensors raise
-    a ``ValueError`` naming them (``what``: the source, for the message)."""
+def refuse_non_finite(state: Mapping[str, Tensor], what: str) -> None:
+    """Raise a ``ValueError`` naming the tensors of ``state`` that hold NaN or infinite values (``what``: the
+    source, for the message)."""
     poisoned = non_finite_tensors(dict(state))
     if poisoned:
         raise ValueError(
             f"{what} holds NaN or infinite values in {len(poisoned)} tensor(s) ({some_names(poisoned)}), so its model "
             "cannot predict anything; take another checkpoint (a run's best.pt, or an earlier copy) or train again"
         )
+
+
+def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Load ``state`` into ``model``; NaN or infinite values and missing, unexpected or mis-shaped tensors raise
+    a ``ValueError`` naming them (``what``: the source, for the message)."""
+    refuse_non_finite(state, what)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -182,12 +188,12 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, Tensor], what:
         if unexpected:
             parts.append(f"unexpected tensors {some_names(unexpected)}")
         if shapes:
-            parts.append(f"wrong shapes {some_names(shapes)}")
+            parts.append(f"wrong shapes {some_names(shapes, separator='; ')}")
         raise ValueError(
             f"{what} does not fit {model.config.get('name')}/{model.config.get('backbone')}: "
             + "; ".join(parts)
-            + "; the file holds the weights of another model or backbone (or of another fsl_core version, whose "
-            "model it rebuilds with that version)"
+            + "; the file holds the weights of another model or backbone, or was saved by another fsl_core version: "
+            "load it with that version"
         )
     model.load_state_dict(state)
 
@@ -250,6 +256,8 @@ def load_reference_checkpoint(
         if wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    what = _described(path_or_state_dict, "reference checkpoint")
+    refuse_non_finite(state, what)  # the positional tables too, which are not loaded as state
     model = build_model(name, backbone, **options)
     mapped: dict[str, Tensor] = {}
     positions: dict[str, Tensor] = {}
@@ -258,7 +266,7 @@ def load_reference_checkpoint(
             positions["last" if key.startswith("fsrm1") else "mid"] = value
             continue
         mapped[reference_key(key)] = value
-    load_state_strict(model, mapped, what=_described(path_or_state_dict, "reference checkpoint"))
+    load_state_strict(model, mapped, what=what)
     for level, table in positions.items():
         if level in model.transformers:
             transformer = model.transformers[level]

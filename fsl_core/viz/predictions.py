@@ -47,8 +47,8 @@ def short_label(name: str, width: int = 24) -> str:
 
 
 def _number(value: float, signed: bool = False) -> str:
-    """``value`` for a panel title: whole numbers with thousands separators from 100 on, else 3 significant
-    digits (no powers of ten either way)."""
+    """``value`` for a panel title: whole numbers with thousands separators from 100 on (no powers of ten),
+    else 3 significant digits."""
     sign = "+" if signed else ""
     return f"{value:{sign},.0f}" if abs(value) >= 100 else f"{value:{sign}.3g}"
 
@@ -219,13 +219,17 @@ def plot_explanation(
         if handle is not None:
             bar = parts[part].colorbar(handle, ax=list(axes), shrink=0.8)
             bar.ax.tick_params(labelsize=TEXT)
-        last_of_several = level_scores and len(token_errors) > 1 and level == list(token_errors)[-1]
-        parts[part].suptitle(
-            f"level {level}: the same; the class chosen (←) has the highest sum of the levels' logit shares"
-            if last_of_several
-            else f"level {level}: squared reconstruction error per token and class (dark: well rebuilt)",
-            fontsize=TEXT,
-        )
+        if level_scores and len(token_errors) > 1 and level == list(token_errors)[-1]:
+            totals = sum(torch.as_tensor(v).float() for v in level_scores.values())
+            chosen = (
+                "the class explained (←) has the highest sum"
+                if int(totals.argmax()) == classes.index(target)
+                else ""
+            )
+            text = f"level {level}: the same; a class's logit sums its levels' shares{'; ' + chosen if chosen else ''}"
+        else:
+            text = f"level {level}: squared reconstruction error per token and class (dark: well rebuilt)"
+        parts[part].suptitle(text, fontsize=TEXT)
         part += 1
     if title:
         fig.suptitle(title, fontsize=TEXT + 1)

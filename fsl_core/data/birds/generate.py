@@ -26,7 +26,7 @@ from PIL import Image
 
 from fsl_core.progress import tqdm
 
-from ...runtime import atomic_write_bytes, atomic_write_json
+from ...runtime import atomic_write_bytes, atomic_write_json, blocking_file
 from ..images import FewShotDataError
 from .card import build_card, readme_text
 from .ground_truth import build_metadata
@@ -168,15 +168,17 @@ def generate_birds(
                 "new folder"
             )
         if not overwrite and (changes := _replaced_settings(out_dir, settings)) is not None:
+            flags = " ".join(
+                f"--{name.replace('_', '-')} {value}" for name, value in asdict(settings).items()
+            )
             raise FewShotDataError(
                 f"{out_dir} holds a complete birds set that these settings would replace ({changes}), and runs "
                 "trained on it would then be evaluated on other images; choose another folder, or replace it on "
-                f"purpose: fsl-birds {out_dir} --overwrite with the settings you want"
+                f"purpose: fsl-birds {out_dir} {flags} --overwrite (from Python: overwrite=True)"
             )
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise FewShotDataError(f"workers={workers!r}: expected a positive number of processes, or None")
-    blocking = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
+    if (blocking := blocking_file(out_dir.parent)) is not None:
         raise FewShotDataError(
             f"cannot make {out_dir}: {blocking} is a file, not a folder; choose another folder"
         )
@@ -247,14 +249,19 @@ def _move_into_place(temp: Path, out_dir: Path, settings: BirdSettings) -> None:
 def ensure_birds(
     out_dir: str | Path, progress: bool = True, workers: int | None = None, **settings: Any
 ) -> Path:
-    """Reuse the complete set in ``out_dir`` when it was made with the same settings, else generate it; a
-    complete set made with other settings (or by another version of the generator) is never replaced here:
-    ``FewShotDataError`` says how to replace it on purpose (``generate_birds`` with ``overwrite=True``).
+    """Reuse the complete set in ``out_dir`` when this version of the generator made it with the ``settings``
+    given (those not given may have any value), else generate it with ``settings`` (the others at their
+    defaults). A complete set made with other settings, or by another version of the generator, is never
+    replaced here: the ``FewShotDataError`` says how to replace it on purpose (``generate_birds`` with
+    ``overwrite=True``, ``fsl-birds --overwrite``).
 
     ``settings``: seed, image_size, images_per_class, groups, species_per_group (defaults as
     ``generate_birds``).
     """
     wanted = BirdSettings(**settings).validate()
-    if is_complete(out_dir, wanted):
-        return Path(out_dir).absolute()
+    marker = _read_marker(Path(out_dir))
+    if marker is not None and marker.get("version") == GENERATOR_VERSION:
+        made = marker.get("settings") if isinstance(marker.get("settings"), dict) else {}
+        if all(made.get(name) == value for name, value in settings.items()):
+            return Path(out_dir).absolute()
     return generate_birds(out_dir, **asdict(wanted), progress=progress, workers=workers)

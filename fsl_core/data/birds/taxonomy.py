@@ -126,7 +126,8 @@ class BirdSettings:
         if min(classes.values()) < 2:
             raise FewShotDataError(
                 f"groups={self.groups}, species_per_group={self.species_per_group} give {classes['val']} validation "
-                f"and {classes['test']} test class(es), and an episode needs at least 2 classes; use groups >= 2"
+                f"and {classes['test']} test class(es), and an episode needs at least 2 classes; use groups >= 2 (or "
+                "species_per_group >= 10 with one group)"
             )
         return self
 

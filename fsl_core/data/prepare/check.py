@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...runtime import some_names
 from ..images import IMAGE_EXTENSIONS, ImageLoadError, image_file_problem, load_rgb
 from .source import PrepareError
 from .splits import SPLIT_NAMES
@@ -104,6 +105,5 @@ def check_prepared(root: str | Path, verify_images: bool = False) -> dict[str, A
                     except ImageLoadError as error:
                         problems.append(f"{path.relative_to(root)}: {error}")
     if problems:
-        shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise PrepareError(f"{root} is not a valid few-shot folder: {shown}")
+        raise PrepareError(f"{root} is not a valid few-shot folder: {some_names(problems, 20, '; ')}")
     return result
