@@ -223,7 +223,7 @@ def _apart(low_a: float, high_a: float, low_b: float, high_b: float) -> int:
     return 1 if low_a > high_b else -1 if high_a < low_b else 0
 
 
-RELATION = {1: "above", -1: "below", 0: "not apart from"}
+_RELATION = {1: "above", -1: "below", 0: "not apart from"}
 
 
 def _compare_probes(probes: dict[str, float], a: str, b: str, n: int) -> tuple[int, str]:
@@ -233,7 +233,7 @@ def _compare_probes(probes: dict[str, float], a: str, b: str, n: int) -> tuple[i
     sign = _apart(low_a, high_a, low_b, high_b)
     label = {key: key.replace("_to_", "→") for key in (a, b)}
     return sign, (
-        f"{label[a]} {probes[a]:.1f} [{low_a:.1f}, {high_a:.1f}] {RELATION[sign]} "
+        f"{label[a]} {probes[a]:.1f} [{low_a:.1f}, {high_a:.1f}] {_RELATION[sign]} "
         f"{label[b]} {probes[b]:.1f} [{low_b:.1f}, {high_b:.1f}]"
     )
 

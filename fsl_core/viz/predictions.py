@@ -221,12 +221,9 @@ def plot_explanation(
             bar.ax.tick_params(labelsize=TEXT)
         if level_scores and len(token_errors) > 1 and level == list(token_errors)[-1]:
             totals = sum(torch.as_tensor(v).float() for v in level_scores.values())
-            chosen = (
-                "the class explained (←) has the highest sum"
-                if int(totals.argmax()) == classes.index(target)
-                else ""
-            )
-            text = f"level {level}: the same; a class's logit sums its levels' shares{'; ' + chosen if chosen else ''}"
+            highest = int(totals.argmax()) == classes.index(target)
+            chosen = "; the class explained (←) has the highest sum" if highest else ""
+            text = f"level {level}: the same; a class's logit sums its levels' shares{chosen}"
         else:
             text = f"level {level}: squared reconstruction error per token and class (dark: well rebuilt)"
         parts[part].suptitle(text, fontsize=TEXT)
