@@ -39,7 +39,7 @@ def split_folders(root: str | Path, required: str | None = None) -> list[str]:
     if not present or (required is not None and required not in present):
         wanted = f"split {required!r}" if required else "any of train/, val/, test/"
         raise FewShotDataError(
-            f"data root {root} holds no {wanted} (present: {present or 'none'}); expected the layout {LAYOUT}"
+            f"data root {root} holds no {wanted} (present: {some_names(present)}); expected the layout {LAYOUT}"
             + _split_folder_hint(root)
         )
     return present

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -80,14 +81,17 @@ def _is_generator_output(path: Path) -> bool:
         return False
 
 
-def is_complete(out_dir: str | Path, settings: BirdSettings | None = None) -> bool:
-    """True when ``out_dir`` holds a complete set (optionally: made with ``settings`` by this version)."""
+def is_complete(out_dir: str | Path, settings: BirdSettings | Mapping[str, Any] | None = None) -> bool:
+    """True when ``out_dir`` holds a complete set (with ``settings``: made by this version of the generator with
+    them; a mapping names only the settings that must match)."""
     marker = _read_marker(Path(out_dir))
     if marker is None:
         return False
     if settings is None:
         return True
-    return marker.get("version") == GENERATOR_VERSION and marker.get("settings") == asdict(settings)
+    wanted = asdict(settings) if isinstance(settings, BirdSettings) else settings
+    made = marker.get("settings") if isinstance(marker.get("settings"), dict) else {}
+    return marker.get("version") == GENERATOR_VERSION and all(made.get(k) == v for k, v in wanted.items())
 
 
 def _replaced_settings(out_dir: Path, wanted: BirdSettings) -> str | None:
@@ -259,9 +263,6 @@ def ensure_birds(
     ``generate_birds``).
     """
     wanted = BirdSettings(**settings).validate()
-    marker = _read_marker(Path(out_dir))
-    if marker is not None and marker.get("version") == GENERATOR_VERSION:
-        made = marker.get("settings") if isinstance(marker.get("settings"), dict) else {}
-        if all(made.get(name) == value for name, value in settings.items()):
-            return Path(out_dir).absolute()
+    if is_complete(out_dir, settings):
+        return Path(out_dir).absolute()
     return generate_birds(out_dir, **asdict(wanted), progress=progress, workers=workers)
