@@ -235,7 +235,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "lr": number(0.1, "SGD learning rate, cosine-annealed over the run", above=0),
         "val_episodes": integer(100, "validation episodes (5-way 5-shot) after training"),
         "eval_episodes": integer(
-            500, "test episodes per setting (5-way 1-shot and 5-way 5-shot; the papers use 10,000)"
+            500, "test episodes per setting (5-way 1-shot and 5-way 5-shot; the papers use 10,000)", low=2
         ),
         "eval_query": integer(
             16, "query images per class in validation and test episodes (16 in the papers)"
@@ -289,7 +289,9 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "train_settings": Parameter(
             {}, 'any other training setting, e.g. {"weight_decay": 0.0, "scheduler": "step"}', "dict"
         ),
-        "test_episodes": integer(0, "test episodes per shot after training (0: no test evaluation)", low=0),
+        "test_episodes": integer(
+            0, "test episodes per shot after training (0: no test evaluation; else at least 2)", low=0
+        ),
         "test_shots": Parameter([1, 5], "shots of the test evaluation (5-way)", "ints", low=1),
         "test_query": integer(16, "query images per class in test episodes"),
         "seed": SEED,
@@ -338,7 +340,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "way": WAY,
         "shots": Parameter([1, 5], "support images per class, one evaluation each", "ints", low=1),
         "query": integer(16, "query images per class"),
-        "episodes": integer(1000, "episodes per shot (the papers use 10,000)"),
+        "episodes": integer(1000, "episodes per shot (the papers use 10,000)", low=2),
         "seed": integer(
             0, "episode seed (the same seed gives the same episodes, so models compare fairly)", low=0
         ),
@@ -369,7 +371,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             4, "validate every N epochs (and after the last); the best model is tested", low=0
         ),
         "val_episodes": integer(200, "validation episodes (5-way 5-shot)"),
-        "test_episodes": integer(1000, "test episodes per shot"),
+        "test_episodes": integer(1000, "test episodes per shot", low=2),
         "test_shots": Parameter([1, 5], "shots of the test evaluation (5-way)", "ints", low=1),
         "test_query": integer(16, "query images per class in validation and test episodes"),
         "seeds": Parameter(
@@ -496,7 +498,9 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "way": integer(5, "classes per few-shot test episode", low=2),
         "shots": Parameter([1, 5], "support images per class in the few-shot tests", "ints", low=1),
         "query": integer(15, "query images per class in the few-shot tests"),
-        "few_shot_episodes": integer(600, "test episodes per setting (95% confidence intervals over them)"),
+        "few_shot_episodes": integer(
+            600, "test episodes per setting (95% confidence intervals over them)", low=2
+        ),
         "probe_max_iter": integer(1000, "iterations of the logistic-regression probes"),
         "hmdrn_train_episodes": integer(200, "training budget of each HMDRN run (question 4), in episodes"),
         "hmdrn_way": integer(5, "classes per HMDRN training episode", low=2),
@@ -600,6 +604,10 @@ def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
             ]
             hint = "".join(f" (YAML reads {text!r} as text: write {_number_in_text(text)})" for text in texts)
             problems.append(f"train_settings: {error}{hint}")
+    if notebook == "02_train" and values["test_episodes"] == 1:
+        problems.append(
+            "test_episodes=1: one episode gives no confidence interval; use 0 (no test evaluation) or 2 or more"
+        )
     if notebook == "03_evaluate" and values["reference"] and values["data_root"] is None:
         problems.append(
             "data_root: give the data set to evaluate on; the HMDRN authors' released weights (reference=True) "

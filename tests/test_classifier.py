@@ -463,6 +463,13 @@ def test_command_line_prints_a_line_per_image_and_writes_the_table(
         before
     ]
     capsys.readouterr()
+    text_table = tmp_path / "out" / "predictions.txt"  # the table is CSV: another name is refused first
+    assert main([str(checkpoint), str(support), str(single), "--csv", str(text_table)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: result path {text_table}: the result is written as CSV, so its name must end in .csv; choose "
+        f"another --csv, e.g. {text_table.with_suffix('.csv')}\n"
+    )
+    assert not text_table.exists()
     assert main([str(checkpoint), str(support), str(tmp_path / "nothing.jpg")]) == 1
     assert "nothing.jpg: does not exist" in capsys.readouterr().err
 

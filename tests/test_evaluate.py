@@ -37,6 +37,7 @@ from fsl_core.engine.evaluate import (
     write_results,
 )
 from fsl_core.models import build_model, save_model
+from fsl_core.models.checkpoints import load_trained_model
 from fsl_core.viz.tables import results_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -316,8 +317,10 @@ def test_data_defaults_to_the_set_the_run_trained_on(
     unrecorded = save_model(model, tmp_path / "saved.pt")
     with pytest.raises(ValueError, match=r"saved.pt records no data set \(a model saved outside training\)"):
         evaluate_checkpoint(unrecorded, episodes=2, progress=False)
+    released = tmp_path / "released.pth"  # the authors' weights: a bare state dict, no data set recorded
+    torch.save({"feature_extractor.layer1.0.weight": torch.zeros(1)}, released)
     with pytest.raises(ValueError, match="released weights .* record no data set; give the data set root"):
-        evaluation_data_root(checkpoint, reference=True)
+        evaluation_data_root(released, reference=True)
     with pytest.raises(FileNotFoundError, match="missing.pt does not exist; .* holds best.pt"):
         evaluation_data_root(tmp_path / "missing.pt")
 
@@ -569,6 +572,77 @@ def test_cli_checks_the_episode_and_model_flags(
     assert list(tmp_path.iterdir()) == [checkpoint]  # nothing written
     with pytest.raises(ValueError, match="only used with reference=True"):
         evaluate_checkpoint(checkpoint, birds, model_name="hmdrn", episodes=2, progress=False)
+
+
+def test_cli_refuses_what_a_result_cannot_honestly_state_before_any_episode(
+    birds: Path,
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    monkeypatch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
+    table = tmp_path / "accuracy.csv"
+    for flags, message in (
+        (["--episodes", "1"], "episodes=1: one episode gives no confidence interval"),
+        (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
+        (
+            ["--out", str(table)],
+            f"result path {table}: the result is written as JSON, so its name must end in .json; choose "
+            f"another --out, e.g. {tmp_path / 'accuracy.json'}",
+        ),
+    ):
+        assert main(quick(checkpoint, birds, *flags)) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == [checkpoint]
+    with pytest.raises(ValueError, match="episodes=1: one episode gives no confidence interval"):
+        evaluate_checkpoint(checkpoint, birds, episodes=1, progress=False)
+    result = EvalResult(
+        mean=50.0, ci95=1.0, accuracies=np.zeros(2), way=5, shot=1, query=3, episodes=2, seed=0
+    )
+    with pytest.raises(ValueError, match="written as JSON"):
+        write_results({1: result}, table)
+    assert not table.exists()
+
+
+def test_reference_flag_on_an_fsl_core_checkpoint_loads_it_as_one(
+    birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("protonet", "conv4", image_size=16)
+    checkpoint = save_model(
+        model, tmp_path / "best.pt", train_config={"image_size": 16, "data_root": str(birds)}
+    )
+    assert evaluation_data_root(checkpoint, reference=True) == birds  # its recorded data set
+    loaded, size = load_trained_model(checkpoint, reference=True)
+    assert size == 16 and loaded.config == model.config
+    plain = evaluate_checkpoint(checkpoint, shots=(1,), query=3, episodes=4, progress=False)
+    assert (
+        main(
+            [
+                str(checkpoint),
+                "--reference",
+                "--shot",
+                "1",
+                "--episodes",
+                "4",
+                "--query",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        f"note: {checkpoint} is an fsl_core checkpoint, which records its model: --reference is not needed"
+        in out
+    )
+    written = json.loads((tmp_path / "best_test_5way_1shot_3query_4ep_seed0.json").read_text())
+    assert written["reference"] is False and written["fsl_core_checkpoint"] is True
+    assert written["image_size"] == 16 and written["results"]["1"]["mean"] == plain[1].mean
 
 
 def test_cli_refuses_a_checkpoint_holding_nan_before_any_episode(

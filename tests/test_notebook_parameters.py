@@ -90,6 +90,23 @@ def test_every_wrong_parameter_is_named_at_once() -> None:
     assert "(did you mean 'last'?)" in text
 
 
+def test_a_reported_interval_needs_two_episodes() -> None:
+    for notebook, name in (
+        ("00_quickstart", "eval_episodes"),
+        ("03_evaluate", "episodes"),
+        ("04_ablation", "test_episodes"),
+        ("07_gsfl", "few_shot_episodes"),
+    ):
+        with pytest.raises(ValueError, match=f"{name}=1: expected an integer of at least 2"):
+            check_values(
+                notebook, {name: 1, "checkpoint": "best.pt"} if notebook == "03_evaluate" else {name: 1}
+            )
+    with pytest.raises(ValueError, match="test_episodes=1: one episode gives no confidence interval; use 0"):
+        check_values("02_train", {"test_episodes": 1})
+    assert check_values("02_train", {"test_episodes": 0}).test_episodes == 0
+    assert check_values("02_train", {"test_episodes": 2}).test_episodes == 2
+
+
 def test_check_reads_a_notebook_namespace_and_returns_the_values() -> None:
     namespace = {name: spec.default for name, spec in declared("02_train").items()}
     namespace.update(way=7, unrelated_global=object())

@@ -8,11 +8,11 @@ Prints a table (per shot: mean ± 95% confidence interval, the seconds spent emb
 running the episodes, and episodes per second), then writes the results as JSON to ``--out`` or
 next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
 ``best_test_5way_1+5shot_16query_10000ep_seed0.json``; the JSON also identifies the checkpoint (absolute path,
-SHA-256, epoch) and gives the input size. The output path is checked before any episode runs; an existing
-result is never overwritten, and its refusal says what it was measured on (this same checkpoint, another
-version of it after the run trained further, or another checkpoint): choose another ``--out``, or pass
-``--overwrite`` to move the old file aside (``<name>.replaced-<UTC time>.json``). A checkpoint that changes while
-it is evaluated gives no result file.
+SHA-256, epoch, and ``reference``: whether it held the HMDRN authors' released weights) and gives the input
+size. The output path is checked before any episode runs; an existing result is never overwritten, and its
+refusal says what it was measured on (this same checkpoint, another version of it after the run trained further,
+or another checkpoint): choose another ``--out``, or pass ``--overwrite`` to move the old file aside
+(``<name>.replaced-<UTC time>.json``). A checkpoint that changes while it is evaluated gives no result file.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--way", type=int, default=5, help="classes per episode (default: 5)")
     parser.add_argument("--query", type=int, default=16, help="query images per class (default: 16)")
-    parser.add_argument("--episodes", type=int, default=10000, help="episodes per shot (default: 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    parser.add_argument(
+        "--episodes", type=int, default=10000, help="episodes per shot, at least 2 (default: 10000)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="episode seed, 0 or more (default: 0)")
     parser.add_argument(
         "--image-size",
         type=int,
@@ -75,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference",
         action="store_true",
-        help="CHECKPOINT holds the HMDRN authors' released weights (load_reference_checkpoint)",
+        help="CHECKPOINT may hold the HMDRN authors' released weights (load_reference_checkpoint); an "
+        "fsl_core checkpoint loads as without it",
     )
     parser.add_argument(
         "--model",
@@ -100,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         default=None,
-        help="JSON output file (default: next to the checkpoint, named after the checkpoint and settings)",
+        help="JSON output file, a name ending in .json (default: next to the checkpoint, named after the "
+        "checkpoint and settings)",
     )
     parser.add_argument(
         "--overwrite",
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out) if args.out is not None else args.checkpoint.with_name(name)
     try:
-        check_episode_settings(args.way, args.shot, args.query, args.episodes)
+        check_episode_settings(args.way, args.shot, args.query, args.episodes, args.seed, reported=True)
         if not args.reference and (args.model is not None or args.backbone is not None):
             raise ValueError(
                 "--model and --backbone are only used with --reference; an fsl_core checkpoint records "
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite_hint="--overwrite",
             example_name=name,
             detail=earlier_result_detail(out, record, data, size),
+            suffix=".json",
         )
         device = resolve_device(args.device)
         started = time.perf_counter()
@@ -183,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.checkpoint} on {data}/{args.split} at {size} px: {args.way}-way, {args.query} queries per "
         f"class, {args.episodes} episodes, {device}"
     )
+    if args.reference and record["fsl_core_checkpoint"]:
+        print(
+            f"note: {args.checkpoint} is an fsl_core checkpoint, which records its model: --reference is not needed"
+        )
     trained = record.get("trained_image_size")
     if trained is not None and size != trained:
         print(f"note: the model was trained at {trained} px and is evaluated at {size} px (--image-size)")
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             data=str(data),
             image_size=size,
             split=args.split,
-            reference=args.reference,
+            reference=not record["fsl_core_checkpoint"],
             cached=not args.plain,
             device=str(device),
             seconds=seconds,

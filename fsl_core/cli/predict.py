@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("support_dir", type=Path, help="support folder: <class name>/<image files>")
     parser.add_argument("images", nargs="+", help="image files or folders of them to classify")
     parser.add_argument(
-        "--csv", type=Path, default=None, help="also write the table of predictions to this file"
+        "--csv",
+        type=Path,
+        default=None,
+        help="also write the table of predictions to this file (a name ending in .csv)",
     )
     parser.add_argument(
         "--overwrite",
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 other_hint="another --csv",
                 overwrite_hint="--overwrite",
                 example_name="predictions.csv",
+                suffix=".csv",
             )
         _, sources = image_inputs(args.images)  # every image is checked before the model is loaded
         files = [str(source) for source in sources]

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
 from fsl_core.models.checkpoints import (
+    is_fsl_core_checkpoint,
     load_checkpoint,
     load_trained_model,
     trained_image_size,
@@ -105,18 +106,27 @@ class EvalResult:
         }
 
 
-def check_episode_settings(way: int, shots: Sequence[int], query: int, episodes: int) -> None:
-    """Raise a ValueError unless way >= 2 and every shot, query and episodes are positive integers."""
+def check_episode_settings(
+    way: int, shots: Sequence[int], query: int, episodes: int, seed: int = 0, *, reported: bool = False
+) -> None:
+    """Raise a ValueError unless way >= 2, every shot, query and episodes are positive integers and seed is a
+    non-negative one; with ``reported`` (a result that states a 95 % interval), episodes >= 2 as well."""
     if not shots:
         raise ValueError("shots is empty; give at least one shot, e.g. (1, 5)")
-    values = [("way", way), *(("shot", shot) for shot in shots), ("query", query), ("episodes", episodes)]
-    for name, value in values:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    positive = [("way", way), *(("shot", shot) for shot in shots), ("query", query), ("episodes", episodes)]
+    for name, value, least in [*((name, value, 1) for name, value in positive), ("seed", seed, 0)]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            kind = "positive" if least else "non-negative"
+            raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
     if way < 2:
         raise ValueError(
             f"way={way}: a 1-way episode has one class, so every query is always classified correctly "
             "(100 %); use way >= 2 (the usual protocol: 5)"
+        )
+    if reported and episodes < 2:
+        raise ValueError(
+            f"episodes={episodes}: one episode gives no confidence interval (its spread is 0 by definition, not "
+            "by measurement); use episodes >= 2 (the papers: 10000)"
         )
 
 
@@ -222,7 +232,7 @@ def evaluate(
     ``torch.inference_mode`` and put back in its previous train/eval mode afterwards. ``way`` must be at
     least 2: with one class every query is right.
     """
-    check_episode_settings(way, [shot], query, episodes)
+    check_episode_settings(way, [shot], query, episodes, seed)
     check_episodes_fit(dataset, way, shot, query)
     device = resolve_device(device)
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
@@ -360,6 +370,7 @@ def evaluation_data_root(
 ) -> Path:
     """The data set to evaluate ``checkpoint`` on: ``data_root`` when given, else the one its run trained on
     (the ``data_root`` recorded in the checkpoint; a relative one is relative to the folder training started in).
+    ``reference``: the file may hold the HMDRN authors' released weights, which record no data set.
 
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist (the message lists what its folder holds).
@@ -370,7 +381,7 @@ def evaluation_data_root(
         return Path(data_root)
     path = checked_checkpoint_file(checkpoint)
     way_out = "give the data set root holding the split folder (--data ROOT, or data_root=)"
-    if reference:
+    if reference and not is_fsl_core_checkpoint(load_torch_file(path)):
         raise ValueError(f"the HMDRN authors' released weights {path} record no data set; {way_out}")
     recorded = training_setting(load_checkpoint(path), "data_root")
     if recorded is None:
@@ -416,7 +427,7 @@ def evaluate_checkpoint(
     Returns {shot: EvalResult}.
     """
     path = checked_checkpoint_file(path)
-    check_episode_settings(way, list(shots), query, episodes)
+    check_episode_settings(way, list(shots), query, episodes, seed, reported=True)
     data_root = evaluation_data_root(path, data_root, reference)
     if not reference and (model_name is not None or backbone is not None):
         raise ValueError(
@@ -466,11 +477,16 @@ def result_file_name(
 
 def checkpoint_record(path: str | Path) -> dict[str, Any]:
     """What identifies the checkpoint a result was measured on: ``checkpoint`` (its absolute path),
-    ``checkpoint_sha256`` (of the file), and where the file records them, ``checkpoint_epoch`` and
-    ``trained_image_size``."""
+    ``checkpoint_sha256`` (of the file), ``fsl_core_checkpoint`` (whether it is one of ours, which records its
+    model, rather than the HMDRN authors' released weights: ``is_fsl_core_checkpoint``), and where the file
+    records them, ``checkpoint_epoch`` and ``trained_image_size``."""
     path = checked_checkpoint_file(path)
     content = load_torch_file(path)
-    record: dict[str, Any] = {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+    record: dict[str, Any] = {
+        "checkpoint": str(path),
+        "checkpoint_sha256": file_sha256(path),
+        "fsl_core_checkpoint": is_fsl_core_checkpoint(content),
+    }
     if isinstance(content, Mapping):
         if isinstance(content.get("epoch"), int):
             record["checkpoint_epoch"] = content["epoch"]
@@ -513,10 +529,12 @@ def check_result_path(
     overwrite_hint: str = "overwrite=True",
     example_name: str = "result.json",
     detail: str = "",
+    suffix: str | None = None,
 ) -> Path:
     """Make sure a result can be written to ``path`` later, before any work is done; returns ``path``.
 
-    Refused: a folder; a path under a file or in a folder that cannot be created or written (checked
+    Refused: a name that does not end in ``suffix`` (".json", ".csv": the format the result is written in),
+    when given; a folder; a path under a file or in a folder that cannot be created or written (checked
     with ``os.access`` and by writing and removing a temporary file in the nearest existing folder); an
     existing file unless ``overwrite`` (``write_results`` then moves it aside, nothing is deleted).
     ``other_hint``/``overwrite_hint``: how the caller's user chooses another path or asks to overwrite;
@@ -533,6 +551,11 @@ def check_result_path(
     if path.is_dir() or given.endswith(("/", os.sep)):
         raise IsADirectoryError(
             f"result path {given} is a folder; give a file path, e.g. {path / example_name}"
+        )
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise ValueError(
+            f"result path {given}: the result is written as {suffix[1:].upper()}, so its name must end in "
+            f"{suffix}; choose {other_hint}, e.g. {path.with_name(path.stem + suffix)}"
         )
     if path.exists() or path.is_symlink():
         if not path.is_file():
@@ -575,7 +598,7 @@ def write_results(
     write then fails, the old file is put back. Errors (disk full, no permission) name ``path``.
     """
     path = Path(path)
-    check_result_path(path, overwrite)
+    check_result_path(path, overwrite, suffix=".json")
     content = {**context, "results": results_to_dict(results)}
     moved = move_aside(path) if path.exists() else None
     try:

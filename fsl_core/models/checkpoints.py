@@ -125,16 +125,19 @@ def load_trained_model(
     backbone: str = "conv4",
 ) -> tuple[EpisodicModel, int]:
     """(model, the input side to feed it, ``input_size``) from a checkpoint file: best.pt/last.pt of a run or a
-    ``save_model`` file, which record their model; with ``reference=True`` the HMDRN authors' released weights,
-    built as ``name``/``backbone`` (``load_reference_checkpoint``).
+    ``save_model`` file, which record their model; with ``reference=True`` also the HMDRN authors' released
+    weights, built as ``name``/``backbone`` (``load_reference_checkpoint``). One of our checkpoints loads the
+    same way with or without ``reference`` (its recorded model and training size).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file holds no model we can build (the message says why).
     """
     if reference:
-        model = load_reference_checkpoint(path, name=name, backbone=backbone)
-        return model, input_size(model, image_size)
+        check_reference_model(name, backbone)
+        if not is_fsl_core_checkpoint(load_torch_file(path)):
+            model = load_reference_checkpoint(path, name=name, backbone=backbone)
+            return model, input_size(model, image_size)
     content = load_checkpoint(path)
     model = load_model(content, read_from=path)
     return model, input_size(model, image_size, trained_image_size(content))
@@ -150,12 +153,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     content = load_torch_file(path, map_location=map_location)
-    if not isinstance(content, dict) or "state_dict" not in content or "config" not in content:
+    if not is_fsl_core_checkpoint(content):
         raise ValueError(
             f"{path} is not an fsl_core checkpoint (expected a dict with 'config' and 'state_dict'); "
             "released weights of the HMDRN authors load with load_reference_checkpoint (--reference)"
         )
     return content
+
+
+def is_fsl_core_checkpoint(content: Any) -> bool:
+    """True when ``content`` (what a checkpoint file holds) is one of ours: a dict with 'config' and
+    'state_dict', which records its model; the HMDRN authors' released weights are not."""
+    return isinstance(content, Mapping) and "config" in content and "state_dict" in content
 
 
 def refuse_non_finite(state: Mapping[str, Tensor], what: str) -> None:
@@ -224,6 +233,18 @@ def reference_key(name: str) -> str:
     return name
 
 
+def check_reference_model(name: str, backbone: str) -> None:
+    """Raise a ``ValueError`` unless ``name``/``backbone`` are "hmdrn"/"conv4", the only model the HMDRN
+    authors released weights for."""
+    if (name, backbone) != ("hmdrn", "conv4"):
+        raise ValueError(
+            f"reference weights cannot be loaded as model {name!r} with backbone {backbone!r}: the HMDRN "
+            "authors released weights only for model 'hmdrn' with backbone 'conv4' (Conv-4 on CUB, Cars and "
+            "Dogs); use name='hmdrn', backbone='conv4' (on the command line: --model hmdrn --backbone conv4, "
+            "the defaults)"
+        )
+
+
 def load_reference_checkpoint(
     path_or_state_dict: str | Path | Mapping[str, Any],
     name: str = "hmdrn",
@@ -239,15 +260,9 @@ def load_reference_checkpoint(
         ValueError: ``name``/``backbone`` other than "hmdrn"/"conv4" (the only released weights), a file
             that is not a readable checkpoint (see ``load_torch_file``), or tensors that do not fit.
     """
-    if (name, backbone) != ("hmdrn", "conv4"):
-        raise ValueError(
-            f"reference weights cannot be loaded as model {name!r} with backbone {backbone!r}: the HMDRN "
-            "authors released weights only for model 'hmdrn' with backbone 'conv4' (Conv-4 on CUB, Cars and "
-            "Dogs); use name='hmdrn', backbone='conv4' (on the command line: --model hmdrn --backbone conv4, "
-            "the defaults)"
-        )
+    check_reference_model(name, backbone)
     checkpoint = _read(path_or_state_dict)
-    if "config" in checkpoint and "state_dict" in checkpoint:
+    if is_fsl_core_checkpoint(checkpoint):
         return load_model(
             checkpoint, read_from=None if isinstance(path_or_state_dict, Mapping) else path_or_state_dict
         )
