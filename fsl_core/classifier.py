@@ -131,6 +131,39 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)), key=lambda p: p.name)
 
 
+def unread_files(images: Images | Support, support: bool = False) -> list[Path]:
+    """The files skipped when ``images`` to classify, or with ``support`` a support set, are read: visible regular
+    files that are not image files (``IMAGE_EXTENSIONS``), directly in each folder given (in a support folder:
+    in each class folder), sorted. A path given on its own is never skipped: one that is not an image is
+    refused."""
+    if support and isinstance(images, (str, Path)):
+        root = Path(images).expanduser()
+        items: list[Any] = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    elif isinstance(images, Mapping):
+        items = [item for value in images.values() for item in _as_list(value)]
+    else:
+        items = _as_list(images)
+    folders = [Path(item) for item in items if isinstance(item, (str, Path)) and Path(item).is_dir()]
+    return sorted(
+        p
+        for folder in folders
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and not is_image_file(p)
+    )
+
+
+def unread_note(files: Sequence[Path]) -> str:
+    """``unread_files``'s list in words ("" when empty), e.g. "1 file not read (not .bmp, ...): a/x.gif"."""
+    if not files:
+        return ""
+    names = _listed([f"{p.parent.name}/{p.name}" for p in files])
+    return f"{len(files)} file{'s' * (len(files) > 1)} not read (not {EXTENSIONS_TEXT}): {names}"
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, (str, Path, Image.Image)) else list(value)
+
+
 def open_image(source: ImageSource) -> Image.Image:
     """A path (read with ``load_rgb``) or a PIL image of any mode → a PIL RGB image."""
     if isinstance(source, Image.Image):
@@ -208,7 +241,7 @@ def read_support(support: Support) -> dict[str, list[ImageSource]]:
     """A support set (see ``Support``) → {class name: image sources}, classes sorted by name.
 
     A folder gives its sub-folders as classes (sorted by name, hidden ones skipped) and their image files
-    (``IMAGE_EXTENSIONS``) as images; other files are ignored. In a mapping, a folder stands for its image
+    (``IMAGE_EXTENSIONS``) as images; other files are skipped (``unread_files`` lists them). In a mapping, a folder stands for its image
     files and a single path or PIL image for itself.
 
     Raises:
@@ -389,8 +422,9 @@ class FewShotClassifier:
 
     Attributes after ``fit``: ``classes_`` (class names, sorted), ``support_`` ({class: image sources}),
     ``counts_`` ({class: number of support images}), ``strategy_`` ("episode", "per_class" or "draws", see
-    the module docstring) and ``episodes_`` (the head calls, ``SupportEpisode`` (classes, rows): rows index
-    the support images taken class by class in the order of ``classes_``).
+    the module docstring), ``episodes_`` (the head calls, ``SupportEpisode`` (classes, rows): rows index
+    the support images taken class by class in the order of ``classes_``) and ``unread_`` (the files of the
+    support folders skipped as not images, ``unread_files``; the printed classifier names them).
     """
 
     def __init__(
@@ -470,6 +504,7 @@ class FewShotClassifier:
         (see ``read_support``; classes are sorted by name). Any class counts are accepted (module docstring).
         """
         classes = read_support(support)
+        unread = unread_files(support, support=True)
         names = list(classes)
         sources = [source for name in names for source in classes[name]]
         labels = np.repeat(np.arange(len(names)), [len(classes[name]) for name in names])
@@ -484,7 +519,7 @@ class FewShotClassifier:
         # set together, once everything worked: a failed fit leaves the previous one as it was
         self._support, self.strategy_, self.episodes_ = embedded, strategy, episodes
         self.support_, self.counts_ = classes, {name: len(classes[name]) for name in names}
-        self.classes_ = names
+        self.classes_, self.unread_ = names, unread
         return self
 
     def _check_fitted(self) -> None:
@@ -640,7 +675,8 @@ class FewShotClassifier:
             "per_class": "unequal counts: each class on all its images",
             "draws": f"unequal counts: {len(self.episodes_)} episodes of {min(self.counts_.values())} per class",
         }[self.strategy_]
-        return f"{text}; {len(self.classes_)} classes: {counts}; {how})"
+        unread = f"; {unread_note(self.unread_)}" if self.unread_ else ""
+        return f"{text}; {len(self.classes_)} classes: {counts}; {how}{unread})"
 
 
 # -- predictions as a table ----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from fsl_core.classifier import (
     list_images,
     scores_each_class_alone,
     support_episodes,
+    unread_files,
 )
 from fsl_core.cli.predict import main
 from fsl_core.data import EpisodeSampler, FewShotFolder
@@ -353,6 +354,44 @@ def test_bad_support_sets_are_named(tmp_path: Path, reference_run: Path) -> None
         clf.fit(single)
     with pytest.raises(SingleClassError):
         clf.fit({"crow": [Image.new("RGB", (9, 9))]})
+
+
+def test_files_a_folder_skips_are_named_and_those_given_alone_are_refused(
+    tmp_path: Path, reference_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    support = tmp_path / "support"
+    write_image(support / "crow" / "a.png")
+    write_image(support / "crow" / "b.png")
+    write_image(support / "raven" / "a.png", colour=(0, 0, 200))
+    Image.new("RGB", (9, 9)).save(support / "raven" / "b.gif")  # a real image, in a format not read
+    (support / "raven" / "notes.txt").write_text("x")
+    (support / "raven" / ".DS_Store").write_text("x")  # hidden: not named
+    (support / "README.md").write_text("x")  # beside the classes, not in one: not an image of a class
+    clf = FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu").fit(support)
+    assert clf.counts_ == {"crow": 2, "raven": 1}
+    assert clf.unread_ == [support / "raven" / "b.gif", support / "raven" / "notes.txt"]
+    assert repr(clf).endswith(
+        "; 2 files not read (not .bmp, .jpeg, .jpg, .png, .webp): raven/b.gif; raven/notes.txt)"
+    )
+    assert unread_files({"crow": support / "raven", "rook": [support / "crow" / "a.png"]}, support=True) == (
+        clf.unread_
+    )
+    assert (
+        FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu")
+        .fit({"crow": [support / "crow" / "a.png"], "raven": [support / "raven" / "a.png"]})
+        .unread_
+        == []
+    )
+
+    # the command line names what a query folder skips, and refuses a .gif named on its own
+    queries = support / "raven"
+    assert main([str(reference_run / "best.pt"), str(support), str(queries), "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith(f"{queries / 'a.png'}\t") and len(out.splitlines()) == 1
+    assert "note: of the folders to classify, 2 files not read (not .bmp, .jpeg, .jpg, .png, .webp): " in err
+    assert "raven/b.gif; raven/notes.txt" in err
+    assert main([str(reference_run / "best.pt"), str(support), str(queries / "b.gif")]) == 1
+    assert "b.gif: not an image file" in capsys.readouterr().err
 
 
 def test_bad_queries_and_predicting_before_fit_are_named(tmp_path: Path, reference_run: Path) -> None:

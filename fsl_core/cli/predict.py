@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from fsl_core.classifier import FewShotClassifier, image_inputs, prediction_table
+from fsl_core.classifier import FewShotClassifier, image_inputs, prediction_table, unread_files, unread_note
 from fsl_core.engine.evaluate import check_result_path
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_bytes
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if unread := unread_files(args.images):
+        print(f"note: of the folders to classify, {unread_note(unread)}", file=sys.stderr)
     table = prediction_table(probabilities, files)
     for row in table.itertuples(index=False):
         print(f"{row.file}\t{row.predicted}\t{row.probability:.4f}")
