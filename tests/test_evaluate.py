@@ -38,6 +38,7 @@ from fsl_core.engine.evaluate import (
 )
 from fsl_core.models import build_model, save_model
 from fsl_core.models.checkpoints import load_trained_model
+from fsl_core.statistics import wilson_interval
 from fsl_core.viz.tables import results_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,6 +58,17 @@ def test_confidence_interval_formula() -> None:
     assert confidence_interval([50.0]) == (50.0, 0.0)
     with pytest.raises(ValueError, match="no accuracies"):
         confidence_interval([])
+
+
+def test_wilson_interval_values() -> None:
+    # half of 100: centre 0.5, half-width 1.96·sqrt(0.25/100 + 1.96²/40000)/(1 + 1.96²/100) = 0.09617
+    low, high = wilson_interval(50.0, 100)
+    assert (low, high) == pytest.approx((40.383, 59.617), abs=1e-3)
+    low, high = wilson_interval(0.0, 10)  # no hit in 10: the interval keeps a width, and starts at 0
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(27.754, abs=1e-3)
+    assert wilson_interval(100.0, 10) == pytest.approx((100.0 - high, 100.0))
+    with pytest.raises(ValueError, match="at least one trial, got n=0"):
+        wilson_interval(50.0, 0)
 
 
 def test_eval_result_text() -> None:

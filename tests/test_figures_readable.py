@@ -229,7 +229,7 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "pointing game": lambda: plot_pointing_game(
         pd.DataFrame(
             {"parts": [0.4, 0.3, 0.35, 0.1], "parts_random": [0.1] * 4, "bird": [0.8, 0.7, 0.75, 0.5]}
-            | {"bird_random": [0.3] * 4},
+            | {"bird_random": [0.3] * 4, "queries": [40] * 4},
             index=["hmdrn", "frn", "bifrn", "protonet"],
         )
     ),

@@ -202,6 +202,45 @@ def test_pointing_game_on_a_hand_made_example() -> None:
         pointing_game(cams, masks[:2])
 
 
+def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones() -> None:
+    from fsl_core.viz.pointing import pointing_game_summary, pointing_game_table
+
+    hits = [True] * 10 + [False] * 10  # 20 queries of one model: half hit the parts, none is flat
+    records = pd.DataFrame(
+        {
+            "model": ["frn"] * 20 + ["hmdrn"] * 20,
+            "episode": [0] * 40,
+            "correct": hits + [True] * 20,
+            "parts": hits + [True] * 20,
+            "bird": [True] * 40,
+            "no_peak": [False] * 40,
+            "parts_random": [0.25] * 40,
+            "bird_random": [0.5] * 40,
+        }
+    )
+    table = pointing_game_table(records, ["hmdrn", "frn"])
+    assert list(table.index) == ["hmdrn", "frn"] and table["queries"].tolist() == [20, 20]
+    summary = pointing_game_summary(table)
+    assert list(summary.columns) == [
+        "peak on parts (%)",
+        "random point on parts (%)",
+        "peak on bird (%)",
+        "random point on bird (%)",
+        "flat map (%)",
+        "classified right (%)",
+    ]
+    # Wilson 95 % intervals of 10/20 and 20/20 and 0/20: (29.9, 70.1), (83.9, 100.0), (0.0, 16.1)
+    assert summary.loc["frn"].tolist() == [
+        "50.0 [29.9, 70.1]",
+        "25.0",
+        "100.0 [83.9, 100.0]",
+        "50.0",
+        "0.0 [0.0, 16.1]",
+        "50.0 [29.9, 70.1]",
+    ]
+    assert summary.loc["hmdrn", "peak on parts (%)"] == "100.0 [83.9, 100.0]"
+
+
 # -- reconstruction errors, confusion ------------------------------------------------------------------------
 def test_reconstruction_error_helpers() -> None:
     errors = torch.ones(3, 2, 4)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..runtime import resolve_device
+from ..statistics import wilson_interval
 
 
 @torch.no_grad()
@@ -209,15 +210,6 @@ __all__ = [
 ]
 
 
-def _wilson_interval(percent: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score 95 % interval (low, high), in percent, of an accuracy of ``percent`` measured on ``n``
-    images: unlike the normal approximation it stays wide at 0 % and 100 %."""
-    p = percent / 100.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
-    return 100.0 * (centre - half), 100.0 * (centre + half)
-
-
 def _apart(low_a: float, high_a: float, low_b: float, high_b: float) -> int:
     """+1 when the interval [low_a, high_a] lies above [low_b, high_b], -1 when below, 0 when they overlap."""
     return 1 if low_a > high_b else -1 if high_a < low_b else 0
@@ -229,7 +221,7 @@ _RELATION = {1: "above", -1: "below", 0: "not apart from"}
 def _compare_probes(probes: dict[str, float], a: str, b: str, n: int) -> tuple[int, str]:
     """Probe accuracy ``a`` against ``b`` (keys of ``feature_probes``) on ``n`` held-out images: +1/-1 when their
     Wilson 95 % intervals are apart (a above / below b), 0 when they overlap; with the evidence in words."""
-    (low_a, high_a), (low_b, high_b) = _wilson_interval(probes[a], n), _wilson_interval(probes[b], n)
+    (low_a, high_a), (low_b, high_b) = wilson_interval(probes[a], n), wilson_interval(probes[b], n)
     sign = _apart(low_a, high_a, low_b, high_b)
     label = {key: key.replace("_to_", "→") for key in (a, b)}
     return sign, (

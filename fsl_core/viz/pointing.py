@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
 from fsl_core.runtime import evaluation_mode, resolve_device
+from fsl_core.statistics import wilson_interval
 
 from .browser import load_episode
 from .gradcam import episode_cams, flat_maps, pointing_game, random_point_rate
@@ -90,32 +91,65 @@ def pointing_game_records(
     return pd.DataFrame(records)
 
 
+MEASURE_NAMES = {
+    "parts": "peak on parts",
+    "parts_random": "random point on parts",
+    "bird": "peak on bird",
+    "bird_random": "random point on bird",
+    "no_peak": "flat map",
+    "correct": "classified right",
+}
+"""The measures in words, for tables and figures."""
+_COUNTED = ("parts", "bird", "no_peak", "correct")
+"""The measures counted over queries (a hit or not), which get a Wilson interval; the random rates are
+expectations, exact for the regions drawn."""
+
+
 def pointing_game_table(records: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """The mean of each measure per model (rows in ``order``), as fractions 0..1."""
-    return records.groupby("model", sort=False)[MEASURES].mean().reindex(order)
+    """The mean of each measure per model (rows in ``order``), as fractions 0..1, and ``queries``: the number of
+    queries behind them."""
+    grouped = records.groupby("model", sort=False)
+    table = grouped[MEASURES].mean()
+    table["queries"] = grouped.size()
+    return table.reindex(order)
+
+
+def pointing_game_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """``pointing_game_table`` to read: a column per measure, named in words with its unit, each counted rate
+    with its Wilson 95 % interval over the model's queries ("41.3 [36.5, 46.2]", in %), the random rates
+    alone."""
+    columns = {}
+    for measure, name in MEASURE_NAMES.items():
+        cells = []
+        for rate, queries in zip(100 * table[measure], table["queries"]):
+            if measure in _COUNTED:
+                low, high = wilson_interval(rate, int(queries))
+                cells.append(f"{rate:.1f} [{low:.1f}, {high:.1f}]")
+            else:
+                cells.append(f"{rate:.1f}")
+        columns[f"{name} (%)"] = cells
+    return pd.DataFrame(columns, index=table.index)
 
 
 def plot_pointing_game(table: pd.DataFrame) -> Figure:
-    """Hit rates (%) of the CAM peak and of a random point, on the discriminative parts and on the bird."""
-    long = pd.concat(
-        [
-            pd.DataFrame(
-                {"model": table.index, "region": region, "point": point, "hit rate (%)": 100 * table[column]}
-            )
-            for region, point, column in (
-                ("discriminative parts", "CAM peak", "parts"),
-                ("discriminative parts", "random", "parts_random"),
-                ("bird", "CAM peak", "bird"),
-                ("bird", "random", "bird_random"),
-            )
-        ]
-    )
+    """Hit rates (%) of the CAM peak, with their Wilson 95 % intervals when ``table`` says how many queries
+    (``pointing_game_table``), and of a random point, on the discriminative parts and on the bird."""
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, 3.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, region in zip(axes, ["discriminative parts", "bird"]):
-        sns.barplot(data=long[long["region"] == region], x="model", y="hit rate (%)", hue="point", ax=ax)
+    colours = sns.color_palette(n_colors=2)
+    x = np.arange(len(table))
+    for ax, (region, peak, random) in zip(
+        axes, (("discriminative parts", "parts", "parts_random"), ("bird", "bird", "bird_random"))
+    ):
+        rates = 100 * table[peak].to_numpy(dtype=float)
+        errors = None
+        if "queries" in table:
+            bounds = np.array([wilson_interval(r, int(n)) for r, n in zip(rates, table["queries"])])
+            errors = np.stack([rates - bounds[:, 0], bounds[:, 1] - rates])
+        ax.bar(x - 0.2, rates, 0.4, yerr=errors, capsize=3, color=colours[0], label="CAM peak")
+        ax.bar(x + 0.2, 100 * table[random].to_numpy(dtype=float), 0.4, color=colours[1], label="random")
+        ax.set_xticks(x, list(table.index))
         ax.set_title(f"pointing game: {region}")
-        ax.set_xlabel("")
-    axes[0].get_legend().remove()  # one legend, right of the second panel
+    axes[0].set_ylabel("hit rate (%)")
     legend_outside(axes[1], title="the point")
     return readable(fig)
