@@ -365,3 +365,19 @@ def test_learned_scalars_that_never_changed_get_no_panel() -> None:
     fractions = metrics({}).assign(train_acc=lambda f: f.train_acc / 100, val_acc=lambda f: f.val_acc / 100)
     accuracy = plot_training_curves(fractions).axes[1]
     assert max(accuracy.lines[0].get_ydata()) == pytest.approx(57.0)  # fractions are shown in %
+
+
+def test_class_colours_of_the_feature_pca_are_not_the_group_colours() -> None:
+    figure = feature_pca()
+    top, bottom = np.asarray(figure.axes[:4], dtype=object).reshape(2, 2)  # rows: by group, by class
+    drawn = [
+        {
+            tuple(np.round(colour, 3))
+            for ax in row
+            for collection in ax.collections
+            for colour in collection.get_facecolors()
+        }
+        for row in (top, bottom)
+    ]
+    assert len(drawn[0]) == 4 and len(drawn[1]) == 10  # 4 groups; the first 10 classes
+    assert not drawn[0] & drawn[1]

@@ -65,9 +65,12 @@ def plot_feature_pca(
     """The s and d features of images (N, D each) on their first two principal components.
 
     Top row coloured by true group (``group_of``: the group of each class), bottom row by class (the first
-    ``shown_classes`` classes): s should cluster by group, d by class. The legends stand right of the panels.
+    ``shown_classes`` classes): s should cluster by group, d by class. The classes take colours of their own
+    (evenly spaced hues), none of the groups', so a class is not read as the group of the same colour. The
+    legends stand right of the panels.
     """
     shown = np.isin(labels, np.unique(labels)[:shown_classes])
+    class_colours = sns.husl_palette(len(np.unique(labels[shown])), l=0.55)
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, 8.0), layout="constrained")
     axes = fig.subplots(2, 2)
     for column, feature in enumerate(("s", "d")):
@@ -91,7 +94,15 @@ def plot_feature_pca(
         )
         axes[0, column].set_title(f"{feature}: coloured by true group")
         sns.scatterplot(
-            data=frame[shown], x="PC1", y="PC2", hue="class", s=14, ax=axes[1, column], legend=column == 1
+            data=frame[shown],
+            x="PC1",
+            y="PC2",
+            hue="class",
+            palette=class_colours,
+            marker="D",
+            s=14,
+            ax=axes[1, column],
+            legend=column == 1,
         )
         axes[1, column].set_title(f"{feature}: by class (first {shown_classes})")
     for ax in axes[:, 1]:
