@@ -571,9 +571,14 @@ def test_explain_shows_the_engines_grad_cam_kept_tokens_and_errors(
     assert figure._suptitle.get_text().startswith(f"{query.name}: {predicted} (")
     assert any(t.startswith("Grad-CAM:\n") for t in titles)
     assert {
-        "kept tokens, level mid\n(share of layers × heads)",
-        "kept tokens, level last\n(share of layers × heads)",
+        "kept tokens, level mid\n(brighter: kept by more heads)",
+        "kept tokens, level last\n(brighter: kept by more heads)",
     } <= set(titles)
+    bars = next(ax for ax in figure.axes if ax.get_xlabel() == "probability")
+    probabilities = clf.predict_proba(query).iloc[0]
+    assert sorted(text.get_text() for text in bars.texts) == sorted(
+        f"{name}: {p:.0%}" for name, p in probabilities.items()
+    )  # every class named in full (the birds' names fit), with its probability
     error_titles = [t for t in titles if "\nerror " in t]
     assert len(error_titles) == 2 * 3  # two levels, three classes
     # the Grad-CAM panel is the library's map of the predicted class for this support set
@@ -593,7 +598,7 @@ def test_explain_shows_the_engines_grad_cam_kept_tokens_and_errors(
     for level, errors in details["token_error"].items():
         share = details["level_scores"][level][0]
         for c, name in enumerate(clf.classes_):
-            shown = f"\nerror {title_number(float(errors[0, c].sum()))}, logit {title_number(float(share[c]), True)}"
+            shown = f"\nerror {title_number(float(errors[0, c].sum()))}\nlogit {title_number(float(share[c]), True)}"
             assert any(t.startswith(short_label(name, 14)) and t.endswith(shown) for t in error_titles), (
                 level,
                 name,

@@ -50,6 +50,7 @@ from fsl_core.viz.plots import (
     plot_scalars,
 )
 from fsl_core.viz.pointing import plot_pointing_game
+from fsl_core.viz.predictions import plot_explanation
 
 # class names as the generated birds set makes them: long, with marks joined by '-' and '+'
 NAMES = [
@@ -172,7 +173,33 @@ def parts() -> Figure:
     return plot_parts(images, maps, marks, titles)
 
 
+def explanation() -> Figure:
+    """HMDRN's explanation of a query among six birds classes with long names and logit shares of every size."""
+    probabilities = dict(zip(NAMES[:6], [0.4, 0.3, 0.15, 0.1, 0.03, 0.02]))
+    generator = torch.Generator().manual_seed(0)
+    return plot_explanation(
+        torch.randn(3, 84, 84, generator=generator),
+        rng.random((84, 84)),
+        probabilities,
+        NAMES[0],
+        kept_tokens={
+            "last": torch.rand(25, generator=generator),
+            "mid": torch.rand(100, generator=generator),
+        },
+        token_errors={
+            "last": 20 * torch.rand(6, 25, generator=generator),
+            "mid": torch.rand(6, 100, generator=generator),
+        },
+        level_scores={
+            "last": torch.randn(6, generator=generator) / 100,
+            "mid": 30 * torch.randn(6, generator=generator),
+        },
+        title=f"query.png: {NAMES[0]} (40%)",
+    )
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
+    "explanation": explanation,
     "training curves": lambda: plot_training_curves(metrics(HMDRN_SCALARS), title="hmdrn / conv4"),
     "accuracy bars": lambda: plot_accuracy_bars(
         ABLATION, hue="shot", chance=20.0, title="ablation: test accuracy (%) ± 95% CI"

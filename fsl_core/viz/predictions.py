@@ -167,7 +167,7 @@ def plot_explanation(
     kept_tokens, token_errors = dict(kept_tokens or {}), dict(token_errors or {})
     rows = 1 + bool(kept_tokens) + len(token_errors)
     cell = WIDTH / max(4, len(order) + 0.6)
-    heights = [2.6] + [2.4] * bool(kept_tokens) + [cell + 0.9] * len(token_errors)
+    heights = [2.6] + [2.4] * bool(kept_tokens) + [cell + 0.9 + 0.15 * bool(level_scores)] * len(token_errors)
     fig = Figure(figsize=(WIDTH, sum(heights) + 0.4), layout="constrained")
     parts = fig.subfigures(rows, 1, squeeze=False, height_ratios=heights)[:, 0]
 
@@ -182,9 +182,15 @@ def plot_explanation(
     top[2].barh(
         np.arange(len(names)),
         [probabilities[n] for n in names],
+        height=0.45,
         color=[HIGHLIGHT if n == target else OTHER for n in names],
     )
-    top[2].set_yticks(np.arange(len(names)), [short_label(n, 18) for n in names])
+    for y, name in enumerate(
+        names
+    ):  # the whole name above its bar: what tells two classes apart is often last
+        top[2].text(0, y + 0.27, f"{short_label(name, 52)}: {probabilities[name]:.0%}", fontsize=TEXT)
+    top[2].set_yticks([])
+    top[2].set_ylim(-0.5, len(names) - 0.1)
     top[2].set_xlim(0, 1)
     top[2].set_xlabel("probability", fontsize=TEXT)
     top[2].tick_params(labelsize=TEXT)
@@ -194,7 +200,7 @@ def plot_explanation(
         for ax, (level, share) in zip(axes, kept_tokens.items()):
             shade = upsample_tokens(torch.as_tensor(share), size).numpy()[..., None]
             ax.imshow((picture * (0.35 + 0.65 * shade)).clip(0, 1))
-            ax.set_title(f"kept tokens, level {level}\n(share of layers × heads)", fontsize=TEXT)
+            ax.set_title(f"kept tokens, level {level}\n(brighter: kept by more heads)", fontsize=TEXT)
         for ax in axes:
             _clean(ax)
             if not ax.images:
@@ -210,7 +216,7 @@ def plot_explanation(
             ax.imshow(picture)
             handle = ax.imshow(values, cmap="magma", alpha=0.65, vmin=low, vmax=high)
             mark = " ←" if classes[c] == target else ""
-            share = f", logit {_number(float(level_scores[level][c]), signed=True)}" if level_scores else ""
+            share = f"\nlogit {_number(float(level_scores[level][c]), signed=True)}" if level_scores else ""
             ax.set_title(
                 f"{short_label(classes[c], 14)}{mark}\nerror {_number(float(errors[c].sum()))}{share}",
                 fontsize=TEXT,
