@@ -585,29 +585,22 @@ def test_cli_checks_the_episode_and_model_flags(
     with pytest.raises(ValueError, match="only used with reference=True"):
         evaluate_checkpoint(checkpoint, birds, model_name="hmdrn", episodes=2, progress=False)
 
-
-def test_cli_refuses_what_a_result_cannot_honestly_state_before_any_episode(
-    birds: Path,
-    trained: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    checkpoint = copy_checkpoint(trained, tmp_path)
-    monkeypatch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
-    table = tmp_path / "accuracy.csv"
-    for flags, message in (
-        (["--episodes", "1"], "episodes=1: one episode gives no confidence interval"),
-        (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
-        (
-            ["--out", str(table)],
-            f"result path {table}: the result is written as JSON, so its name must end in .json; choose "
-            f"another --out, e.g. {tmp_path / 'accuracy.json'}",
-        ),
-    ):
-        assert main(quick(checkpoint, birds, *flags)) == 1
-        captured = capsys.readouterr()
-        assert captured.out == "" and captured.err.startswith(f"error: {message}")
+    # what a result cannot honestly state: an interval from one episode, a JSON file named .csv
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
+        table = tmp_path / "accuracy.csv"
+        for flags, message in (
+            (["--episodes", "1"], "episodes=1: one episode gives no confidence interval"),
+            (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
+            (
+                ["--out", str(table)],
+                f"result path {table}: the result is written as JSON, so its name must end in .json; choose "
+                f"another --out, e.g. {tmp_path / 'accuracy.json'}",
+            ),
+        ):
+            assert main(quick(checkpoint, birds, *flags)) == 1
+            captured = capsys.readouterr()
+            assert captured.out == "" and captured.err.startswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == [checkpoint]
     with pytest.raises(ValueError, match="episodes=1: one episode gives no confidence interval"):
         evaluate_checkpoint(checkpoint, birds, episodes=1, progress=False)
