@@ -43,7 +43,8 @@ class Parameter:
     inclusive bounds of numbers (and of list entries); ``above``: an exclusive lower bound; ``choices``: the
     allowed strings (and list entries); ``optional``: None is allowed, meaning ``none``; ``required``: how to
     give a value that must be given; ``missing``: for a path that must exist when the run starts, the way out
-    when it does not (the runner checks it before a kernel starts).
+    when it does not (the runner checks it before a kernel starts); ``checkpoint``: the path names a checkpoint
+    file, so a folder is refused too, naming the checkpoints in it.
     """
 
     default: Any
@@ -58,6 +59,7 @@ class Parameter:
     none: str = ""
     required: str = ""
     missing: str = ""
+    checkpoint: bool = False
 
     def expected(self) -> str:
         """What a valid value looks like, in words."""
@@ -313,6 +315,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             required="pass the path of a training run's best.pt, e.g. -p checkpoint "
             "outputs/02_train/<run>/train/best.pt",
             missing=CHECKPOINT_MISSING,
+            checkpoint=True,
         ),
         "reference": Parameter(
             False,
@@ -395,6 +398,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             "path",
             optional=True,
             missing=CHECKPOINT_MISSING,
+            checkpoint=True,
         ),
         "model_options": Parameter(
             {},
@@ -523,6 +527,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             optional=True,
             none="a model is trained briefly here",
             missing=CHECKPOINT_MISSING,
+            checkpoint=True,
         ),
         "reference": Parameter(
             False, "the checkpoint holds the HMDRN authors' released Conv-4 weights", "bool"

@@ -59,6 +59,7 @@ from fsl_core.run_folder import RunFolderConflict, RunFolderInUse, claim_run_fol
 from fsl_core.runtime import (
     atomic_write_bytes,
     atomic_write_json,
+    checked_checkpoint_file,
     did_you_mean,
     git_revision,
     usable_cpu_cores,
@@ -218,6 +219,12 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mappi
     problems = []
     for key, parameter in declared(name).items():
         value = parameters.get(key, parameter.default)
+        if parameter.checkpoint and value and repo_path(value).is_dir():
+            try:
+                checked_checkpoint_file(repo_path(value))
+            except IsADirectoryError as error:  # names the checkpoints in the folder
+                problems.append(f"{key}={value!r}: {error}")
+            continue
         if parameter.missing and value and not repo_path(value).exists():
             where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
             typed = given.get(key)

@@ -796,6 +796,20 @@ def test_wrong_parameters_are_refused_before_a_kernel_starts(
     assert not any(tmp_path.iterdir())  # no run folder, no kernel
 
 
+def test_a_run_folder_given_as_a_checkpoint_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    folder = tmp_path / "train"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(b"")  # only its name is looked at
+    for notebook in ("03_evaluate", "05_masks_and_reconstructions", "08_your_images"):
+        with pytest.raises(ValueError) as error:
+            run(notebook, {"checkpoint": str(folder)}, run_name="wrong", output_root=tmp_path / "out")
+        assert str(error.value) == (
+            f"checkpoint={str(folder)!r}: checkpoint {folder} is a folder; give a checkpoint file: "
+            f"{folder / 'best.pt'} is one"
+        )
+    assert not (tmp_path / "out").exists()  # no run folder, no kernel
+
+
 def test_a_relative_path_missing_here_but_present_in_the_repository_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
