@@ -115,6 +115,20 @@ def test_epochs_may_grow_on_resume(
     assert pd.read_csv(reference_run / "metrics.csv")["loss"].tolist() == metrics["loss"][:3].tolist()
     again = train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 5})
     assert again.finished and "epochs grow" not in capsys.readouterr().err  # said by the call that grew them
+    # growing again counts from the epochs last asked for, not from those the run started with
+    assert train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 6}).epochs_done == 6
+    assert "epochs grow from 5 to 6; the cosine schedule keeps the period of 3 epochs" in capsys.readouterr().err
+    # fewer epochs than trained: one reason, with the way out, whatever else follows from epochs
+    before = snapshot(run_dir)
+    for epochs in (2, 4):
+        with pytest.raises(ValueError) as error:
+            train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": epochs})
+        assert (
+            f"that this one cannot continue: it has already trained 6 epochs, more than epochs={epochs}; a run "
+            "never trains backwards: give epochs >= 6 (--epochs 6 leaves it as it is)."
+        ) in str(error.value)
+        assert "scheduler_period" not in str(error.value)
+    assert snapshot(run_dir) == before
 
 
 # -- one process per run folder ----------------------------------------------------------------------------------

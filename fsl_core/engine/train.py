@@ -251,11 +251,20 @@ def _continued_schedule(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig
     note = None
     if config.scheduler != "none" and epochs_last_asked(run_dir) < config.epochs:
         note = (
-            f"{run_dir}: epochs grow from {old_epochs} to {config.epochs}; the {config.scheduler} schedule keeps "
+            f"{run_dir}: epochs grow from {max(epochs_last_asked(run_dir), old_epochs)} to {config.epochs}; the "
+            f"{config.scheduler} schedule keeps "
             f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
             f"{old_period + 1}); one schedule over all the epochs needs a new run (another run_dir)"
         )
     return dataclasses.replace(config, scheduler_period=old_period), note
+
+
+def _fewer_epochs(trained: int, asked: int) -> str:
+    """The refusal of a call asking for fewer epochs than the run has trained, with the way out."""
+    return (
+        f"it has already trained {trained} epochs, more than epochs={asked}; a run never trains backwards: give "
+        f"epochs >= {trained} (--epochs {trained} leaves it as it is)"
+    )
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -373,7 +382,16 @@ class _Run:
         self.checkpoint = self._previous_run()
 
     def _cannot_continue(self, identity: dict[str, Any]) -> list[str]:
-        """Why this call cannot continue the run whose manifest holds ``identity`` ([]: it can)."""
+        """Why this call cannot continue the run whose manifest holds ``identity`` ([]: it can). Fewer epochs
+        than the run has trained is the one reason given when it applies: the settings derived from epochs
+        (a schedule period) then differ too, as a consequence."""
+        asked = self.config.epochs
+        if self.last_path.exists() and asked < max(
+            identity.get("epochs", 0), epochs_last_asked(self.run_dir)
+        ):
+            trained = load_checkpoint(self.last_path, map_location="cpu").get("epoch", 0)
+            if trained > asked:
+                return [_fewer_epochs(trained, asked)]
         reasons = config_differences(identity, self.config.to_dict(), where="the run")
         if self.last_path.exists() and not self.config.resume:
             reasons.append("it holds last.pt and resume=False was asked")
@@ -402,10 +420,7 @@ class _Run:
                 + ". Use the same settings to resume, or another run_dir for a new run"
             )
         if checkpoint["epoch"] > self.config.epochs:
-            raise ValueError(
-                f"{self.last_path} has already trained {checkpoint['epoch']} epochs, more than "
-                f"epochs={self.config.epochs}"
-            )
+            raise ValueError(f"{self.last_path}: {_fewer_epochs(checkpoint['epoch'], self.config.epochs)}")
         if callable(self.config.augmentation) and self.processes.is_main:
             label = augmentation_label(self.config.augmentation)
             print(
