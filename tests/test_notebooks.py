@@ -935,7 +935,8 @@ def test_a_run_started_in_another_folder_shows_its_progress_and_nothing_alarming
     assert epochs[0].endswith(" left") and not epochs[1].endswith(" left")
     for shot, value in out_json["test"].items():
         assert (
-            f"02_train: evaluation 5-way {shot}-shot 4-query, 4 episodes: {value['mean']:.2f} ± "
+            f"02_train: evaluation of {out_json['model']} 5-way {shot}-shot 4-query, 4 episodes: "
+            f"{value['mean']:.2f} ± "
             f"{value['ci95']:.2f} %"
         ) in out
     assert out_json["cpu_threads"] == 1

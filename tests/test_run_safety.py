@@ -117,7 +117,9 @@ def test_epochs_may_grow_on_resume(
     assert again.finished and "epochs grow" not in capsys.readouterr().err  # said by the call that grew them
     # growing again counts from the epochs last asked for, not from those the run started with
     assert train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 6}).epochs_done == 6
-    assert "epochs grow from 5 to 6; the cosine schedule keeps the period of 3 epochs" in capsys.readouterr().err
+    assert (
+        "epochs grow from 5 to 6; the cosine schedule keeps the period of 3 epochs" in capsys.readouterr().err
+    )
     # fewer epochs than trained: one reason, with the way out, whatever else follows from epochs
     before = snapshot(run_dir)
     for epochs in (2, 4):

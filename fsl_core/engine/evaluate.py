@@ -250,9 +250,10 @@ def evaluate(
     accuracies = correct.double().cpu().numpy() * (100.0 / (way * query))
     mean, ci95 = confidence_interval(accuracies)
     if progress:  # the notebook runner's line for this evaluation
+        name = getattr(model, "config", {}).get("name")
         note(
-            f"evaluation {way}-way {shot}-shot {query}-query, {episodes:,} episodes: {mean:.2f} ± {ci95:.2f} % "
-            f"({time.perf_counter() - start:.1f} s)"
+            f"evaluation{f' of {name}' if name else ''} {way}-way {shot}-shot {query}-query, {episodes:,} episodes: "
+            f"{mean:.2f} ± {ci95:.2f} % ({time.perf_counter() - start:.1f} s)"
         )
     return EvalResult(
         mean=mean,
