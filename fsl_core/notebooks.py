@@ -27,7 +27,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -47,6 +46,7 @@ from typing import Any
 import pandas as pd
 
 import fsl_core
+from fsl_core.cli import CommandParser
 from fsl_core.notebook_parameters import (
     NOTEBOOKS,
     check,  # noqa: F401 -- the notebooks' one call: fsl_core.notebooks.check(NOTEBOOK, globals())
@@ -709,9 +709,16 @@ def _value(text: str) -> Any:
         return text
 
 
+def _yaml_problem(error: Exception) -> str:
+    """A YAML parser error on one line: what it expected, and where (line, column)."""
+    problem = getattr(error, "problem", None) or (str(error).splitlines() or [type(error).__name__])[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fsl_core.notebooks NAME [-p key value ...] [-y YAML] [-f FILE] [--run-name X]``."""
-    parser = argparse.ArgumentParser(prog="fsl-notebook", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="fsl-notebook", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "notebook", nargs="?", help=f"notebook name or path; one of: {', '.join(list_notebooks())}"
     )
@@ -793,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             loaded = yaml.safe_load(Path(args.parameters_file).expanduser().read_text())
         except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: not UTF-8 text
-            parser.error(f"-f {args.parameters_file}: cannot read it as YAML ({error})")
+            parser.error(f"-f {args.parameters_file}: cannot read it as YAML ({_yaml_problem(error)})")
         if not isinstance(loaded, dict):
             parser.error(
                 f"-f {args.parameters_file}: expected a YAML mapping (name: value lines), got {loaded!r}"
@@ -803,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             loaded = yaml.safe_load(args.yaml)
         except yaml.YAMLError as error:
-            parser.error(f"-y {args.yaml!r}: not YAML ({error})")
+            parser.error(f"-y {args.yaml!r}: not YAML ({_yaml_problem(error)})")
         if not isinstance(loaded, dict):
             hint = (
                 f"; {args.yaml} is a file: read it with -f {args.yaml}" if Path(args.yaml).is_file() else ""

@@ -230,11 +230,13 @@ def blocking_file(path: str | Path) -> Path | None:
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:
     """The hint of an "unknown name" error: `` (did you mean 'x'?)`` where ``x`` is the entry of ``known``
-    closest to a misspelt ``name`` (``difflib.get_close_matches`` on their ``str``), or ``""`` if none is
-    close. ``f"unknown setting {name!r}{did_you_mean(name, known)}"`` gives e.g.
+    closest to a misspelt ``name`` (one that differs only in case first, else ``difflib.get_close_matches`` on
+    their ``str``), or ``""`` if none is close. ``f"unknown setting {name!r}{did_you_mean(name, known)}"`` gives e.g.
     ``unknown setting 'wya' (did you mean 'way'?)``.
     """
-    close = difflib.get_close_matches(str(name), [str(entry) for entry in known], n=1)
+    entries = [str(entry) for entry in known]
+    same = [entry for entry in entries if entry.casefold() == str(name).casefold()]  # 'HMDRN' → 'hmdrn'
+    close = same or difflib.get_close_matches(str(name), entries, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

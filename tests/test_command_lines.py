@@ -37,3 +37,36 @@ def test_every_option_of_every_command_line_has_help(script: str, monkeypatch: p
             elif not isinstance(action, argparse._HelpAction) and not (action.help or "").strip():
                 missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "script, argv, closest",
+    [
+        ("fsl-train", ["--modle", "hmdrn"], "--model"),
+        ("fsl-evaluate", ["best.pt", "--shots", "1"], "--shot"),
+        ("fsl-predict", ["best.pt", "support", "a.jpg", "--cvs", "p.csv"], "--csv"),
+        ("fsl-notebook", ["02_train", "--runname", "x"], "--run-name"),
+        ("fsl-birds", ["data/birds", "--sed=3"], "--seed"),
+    ],
+)
+def test_a_misspelt_flag_is_one_line_with_the_closest_flag(
+    script: str, argv: list[str], closest: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (entry_point,) = [point for point in entry_points(group="console_scripts") if point.name == script]
+    with pytest.raises(SystemExit) as stop:
+        entry_point.load()(argv)
+    assert stop.value.code == 2
+    typed = argv[-2] if argv[-2].startswith("-") else argv[-1]
+    assert capsys.readouterr().err == (
+        f"{script}: error: unrecognized arguments: {' '.join(argv[argv.index(typed) :])} (did you mean "
+        f"'{closest}'?); the flags: {script} --help\n"
+    )
+
+
+def test_the_closest_name_is_the_same_name_in_another_case_first() -> None:
+    from fsl_core.runtime import did_you_mean
+
+    assert did_you_mean("HMDRN", ["protonet", "frn", "bifrn", "hmdrn"]) == " (did you mean 'hmdrn'?)"
+    assert did_you_mean("hmdnr", ["protonet", "frn", "bifrn", "hmdrn"]) == " (did you mean 'hmdrn'?)"
+    assert did_you_mean("resnet", ["conv4", "resnet12"]) == " (did you mean 'resnet12'?)"
+    assert did_you_mean("vit", ["conv4", "resnet12"]) == ""

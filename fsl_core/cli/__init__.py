@@ -7,3 +7,29 @@
 - ``fsl-prepare`` (``python -m fsl_core.data.prepare``): CUB, Stanford Dogs, Stanford Cars in the few-shot layout;
 - ``fsl-birds`` (``python -m fsl_core.data.birds``): the embedded generated birds set.
 """
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import NoReturn
+
+from fsl_core.runtime import did_you_mean
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every command line: a wrong flag or value gives one line, not the usage block, naming the
+    problem, the closest flag to a misspelt one, and for argparse's own errors where the flags are listed
+    (``--help``). Exit status 2, as for every usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown and unknown.group(1).startswith("-"):
+            flags = [option for action in self._actions for option in action.option_strings]
+            hint = did_you_mean(unknown.group(1).split("=")[0], flags)
+        usage = re.match(
+            r"unrecognized arguments|the following arguments|argument |ambiguous option", message
+        )
+        listed = f"; the flags: {self.prog} --help" if usage else ""  # argparse's own errors give no way out
+        self.exit(2, f"{self.prog}: error: {message}{hint}{listed}\n")

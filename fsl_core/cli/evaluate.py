@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import fsl_core
+from fsl_core.cli import CommandParser
 from fsl_core.engine.evaluate import (
     EvalResult,
     check_episode_settings,
@@ -41,7 +42,7 @@ from fsl_core.runtime import file_sha256, git_revision, resolve_device
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fsl-evaluate",
         description="Accuracy (mean ± 1.96·std/√n over N episodes) of a trained few-shot model.",
     )

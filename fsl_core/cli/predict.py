@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from fsl_core.classifier import FewShotClassifier, image_inputs, prediction_table, unread_files, unread_note
+from fsl_core.cli import CommandParser
 from fsl_core.engine.evaluate import check_result_path
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import atomic_write_bytes
@@ -27,7 +28,7 @@ from fsl_core.runtime import atomic_write_bytes
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fsl-predict",
         description="Classify images with a trained few-shot model and a support folder of labelled examples.",
     )

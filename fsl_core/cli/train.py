@@ -20,6 +20,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from fsl_core.cli import CommandParser
 from fsl_core.data.transforms import AUGMENTATIONS
 from fsl_core.engine.config import (
     PROTOCOL_SETTINGS,
@@ -75,7 +76,7 @@ def _protocol_defaults(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser: one flag per TrainConfig setting, plus --option, --stop-after-epochs and --rank-log."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fsl-train",
         description=(
             "Episodic training of a few-shot model from scratch. Writes config.json, metrics.csv, last.pt and "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from fsl_core.cli import CommandParser
 
 from ..images import FewShotDataError
 from .card import format_card, load_card
@@ -17,7 +18,7 @@ from .taxonomy import BirdSettings
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the command line), generate the set, print its card; the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fsl-birds",
         description="Generate the embedded fine-grained birds set in the few-shot folder layout.",
     )

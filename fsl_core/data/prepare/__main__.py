@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from fsl_core.cli import CommandParser
+
 from .cars import prepare_cars
 from .check import check_prepared
 from .cub import prepare_cub
@@ -21,7 +23,7 @@ EPILOG = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fsl-prepare",
         epilog=EPILOG,
         description="Prepare CUB-200-2011, Stanford Dogs or Stanford Cars as a few-shot folder; check one.",
