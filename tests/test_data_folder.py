@@ -138,6 +138,16 @@ def test_folder_errors_name_what_is_wrong(tmp_path: Path, tiny_folder: Path) -> 
         FewShotFolder(tmp_path / "nowhere", "train")
     with pytest.raises(FewShotDataError, match=r"split folder .*validation.*folders present.*test.*train"):
         FewShotFolder(tiny_folder, "validation")
+    with pytest.raises(
+        FewShotDataError, match=r"split folder .*/tst does not exist \(did you mean 'test'\?\); "
+    ):
+        FewShotFolder(tiny_folder, "tst")
+    (tmp_path / "sets" / "birds").mkdir(parents=True)
+    misspelt = tmp_path / "sets" / "bird"
+    with pytest.raises(
+        FewShotDataError, match=rf"data root {misspelt} does not exist \(did you mean 'birds'\?\); "
+    ):
+        FewShotFolder(misspelt, "train")
     (tiny_folder / "empty_split").mkdir()
     with pytest.raises(FewShotDataError, match="empty_split is empty"):
         FewShotFolder(tiny_folder, "empty_split")

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..runtime import some_names
+from ..runtime import did_you_mean, some_names
 from .decoded import DecodedImages
 from .images import FewShotDataError, image_file_problem, is_image_file, load_rgb
 from .transforms import eval_transform, train_transform
@@ -49,6 +49,8 @@ def check_data_root(root: Path) -> None:
     """Raise ``FewShotDataError`` when ``root`` is not a folder, saying whether it is missing or a file."""
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
+        if not root.exists() and root.parent.is_dir():  # a misspelt name: the closest folder beside it
+            what += did_you_mean(root.name, [p.name for p in _visible_children(root.parent) if p.is_dir()])
         raise FewShotDataError(f"data root {root} {what}; expected the few-shot layout {LAYOUT}")
 
 
@@ -108,7 +110,8 @@ class FewShotFolder(Dataset):
                 " (use_pre=True needs the pre-resized copy made by data preparation)" if self.use_pre else ""
             )
             raise FewShotDataError(
-                f"split folder {self.folder} does not exist{hint}; expected the few-shot layout {LAYOUT}; "
+                f"split folder {self.folder} does not exist{did_you_mean(folder_name, present)}{hint}; expected "
+                f"the few-shot layout {LAYOUT}; "
                 f"folders present in {self.root}: {some_names(present)}{_split_folder_hint(self.root)}"
             )
         class_dirs = [p for p in _visible_children(self.folder) if p.is_dir()]
