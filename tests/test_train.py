@@ -504,7 +504,11 @@ def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     out = capsys.readouterr().out
     assert code == 0 and f"run folder: {run_dir}" in out and "epochs: 1/1" in out
-    assert "best validation accuracy" in out
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    assert (
+        f"best validation accuracy: {best['val_acc']:.2f} ± {best['val_ci95']:.2f} % (95 % interval; epoch 1), "
+        f"kept in {run_dir / 'best.pt'}\nnext: fsl-evaluate {run_dir / 'best.pt'} --shot 1 5 --episodes 10000\n"
+    ) in out
     config = json.loads((run_dir / "config.json").read_text())
     assert config["options"] == {"learn_scale": False} and config["model_config"]["learn_scale"] is False
     assert os.path.exists(run_dir / "best.pt")

@@ -18,6 +18,7 @@ import ast
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from fsl_core.cli import CommandParser
@@ -178,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"epochs: {result.epochs_done}/{result.config.epochs}")
         if result.best_val_acc is not None:
             print(
-                f"best validation accuracy: {result.best_val_acc:.2f} ± {result.best_val_ci95:.2f} "
-                f"(epoch {result.best_epoch})"
+                f"best validation accuracy: {result.best_val_acc:.2f} ± {result.best_val_ci95:.2f} % (95 % "
+                f"interval; epoch {result.best_epoch}), kept in {Path(result.run_dir) / 'best.pt'}"
+            )
+        if result.finished:
+            best = Path(result.run_dir) / "best.pt"
+            print(
+                f"next: fsl-evaluate {best if best.exists() else best.with_name('last.pt')} --shot 1 5 --episodes 10000"
             )
     return 0
 
