@@ -184,7 +184,7 @@ def test_a_complete_set_is_reused_and_replaced_only_on_request(
         *(f"--{k.replace('_', '-')}={v}" for k, v in {**settings, "seed": 5}.items()),
         "--workers=1",
     ]
-    assert main(cli) == 2 and "seed 0 → 5" in capsys.readouterr().err
+    assert main(cli) == 1 and "seed 0 → 5" in capsys.readouterr().err
     monkeypatch.setattr(generate, "GENERATOR_VERSION", "next")
     with pytest.raises(
         FewShotDataError, match=rf"drawn by generator version '{birds.GENERATOR_VERSION}', this one"
@@ -194,6 +194,14 @@ def test_a_complete_set_is_reused_and_replaced_only_on_request(
     assert all_files(out) == before  # every refusal left the set as it was
     assert main([*cli, "--overwrite"]) == 0
     assert json.loads(marker.read_text())["settings"]["seed"] == 5
+    capsys.readouterr()
+    redrawn, stamp = all_files(out), marker.stat().st_mtime_ns
+    assert main(cli) == 0  # the same settings again: the complete set is kept, nothing is drawn
+    assert (
+        f"{out} already holds this set, complete (same settings, generator version {birds.GENERATOR_VERSION}): "
+        "nothing drawn; --overwrite draws it again"
+    ) in capsys.readouterr().out
+    assert all_files(out) == redrawn and marker.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]  # no temporary or old folders left
 
 
@@ -201,11 +209,11 @@ def test_a_path_under_a_file_or_too_big_a_set_is_refused_before_any_drawing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "afile").write_text("x")
-    assert main([str(tmp_path / "afile" / "birds")]) == 2
+    assert main([str(tmp_path / "afile" / "birds")]) == 1
     assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
-    assert main([str(tmp_path / "huge"), "--images-per-class", "100000000"]) == 2
+    assert main([str(tmp_path / "huge"), "--images-per-class", "100000000"]) == 1
     assert "the set would take about 2.12e+05 GB" in capsys.readouterr().err
-    assert main([str(tmp_path / "w"), "--workers", "0"]) == 2
+    assert main([str(tmp_path / "w"), "--workers", "0"]) == 1
     assert "workers=0: expected a positive number" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
@@ -297,7 +305,7 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert birds.load_card(tmp_path / "cli")["seed"] == 2
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "a.txt").write_text("x")
-    assert main([str(tmp_path / "foreign"), "--groups", "3", "--species-per-group", "3"]) == 2
+    assert main([str(tmp_path / "foreign"), "--groups", "3", "--species-per-group", "3"]) == 1
     assert "refusing" in capsys.readouterr().err
 
 

@@ -12,8 +12,8 @@ from fsl_core.cli import CommandParser
 
 from ..images import FewShotDataError
 from .card import format_card, load_card
-from .generate import generate_birds
-from .taxonomy import BirdSettings
+from .generate import generate_birds, is_complete
+from .taxonomy import GENERATOR_VERSION, BirdSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,16 +40,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a complete set in OUT_DIR made with other settings (runs trained on it then see other images)",
+        help="replace a complete set in OUT_DIR made with other settings (runs trained on it then see other "
+        "images), or draw the same one again",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    settings = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(BirdSettings)}
+    if not args.overwrite and is_complete(args.out_dir, settings):
+        out = args.out_dir.absolute()
+        print(format_card(load_card(out)))
+        print(
+            f"{out} already holds this set, complete (same settings, generator version {GENERATOR_VERSION}): "
+            "nothing drawn; --overwrite draws it again"
+        )
+        return 0
     try:
-        settings = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(BirdSettings)}
         out = generate_birds(args.out_dir, **settings, workers=args.workers, overwrite=args.overwrite)
     except (FewShotDataError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     print(format_card(load_card(out)))
     print(f"written to {out} in {time.perf_counter() - start:.1f} s")
     return 0
