@@ -90,7 +90,8 @@ class Parameter:
             text = "a path (absolute, or relative to the folder fsl-notebook is started in)"
         else:
             text = "a string"
-        return text + (f", or None ({self.none})" if self.optional and self.none else "")
+        empty = '""' if self.default == "" else "None"  # an optional path whose default is empty takes "" too
+        return text + (f", or {empty} ({self.none})" if self.optional and self.none else "")
 
     def problem(self, name: str, value: Any) -> str | None:
         """Why ``value`` is not valid for parameter ``name`` (None when it is)."""

@@ -201,3 +201,16 @@ def test_notebooks_hold_no_validation_and_little_code() -> None:
         assert not [line for line in code if line.lstrip().startswith("raise ")], path.name
         lines[path.stem] = len(code)
     assert sum(lines.values()) <= CODE_LINE_BUDGET, lines
+
+
+def test_an_optional_path_says_which_empty_value_it_takes() -> None:
+    assert (
+        declared("08_your_images")["checkpoint"]
+        .expected()
+        .endswith(', or "" (a model is trained briefly here)')
+    )
+    assert (
+        declared("03_evaluate")["data_root"]
+        .expected()
+        .endswith(", or None (the data set the checkpoint's run trained on)")
+    )

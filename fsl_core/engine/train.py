@@ -477,9 +477,10 @@ class _Run:
         protocol = {"authors": "the HMDRN authors' protocol", "quick": "a short CPU demonstration"}
         hint = "; protocol 'quick' trains a short run" if config.protocol == "authors" else ""
         per_epoch = len(self.episodes) * self.processes.world_size
+        period = f"{config.scheduler_period:,} epoch" + "s" * (config.scheduler_period != 1)
         schedule = {
-            "cosine": f"cosine schedule restarting every {config.scheduler_period:,} epochs",
-            "step": f"x{config.scheduler_gamma:g} every {config.scheduler_period:,} epochs",
+            "cosine": f"cosine schedule restarting every {period}",
+            "step": f"x{config.scheduler_gamma:g} every {period}",
             "none": "constant",
         }[config.scheduler]
         if self.val_set is None:
