@@ -128,7 +128,7 @@ def test_an_evaluation_prints_one_line_for_the_runner(
     result = evaluate(model, data, way=3, shot=1, query=2, episodes=5, seed=0, device="cpu")
     out = capsys.readouterr().out
     assert out.startswith(
-        f"{PREFIX}evaluation 3-way 1-shot 2-query, 5 episodes: {result.mean:.2f} ± {result.ci95:.2f} % ("
+        f"{PREFIX}evaluation of protonet 3-way 1-shot 2-query, 5 episodes: {result.mean:.2f} ± {result.ci95:.2f} % ("
     )
     assert out.count("\n") == 1
     evaluate(model, data, way=3, shot=1, query=2, episodes=5, seed=0, device="cpu", progress=False)
