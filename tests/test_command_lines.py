@@ -70,3 +70,16 @@ def test_the_closest_name_is_the_same_name_in_another_case_first() -> None:
     assert did_you_mean("hmdnr", ["protonet", "frn", "bifrn", "hmdrn"]) == " (did you mean 'hmdrn'?)"
     assert did_you_mean("resnet", ["conv4", "resnet12"]) == " (did you mean 'resnet12'?)"
     assert did_you_mean("vit", ["conv4", "resnet12"]) == ""
+
+
+def test_stop_after_epochs_is_checked_as_the_flag_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    from fsl_core.cli.train import main
+
+    for typed in ("0", "x"):
+        with pytest.raises(SystemExit) as stop:
+            main(["--stop-after-epochs", typed])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err == (
+            f"fsl-train: error: argument --stop-after-epochs: expected a positive integer, got '{typed}'; the flags: "
+            "fsl-train --help\n"
+        )

@@ -62,6 +62,17 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _protocol_defaults(name: str) -> str:
     """ "authors: 30 (conv4) / 10 (resnet12); quick: 5" — the values each protocol gives ``name``."""
     shown = []
@@ -134,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument(
         "--stop-after-epochs",
-        type=int,
+        type=_positive,
         default=None,
         metavar="N",
         help="stop after N epochs of this command (resume later with the same command)",
