@@ -228,6 +228,13 @@ def blocking_file(path: str | Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
+def folder_to_make(path: str | Path) -> Path | None:
+    """The outermost missing folder above the file ``path``, which writing it makes (None when its folder
+    exists): named when it is made, so that a misspelt folder does not go unseen."""
+    missing = [p for p in Path(path).absolute().parents if not p.exists()]
+    return missing[-1] if missing else None
+
+
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:
     """The hint of an "unknown name" error: `` (did you mean 'x'?)`` where ``x`` is the entry of ``known``
     closest to a misspelt ``name`` (one that differs only in case first, else ``difflib.get_close_matches`` on

@@ -491,7 +491,7 @@ def test_command_line_prints_a_line_per_image_and_writes_the_table(
     table = pd.read_csv(csv)
     assert table["file"].tolist() == files and table["predicted"].tolist() == expected.idxmax(1).tolist()
     np.testing.assert_allclose(table[expected.columns].to_numpy(), expected.to_numpy(), atol=1e-12)
-    assert f"written: {csv}" in err and "3 classes" in err
+    assert f"written: {csv} (the folder {csv.parent} was made)\n" in err and "3 classes" in err
 
     # an existing table is kept unless --overwrite, which moves it aside
     before = csv.read_bytes()

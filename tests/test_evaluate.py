@@ -275,6 +275,29 @@ def test_evaluate_checkpoint_and_cli(birds: Path, tmp_path: Path, capsys: pytest
     assert timing["embed_seconds"] > 0 and timing["episode_seconds"] > 0
     assert timing["episodes_per_second"] == 6 / timing["episode_seconds"]
     assert "embed s  episodes s  episodes/s" in out
+    elsewhere = tmp_path / "results" / "hmdrn" / "r.json"  # folders that do not exist are made, and named
+    assert (
+        main(
+            [
+                str(checkpoint),
+                "--data",
+                str(birds),
+                "--shot",
+                "1",
+                "--episodes",
+                "2",
+                "--query",
+                "3",
+                "--no-progress",
+                "--out",
+                str(elsewhere),
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.endswith(
+        f"written: {elsewhere} (the folder {tmp_path / 'results'} was made)\n"
+    )
 
     code = main([str(tmp_path / "missing.pt"), "--data", str(birds), "--no-progress"])
     err = capsys.readouterr().err

@@ -37,7 +37,7 @@ from fsl_core.engine.evaluate import (
     result_file_name,
     write_results,
 )
-from fsl_core.runtime import file_sha256, git_revision, resolve_device
+from fsl_core.runtime import file_sha256, folder_to_make, git_revision, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    made = folder_to_make(out)
     try:
         moved = write_results(
             results,
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if moved is not None:
         print(f"previous result moved to: {moved}")
-    print(f"written: {out}")
+    print(f"written: {out}" + (f" (the folder {made} was made)" if made is not None else ""))
     return 0
 
 

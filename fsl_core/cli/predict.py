@@ -23,7 +23,7 @@ from fsl_core.classifier import FewShotClassifier, image_inputs, prediction_tabl
 from fsl_core.cli import CommandParser
 from fsl_core.engine.evaluate import check_result_path
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_bytes
+from fsl_core.runtime import atomic_write_bytes, folder_to_make
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row.file}\t{row.predicted}\t{row.probability:.4f}")
     sys.stdout.flush()
     if args.csv is not None:
+        made = folder_to_make(args.csv)
         try:
             moved = move_aside(args.csv) if args.csv.exists() else None
             try:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if moved is not None:
             print(f"previous table moved to: {moved}", file=sys.stderr)
-        print(f"written: {args.csv}", file=sys.stderr)
+        print(f"written: {args.csv}" + (f" (the folder {made} was made)" if made else ""), file=sys.stderr)
     return 0
 
 
