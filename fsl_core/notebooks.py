@@ -840,7 +840,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     seconds = json.loads((folder / DONE).read_text())["seconds"]
-    print(f"{resolve_notebook(args.notebook).stem} finished in {seconds:.0f} s; outputs in {folder}")
+    name = resolve_notebook(args.notebook).stem
+    figures = len(list(folder.glob("*.png")))
+    print(
+        f"{name} finished in {seconds:.0f} s; outputs in {folder}: the executed notebook {name}.ipynb (open it in "
+        f"JupyterLab to read it with its figures), {RESULTS}"
+        + (f" and {figures} figure{'s' * (figures != 1)} (.png)" if figures else "")
+    )
     summary = read_results(folder).get("summary")
     if isinstance(summary, Mapping):
         for key, value in summary.items():

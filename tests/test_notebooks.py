@@ -234,8 +234,11 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
         main(["02_train", "-p", "data_root", "glyphs", "--run-name", "logged", "--output-root", "out"]) == 0
     )
     assert fake.calls[-1]["progress_bar"] is False
-    assert capsys.readouterr().out.startswith(
-        "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
+    out = capsys.readouterr().out
+    assert out.startswith("02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n")
+    assert out.endswith(  # where the outputs are, and what they are
+        f"; outputs in {tmp_path / 'out' / '02_train' / 'logged'}: the executed notebook 02_train.ipynb (open it "
+        "in JupyterLab to read it with its figures), results.json\n"
     )
     fake.calls.pop()
 
