@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -39,7 +40,7 @@ from fsl_core.engine.evaluate import (
 from fsl_core.models import build_model, save_model
 from fsl_core.models.checkpoints import load_trained_model
 from fsl_core.statistics import wilson_interval
-from fsl_core.viz.tables import results_table
+from fsl_core.viz.tables import accuracy_table, results_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -223,6 +224,12 @@ def test_several_shots_at_once_give_each_shot_s_result(test_set: FewShotFolder, 
         {"model": "b", "shot": 1, "mean": results[1].mean, "ci95": results[1].ci95, "episodes": 5},
     ]
     assert list(results_table({}, label="feature").columns) == ["feature", "shot", "mean", "ci95", "episodes"]
+    wide = accuracy_table(table, way=3, order=["b", "a"])
+    assert list(wide.index) == ["b", "a"] and list(wide.columns) == ["3-way 1-shot", "3-way 2-shot"]
+    assert wide.loc["a", "3-way 2-shot"] == f"{results[2].mean:.2f} ± {results[2].ci95:.2f}"
+    assert pd.isna(wide.loc["b", "3-way 2-shot"])
+    header, names = str(wide).splitlines()[:2]  # the shot headers, then the index's name alone on its line
+    assert header.split() == ["3-way", "1-shot", "3-way", "2-shot"] and names.split() == ["model"]
 
 
 def test_mode_and_errors(test_set: FewShotFolder) -> None:

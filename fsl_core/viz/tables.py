@@ -37,7 +37,9 @@ def accuracy_table(
     cells = rows.assign(accuracy=[f"{m:.2f} ± {c:.2f}" for m, c in zip(rows["mean"], rows["ci95"])])
     table = cells.pivot(index=index, columns="shot", values="accuracy")
     table = table.reindex([r for r in (order or list(dict.fromkeys(rows[index]))) if r in table.index])
-    return table.add_prefix(f"{way}-way ").add_suffix("-shot")
+    table = table.add_prefix(f"{way}-way ").add_suffix("-shot")
+    table.columns.name = None  # the headers say the shot; a "shot" name above the index reads as a row label
+    return table
 
 
 def ablation_table(runs: pd.DataFrame, shots: Sequence[int], names: Mapping[str, str]) -> pd.DataFrame:
