@@ -75,7 +75,13 @@ from fsl_core.models import (
 from fsl_core.models.base import Embedding, index_embedding
 from fsl_core.models.checkpoints import input_size, load_trained_model
 from fsl_core.progress import report, tqdm
-from fsl_core.runtime import checked_checkpoint_file, resolve_device, seeded_generator, use_cpu_threads
+from fsl_core.runtime import (
+    checked_checkpoint_file,
+    resolve_device,
+    seeded_generator,
+    use_cpu_threads,
+    way_out,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -224,11 +230,12 @@ def image_inputs(images: Images) -> tuple[list[str], list[ImageSource]]:
     if problems:
         raise NotAnImageError(
             f"{len(problems)} of the images to classify cannot be read: {_listed(problems)}. Give image files "
-            "(JPEG, PNG, BMP or WebP) or folders of them (from Python, PIL images too)"
+            f"(JPEG, PNG, BMP or WebP) or folders of them{way_out(' (from Python, PIL images too)', '')}"
         )
     if not sources:
         raise NotAnImageError(
-            "no images to classify were given; give image files or a folder of them (from Python, PIL images too)"
+            "no images to classify were given; give image files or a folder of them"
+            + way_out(" (from Python, PIL images too)", "")
         )
     if not explicit:
         names = [_name_of(source, i) for i, source in enumerate(sources)]
@@ -485,13 +492,15 @@ class FewShotClassifier:
         try:
             model, size = load_trained_model(path, image_size, reference)
         except (ValueError, TypeError, KeyError) as error:
-            way_out = (
+            what_to_give = (
                 "give the HMDRN authors' released Conv-4 weights, or an fsl_core checkpoint"
                 if reference
                 else "give best.pt or last.pt of a training run (e.g. outputs/02_train/<run>/train/best.pt) or a "
-                "save_model file; for the HMDRN authors' weights pass reference=True (--reference)"
+                f"save_model file; for the HMDRN authors' weights pass {way_out('reference=True', '--reference')}"
             )
-            raise NotAModelError(f"checkpoint {path} holds no usable model: {error}. {way_out}") from error
+            raise NotAModelError(
+                f"checkpoint {path} holds no usable model: {error}. {what_to_give}"
+            ) from error
         classifier = cls(model, image_size=size, device=device, **options)
         classifier.checkpoint = path
         return classifier

@@ -60,9 +60,11 @@ from fsl_core.runtime import (
     atomic_write_bytes,
     atomic_write_json,
     checked_checkpoint_file,
+    command_line,
     did_you_mean,
     git_revision,
     usable_cpu_cores,
+    way_out,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -423,8 +425,9 @@ def run(
             "notebook",
             identity,
             overwrite=overwrite,
-            overwrite_hint="overwrite=True (--overwrite)",
-            other_hint="another run name (--run-name; the default is a new timestamp)",
+            overwrite_hint=way_out("overwrite=True", "--overwrite"),
+            other_hint=way_out("another run_name", "another --run-name")
+            + " (the default is a new timestamp)",
         )
     except RunFolderConflict as error:
         failed = run_dir / FAILED
@@ -716,6 +719,7 @@ def _yaml_problem(error: Exception) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fsl_core.notebooks NAME [-p key value ...] [-y YAML] [-f FILE] [--run-name X]``."""
     parser = CommandParser(prog="fsl-notebook", description=__doc__.split("\n\n")[0])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
+import functools
 import hashlib
 import io
 import json
@@ -12,9 +14,9 @@ import platform
 import random
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -233,6 +235,33 @@ def folder_to_make(path: str | Path) -> Path | None:
     exists): named when it is made, so that a misspelt folder does not go unseen."""
     missing = [p for p in Path(path).absolute().parents if not p.exists()]
     return missing[-1] if missing else None
+
+
+_ON_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "fsl_core_on_command_line", default=False
+)
+_Main = TypeVar("_Main", bound=Callable[..., int])
+
+
+def command_line(main: _Main) -> _Main:
+    """Decorate the ``main`` of a command line: while it runs, ``way_out`` words a way out as the flag a terminal
+    user types (``--overwrite``), not as the Python call (``overwrite=True``)."""
+
+    @functools.wraps(main)
+    def speaking_in_flags(*args: Any, **kwargs: Any) -> int:
+        token = _ON_COMMAND_LINE.set(True)
+        try:
+            return main(*args, **kwargs)
+        finally:
+            _ON_COMMAND_LINE.reset(token)
+
+    return speaking_in_flags  # type: ignore[return-value]
+
+
+def way_out(python: str, flag: str) -> str:
+    """The way out of an error in the words of the user at hand: ``flag`` inside a command line's ``main``
+    (``command_line``), ``python`` from Python and in notebooks ("" leaves it out)."""
+    return flag if _ON_COMMAND_LINE.get() else python
 
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:

@@ -26,6 +26,7 @@ import torch
 from conftest import TINY, assert_same_run, cli_command, snapshot
 
 import fsl_core.runtime
+from fsl_core.cli.train import main as train_main
 from fsl_core.engine import TrainingDiverged, train
 from fsl_core.engine.brief_training import checkpoint_or_brief_training
 from fsl_core.models.checkpoints import load_checkpoint
@@ -45,7 +46,7 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # -- a second run never replaces a finished one ------------------------------------------------------------------
 def test_another_run_into_a_finished_run_folder_changes_nothing(
-    reference_run: Path, birds: Path, tmp_path: Path
+    reference_run: Path, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = copy_run(reference_run, tmp_path / "a")
     (run_dir / "last.pt").unlink()  # a user starting over after a corrupt file
@@ -54,10 +55,10 @@ def test_another_run_into_a_finished_run_folder_changes_nothing(
         train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "model": "protonet"})
     message = str(error.value)
     assert str(run_dir) in message and "model: 'hmdrn' in the run, 'protonet' now" in message
-    assert (
-        "Choose another run_dir (--run-dir; in a notebook, another run_dir parameter), or pass overwrite=True "
-        "(--overwrite)" in message
-    )
+    assert "Choose another run_dir, or pass overwrite=True to move" in message  # in Python's words
+    code = train_main(cli_command(run_dir, birds, model="protonet")[3:])  # the command line says it in flags
+    err = capsys.readouterr().err
+    assert code == 1 and "Choose another --run-dir, or pass --overwrite to move" in err and "=True" not in err
     assert error.value._render_traceback_() == [
         f"RunFolderConflict: {message}"
     ]  # in a notebook: no traceback

@@ -416,7 +416,7 @@ def test_resume_with_other_settings_is_refused(reference_run: Path, birds: Path)
     with pytest.raises(ValueError) as error:
         train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "lr": 0.2, "shot": 2})
     message = str(error.value)
-    assert "cannot continue" in message and "--overwrite" in message
+    assert "cannot continue" in message and "pass overwrite=True" in message
     assert "lr: 0.05 in the run, 0.2 now" in message and "shot: 1 in the run, 2 now" in message
     with pytest.raises(ValueError, match="model: 'hmdrn' in the run, 'bifrn' now"):
         train(data_root=str(birds), run_dir=str(reference_run), **{**TINY, "model": "bifrn"})

@@ -37,7 +37,7 @@ from fsl_core.engine.evaluate import (
     result_file_name,
     write_results,
 )
-from fsl_core.runtime import file_sha256, folder_to_make, git_revision, resolve_device
+from fsl_core.runtime import command_line, file_sha256, folder_to_make, git_revision, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +129,7 @@ def format_table(results: dict[int, EvalResult]) -> str:
     return "\n".join(lines)
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     """Check the inputs and the output path, evaluate, print the table, then write the JSON.
 

@@ -23,7 +23,7 @@ from fsl_core.classifier import FewShotClassifier, image_inputs, prediction_tabl
 from fsl_core.cli import CommandParser
 from fsl_core.engine.evaluate import check_result_path
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_bytes, folder_to_make
+from fsl_core.runtime import atomic_write_bytes, command_line, folder_to_make
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     """Load, fit the support folder, classify, print a line per image, then write the CSV if asked.
 

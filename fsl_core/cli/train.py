@@ -36,6 +36,7 @@ from fsl_core.engine.config import (
 )
 from fsl_core.engine.train import TrainingDiverged, TrainingInterrupted, train
 from fsl_core.run_folder import RunFolderInUse, read_manifest
+from fsl_core.runtime import command_line
 
 _CHOICES = {
     "protocol": PROTOCOLS,
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, train, print a summary; a one-line error and exit status 1 on bad input."""
     parser = build_parser()

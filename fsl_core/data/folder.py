@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..runtime import did_you_mean, some_names
+from ..runtime import did_you_mean, some_names, way_out
 from .decoded import DecodedImages
 from .images import FewShotDataError, image_file_problem, is_image_file, load_rgb
 from .transforms import eval_transform, train_transform
@@ -175,8 +175,11 @@ class FewShotFolder(Dataset):
         )
         raise FewShotDataError(
             f"{len(bad)} of {len(self.samples)} image files in {self.folder} cannot be read: {shown}. "
-            f"Remove or replace them (fsl-prepare check {self.root} checks every split; from Python, verify=False "
-            "skips this check, and an unreadable file then fails when it is loaded)"
+            f"Remove or replace them (fsl-prepare check {self.root} checks every split"
+            + way_out(
+                "; verify=False skips this check, and an unreadable file then fails when it is loaded", ""
+            )
+            + ")"
         )
 
     def _resolve_transform(self, transform: str | Callable | None) -> Callable | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from fsl_core.data.transforms import AUGMENTATIONS, CALLABLE_RECORD, ImageTransform, augmentation_label
 from fsl_core.run_folder import read_manifest
-from fsl_core.runtime import did_you_mean, same_path
+from fsl_core.runtime import did_you_mean, same_path, way_out
 
 PROTOCOLS = ("authors", "quick")
 """The protocols a ``TrainConfig`` can start from (see the module docstring)."""
@@ -292,8 +292,10 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"augmentation={augmentation!r} is not known{did_you_mean(augmentation, AUGMENTATIONS)}; "
-                f"expected one of {list(AUGMENTATIONS)} or, from Python, a callable (PIL RGB image → "
-                "normalised (3, image_size, image_size) tensor)"
+                f"expected one of {list(AUGMENTATIONS)}"
+                + way_out(
+                    " or a callable (PIL RGB image → normalised (3, image_size, image_size) tensor)", ""
+                )
             )
         if self.augment_on_device and callable(augmentation):
             raise ValueError(

@@ -83,6 +83,7 @@ from fsl_core.runtime import (
     non_finite_tensors,
     seed_everything,
     use_cpu_threads,
+    way_out,
 )
 
 # Models whose constructor takes the input size (it fixes feature-map token counts).
@@ -368,8 +369,8 @@ class _Run:
                 config.to_dict(),
                 same_run=self._cannot_continue,
                 overwrite=config.overwrite,
-                overwrite_hint="overwrite=True (--overwrite)",
-                other_hint="another run_dir (--run-dir; in a notebook, another run_dir parameter)",
+                overwrite_hint=way_out("overwrite=True", "--overwrite"),
+                other_hint=way_out("another run_dir", "another --run-dir"),
             )
             if self.folder.moved_aside is not None:
                 print(

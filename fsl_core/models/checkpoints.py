@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..runtime import atomic_torch_save, load_torch_file, non_finite_tensors, some_names
+from ..runtime import atomic_torch_save, load_torch_file, non_finite_tensors, some_names, way_out
 from .base import EpisodicModel
 from .factory import build_model, rebuild_model
 
@@ -156,7 +156,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not is_fsl_core_checkpoint(content):
         raise ValueError(
             f"{path} is not an fsl_core checkpoint (expected a dict with 'config' and 'state_dict'); "
-            "released weights of the HMDRN authors load with load_reference_checkpoint (--reference)"
+            f"released weights of the HMDRN authors load with {way_out('load_reference_checkpoint', '--reference')}"
         )
     return content
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fsl_core.cli import CommandParser
+from fsl_core.runtime import command_line
 
 from ..images import FewShotDataError
 from .card import format_card, load_card
@@ -16,6 +17,7 @@ from .generate import generate_birds, is_complete
 from .taxonomy import GENERATOR_VERSION, BirdSettings
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the command line), generate the set, print its card; the exit status."""
     parser = CommandParser(

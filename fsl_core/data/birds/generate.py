@@ -27,7 +27,7 @@ from PIL import Image
 
 from fsl_core.progress import tqdm
 
-from ...runtime import atomic_write_bytes, atomic_write_json, blocking_file
+from ...runtime import atomic_write_bytes, atomic_write_json, blocking_file, way_out
 from ..images import FewShotDataError
 from .card import build_card, readme_text
 from .ground_truth import build_metadata
@@ -178,7 +178,7 @@ def generate_birds(
             raise FewShotDataError(
                 f"{out_dir} holds a complete birds set that these settings would replace ({changes}), and runs "
                 "trained on it would then be evaluated on other images; choose another folder, or replace it on "
-                f"purpose: fsl-birds {out_dir} {flags} --overwrite (from Python: overwrite=True)"
+                f"purpose: fsl-birds {out_dir} {flags} --overwrite{way_out(' (from Python: overwrite=True)', '')}"
             )
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise FewShotDataError(f"workers={workers!r}: expected a positive number of processes, or None")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from fsl_core.cli import CommandParser
+from fsl_core.runtime import command_line
 
 from .cars import prepare_cars
 from .check import check_prepared
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; 0 on success, 1 with a one-line error on bad input, 130 when interrupted."""
     args = build_parser().parse_args(argv)
