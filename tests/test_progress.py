@@ -187,3 +187,18 @@ def test_a_command_line_run_into_a_file_writes_plain_lines(birds: Path, tmp_path
         assert not progress.plain_lines()
         patch.setenv(ENVIRONMENT, "lines")
         assert progress.plain_lines()
+
+
+def test_generating_the_birds_set_is_one_line_for_the_runner(
+    lines: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fsl_core.data import ensure_birds
+
+    settings = dict(image_size=16, images_per_class=3, groups=3, species_per_group=3)
+    ensure_birds(tmp_path / "birds", workers=1, **settings)
+    out = capsys.readouterr().out
+    assert out.startswith(
+        f"{PREFIX}generating the embedded birds set into {tmp_path / 'birds'} (once; later runs reuse it)\n"
+    )
+    ensure_birds(tmp_path / "birds", workers=1, **settings)  # reused: nothing said
+    assert "generating" not in capsys.readouterr().out

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fsl_core.progress import tqdm
+from fsl_core.progress import note, tqdm
 
 from ...runtime import atomic_write_bytes, atomic_write_json, blocking_file, way_out
 from ..images import FewShotDataError
@@ -265,4 +265,6 @@ def ensure_birds(
     wanted = BirdSettings(**settings).validate()
     if is_complete(out_dir, settings):
         return Path(out_dir).absolute()
+    if progress:  # the notebook runner's line: the set is drawn once, then reused
+        note(f"generating the embedded birds set into {Path(out_dir).absolute()} (once; later runs reuse it)")
     return generate_birds(out_dir, **asdict(wanted), progress=progress, workers=workers)
