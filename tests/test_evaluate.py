@@ -68,6 +68,8 @@ def test_wilson_interval_values() -> None:
     low, high = wilson_interval(0.0, 10)  # no hit in 10: the interval keeps a width, and starts at 0
     assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(27.754, abs=1e-3)
     assert wilson_interval(100.0, 10) == pytest.approx((100.0 - high, 100.0))
+    for n in range(1, 2001):  # rounding never leaves a rate of 0 % or 100 % outside its own interval
+        assert wilson_interval(0.0, n)[0] == 0.0 and wilson_interval(100.0, n)[1] == 100.0
     with pytest.raises(ValueError, match="at least one trial, got n=0"):
         wilson_interval(50.0, 0)
 

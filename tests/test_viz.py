@@ -203,7 +203,7 @@ def test_pointing_game_on_a_hand_made_example() -> None:
 
 
 def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones() -> None:
-    from fsl_core.viz.pointing import pointing_game_summary, pointing_game_table
+    from fsl_core.viz.pointing import plot_pointing_game, pointing_game_summary, pointing_game_table
 
     hits = [True] * 10 + [False] * 10  # 20 queries of one model: half hit the parts, none is flat
     records = pd.DataFrame(
@@ -239,6 +239,11 @@ def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones
         "50.0 [29.9, 70.1]",
     ]
     assert summary.loc["hmdrn", "peak on parts (%)"] == "100.0 [83.9, 100.0]"
+    assert pointing_game_summary(pointing_game_table(records, ["bifrn"])).iloc[0].tolist() == ["–"] * 6
+    # 60 queries all on the bird: the interval of 100 % reaches it (rounding once put it a hair below)
+    sixty = pd.concat([records, records]).head(60).assign(model="x", bird=True)
+    assert len(sixty) == 60
+    plot_pointing_game(pointing_game_table(sixty, ["x"]))
 
 
 # -- reconstruction errors, confusion ------------------------------------------------------------------------

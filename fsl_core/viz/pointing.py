@@ -122,7 +122,9 @@ def pointing_game_summary(table: pd.DataFrame) -> pd.DataFrame:
     for measure, name in MEASURE_NAMES.items():
         cells = []
         for rate, queries in zip(100 * table[measure], table["queries"]):
-            if measure in _COUNTED:
+            if pd.isna(rate):  # a model in the order without records
+                cells.append("–")
+            elif measure in _COUNTED:
                 low, high = wilson_interval(rate, int(queries))
                 cells.append(f"{rate:.1f} [{low:.1f}, {high:.1f}]")
             else:
@@ -143,7 +145,7 @@ def plot_pointing_game(table: pd.DataFrame) -> Figure:
     ):
         rates = 100 * table[peak].to_numpy(dtype=float)
         errors = None
-        if "queries" in table:
+        if "queries" in table and table["queries"].notna().all():
             bounds = np.array([wilson_interval(r, int(n)) for r, n in zip(rates, table["queries"])])
             errors = np.stack([rates - bounds[:, 0], bounds[:, 1] - rates])
         ax.bar(x - 0.2, rates, 0.4, yerr=errors, capsize=3, color=colours[0], label="CAM peak")
