@@ -47,6 +47,7 @@ def test_every_option_of_every_command_line_has_help(script: str, monkeypatch: p
         ("fsl-predict", ["best.pt", "support", "a.jpg", "--cvs", "p.csv"], "--csv"),
         ("fsl-notebook", ["02_train", "--runname", "x"], "--run-name"),
         ("fsl-birds", ["data/birds", "--sed=3"], "--seed"),
+        ("fsl-prepare", ["check", "data/birds", "--verify-imags"], "--verify-images"),
     ],
 )
 def test_a_misspelt_flag_is_one_line_with_the_closest_flag(
@@ -57,9 +58,10 @@ def test_a_misspelt_flag_is_one_line_with_the_closest_flag(
         entry_point.load()(argv)
     assert stop.value.code == 2
     typed = argv[-2] if argv[-2].startswith("-") else argv[-1]
+    listing = f"{script} {argv[0]}" if script == "fsl-prepare" else script  # the subcommand's flags
     assert capsys.readouterr().err == (
         f"{script}: error: unrecognized arguments: {' '.join(argv[argv.index(typed) :])} (did you mean "
-        f"'{closest}'?); the flags: {script} --help\n"
+        f"'{closest}'?); the flags: {listing} --help\n"
     )
 
 

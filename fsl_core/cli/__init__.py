@@ -23,13 +23,25 @@ class CommandParser(argparse.ArgumentParser):
     (``--help``). Exit status 2, as for every usage error."""
 
     def error(self, message: str) -> NoReturn:
-        hint = ""
+        hint, listing = "", self.prog
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown and unknown.group(1).startswith("-"):
-            flags = [option for action in self._actions for option in action.option_strings]
-            hint = did_you_mean(unknown.group(1).split("=")[0], flags)
+            typed = unknown.group(1).split("=")[0]
+            for parser in self._with_subcommands():  # a subcommand's flags are reported by the top parser
+                flags = [option for action in parser._actions for option in action.option_strings]
+                if hint := did_you_mean(typed, flags):
+                    listing = parser.prog
+                    break
         usage = re.match(
             r"unrecognized arguments|the following arguments|argument |ambiguous option", message
         )
-        listed = f"; the flags: {self.prog} --help" if usage else ""  # argparse's own errors give no way out
+        listed = f"; the flags: {listing} --help" if usage else ""  # argparse's own errors give no way out
         self.exit(2, f"{self.prog}: error: {message}{hint}{listed}\n")
+
+    def _with_subcommands(self) -> list[argparse.ArgumentParser]:
+        """This parser, then its subcommands' parsers."""
+        parsers: list[argparse.ArgumentParser] = [self]
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+        return parsers
