@@ -230,17 +230,17 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mappi
         if parameter.missing and value and not repo_path(value).exists():
             where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
             typed = given.get(key)
-            way_out = parameter.missing
+            how = parameter.missing
             if (
                 isinstance(typed, str)
                 and not Path(typed).expanduser().is_absolute()
                 and repo_path(typed).exists()
             ):
-                way_out = (
+                how = (
                     f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
                     f"repository's folder give {repo_path(typed)}"
                 )
-            problems.append(f"{key}={value!r}: does not exist{where}; {way_out}")
+            problems.append(f"{key}={value!r}: does not exist{where}; {how}")
     if problems:
         raise ValueError("; ".join(problems))
 

@@ -128,9 +128,12 @@ def test_epochs_may_grow_on_resume(
             train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": epochs})
         assert (
             f"that this one cannot continue: it has already trained 6 epochs, more than epochs={epochs}; a run "
-            "never trains backwards: give epochs >= 6 (--epochs 6 leaves it as it is)."
+            "never trains backwards: give epochs >= 6 (epochs=6 leaves it as it is)."
         ) in str(error.value)
         assert "scheduler_period" not in str(error.value)
+    capsys.readouterr()
+    assert train_main(cli_command(run_dir, birds, epochs=2)[3:]) == 1  # in flags on the command line
+    assert "give --epochs 6 or more (--epochs 6 leaves it as it is)" in capsys.readouterr().err
     assert snapshot(run_dir) == before
 
 

@@ -48,6 +48,7 @@ from fsl_core.runtime import (
     load_torch_file,
     resolve_device,
     same_path,
+    way_out,
 )
 from fsl_core.statistics import confidence_interval
 
@@ -381,12 +382,12 @@ def evaluation_data_root(
     if data_root is not None:
         return Path(data_root)
     path = checked_checkpoint_file(checkpoint)
-    way_out = "give the data set root holding the split folder (--data ROOT, or data_root=)"
+    give_one = f"give the data set root holding the split folder ({way_out('data_root=ROOT', '--data ROOT')})"
     if reference and not is_fsl_core_checkpoint(load_torch_file(path)):
-        raise ValueError(f"the HMDRN authors' released weights {path} record no data set; {way_out}")
+        raise ValueError(f"the HMDRN authors' released weights {path} record no data set; {give_one}")
     recorded = training_setting(load_checkpoint(path), "data_root")
     if recorded is None:
-        raise ValueError(f"{path} records no data set (a model saved outside training); {way_out}")
+        raise ValueError(f"{path} records no data set (a model saved outside training); {give_one}")
     if not Path(recorded).is_dir():
         relative = (
             ""
@@ -395,7 +396,9 @@ def evaluation_data_root(
                 f" (a relative path is relative to the folder training started in, and this is {Path.cwd()})"
             )
         )
-        raise ValueError(f"{path} was trained on {recorded}, which is not a folder here{relative}; {way_out}")
+        raise ValueError(
+            f"{path} was trained on {recorded}, which is not a folder here{relative}; {give_one}"
+        )
     return Path(recorded)
 
 

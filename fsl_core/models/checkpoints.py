@@ -156,7 +156,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not is_fsl_core_checkpoint(content):
         raise ValueError(
             f"{path} is not an fsl_core checkpoint (expected a dict with 'config' and 'state_dict'); "
-            f"released weights of the HMDRN authors load with {way_out('load_reference_checkpoint', '--reference')}"
+            f"released weights of the HMDRN authors load with "
+            + way_out("load_reference_checkpoint", "fsl-evaluate or fsl-predict --reference")
         )
     return content
 
@@ -240,8 +241,8 @@ def check_reference_model(name: str, backbone: str) -> None:
         raise ValueError(
             f"reference weights cannot be loaded as model {name!r} with backbone {backbone!r}: the HMDRN "
             "authors released weights only for model 'hmdrn' with backbone 'conv4' (Conv-4 on CUB, Cars and "
-            "Dogs); use name='hmdrn', backbone='conv4' (on the command line: --model hmdrn --backbone conv4, "
-            "the defaults)"
+            "Dogs); use "
+            + way_out("name='hmdrn', backbone='conv4'", "--model hmdrn --backbone conv4 (the defaults)")
         )
 
 
