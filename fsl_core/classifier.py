@@ -140,12 +140,14 @@ def list_images(folder: str | Path) -> list[Path]:
 def unread_files(images: Images | Support, support: bool = False) -> list[Path]:
     """The files skipped when ``images`` to classify, or with ``support`` a support set, are read: visible regular
     files that are not image files (``IMAGE_EXTENSIONS``), directly in each folder given (in a support folder:
-    in each class folder), sorted. A path given on its own is never skipped: one that is not an image is
-    refused."""
+    in each class folder, and every file beside the class folders, which belongs to no class), sorted. A path
+    given on its own is never skipped: one that is not an image is refused."""
     if support and isinstance(images, (str, Path)):
         root = Path(images).expanduser()
-        items: list[Any] = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    elif isinstance(images, Mapping):
+        visible = [p for p in root.iterdir() if not p.name.startswith(".")]
+        loose = [p for p in visible if p.is_file()]
+        return sorted(loose + unread_files([p for p in visible if p.is_dir()]))
+    if isinstance(images, Mapping):
         items = [item for value in images.values() for item in _as_list(value)]
     else:
         items = _as_list(images)
@@ -158,12 +160,14 @@ def unread_files(images: Images | Support, support: bool = False) -> list[Path]:
     )
 
 
-def unread_note(files: Sequence[Path]) -> str:
-    """``unread_files``'s list in words ("" when empty), e.g. "1 file not read (not .bmp, ...): a/x.gif"."""
+def unread_note(files: Sequence[Path], support: bool = False) -> str:
+    """``unread_files``'s list in words ("" when empty), e.g. "1 file not read (only .bmp, ... files are read):
+    a/x.gif"; with ``support``, "... files in a class folder are read"."""
     if not files:
         return ""
     names = _listed([f"{p.parent.name}/{p.name}" for p in files])
-    return f"{len(files)} file{'s' * (len(files) > 1)} not read (not {EXTENSIONS_TEXT}): {names}"
+    where = " in a class folder" if support else ""
+    return f"{len(files)} file{'s' * (len(files) > 1)} not read (only {EXTENSIONS_TEXT} files{where} are read): {names}"
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -203,7 +207,7 @@ def image_inputs(images: Images) -> tuple[list[str], list[ImageSource]]:
         names, sources = [str(k) for k in images], list(images.values())
         explicit = True
     else:
-        items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+        items = _as_list(images)
         names, sources, explicit = [], [], False
         for item in items:
             if isinstance(item, (str, Path)) and Path(item).is_dir():
@@ -268,7 +272,7 @@ def read_support(support: Support) -> dict[str, list[ImageSource]]:
         classes: dict[str, list[ImageSource]] = {}
         for name in sorted(support, key=str):
             value = support[name]
-            items = [value] if isinstance(value, (str, Path, Image.Image)) else list(value)
+            items = _as_list(value)
             sources: list[ImageSource] = []
             for item in items:
                 if isinstance(item, (str, Path)) and Path(item).is_dir():
@@ -684,7 +688,7 @@ class FewShotClassifier:
             "per_class": "unequal counts: each class on all its images",
             "draws": f"unequal counts: {len(self.episodes_)} episodes of {min(self.counts_.values())} per class",
         }[self.strategy_]
-        unread = f"; {unread_note(self.unread_)}" if self.unread_ else ""
+        unread = f"; {unread_note(self.unread_, support=True)}" if self.unread_ else ""
         return f"{text}; {len(self.classes_)} classes: {counts}; {how}{unread})"
 
 

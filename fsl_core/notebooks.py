@@ -845,10 +845,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     seconds = json.loads((folder / DONE).read_text())["seconds"]
     name = resolve_notebook(args.notebook).stem
-    figures = len(list(folder.glob("*.png")))
+    figures = len(list(folder.rglob("*.png")))
     print(
         f"{name} finished in {seconds:.0f} s; outputs in {folder}: the executed notebook {name}.ipynb (open it in "
-        f"JupyterLab to read it with its figures), {RESULTS}"
+        "JupyterLab to read it with its figures)"
+        + (f", {RESULTS}" if (folder / RESULTS).is_file() else "")
         + (f" and {figures} figure{'s' * (figures != 1)} (.png)" if figures else "")
     )
     summary = read_results(folder).get("summary")

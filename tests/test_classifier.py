@@ -366,15 +366,17 @@ def test_files_a_folder_skips_are_named_and_those_given_alone_are_refused(
     Image.new("RGB", (9, 9)).save(support / "raven" / "b.gif")  # a real image, in a format not read
     (support / "raven" / "notes.txt").write_text("x")
     (support / "raven" / ".DS_Store").write_text("x")  # hidden: not named
-    (support / "README.md").write_text("x")  # beside the classes, not in one: not an image of a class
+    write_image(support / "rook.png")  # an image beside the class folders belongs to no class
     clf = FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu").fit(support)
     assert clf.counts_ == {"crow": 2, "raven": 1}
-    assert clf.unread_ == [support / "raven" / "b.gif", support / "raven" / "notes.txt"]
+    assert clf.unread_ == [support / "raven" / "b.gif", support / "raven" / "notes.txt", support / "rook.png"]
     assert repr(clf).endswith(
-        "; 2 files not read (not .bmp, .jpeg, .jpg, .png, .webp): raven/b.gif; raven/notes.txt)"
+        "; 3 files not read (only .bmp, .jpeg, .jpg, .png, .webp files in a class folder are read): raven/b.gif; "
+        "raven/notes.txt; support/rook.png)"
     )
-    assert unread_files({"crow": support / "raven", "rook": [support / "crow" / "a.png"]}, support=True) == (
-        clf.unread_
+    assert (
+        unread_files({"crow": support / "raven", "rook": [support / "crow" / "a.png"]}, support=True)
+        == (clf.unread_[:2])
     )
     assert (
         FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu")
@@ -388,7 +390,10 @@ def test_files_a_folder_skips_are_named_and_those_given_alone_are_refused(
     assert main([str(reference_run / "best.pt"), str(support), str(queries), "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith(f"{queries / 'a.png'}\t") and len(out.splitlines()) == 1
-    assert "note: of the folders to classify, 2 files not read (not .bmp, .jpeg, .jpg, .png, .webp): " in err
+    assert (
+        "note: of the folders to classify, 2 files not read (only .bmp, .jpeg, .jpg, .png, .webp files are read): "
+        in err
+    )
     assert "raven/b.gif; raven/notes.txt" in err
     assert main([str(reference_run / "best.pt"), str(support), str(queries / "b.gif")]) == 1
     assert "b.gif: not an image file" in capsys.readouterr().err

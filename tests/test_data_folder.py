@@ -125,7 +125,9 @@ def test_folder_lists_classes_and_images(tiny_folder: Path) -> None:
 
 
 def test_folder_use_pre(tiny_folder: Path) -> None:
-    with pytest.raises(FewShotDataError, match="test_pre"):
+    with pytest.raises(
+        FewShotDataError, match=r"test_pre does not exist \(use_pre=True needs"
+    ):  # no "did you mean"
         FewShotFolder(tiny_folder, "test", use_pre=True)
     write_image(tiny_folder / "test_pre" / "class_0" / "a.png", size=(84, 84))
     data = FewShotFolder(tiny_folder, "test", use_pre=True)

@@ -611,11 +611,19 @@ def test_cli_checks_the_episode_and_model_flags(
         assert "way=1" in capsys.readouterr().err
         assert main(quick(checkpoint, birds, "--backbone", "resnet12")) == 1
         assert "only used with --reference" in capsys.readouterr().err
+    released = tmp_path / "released.pth"  # the authors' weights: a bare state dict
+    torch.save({"feature_extractor.layer1.0.weight": torch.zeros(1)}, released)
     for flags, shown in ((["--model", "frn"], "'frn'"), (["--backbone", "resnet12"], "'resnet12'")):
-        assert main(quick(checkpoint, birds, "--reference", *flags)) == 1
+        assert main(quick(released, birds, "--reference", *flags)) == 1
         captured = capsys.readouterr()
         assert captured.out == "" and shown in captured.err
-        assert "'hmdrn'" in captured.err and "'conv4'" in captured.err
+        assert "--model hmdrn --backbone conv4 (the defaults)" in captured.err
+        assert main(quick(checkpoint, birds, "--reference", *flags)) == 1  # ours records its model
+        assert capsys.readouterr().err == (
+            "error: --model and --backbone are only used with --reference on the HMDRN authors' weights; an "
+            f"fsl_core checkpoint records its model, and {checkpoint} is one\n"
+        )
+    released.unlink()
     assert list(tmp_path.iterdir()) == [checkpoint]  # nothing written
     with pytest.raises(ValueError, match="only used with reference=True"):
         evaluate_checkpoint(checkpoint, birds, model_name="hmdrn", episodes=2, progress=False)

@@ -203,6 +203,11 @@ class FakePapermill:
         for piece in self.PRINTED:
             kwargs["stdout_file"].write(piece)
         Path(output).write_text("{}")
+        if self.writes_results:
+            (Path(output).parent / "results.json").write_text('{"summary": {"accuracy": "50.00 %"}}')
+            (Path(output).parent / "curves.png").write_bytes(b"")
+
+    writes_results = False
 
 
 def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
@@ -230,15 +235,17 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
     assert capsys.readouterr().out == "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
     # fsl-notebook with its output in a file: the progress lines, no papermill cell bar
     monkeypatch.setattr(progress, "redirected_output", lambda: True)
+    fake.writes_results = True
     assert (
         main(["02_train", "-p", "data_root", "glyphs", "--run-name", "logged", "--output-root", "out"]) == 0
     )
+    fake.writes_results = False
     assert fake.calls[-1]["progress_bar"] is False
     out = capsys.readouterr().out
     assert out.startswith("02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n")
     assert out.endswith(  # where the outputs are, and what they are
         f"; outputs in {tmp_path / 'out' / '02_train' / 'logged'}: the executed notebook 02_train.ipynb (open it "
-        "in JupyterLab to read it with its figures), results.json\n"
+        "in JupyterLab to read it with its figures), results.json and 1 figure (.png)\n  accuracy: 50.00 %\n"
     )
     fake.calls.pop()
 

@@ -143,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out is not None else args.checkpoint.with_name(name)
     try:
         check_episode_settings(args.way, args.shot, args.query, args.episodes, args.seed, reported=True)
-        if not args.reference and (args.model is not None or args.backbone is not None):
-            raise ValueError(
-                "--model and --backbone are only used with --reference; an fsl_core checkpoint records "
-                "its model"
-            )
         record = checkpoint_record(args.checkpoint)
+        if (args.model is not None or args.backbone is not None) and (
+            not args.reference or record["fsl_core_checkpoint"]
+        ):
+            raise ValueError(
+                "--model and --backbone are only used with --reference on the HMDRN authors' weights; an "
+                f"fsl_core checkpoint records its model{', and ' + str(args.checkpoint) + ' is one' if record['fsl_core_checkpoint'] else ''}"
+            )
         data = evaluation_data_root(args.checkpoint, args.data, args.reference).absolute()
         size = args.image_size or record.get("trained_image_size")
         check_result_path(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -197,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if result.finished:
             best = Path(result.run_dir) / "best.pt"
-            print(
-                f"next: fsl-evaluate {best if best.exists() else best.with_name('last.pt')} --shot 1 5 --episodes 10000"
-            )
+            chosen = best if best.exists() else best.with_name("last.pt")
+            print(f"next: fsl-evaluate {shlex.quote(str(chosen))} --shot 1 5 --episodes 10000")
     return 0
 
 

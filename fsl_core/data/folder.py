@@ -106,11 +106,13 @@ class FewShotFolder(Dataset):
         self.folder = self.root / folder_name
         if not self.folder.is_dir():
             present = [p.name for p in _visible_children(self.root) if p.is_dir()]
+            named = [name for name in present if not name.endswith("_pre")]  # a split is named without _pre
+            closest = "" if self.use_pre else did_you_mean(split, named)
             hint = (
                 " (use_pre=True needs the pre-resized copy made by data preparation)" if self.use_pre else ""
             )
             raise FewShotDataError(
-                f"split folder {self.folder} does not exist{did_you_mean(folder_name, present)}{hint}; expected "
+                f"split folder {self.folder} does not exist{closest}{hint}; expected "
                 f"the few-shot layout {LAYOUT}; "
                 f"folders present in {self.root}: {some_names(present)}{_split_folder_hint(self.root)}"
             )

@@ -546,6 +546,7 @@ def check_result_path(
     refusal (``earlier_result_detail``).
 
     Raises:
+        ValueError: ``path`` does not end in ``suffix``.
         IsADirectoryError: ``path`` is a folder.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         OSError: the folder cannot be created or written (the message names it).
@@ -594,8 +595,8 @@ def check_result_path(
 def write_results(
     results: dict[int, EvalResult], path: str | Path, *, overwrite: bool = False, **context: Any
 ) -> Path | None:
-    """Write ``{**context, "results": {shot: summary}}`` as JSON to ``path``, atomically; returns where an
-    earlier result at ``path`` was moved (None when there was none).
+    """Write ``{**context, "results": {shot: summary}}`` as JSON to ``path`` (a name ending in .json, else a
+    ``ValueError``), atomically; returns where an earlier result at ``path`` was moved (None when there was none).
 
     An existing ``path`` is never overwritten: it raises ``FileExistsError`` naming the file, unless
     ``overwrite``, which first moves it to ``<stem>.replaced-<UTC time><suffix>`` (``move_aside``); if the

@@ -127,17 +127,16 @@ def load_trained_model(
     """(model, the input side to feed it, ``input_size``) from a checkpoint file: best.pt/last.pt of a run or a
     ``save_model`` file, which record their model; with ``reference=True`` also the HMDRN authors' released
     weights, built as ``name``/``backbone`` (``load_reference_checkpoint``). One of our checkpoints loads the
-    same way with or without ``reference`` (its recorded model and training size).
+    same way with or without ``reference`` (its recorded model and training size; ``name`` and ``backbone`` are
+    not used).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file holds no model we can build (the message says why).
     """
-    if reference:
-        check_reference_model(name, backbone)
-        if not is_fsl_core_checkpoint(load_torch_file(path)):
-            model = load_reference_checkpoint(path, name=name, backbone=backbone)
-            return model, input_size(model, image_size)
+    if reference and not is_fsl_core_checkpoint(load_torch_file(path)):
+        model = load_reference_checkpoint(path, name=name, backbone=backbone)
+        return model, input_size(model, image_size)
     content = load_checkpoint(path)
     model = load_model(content, read_from=path)
     return model, input_size(model, image_size, trained_image_size(content))

@@ -152,8 +152,8 @@ def plot_explanation(
         token_errors: {level: (way, N)} squared reconstruction error of each query token per class, classes in
             the order of ``probabilities``.
         level_scores: {level: (way,)} each level's weighted share of each class's logit (HMDRN's
-            ``details["level_scores"]``), shown beside the errors: the class of the highest sum wins, so it need
-            not have the lowest error at every level.
+            ``details["level_scores"]``), shown under each class's error: the class of the highest sum wins, so it
+            need not have the lowest error at every level.
         max_classes: classes shown in the probability bars and the error maps (those of highest probability;
             ``target`` always).
         title: figure title.

@@ -48,20 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     settings = {setting.name: getattr(args, setting.name) for setting in dataclasses.fields(BirdSettings)}
-    if not args.overwrite and is_complete(args.out_dir, settings):
-        out = args.out_dir.absolute()
-        print(format_card(load_card(out)))
-        print(
-            f"{out} already holds this set, complete (same settings, generator version {GENERATOR_VERSION}): "
-            "nothing drawn; --overwrite draws it again"
-        )
-        return 0
     try:
+        if not args.overwrite and is_complete(args.out_dir, settings):
+            out = args.out_dir.absolute()
+            print(format_card(load_card(out)))
+            print(
+                f"{out} already holds this set, complete (same settings, generator version {GENERATOR_VERSION}): "
+                "nothing drawn; --overwrite draws it again"
+            )
+            return 0
         out = generate_birds(args.out_dir, **settings, workers=args.workers, overwrite=args.overwrite)
-    except (FewShotDataError, OSError) as error:
+        card = format_card(load_card(out))
+    except (FewShotDataError, OSError, ValueError) as error:  # ValueError: a damaged card
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(format_card(load_card(out)))
+    print(card)
     print(f"written to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
