@@ -37,7 +37,8 @@ TRAINED_HERE = ("protonet", "frn", "bifrn", "hmdrn")  # the models a notebook tr
 class Parameter:
     """One notebook parameter.
 
-    ``kind``: "int", "float", "str", "bool", "ints" (list of int), "names" (list of str), "dict" or "path"
+    ``kind``: "int", "float", "str", "bool", "ints" (list of int), "names" (list of str), "dict", "paths" (a dict
+    {name: path}, each path as a "path") or "path"
     (a file or folder: the runner makes a relative one given to it absolute from the folder it is started in;
     a default, or a value typed into the notebook, is relative to the repository root); ``low``/``high``:
     inclusive bounds of numbers (and of list entries); ``above``: an exclusive lower bound; ``choices``: the
@@ -84,6 +85,8 @@ class Parameter:
             text = "True or False"
         elif self.kind == "dict":
             text = "a dict"
+        elif self.kind == "paths":
+            text = "a dict {name: path}"
         elif self.choices:
             text = f"one of {list(self.choices)}"
         elif self.kind == "path":
@@ -125,6 +128,9 @@ class Parameter:
             return None if isinstance(value, bool) else f"{name}={value!r}: expected {self.expected()}"
         if self.kind == "dict":
             return None if isinstance(value, dict) else f"{name}={value!r}: expected {self.expected()}"
+        if self.kind == "paths":
+            paths = isinstance(value, dict) and all(isinstance(path, str) for path in value.values())
+            return None if paths else f"{name}={value!r}: expected {self.expected()}"
         return None if isinstance(value, str) else f"{name}={value!r}: expected {self.expected()}"
 
     def _in_range(self, value: float) -> bool:
@@ -426,7 +432,11 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
             choices=TRAINED_HERE,
         ),
         "checkpoints": Parameter(
-            {}, "{model: checkpoint path}; models without one are trained briefly here", "dict"
+            {},
+            "{model: checkpoint path}; models without one are trained briefly here",
+            "paths",
+            missing=CHECKPOINT_MISSING,
+            checkpoint=True,
         ),
         **_train_here("each model"),
         "split": choice("test", "split the episodes come from", SPLITS),

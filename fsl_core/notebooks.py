@@ -214,35 +214,47 @@ def _plain(value: Any) -> Any:
 
 def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """Raise a ValueError naming every path parameter of notebook ``name`` that must exist (``missing``: the
-    way out) and does not: ``parameters`` hold the given ones made absolute (``given``: as they were given),
-    defaults are taken from the repository root."""
+    way out) and does not, or names a folder where a checkpoint file is expected: ``parameters`` hold the given
+    ones made absolute (``given``: as they were given), defaults are taken from the repository root. A "paths"
+    parameter ({name: path}) has each of its paths checked."""
     if name not in NOTEBOOKS:
         return
     problems = []
     for key, parameter in declared(name).items():
         value = parameters.get(key, parameter.default)
-        if parameter.checkpoint and value and repo_path(value).is_dir():
-            try:
-                checked_checkpoint_file(repo_path(value))
-            except IsADirectoryError as error:  # names the checkpoints in the folder
-                problems.append(f"{key}={value!r}: {error}")
-            continue
-        if parameter.missing and value and not repo_path(value).exists():
-            where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
-            typed = given.get(key)
-            how = parameter.missing
-            if (
-                isinstance(typed, str)
-                and not Path(typed).expanduser().is_absolute()
-                and repo_path(typed).exists()
-            ):
-                how = (
-                    f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
-                    f"repository's folder give {repo_path(typed)}"
-                )
-            problems.append(f"{key}={value!r}: does not exist{where}; {how}")
+        if parameter.kind == "paths" and isinstance(value, Mapping):
+            typed = given.get(key) if isinstance(given.get(key), Mapping) else {}
+            entries = [(f"{key}[{entry!r}]", path, typed.get(entry)) for entry, path in value.items()]
+        else:
+            entries = [(key, value, given.get(key))]
+        for label, path, as_typed in entries:
+            if isinstance(path, str) and path and (problem := _path_problem(parameter, path, as_typed)):
+                problems.append(f"{label}={path!r}: {problem}")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _path_problem(parameter: Any, value: str, typed: Any) -> str | None:
+    """Why the path ``value`` of ``parameter`` cannot be used (None when it can); ``typed``: as it was given."""
+    if parameter.checkpoint and repo_path(value).is_dir():
+        try:
+            checked_checkpoint_file(repo_path(value))
+        except IsADirectoryError as error:  # names the checkpoints in the folder
+            return str(error)
+    if parameter.missing and not repo_path(value).exists():
+        where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
+        how = parameter.missing
+        if (
+            isinstance(typed, str)
+            and not Path(typed).expanduser().is_absolute()
+            and repo_path(typed).exists()
+        ):
+            how = (
+                f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
+                f"repository's folder give {repo_path(typed)}"
+            )
+        return f"does not exist{where}; {how}"
+    return None
 
 
 def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> None:
@@ -264,7 +276,8 @@ def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> Non
 def absolute_path_parameters(
     notebook: str | Path, parameters: Mapping[str, Any], folder: str | Path | None = None
 ) -> dict[str, Any]:
-    """``parameters`` with every path a project notebook declares (kind "path") made absolute, relative ones
+    """``parameters`` with every path a project notebook declares (kind "path", and each path of kind "paths") made
+    absolute, relative ones
     taken from ``folder`` (default: the current working folder): what the runner passes to the kernel, which
     runs in the repository root. ``~`` is expanded; None and "" stay as they are."""
     name = resolve_notebook(notebook).stem
@@ -274,14 +287,16 @@ def absolute_path_parameters(
     kinds = declared(name)
     out = dict(parameters)
     for key, value in parameters.items():
-        if (
-            key in kinds
-            and kinds[key].kind == "path"
-            and key not in INJECTED
-            and isinstance(value, str)
-            and value
-        ):
+        kind = kinds[key].kind if key in kinds and key not in INJECTED else None
+        if kind == "path" and isinstance(value, str) and value:
             out[key] = os.path.normpath(base / Path(value).expanduser())
+        elif kind == "paths" and isinstance(value, Mapping):
+            out[key] = {
+                entry: os.path.normpath(base / Path(path).expanduser())
+                if isinstance(path, str) and path
+                else path
+                for entry, path in value.items()
+            }
     return out
 
 

@@ -817,7 +817,22 @@ def test_a_run_folder_given_as_a_checkpoint_is_refused_before_a_kernel_starts(tm
             f"checkpoint={str(folder)!r}: checkpoint {folder} is a folder; give a checkpoint file: "
             f"{folder / 'best.pt'} is one"
         )
+    # 06's {model: checkpoint}: each path checked, and a relative one taken from where the run starts
+    with pytest.raises(ValueError) as error:
+        run(
+            "06_gradcam",
+            {"models": ["frn", "hmdrn"], "checkpoints": {"hmdrn": str(folder), "frn": "/nowhere/best.pt"}},
+            run_name="wrong",
+            output_root=tmp_path / "out",
+        )
+    assert str(error.value).startswith(
+        f"checkpoints['hmdrn']={str(folder)!r}: checkpoint {folder} is a folder; give a checkpoint file: "
+        f"{folder / 'best.pt'} is one; checkpoints['frn']='/nowhere/best.pt': does not exist; give a checkpoint file"
+    )
     assert not (tmp_path / "out").exists()  # no run folder, no kernel
+    assert absolute_path_parameters("06_gradcam", {"checkpoints": {"hmdrn": "train/best.pt"}}, tmp_path) == {
+        "checkpoints": {"hmdrn": str(tmp_path / "train" / "best.pt")}
+    }
 
 
 def test_a_relative_path_missing_here_but_present_in_the_repository_says_so(
