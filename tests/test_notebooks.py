@@ -835,6 +835,21 @@ def test_a_run_folder_given_as_a_checkpoint_is_refused_before_a_kernel_starts(tm
     }
 
 
+def test_the_run_folder_is_not_a_parameter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["02_train", "-p", "run_dir", str(tmp_path / "xx"), "--output-root", str(tmp_path / "out")]) == 1
+    )
+    assert capsys.readouterr().err == (
+        "error: run_dir is set by the runner: the run folder is <output root>/02_train/<run name>; choose it with "
+        "--output-root and --run-name\n"
+    )
+    with pytest.raises(
+        ValueError, match="run_dir and run_name are set by the runner: .* output_root= and run_name="
+    ):
+        run("02_train", {"run_dir": "x", "run_name": "y"}, output_root=tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "xx").exists()
+
+
 def test_a_relative_path_missing_here_but_present_in_the_repository_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
