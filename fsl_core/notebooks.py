@@ -844,7 +844,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"-y expects a YAML mapping written inline, e.g. '{{epochs: 2}}', got {args.yaml!r}{hint}"
             )
         parameters.update(loaded)
-    parameters.update({name: _value(text) for name, text in args.parameter})
+    try:
+        stem = resolve_notebook(args.notebook).stem
+    except ValueError:  # a wrong name is refused by run below, with the way out
+        stem = ""
+    kinds = {key: spec.kind for key, spec in declared(stem).items()} if stem in NOTEBOOKS else {}
+    typed: dict[str, Any] = {}
+    for name, text in args.parameter:
+        if name in typed:
+            parser.error(f"-p {name} is given twice ({typed[name]!r}, then {text!r}); give it once")
+        typed[name] = text
+        value = _value(text)
+        # one value where a list is expected: the list of that value (-p shots 1 is -p shots '[1]')
+        parameters[name] = (
+            [value] if kinds.get(name) in ("ints", "names") and not isinstance(value, list) else value
+        )
     if args.log_output:
         import logging
 

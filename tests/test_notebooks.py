@@ -22,6 +22,7 @@ import papermill
 import pytest
 from conftest import snapshot
 
+import fsl_core.notebooks as notebooks_module
 from fsl_core import progress
 from fsl_core.data import FewShotFolder, load_card, load_metadata
 from fsl_core.engine import evaluate
@@ -833,6 +834,29 @@ def test_a_run_folder_given_as_a_checkpoint_is_refused_before_a_kernel_starts(tm
     assert absolute_path_parameters("06_gradcam", {"checkpoints": {"hmdrn": "train/best.pt"}}, tmp_path) == {
         "checkpoints": {"hmdrn": str(tmp_path / "train" / "best.pt")}
     }
+
+
+def test_a_parameter_is_given_once_and_one_value_stands_for_a_list_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["02_train", "-p", "epochs", "1", "-p", "epochs", "2"])
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == "fsl-notebook: error: -p epochs is given twice ('1', then '2'); give it once\n"
+    )
+    asked: dict[str, Any] = {}
+
+    def record(notebook: str, parameters: dict[str, Any], **options: Any) -> Path:
+        asked.update(parameters)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(notebooks_module, "run", record)
+    assert main(["03_evaluate", "-p", "shots", "1", "-p", "way", "3"]) == 1
+    assert asked == {"shots": [1], "way": 3}
+    assert main(["06", "-p", "models", "hmdrn"]) == 1  # by number too
+    assert asked["models"] == ["hmdrn"]
 
 
 def test_the_run_folder_is_not_a_parameter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
