@@ -50,7 +50,7 @@ from fsl_core.run_folder import RunFolderConflict
 from fsl_core.viz import GroundTruth
 from fsl_core.viz.confusion import episode_confusion, within_group_error_share
 from fsl_core.viz.mask_statistics import reconstruction_statistics
-from fsl_core.viz.pointing import pointing_game_records, pointing_game_table
+from fsl_core.viz.pointing import pointing_game_records, pointing_game_summary, pointing_game_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OURS = [
@@ -612,6 +612,11 @@ def test_train(executions: Executions, notebook_birds: Path, one_thread: None) -
     for shot, value in out["test"].items():
         again = evaluate(model, test_set, way=5, shot=int(shot), query=4, episodes=4, seed=0, device="cpu")
         assert (value["mean"], value["ci95"], value["episodes"]) == (again.mean, again.ci95, 4)
+        assert out["summary"][f"test 5-way {shot}-shot"] == f"{again} %"
+    assert out["summary"]["validation"] == (
+        f"{out['best_val_acc']:.2f} ± {out['best_val_ci95']:.2f} % (epoch {out['best_epoch']})"
+    )
+    assert out["summary"]["checkpoint"] == out["checkpoint"]
     assert set(out["fusion_weights"]) == {"w_last", "w_mid", "gamma"}
     metrics = pd.read_csv(folder / "train" / "metrics.csv")
     assert len(metrics) == 1 and {"loss", "train_acc", "val_acc", "val_ci95"} <= set(metrics.columns)
@@ -624,7 +629,11 @@ def test_train_without_a_test(executions: Executions) -> None:
     folder = executions.get("train-untested")
     out = results(folder)
     assert out["tested"] is False and out["test"] == "not run (test_episodes=0)"
-    assert out["summary"] == {"test": "no test evaluation was run (test_episodes=0)"}
+    assert out["summary"] == {
+        "validation": "none (val_every=0)",
+        "test": "no test evaluation was run (test_episodes=0)",
+        "checkpoint": str(folder / "train" / "last.pt"),
+    }
     assert "no test evaluation: test_episodes=0" in printed(folder, "02_train")
     # no validation either: the checkpoint is last.pt, trained with the augmentation asked for
     assert out["best_val_acc"] is None and out["checkpoint"] == str(folder / "train" / "last.pt")
@@ -749,6 +758,11 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
     }
     for scores in out["pointing_game"].values():
         assert scores["parts_random"] < scores["bird_random"]  # the marks are a part of the bird
+    for name, row in pointing_game_summary(table).iterrows():  # the terminal's lines say the flat maps too
+        flat = f"{100 * out['pointing_game'][name]['no_peak']:.1f}"
+        assert out["summary"][f"{name} peak on parts (%)"] == (
+            f"{row['peak on parts (%)']} (random {row['random point on parts (%)']}; flat maps {flat})"
+        )
     assert_pngs(folder, "gradcam.png", "pointing_game.png")
 
 
