@@ -93,8 +93,15 @@ def test_sliders_follow_the_split_and_update_on_release(explorer: EpisodeExplore
     assert explorer.status.value.startswith(episode_title("train", 3, 1, 2, 0, 0) + " (drawn in")
 
 
-def test_the_first_settings_are_brought_within_the_split(uneven: Path) -> None:
+def test_the_first_settings_are_brought_within_the_split(
+    uneven: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     explorer = EpisodeBrowser(uneven, image_size=16).widget(split="test", way=20, shot=5, query=5)
+    limits = explorer.browser.limits("test")
+    assert capsys.readouterr().out == (  # said, not done silently
+        "the episode browser starts at way=3, shot=2, query=1 instead of way=20, shot=5, query=5: test has 3 "
+        f"classes (at most 20 are shown) and {limits.smallest_class} images in its smallest class\n"
+    )
     try:
         assert explorer.settings() == {
             "split": "test",

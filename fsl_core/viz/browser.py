@@ -19,7 +19,7 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from fsl_core.data import Episode, EpisodeCollate, EpisodeSampler, FewShotFolder
-from fsl_core.progress import headless_kernel, runner_lines
+from fsl_core.progress import headless_kernel, note, runner_lines
 from fsl_core.runtime import atomic_write_bytes
 
 from .plots import (
@@ -279,7 +279,14 @@ class EpisodeExplorer:
         self._shown: dict[str, Any] | None = None
 
         limits = browser.limits(split)
-        way, shot, query = limits.fit(way, shot, query)
+        asked = (int(way), int(shot), int(query))
+        way, shot, query = limits.fit(*asked)
+        if (way, shot, query) != asked:  # said, not done silently
+            (note if runner_lines() else print)(
+                f"the episode browser starts at way={way}, shot={shot}, query={query} instead of way={asked[0]}, "
+                f"shot={asked[1]}, query={asked[2]}: {split} has {limits.classes} classes (at most {MAX_WAY} are "
+                f"shown) and {limits.smallest_class} images in its smallest class"
+            )
         release = dict(continuous_update=False, style={"description_width": "4.5em"})  # "episode" whole
         self.controls = dict(
             split=widgets.Dropdown(
