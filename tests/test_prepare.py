@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import subprocess
@@ -595,3 +596,21 @@ def test_pre_resize_matches_the_evaluation_transform() -> None:
     image = noise_image(57, 43, seed=1)
     expected = T.Compose([T.Resize([92, 92]), T.CenterCrop(84)])(image)
     assert np.array_equal(np.asarray(pre_resize(image)), np.asarray(expected))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_progress_bar_ends_full_when_the_jobs_run_out_first(
+    workers: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``zip(jobs, _map(...))`` stops at the jobs' end and never resumes the generator: the bar must already
+    stand at the last job (in a log file it stood at 35/36)."""
+    from fsl_core.data.prepare.writer import _map
+    from fsl_core.progress import ENVIRONMENT
+
+    monkeypatch.setenv(ENVIRONMENT, "lines")
+    jobs = list(range(36))
+    pairs = list(zip(jobs, _map(lambda job: 2 * job, jobs, workers, True, "prepare x")))
+    assert [result for _, result in pairs] == [2 * job for job in jobs]
+    gc.collect()  # the abandoned generator closes its bar
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("prepare x: 100%") and "36/36" in lines[-1]

@@ -160,16 +160,19 @@ def _jobs(source: SourceDataset, split: ClassSplit, dst: Path, image_format: str
 def _map(function: Any, jobs: list[Job], workers: int, progress: bool, label: str) -> Iterable[Any]:
     bar = tqdm(total=len(jobs), desc=label, unit="img", disable=not progress)
     try:
+        # the bar moves before each result is handed on: a consumer that stops after the last one (zip with
+        # the jobs) never resumes this generator, and the bar would end one short
         if workers <= 1:
             for job in jobs:
-                yield function(job)
+                result = function(job)
                 bar.update()
+                yield result
         else:
             pool = ThreadPoolExecutor(max_workers=workers)
             try:
                 for result in pool.map(function, jobs):
-                    yield result
                     bar.update()
+                    yield result
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     finally:
