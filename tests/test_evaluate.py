@@ -34,6 +34,7 @@ from fsl_core.engine.evaluate import (
     checkpoint_record,
     earlier_result_detail,
     evaluation_data_root,
+    model_label,
     result_file_name,
     write_results,
 )
@@ -72,6 +73,18 @@ def test_wilson_interval_values() -> None:
         assert wilson_interval(0.0, n)[0] == 0.0 and wilson_interval(100.0, n)[1] == 100.0
     with pytest.raises(ValueError, match="at least one trial, got n=0"):
         wilson_interval(50.0, 0)
+
+
+def test_a_progress_line_tells_the_models_apart() -> None:
+    assert model_label(build_model("protonet", "conv4")) == "protonet"
+    assert model_label(build_model("hmdrn", "conv4", gsfl={"num_classes": 10})) == "hmdrn + gsfl"
+    gsfl = build_model("gsfl", "conv4", num_classes=10)
+    labels = []
+    for feature in ("d", "sd", "raw"):
+        gsfl.set_feature(feature)
+        labels.append(model_label(gsfl))
+    assert labels == ["gsfl (d features)", "gsfl (s+d features)", "gsfl (raw features)"]
+    assert model_label(torch.nn.Linear(2, 2)) == ""
 
 
 def test_eval_result_text() -> None:

@@ -212,6 +212,19 @@ def embed_images(
     return embed_roles(model, dataset, indices, (query,), device, batch_size, num_workers, progress)[query]
 
 
+def model_label(model: nn.Module) -> str:
+    """A model in a few words for a progress line: its name, "+ gsfl" with the GSFL plug-in, and the features
+    a GSFL-Net classifies with ("gsfl (d features)"); "" for a module that records no name."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping) or not config.get("name"):
+        return ""
+    label = str(config["name"]) + (" + gsfl" if config.get("gsfl") else "")
+    feature = getattr(model, "feature", None)
+    if isinstance(feature, str):
+        label += f" ({'s+d' if feature == 'sd' else feature} features)"
+    return label
+
+
 def evaluate(
     model: nn.Module,
     dataset: FewShotFolder,
@@ -251,7 +264,7 @@ def evaluate(
     accuracies = correct.double().cpu().numpy() * (100.0 / (way * query))
     mean, ci95 = confidence_interval(accuracies)
     if progress:  # the notebook runner's line for this evaluation
-        name = getattr(model, "config", {}).get("name")
+        name = model_label(model)
         note(
             f"evaluation{f' of {name}' if name else ''} {way}-way {shot}-shot {query}-query, {episodes:,} episodes: "
             f"{mean:.2f} ± {ci95:.2f} % ({time.perf_counter() - start:.1f} s)"
