@@ -761,6 +761,17 @@ def example_folders(
     return support, query
 
 
+def example_answers(table: pd.DataFrame, classes: Sequence[str]) -> tuple[int, int]:
+    """(right, total) of ``prediction_table``'s rows for the images ``example_folders`` made: the true class of
+    each is the longest of ``classes`` its file name starts with, followed by "_" ("<class>_<file>")."""
+    right = 0
+    for file, predicted in zip(table["file"], table["predicted"]):
+        name = Path(str(file)).name
+        owners = [c for c in classes if name.startswith(f"{c}_")]
+        right += bool(owners) and max(owners, key=len) == predicted
+    return right, len(table)
+
+
 def support_and_query_folders(
     support_dir: str | Path | None,
     query_dir: str | Path | None,

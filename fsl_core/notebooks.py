@@ -880,7 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     seconds = json.loads((folder / DONE).read_text())["seconds"]
     name = resolve_notebook(args.notebook).stem
-    figures = len(list(folder.rglob("*.png")))
+    figures = len(list(folder.glob("*.png")))  # figures are written at the top; sub-folders hold data
     print(
         f"{name} finished in {seconds:.0f} s; outputs in {folder}: the executed notebook {name}.ipynb (open it in "
         "JupyterLab to read it with its figures)"

@@ -31,6 +31,7 @@ from fsl_core.classifier import (
     SingleClassError,
     UnreadableSupportError,
     count_episodes,
+    example_answers,
     example_folders,
     list_images,
     scores_each_class_alone,
@@ -397,6 +398,17 @@ def test_files_a_folder_skips_are_named_and_those_given_alone_are_refused(
     assert "raven/b.gif; raven/notes.txt" in err
     assert main([str(reference_run / "best.pt"), str(support), str(queries / "b.gif")]) == 1
     assert "b.gif: not an image file" in capsys.readouterr().err
+
+
+def test_the_example_queries_are_scored_by_the_class_in_their_names() -> None:
+    classes = ["crow", "crow_hooded", "raven"]  # one name the start of another: the longest owns the file
+    table = pd.DataFrame(
+        {
+            "file": ["crow_1.png", "crow_hooded_2.png", "raven_3.png", "photo.png"],
+            "predicted": ["crow", "crow", "raven", "raven"],
+        }
+    )
+    assert example_answers(table, classes) == (2, 4)
 
 
 def test_bad_queries_and_predicting_before_fit_are_named(tmp_path: Path, reference_run: Path) -> None:

@@ -71,6 +71,13 @@ def test_your_images_runs_headless_and_writes_the_classifiers_predictions(
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(table["probability"], probabilities.max(1))
     assert table["predicted"].tolist() == [classes[i] for i in probabilities.argmax(1)]
+    right = sum(
+        file.startswith(f"{predicted}_") for file, predicted in zip(table["file"], table["predicted"])
+    )
+    assert results["summary"] == {
+        "classified": "6 images, in predictions.csv",
+        "example set": f"{right} of 6 right (3 classes, 2 shots)",
+    }
     # the numbers are the library's for the checkpoint the notebook trained
     expected = FewShotClassifier.from_checkpoint(checkpoint, device="cpu").fit(support).predict_proba(queries)
     assert table["file"].tolist() == expected.index.tolist()
