@@ -261,14 +261,8 @@ def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> Non
     """Raise a ValueError naming every unknown parameter (with the closest name) and, for the project's
     notebooks, every wrong value — before a kernel starts."""
     name = resolve_notebook(notebook).stem
-    if given := [key for key in INJECTED if key in parameters]:
-        raise ValueError(
-            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set by the runner: the run folder is "
-            f"<output root>/{name}/<run name>; choose it with "
-            + way_out("output_root= and run_name=", "--output-root and --run-name")
-        )
     if name in NOTEBOOKS:
-        check_values(name, parameters)
+        check_values(name, {k: v for k, v in parameters.items() if k not in INJECTED})
         return
     declared_here = notebook_parameters(notebook)
     unknown = [key for key in parameters if key not in declared_here and key not in INJECTED]
@@ -431,6 +425,12 @@ def run(
     source = resolve_notebook(notebook)
     name = source.stem
     parameters = _plain(dict(parameters or {}))
+    if injected := [key for key in INJECTED if key in parameters]:
+        raise ValueError(
+            f"{' and '.join(injected)} {'is' if len(injected) == 1 else 'are'} set by the runner: the run folder is "
+            f"<output root>/{name}/<run name>; choose it with "
+            + way_out("output_root= and run_name=", "--output-root and --run-name")
+        )
     check_parameters(source, parameters)
     given = parameters
     parameters = absolute_path_parameters(source, parameters)
