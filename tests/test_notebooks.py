@@ -828,7 +828,7 @@ def test_a_run_folder_given_as_a_checkpoint_is_refused_before_a_kernel_starts(tm
     for notebook in ("03_evaluate", "05_masks_and_reconstructions", "08_your_images"):
         with pytest.raises(ValueError) as error:
             run(notebook, {"checkpoint": str(folder)}, run_name="wrong", output_root=tmp_path / "out")
-        assert str(error.value) == (
+        assert str(error.value).startswith(  # a clone without data/birds: a data_root problem follows
             f"checkpoint={str(folder)!r}: checkpoint {folder} is a folder; give a checkpoint file: "
             f"{folder / 'best.pt'} is one"
         )
