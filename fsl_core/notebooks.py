@@ -49,6 +49,7 @@ import fsl_core
 from fsl_core.cli import CommandParser
 from fsl_core.notebook_parameters import (
     NOTEBOOKS,
+    Parameter,
     check,  # noqa: F401 -- the notebooks' one call: fsl_core.notebooks.check(NOTEBOOK, globals())
     check_values,
     declared,
@@ -234,7 +235,7 @@ def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mappi
         raise ValueError("; ".join(problems))
 
 
-def _path_problem(parameter: Any, value: str, typed: Any) -> str | None:
+def _path_problem(parameter: Parameter, value: str, typed: Any) -> str | None:
     """Why the path ``value`` of ``parameter`` cannot be used (None when it can); ``typed``: as it was given."""
     if parameter.checkpoint and repo_path(value).is_dir():
         try:
@@ -879,7 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     seconds = json.loads((folder / DONE).read_text())["seconds"]
-    name = resolve_notebook(args.notebook).stem
+    name = stem  # the notebook ran, so its name resolved
     figures = len(list(folder.glob("*.png")))  # figures are written at the top; sub-folders hold data
     print(
         f"{name} finished in {seconds:.0f} s; outputs in {folder}: the executed notebook {name}.ipynb (open it in "

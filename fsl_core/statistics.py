@@ -20,14 +20,14 @@ def confidence_interval(accuracies: Sequence[float] | np.ndarray) -> tuple[float
 
 def wilson_interval(percent: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score 95 % interval (low, high), in percent, of a rate of ``percent`` counted over ``n``
-    trials taken as independent (Wilson, "Probable inference, the law of succession, and statistical inference", JASA
-    1927): unlike the normal approximation it stays inside 0..100 and keeps a width at 0 % and 100 %."""
+    trials taken as independent (E. B. Wilson, "Probable inference, the law of succession, and statistical
+    inference", Journal of the American Statistical Association 22, 1927): unlike the normal approximation it
+    stays inside 0..100 and keeps a width at 0 % and 100 %."""
     if n < 1:
         raise ValueError(f"a rate needs at least one trial, got n={n}")
     p = percent / 100.0
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     low, high = 100.0 * (centre - half), 100.0 * (centre + half)
-    return max(0.0, min(low, percent)), min(
-        100.0, max(high, percent)
-    )  # rounding never leaves the rate outside
+    # rounding never leaves the rate itself outside its interval, nor the interval outside 0..100
+    return max(0.0, min(low, percent)), min(100.0, max(high, percent))
