@@ -131,10 +131,17 @@ class NotFittedError(ClassifierInputError, _SklearnNotFittedError):
 
 
 # -- images -------------------------------------------------------------------------------------------------
+def _visible_files(folder: str | Path) -> list[Path]:
+    """The regular files directly in ``folder`` whose names do not start with ".", sorted by name."""
+    return sorted(
+        (p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """The image files (``IMAGE_EXTENSIONS``, not hidden) directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    return sorted((p for p in folder.iterdir() if p.is_file() and is_image_file(p)), key=lambda p: p.name)
+    return [p for p in _visible_files(folder) if is_image_file(p)]
 
 
 def unread_files(images: Images | Support, support: bool = False) -> list[Path]:
@@ -144,20 +151,14 @@ def unread_files(images: Images | Support, support: bool = False) -> list[Path]:
     given on its own is never skipped: one that is not an image is refused."""
     if support and isinstance(images, (str, Path)):
         root = Path(images).expanduser()
-        visible = [p for p in root.iterdir() if not p.name.startswith(".")]
-        loose = [p for p in visible if p.is_file()]
-        return sorted(loose + unread_files([p for p in visible if p.is_dir()]))
+        classes = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(_visible_files(root) + unread_files(classes))
     if isinstance(images, Mapping):
         items = [item for value in images.values() for item in _as_list(value)]
     else:
         items = _as_list(images)
     folders = [Path(item) for item in items if isinstance(item, (str, Path)) and Path(item).is_dir()]
-    return sorted(
-        p
-        for folder in folders
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and not is_image_file(p)
-    )
+    return sorted(p for folder in folders for p in _visible_files(folder) if not is_image_file(p))
 
 
 def unread_note(files: Sequence[Path], support: bool = False) -> str:

@@ -147,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.model is not None or args.backbone is not None) and (
             not args.reference or record["fsl_core_checkpoint"]
         ):
+            ours = f", and {args.checkpoint} is one" if record["fsl_core_checkpoint"] else ""
             raise ValueError(
                 "--model and --backbone are only used with --reference on the HMDRN authors' weights; an "
-                f"fsl_core checkpoint records its model{', and ' + str(args.checkpoint) + ' is one' if record['fsl_core_checkpoint'] else ''}"
+                f"fsl_core checkpoint records its model{ours}"
             )
         data = evaluation_data_root(args.checkpoint, args.data, args.reference).absolute()
         size = args.image_size or record.get("trained_image_size")

@@ -66,13 +66,9 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 def _positive(text: str) -> int:
     """An argparse type: a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return int(text)
 
 
 def _protocol_defaults(name: str) -> str:

@@ -262,12 +262,11 @@ def _continued_schedule(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig
 
 def _fewer_epochs(trained: int, asked: int) -> str:
     """The refusal of a call asking for fewer epochs than the run has trained, with the way out."""
-    give = way_out(
-        f"epochs >= {trained} (epochs={trained}", f"--epochs {trained} or more (--epochs {trained}"
-    )
+    at_least = way_out(f"epochs >= {trained}", f"--epochs {trained} or more")
+    same = way_out(f"epochs={trained}", f"--epochs {trained}")
     return (
         f"it has already trained {trained} epochs, more than epochs={asked}; a run never trains backwards: give "
-        f"{give} leaves it as it is)"
+        f"{at_least} ({same} leaves it as it is)"
     )
 
 

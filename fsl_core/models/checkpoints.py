@@ -233,18 +233,6 @@ def reference_key(name: str) -> str:
     return name
 
 
-def check_reference_model(name: str, backbone: str) -> None:
-    """Raise a ``ValueError`` unless ``name``/``backbone`` are "hmdrn"/"conv4", the only model the HMDRN
-    authors released weights for."""
-    if (name, backbone) != ("hmdrn", "conv4"):
-        raise ValueError(
-            f"reference weights cannot be loaded as model {name!r} with backbone {backbone!r}: the HMDRN "
-            "authors released weights only for model 'hmdrn' with backbone 'conv4' (Conv-4 on CUB, Cars and "
-            "Dogs); use "
-            + way_out("name='hmdrn', backbone='conv4'", "--model hmdrn --backbone conv4 (the defaults)")
-        )
-
-
 def load_reference_checkpoint(
     path_or_state_dict: str | Path | Mapping[str, Any],
     name: str = "hmdrn",
@@ -260,7 +248,13 @@ def load_reference_checkpoint(
         ValueError: ``name``/``backbone`` other than "hmdrn"/"conv4" (the only released weights), a file
             that is not a readable checkpoint (see ``load_torch_file``), or tensors that do not fit.
     """
-    check_reference_model(name, backbone)
+    if (name, backbone) != ("hmdrn", "conv4"):
+        raise ValueError(
+            f"reference weights cannot be loaded as model {name!r} with backbone {backbone!r}: the HMDRN "
+            "authors released weights only for model 'hmdrn' with backbone 'conv4' (Conv-4 on CUB, Cars and "
+            "Dogs); use "
+            + way_out("name='hmdrn', backbone='conv4'", "--model hmdrn --backbone conv4 (the defaults)")
+        )
     checkpoint = _read(path_or_state_dict)
     if is_fsl_core_checkpoint(checkpoint):
         return load_model(

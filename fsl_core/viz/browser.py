@@ -19,7 +19,7 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from fsl_core.data import Episode, EpisodeCollate, EpisodeSampler, FewShotFolder
-from fsl_core.progress import headless_kernel, note, runner_lines
+from fsl_core.progress import headless_kernel, report, runner_lines
 from fsl_core.runtime import atomic_write_bytes
 
 from .plots import (
@@ -282,7 +282,7 @@ class EpisodeExplorer:
         asked = (int(way), int(shot), int(query))
         way, shot, query = limits.fit(*asked)
         if (way, shot, query) != asked:  # said, not done silently
-            (note if runner_lines() else print)(
+            report(
                 f"the episode browser starts at way={way}, shot={shot}, query={query} instead of way={asked[0]}, "
                 f"shot={asked[1]}, query={asked[2]}: {split} has {limits.classes} classes (at most {MAX_WAY} are "
                 f"shown) and {limits.smallest_class} images in its smallest class"
