@@ -12,7 +12,8 @@ training plan, one line per epoch with the time left, one per evaluation: ``fsl_
 kernel prints in plain-lines mode; everything else the notebook prints stays in the executed notebook.
 
 Run folder contents written here: ``run.json`` (the manifest, written first: notebook and parameters),
-``config.json`` (notebook, parameters, library version, git revision), the executed notebook, and a ``DONE``
+``config.json`` (notebook, the parameters given, every parameter's value in this run, library version, git
+revision), the executed notebook, and a ``DONE``
 marker once it ran to the end (``FAILED`` with the error otherwise). A run folder belongs to one run
 (``fsl_core.run_folder``): a run into a folder that exists is refused before anything runs, unless
 ``overwrite=True`` (``--overwrite``) moves the old files aside into ``replaced-<time>/``; the runner holds the
@@ -301,6 +302,19 @@ def absolute_path_parameters(
     return out
 
 
+def every_value(
+    name: str, parameters: Mapping[str, Any], run_dir: Path, run_name: str
+) -> dict[str, Any] | None:
+    """Every parameter of the project notebook ``name`` with the value its run uses: ``parameters`` (as the runner
+    passes them) over the declared defaults, and the injected ``run_dir`` and ``run_name``. config.json records it
+    as ``values``, so that a run says what it ran with even after a default changes. None for another notebook,
+    whose defaults are source text, not values."""
+    if name not in NOTEBOOKS:
+        return None
+    defaults = {key: parameter.default for key, parameter in declared(name).items()}
+    return _plain({**defaults, **parameters, "run_dir": run_dir, "run_name": run_name})
+
+
 def write_parameter_cells() -> list[str]:
     """Rewrite the ``parameters`` cell of every project notebook from its declarations; returns the changed
     notebooks (run after adding or changing a parameter in ``fsl_core.notebook_parameters``)."""
@@ -489,6 +503,7 @@ def _execute(
         "notebook": name,
         "run_name": run_name,
         "parameters": parameters,
+        "values": every_value(name, parameters, run_dir, run_name),
         "fsl_core_version": fsl_core.__version__,
         "git_revision": git_revision(REPO_ROOT),
         "started": datetime.now().isoformat(timespec="seconds"),
