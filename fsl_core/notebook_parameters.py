@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from fsl_core.data.transforms import AUGMENTATIONS
+from fsl_core.engine.ablation import ABLATION_ROWS
 from fsl_core.engine.config import PROTOCOLS, TrainConfig, check_setting_names, setting_help
 from fsl_core.models import MODEL_NAMES, check_model_options
 from fsl_core.runtime import did_you_mean
@@ -363,10 +364,10 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
     },
     "04_ablation": {
         "rows": Parameter(
-            ["last", "last+mid", "last+mask", "hmdrn", "frn", "bifrn", "protonet"],
+            list(ABLATION_ROWS),
             "ablation rows (keys of the table above)",
             "names",
-            choices=("last", "last+mid", "last+mask", "hmdrn", "frn", "bifrn", "protonet"),
+            choices=tuple(ABLATION_ROWS),
         ),
         "backbone": BACKBONE,
         "data_root": DATA_ROOT,

@@ -230,9 +230,16 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
     assert call["parameters"]["run_dir"] == str(folder) == str(tmp_path / "out" / "02_train" / "here")
     assert "cwd" not in call  # the runner's own working folder never changes
     assert call["kernel_manager_class"] is _kernel_manager_class()
-    assert json.loads((folder / "config.json").read_text())["parameters"]["data_root"] == str(
-        tmp_path / "glyphs"
-    )
+    config = json.loads((folder / "config.json").read_text())
+    assert config["parameters"] == {"data_root": str(tmp_path / "glyphs")}
+    # every value the run used: the given ones over the declared defaults, and the run folder the runner chose
+    assert config["values"] == {
+        **{key: parameter.default for key, parameter in declared("02_train").items()},
+        "data_root": str(tmp_path / "glyphs"),
+        "run_dir": str(folder),
+        "run_name": "here",
+    }
+    assert config["values"]["epochs"] is None and config["values"]["test_shots"] == [1, 5]
     assert capsys.readouterr().out == "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
     # fsl-notebook with its output in a file: the progress lines, no papermill cell bar
     monkeypatch.setattr(progress, "redirected_output", lambda: True)
@@ -701,6 +708,11 @@ def test_ablation_runs_rows_through_the_sweep_and_reuses_them(executions: Execut
         assert (Path(run_info["run_dir"]) / "DONE").is_file()
         assert Path(run_info["run_dir"]).parent == folder.parent.parent / "02_train"
     assert_pngs(folder, "ablation.png")
+    trainings = folder.parent.parent / "02_train"
+    assert out["summary"]["training runs"] == f"3 runs (3 trained now) in {trainings}"
+    assert read_results(executions.get("ablation-again"))["summary"]["training runs"] == (
+        f"2 runs (2 reused) in {trainings}"
+    )
     again = pd.read_csv(executions.get("ablation-again") / "runs.csv")
     assert again["status"].tolist() == ["reused", "reused"]
     said = printed(executions.get("ablation-again"), "04_ablation")  # the runner's terminal shows these lines
