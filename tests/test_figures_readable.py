@@ -38,6 +38,7 @@ from fsl_core.viz.augmentation import plot_augmentations
 from fsl_core.viz.dataset import plot_appearance, plot_split_counts
 from fsl_core.viz.gsfl import plot_ari_per_k, plot_feature_pca, plot_probes
 from fsl_core.viz.mask_statistics import plot_mask_statistics
+from fsl_core.viz.parts import plot_part_areas
 from fsl_core.viz.plots import (
     FIGURE_DPI,
     MAX_FIGURE_WIDTH,
@@ -230,6 +231,12 @@ FIGURES: dict[str, Callable[[], Figure]] = {
         title="query of class g00 finch s01",
     ),
     "parts": parts,
+    "part areas": lambda: plot_part_areas(
+        pd.DataFrame(
+            {"bird": rng.uniform(0.2, 0.5, 60), "discriminative parts": rng.uniform(0.01, 0.05, 60)}
+        ),
+        "test",
+    ),
     "error maps": lambda: plot_error_maps(
         torch.randn(3, 84, 84),
         torch.rand(5, 25),

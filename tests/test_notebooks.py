@@ -50,6 +50,7 @@ from fsl_core.run_folder import RunFolderConflict
 from fsl_core.viz import GroundTruth
 from fsl_core.viz.confusion import episode_confusion, within_group_error_share
 from fsl_core.viz.mask_statistics import reconstruction_statistics
+from fsl_core.viz.parts import part_area_shares
 from fsl_core.viz.pointing import pointing_game_records, pointing_game_summary, pointing_game_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -583,6 +584,8 @@ def test_data_explorer(executions: Executions, notebook_birds: Path) -> None:
         "test": {"classes": 5, "images": 60, "groups": 5},
     }
     assert out["groups"] == 5 and out["image_size"] == {"width": [32, 32], "height": [32, 32]}
+    truth = GroundTruth(FewShotFolder(notebook_birds, "test", transform=None))  # split's default: test
+    assert out["part_share"] == part_area_shares(truth, per_class=3).mean().to_dict()
     assert 0 < out["part_share"]["discriminative parts"] < out["part_share"]["bird"] < 1
     assert out["nn_pixel_5w1s"] == load_card(notebook_birds)["nn_pixel_5w1s"]
     assert_pngs(

@@ -3,6 +3,7 @@ game, reconstruction errors, confusions, figures and the episode browser."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from fsl_core.viz import (
 from fsl_core.viz.confusion import class_groups, most_confused
 from fsl_core.viz.gradcam import flat_maps, peak_points, target_layer
 from fsl_core.viz.masks import align_to_eval, mask_agreement, token_fractions, token_grid, upsample_tokens
+from fsl_core.viz.parts import part_area_shares, plot_part_areas, plot_part_examples
 from fsl_core.viz.plots import RIGHT_COLOUR, WRONG_COLOUR
 from fsl_core.viz.reconstruction import error_maps, true_class_best_rate
 
@@ -400,6 +402,27 @@ def test_ground_truth_regions_are_aligned_to_the_input(tiny_birds: Path) -> None
     assert not (mark & ~bird).any(), "discriminative parts lie on the bird"
     raw_bird, _, _ = truth.regions(0, aligned=False)
     assert raw_bird.shape == (32, 32)
+
+
+def test_part_areas_are_the_mask_shares_of_every_kth_image_and_the_examples_spread_over_the_classes(
+    tiny_birds: Path,
+) -> None:
+    data = FewShotFolder(tiny_birds, "test", transform=None)  # 3 classes of 6 images
+    truth = GroundTruth(data)
+    shares = part_area_shares(truth, per_class=2)  # every 18 // (2 * 3) = 3rd image
+    assert len(shares) == 6 and list(shares.columns) == ["bird", "discriminative parts"]
+    for row, index in zip(shares.itertuples(index=False), range(0, 18, 3)):
+        bird, mark, _ = truth.regions(index, aligned=False)
+        assert (row[0], row[1]) == (bird.mean(), mark.mean())
+    assert len(part_area_shares(truth, per_class=100)) == 18  # never a step of 0
+    figure = plot_part_examples(truth, 2)
+    titles = [ax.get_title() for ax in figure.axes[0:6:3]]  # the image column of each row, wrapped
+    by_class = data.indices_by_class()
+    for title, index in zip(titles, (by_class[0][0], by_class[1][0])):  # the first image of classes 0 and 1
+        name = data.classes[data.targets[index]]
+        parts = ", ".join(truth.metadata["classes"][name]["discriminative_part_names"])
+        assert re.sub(r"[\s_]", "", title) == re.sub(r"[\s_]", "", f"{name}({parts})")
+    assert plot_part_areas(shares, "test").axes[0].get_title() == "area of the bird and of its marks (test)"
 
 
 def test_the_statistics_run_the_models_in_eval_mode_and_put_them_back(tiny_birds: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
@@ -19,7 +20,7 @@ from fsl_core.data import FewShotFolder, load_metadata, part_map
 from fsl_core.data.birds import BIRD_PART_IDS, PART_NAMES
 
 from .masks import align_to_eval
-from .plots import IMAGE_TEXT_SIZE, image_array, readable, wrap_label
+from .plots import IMAGE_TEXT_SIZE, image_array, legend_outside, readable, wrap_label
 
 
 def has_parts(root: str | Path) -> bool:
@@ -109,4 +110,63 @@ def plot_parts(
     return readable(fig)
 
 
-__all__ = ["has_parts", "GroundTruth", "part_colours", "plot_parts"]
+def plot_part_examples(truth: GroundTruth, count: int) -> Figure:
+    """``plot_parts`` of ``count`` images of ``truth``'s split, the first image of classes spread evenly over the
+    split, each titled with its class and the names of its discriminative parts (in the image's own geometry)."""
+    data = truth.dataset
+    by_class = data.indices_by_class()
+    step = max(1, len(by_class) // count)
+    chosen = [by_class[c][0] for c in range(0, len(by_class), step)][:count]
+    pictures, maps, marks, titles = [], [], [], []
+    for index in chosen:
+        _, mark, ids = truth.regions(index, aligned=False)
+        pictures.append(np.asarray(data.load_image(index)))
+        maps.append(ids)
+        marks.append(mark)
+        name = data.classes[data.targets[index]]
+        titles.append(f"{name}\n({', '.join(truth.metadata['classes'][name]['discriminative_part_names'])})")
+    return plot_parts(pictures, maps, marks, titles)
+
+
+def part_area_shares(truth: GroundTruth, per_class: int) -> pd.DataFrame:
+    """The share of the image covered by the bird and by its discriminative parts, in the image's own geometry,
+    for about ``per_class`` images per class of ``truth``'s split (every k-th image, k = images // (per_class ·
+    classes), at least 1): one row per image, columns "bird" and "discriminative parts" (fractions in [0, 1])."""
+    data = truth.dataset
+    step = max(1, len(data) // (per_class * len(data.classes)))
+    shares = []
+    for index in range(0, len(data), step):
+        bird, mark, _ = truth.regions(index, aligned=False)
+        shares.append({"bird": float(bird.mean()), "discriminative parts": float(mark.mean())})
+    return pd.DataFrame(shares)
+
+
+def plot_part_areas(shares: pd.DataFrame, split: str) -> Figure:
+    """Step histograms of ``part_area_shares``' two columns on one axis, the legend beside it, for the images of
+    ``split``."""
+    import seaborn as sns
+
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    sns.histplot(
+        data=shares.melt(var_name="region", value_name="share of the image"),
+        x="share of the image",
+        hue="region",
+        bins=30,
+        ax=ax,
+        element="step",
+    )
+    ax.set_title(f"area of the bird and of its marks ({split})")
+    legend_outside(ax)
+    return readable(fig)
+
+
+__all__ = [
+    "has_parts",
+    "GroundTruth",
+    "part_area_shares",
+    "part_colours",
+    "plot_part_areas",
+    "plot_part_examples",
+    "plot_parts",
+]
