@@ -13,7 +13,8 @@ from torch.utils.data import TensorDataset
 
 from fsl_core.data import FewShotFolder
 from fsl_core.data.birds import bird_mask, load_metadata, true_groups
-from fsl_core.engine import EvalResult, TrainConfig, build_training_model, confidence_interval
+from fsl_core.engine import EvalResult, TrainConfig, build_training_model, confidence_interval, evaluate_shots
+from fsl_core.engine.gsfl_study import few_shot_by_feature, gsfl_features, plugin_budget
 from fsl_core.engine.gsfl_training import GSFLTrainConfig, classifier_accuracy, split_per_class, train_gsfl
 from fsl_core.models import build_model, load_model, save_model
 from fsl_core.models.grouping import adjusted_rand, class_means, gsfl_answers, kmeans_groups
@@ -424,3 +425,33 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
     assert wider[0]["evidence"] == "the true K, 10, was not among those tried ([3])"
     assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "partly"
     assert gsfl_answers({10: 0.1}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "no"
+
+
+def test_the_plugin_budget_splits_episodes_into_epochs_of_twenty() -> None:
+    assert [plugin_budget(n) for n in (200, 50, 39, 7, 1)] == [(10, 20), (2, 25), (1, 39), (1, 7), (1, 1)]
+    with pytest.raises(ValueError, match="episodes=0: a training budget needs at least 1 episode"):
+        plugin_budget(0)
+
+
+def test_gsfl_features_and_few_shot_by_feature_are_the_model_s_own(tiny_birds: Path) -> None:
+    torch.manual_seed(0)
+    model = small_gsfl().eval()
+    data = FewShotFolder(tiny_birds, "test", transform="eval", image_size=32)
+    features, labels = gsfl_features(model, data, "cpu")
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    with torch.no_grad():
+        direct = model.decompose(images)
+    assert set(features) == {"raw", "s", "d", "sd", "rec"} and labels.tolist() == data.targets
+    for key, value in features.items():
+        np.testing.assert_allclose(value, direct[key].numpy(), rtol=1e-5, atol=1e-6)
+    model.set_feature("sd")
+    settings = dict(way=3, query=2, episodes=3, seed=4, device="cpu", progress=False)
+    by_feature = few_shot_by_feature(model, data, [1, 2], **settings)
+    assert list(by_feature) == ["d", "sd", "raw"] and model.feature == "sd"  # its own feature put back
+    for feature, results in by_feature.items():
+        model.set_feature(feature)
+        again = evaluate_shots(model, data, [1, 2], **settings)
+        assert {s: r.accuracies.tolist() for s, r in results.items()} == {
+            s: r.accuracies.tolist() for s, r in again.items()
+        }
+    assert by_feature["d"][1].accuracies.tolist() != by_feature["raw"][1].accuracies.tolist()
