@@ -60,6 +60,7 @@ EXPORTS = {
         "EpisodeCAM",
         "episode_cams",
         "plot_cams",
+        "plot_episode_cams",
         "pointing_game",
         "random_point_rate",
         "plot_query_masks",

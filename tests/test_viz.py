@@ -12,7 +12,7 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from fsl_core.data import FewShotFolder, eval_transform, load_metadata
+from fsl_core.data import EpisodeSampler, FewShotFolder, eval_transform, load_metadata
 from fsl_core.data.transforms import denormalize
 from fsl_core.models import build_model
 from fsl_core.models.backbones import in_papers_form
@@ -33,10 +33,10 @@ from fsl_core.viz import (
     save_figure,
 )
 from fsl_core.viz.confusion import class_groups, most_confused
-from fsl_core.viz.gradcam import flat_maps, peak_points, target_layer
+from fsl_core.viz.gradcam import cam_overlay, flat_maps, peak_points, plot_episode_cams, target_layer
 from fsl_core.viz.masks import align_to_eval, mask_agreement, token_fractions, token_grid, upsample_tokens
 from fsl_core.viz.parts import part_area_shares, plot_part_areas, plot_part_examples
-from fsl_core.viz.plots import RIGHT_COLOUR, WRONG_COLOUR
+from fsl_core.viz.plots import RIGHT_COLOUR, WRONG_COLOUR, image_array
 from fsl_core.viz.reconstruction import error_maps, true_class_best_rate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -402,6 +402,36 @@ def test_ground_truth_regions_are_aligned_to_the_input(tiny_birds: Path) -> None
     assert not (mark & ~bird).any(), "discriminative parts lie on the bird"
     raw_bird, _, _ = truth.regions(0, aligned=False)
     assert raw_bird.shape == (32, 32)
+
+
+def test_the_episode_cams_figure_explains_the_first_query_of_each_class(tiny_birds: Path) -> None:
+    data = FewShotFolder(tiny_birds, "test", transform="eval", image_size=32)
+    torch.manual_seed(0)
+    models = {name: build_model(name, image_size=32).eval() for name in ("protonet", "hmdrn")}
+    fig = plot_episode_cams(models, data, way=3, shot=1, query=2, count=2, seed=5, truth=GroundTruth(data))
+    grid = np.array(fig.axes).reshape(2, 3)  # a row per shown query: the image, then one map per model
+    episode = load_episode(data, 3, 1, 2, seed=5)
+    queries = EpisodeSampler(data, 3, 1, 2, episodes=1, seed=5).episode(0)[3:]
+    for row, query in zip(grid, (0, 2)):  # the first query of classes 0 and 1
+        label = int(episode.query_labels[query])
+        name = data.classes[int(episode.class_ids[label])]
+        assert re.sub(r"\s", "", row[0].get_title()) == re.sub(r"[\s_]", "", name.replace("_", ""))
+        picture = image_array(episode.query_images[query])
+        np.testing.assert_array_equal(row[0].images[0].get_array(), picture)
+        _, parts, _ = GroundTruth(data).regions(queries[query])
+        (outline,) = row[0].collections  # the query's discriminative parts, outlined: the outline's extent
+        corners = np.concatenate([path.vertices for path in outline.get_paths()])
+        rows, cols = np.nonzero(parts)  # is the parts' own, to the half pixel where the level 0.5 is crossed
+        assert np.allclose(corners.min(0), [cols.min() - 0.5, rows.min() - 0.5], atol=0.5)
+        assert np.allclose(corners.max(0), [cols.max() + 0.5, rows.max() + 0.5], atol=0.5)
+        for ax, model in zip(row[1:], models.values()):
+            cam = episode_cams(
+                model, episode.support_images, episode.support_labels, episode.query_images[[query]], [label]
+            )[0]
+            np.testing.assert_allclose(ax.images[0].get_array(), cam_overlay(picture, cam), atol=1e-6)
+    assert [ax.get_title() for ax in grid[0, 1:]] == ["protonet", "hmdrn"]
+    plain = plot_episode_cams(models, data, way=3, shot=1, query=2, count=5, seed=5)
+    assert len(plain.axes) == 3 * 3 and not any(ax.collections for ax in plain.axes)  # count ≤ way; no truth
 
 
 def test_part_areas_are_the_mask_shares_of_every_kth_image_and_the_examples_spread_over_the_classes(

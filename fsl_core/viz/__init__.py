@@ -10,7 +10,7 @@ alignment, peak finding, ...) are imported from their modules (``fsl_core.viz.ma
 
 from .browser import EpisodeBrowser, load_episode, plot_episode
 from .confusion import confused_pairs, episode_confusion, plot_confusion
-from .gradcam import EpisodeCAM, episode_cams, plot_cams, pointing_game, random_point_rate
+from .gradcam import EpisodeCAM, episode_cams, plot_cams, plot_episode_cams, pointing_game, random_point_rate
 from .masks import plot_query_masks
 from .parts import GroundTruth, has_parts, plot_parts
 from .plots import (
@@ -33,6 +33,7 @@ __all__ = [
     "EpisodeCAM",
     "episode_cams",
     "plot_cams",
+    "plot_episode_cams",
     "pointing_game",
     "random_point_rate",
     "plot_query_masks",

@@ -23,8 +23,10 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
+from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
 
+from .parts import GroundTruth
 from .plots import (
     IMAGE_TEXT_SIZE,
     MAX_FIGURE_WIDTH,
@@ -245,6 +247,41 @@ def plot_cams(
     return readable(fig)
 
 
+def plot_episode_cams(
+    models: Mapping[str, EpisodicModel],
+    data: FewShotFolder,
+    way: int,
+    shot: int,
+    query: int,
+    count: int,
+    seed: int = 0,
+    truth: GroundTruth | None = None,
+    device: torch.device | str = "cpu",
+) -> Figure:
+    """``plot_cams`` of the first query of each of the first ``count`` classes of episode 0 of
+    ``EpisodeSampler(data, way, shot, query, seed=seed)`` (the episode ``load_episode`` draws with these settings):
+    for every model of ``models`` ({name: model}, each on ``device``), the Grad-CAM of the query's true class given
+    the episode's support set. Each query is titled with its class; with ``truth`` (the ground truth of ``data``'s
+    split), its discriminative parts are outlined."""
+    indices = EpisodeSampler(data, way, shot, query, episodes=1, seed=seed).episode(0)
+    episode = EpisodeCollate(way, shot, query)([data[i] for i in indices]).to(device)
+    shown = [c * query for c in range(min(count, way))]  # queries are class-major: the first of each class
+    cams = {
+        name: episode_cams(
+            model,
+            episode.support_images,
+            episode.support_labels,
+            episode.query_images[shown],
+            classes=episode.query_labels[shown],
+        )
+        for name, model in models.items()
+    }
+    titles = [data.classes[int(episode.class_ids[episode.query_labels[i]])] for i in shown]
+    queries = indices[way * shot :]
+    regions = [truth.regions(queries[i])[1] for i in shown] if truth is not None else None
+    return plot_cams([episode.query_images[i].cpu() for i in shown], cams, titles=titles, regions=regions)
+
+
 __all__ = [
     "EpisodeCAM",
     "target_layer",
@@ -256,5 +293,6 @@ __all__ = [
     "pointing_game",
     "random_point_rate",
     "plot_cams",
+    "plot_episode_cams",
     "ClassifierOutputTarget",
 ]
