@@ -434,6 +434,31 @@ def test_the_episode_cams_figure_explains_the_first_query_of_each_class(tiny_bir
     assert len(plain.axes) == 3 * 3 and not any(ax.collections for ax in plain.axes)  # count ≤ way; no truth
 
 
+def test_the_mask_statistics_summary_averages_per_layer_and_per_level() -> None:
+    from fsl_core.viz.mask_statistics import mask_statistics_summary
+
+    records = pd.DataFrame(
+        {
+            "level": ["last", "last", "last", "mid"],
+            "layer": [1, 1, 2, 1],
+            "object_share": [0.2, 0.4, 0.9, 0.5],
+            "part_iou": [0.0, 0.1, 0.3, 0.25],
+        }
+    )
+    by_layer, by_level = mask_statistics_summary(records)
+    assert by_layer.to_dict("records") == [
+        {"level": "last", "layer": 1, "object_share": pytest.approx(0.3), "part_iou": pytest.approx(0.05)},
+        {"level": "last", "layer": 2, "object_share": 0.9, "part_iou": 0.3},
+        {"level": "mid", "layer": 1, "object_share": 0.5, "part_iou": 0.25},
+    ]
+    assert by_level == {  # every query and layer of a level weighs the same
+        "last": {"object_share": pytest.approx(0.5), "part_iou": pytest.approx(0.4 / 3)},
+        "mid": {"object_share": 0.5, "part_iou": 0.25},
+    }
+    empty, none = mask_statistics_summary(pd.DataFrame())
+    assert empty.empty and none == {}
+
+
 def test_part_areas_are_the_mask_shares_of_every_kth_image_and_the_examples_spread_over_the_classes(
     tiny_birds: Path,
 ) -> None:

@@ -76,6 +76,17 @@ def reconstruction_statistics(
     return accuracy, {level: sum(v) / len(v) for level, v in best.items()}, pd.DataFrame(records)
 
 
+def mask_statistics_summary(records: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """The means of ``reconstruction_statistics``' records: (one row per level and layer, "level", "layer" and the
+    mean of every score, as ``plot_mask_statistics`` takes it; {level: {score: mean over its layers and queries}}).
+    Both are empty for empty records (no ground truth, or a model without masks)."""
+    if records.empty:
+        return pd.DataFrame(), {}
+    by_layer = records.groupby(["level", "layer"]).mean().reset_index()
+    by_level = records.drop(columns=["layer"]).groupby("level").mean()
+    return by_layer, {level: {k: float(v) for k, v in row.items()} for level, row in by_level.iterrows()}
+
+
 def plot_mask_statistics(summary: pd.DataFrame) -> Figure:
     """Object share and part IoU (in %) of the kept tokens per level and layer, HMDRN's masks beside random
     ones.
