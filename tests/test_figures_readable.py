@@ -148,10 +148,10 @@ def mask_summary() -> pd.DataFrame:
             {
                 "level": level,
                 "layer": layer,
-                "object_share": 0.6 + 0.05 * layer,
-                "random_object_share": 0.45,
-                "part_iou": 0.2 + 0.02 * layer,
-                "random_part_iou": 0.1,
+                "object_share": 60 + 5 * layer,
+                "random_object_share": 45.0,
+                "part_iou": 20 + 2 * layer,
+                "random_part_iou": 10.0,
             }
             for level in ("last", "mid")
             for layer in (1, 2, 3)

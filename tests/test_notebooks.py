@@ -586,8 +586,14 @@ def test_data_explorer(executions: Executions, notebook_birds: Path) -> None:
     assert out["groups"] == 5 and out["image_size"] == {"width": [32, 32], "height": [32, 32]}
     truth = GroundTruth(FewShotFolder(notebook_birds, "test", transform=None))  # split's default: test
     assert out["part_share"] == part_area_shares(truth, per_class=3).mean().to_dict()
-    assert 0 < out["part_share"]["discriminative parts"] < out["part_share"]["bird"] < 1
-    assert out["nn_pixel_5w1s"] == load_card(notebook_birds)["nn_pixel_5w1s"]
+    assert 0 < out["part_share"]["discriminative parts"] < out["part_share"]["bird"] < 100  # percent
+    nn = load_card(notebook_birds)["nn_pixel_5w1s"]  # the card records fractions; results, percentages
+    assert out["nn_pixel_5w1s"] == {
+        **nn,
+        "accuracy": 100 * nn["accuracy"],
+        "ci95": 100 * nn["ci95"],
+        "chance": 100 * nn["chance"],
+    }
     assert_pngs(
         folder,
         "counts.png",
@@ -738,11 +744,14 @@ def test_masks_and_reconstructions(executions: Executions, notebook_birds: Path,
         model, data, truth, 5, 1, 2, episodes=2, seed=0, random_draws=10, device="cpu"
     )
     assert out["accuracy"] == accuracy and out["true_class_best"] == true_best
+    assert out["accuracy"] == pytest.approx(
+        5 * round(out["accuracy"] / 5)
+    )  # percent of 20 queries: steps of 5
     assert len(records) == 2 * 5 * 2 * 2 * 3  # episodes x queries x levels x transformer layers
     for level in ("last", "mid"):
         stats = out["mask_statistics"][level]
-        mean = records[records["level"] == level].drop(columns=["level", "layer"]).mean()
-        assert stats == {key: float(value) for key, value in mean.items()}
+        mean = 100 * records[records["level"] == level].drop(columns=["level", "layer"]).mean()  # percent
+        assert stats == pytest.approx({key: float(value) for key, value in mean.items()}, rel=1e-12)
     assert_pngs(
         folder,
         "masks_query0.png",
@@ -768,13 +777,14 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
     )
     pd.testing.assert_frame_equal(pd.read_csv(folder / "pointing_game.csv"), again, check_dtype=False)
     table = pointing_game_table(again, list(models))
-    assert out["pointing_game"] == {
-        name: {k: float(v) for k, v in row.items()} for name, row in table.iterrows()
+    assert out["pointing_game"] == {  # in percent, the queries a count
+        name: {**{k: float(v) for k, v in row.items()}, "queries": 2 * 5 * 2}
+        for name, row in table.iterrows()
     }
     for scores in out["pointing_game"].values():
         assert scores["parts_random"] < scores["bird_random"]  # the marks are a part of the bird
     for name, row in pointing_game_summary(table).iterrows():  # the terminal's lines say the flat maps too
-        flat = f"{100 * out['pointing_game'][name]['no_peak']:.1f}"
+        flat = f"{out['pointing_game'][name]['no_peak']:.1f}"
         assert out["summary"][f"{name} peak on parts (%)"] == (
             f"{row['peak on parts (%)']} (random {row['random point on parts (%)']}; flat maps {flat})"
         )

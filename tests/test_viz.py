@@ -32,7 +32,7 @@ from fsl_core.viz import (
     random_point_rate,
     save_figure,
 )
-from fsl_core.viz.confusion import class_groups, most_confused
+from fsl_core.viz.confusion import class_groups, most_confused, within_group_error_share
 from fsl_core.viz.gradcam import cam_overlay, flat_maps, peak_points, plot_episode_cams, target_layer
 from fsl_core.viz.masks import align_to_eval, mask_agreement, token_fractions, token_grid, upsample_tokens
 from fsl_core.viz.parts import part_area_shares, plot_part_areas, plot_part_examples
@@ -222,6 +222,12 @@ def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones
     )
     table = pointing_game_table(records, ["hmdrn", "frn"])
     assert list(table.index) == ["hmdrn", "frn"] and table["queries"].tolist() == [20, 20]
+    assert table.loc["frn", ["parts", "parts_random", "bird", "no_peak"]].tolist() == [
+        50.0,
+        25.0,
+        100.0,
+        0.0,
+    ]  # %
     summary = pointing_game_summary(table)
     assert list(summary.columns) == [
         "peak on parts (%)",
@@ -277,7 +283,12 @@ def test_most_confused_and_confused_pairs() -> None:
     assert most_confused(matrix, k=3) == [1, 2, 3]
     pairs = confused_pairs(matrix, ["a", "b", "c", "d"], top=2)
     assert [(p["true"], p["predicted"]) for p in pairs] == [("b", "c"), ("c", "b")]
-    assert pairs[0]["rate"] == pytest.approx(5 / 13) and pairs[0]["count"] == 5
+    assert pairs[0]["rate"] == pytest.approx(500 / 13) and pairs[0]["count"] == 5  # in percent
+    groups = {"a": "x", "b": "x", "c": "y"}  # d is a group of its own
+    # errors: b→c 5 (across), c→b 4 (across), c→d 1 (across): none within a group; then a→b 2 within
+    assert within_group_error_share(matrix, ["a", "b", "c", "d"], groups) == 0.0
+    matrix[0, 1] = 2
+    assert within_group_error_share(matrix, ["a", "b", "c", "d"], groups) == pytest.approx(100 * 2 / 12)
 
 
 def test_class_groups_come_from_the_metadata_or_are_none(tiny_birds: Path, tmp_path: Path) -> None:
@@ -445,15 +456,15 @@ def test_the_mask_statistics_summary_averages_per_layer_and_per_level() -> None:
             "part_iou": [0.0, 0.1, 0.3, 0.25],
         }
     )
-    by_layer, by_level = mask_statistics_summary(records)
+    by_layer, by_level = mask_statistics_summary(records)  # in percent, as every reported share
     assert by_layer.to_dict("records") == [
-        {"level": "last", "layer": 1, "object_share": pytest.approx(0.3), "part_iou": pytest.approx(0.05)},
-        {"level": "last", "layer": 2, "object_share": 0.9, "part_iou": 0.3},
-        {"level": "mid", "layer": 1, "object_share": 0.5, "part_iou": 0.25},
+        {"level": "last", "layer": 1, "object_share": pytest.approx(30.0), "part_iou": pytest.approx(5.0)},
+        {"level": "last", "layer": 2, "object_share": 90.0, "part_iou": 30.0},
+        {"level": "mid", "layer": 1, "object_share": 50.0, "part_iou": 25.0},
     ]
     assert by_level == {  # every query and layer of a level weighs the same
-        "last": {"object_share": pytest.approx(0.5), "part_iou": pytest.approx(0.4 / 3)},
-        "mid": {"object_share": 0.5, "part_iou": 0.25},
+        "last": {"object_share": pytest.approx(50.0), "part_iou": pytest.approx(40.0 / 3)},
+        "mid": {"object_share": 50.0, "part_iou": 25.0},
     }
     empty, none = mask_statistics_summary(pd.DataFrame())
     assert empty.empty and none == {}
@@ -468,7 +479,7 @@ def test_part_areas_are_the_mask_shares_of_every_kth_image_and_the_examples_spre
     assert len(shares) == 6 and list(shares.columns) == ["bird", "discriminative parts"]
     for row, index in zip(shares.itertuples(index=False), range(0, 18, 3)):
         bird, mark, _ = truth.regions(index, aligned=False)
-        assert (row[0], row[1]) == (bird.mean(), mark.mean())
+        assert (row[0], row[1]) == (100 * bird.mean(), 100 * mark.mean())  # in percent
     assert len(part_area_shares(truth, per_class=100)) == 18  # never a step of 0
     figure = plot_part_examples(truth, 2)
     titles = [ax.get_title() for ax in figure.axes[0:6:3]]  # the image column of each row, wrapped

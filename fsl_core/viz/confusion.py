@@ -85,7 +85,8 @@ def most_confused(matrix: np.ndarray, k: int = 8) -> list[int]:
 
 
 def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict]:
-    """The ``top`` (true, predicted) pairs with the highest error rate (share of the true class's queries)."""
+    """The ``top`` (true, predicted) pairs with the highest error rate: {"true", "predicted", "rate" (the share of
+    the true class's queries predicted as that class, in percent), "count"}, pairs never confused left out."""
     counts = np.asarray(matrix, dtype=float)
     rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
     np.fill_diagonal(rates, 0)
@@ -94,7 +95,7 @@ def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10
         {
             "true": class_names[i],
             "predicted": class_names[j],
-            "rate": float(rates[i, j]),
+            "rate": 100.0 * float(rates[i, j]),
             "count": int(counts[i, j]),
         }
         for i, j in (np.unravel_index(f, rates.shape) for f in order)
@@ -119,7 +120,7 @@ def class_groups(root: str | Path) -> dict[str, str] | None:
 def within_group_error_share(
     matrix: np.ndarray, class_names: Sequence[str], group_of: dict[str, str]
 ) -> float:
-    """Share of the errors of a confusion matrix (C, C) made with a class of the true class's own group.
+    """Share of the errors of a confusion matrix (C, C) made with a class of the true class's own group, in percent.
 
     ``group_of``: {class name: group name}; classes without a group count as a group of their own.
     """
@@ -127,7 +128,7 @@ def within_group_error_share(
     np.fill_diagonal(errors, 0)
     groups = [group_of.get(name, name) for name in class_names]
     same = np.equal.outer(np.array(groups, dtype=object), np.array(groups, dtype=object))
-    return float(errors[same].sum() / max(errors.sum(), 1))
+    return 100.0 * float(errors[same].sum() / max(errors.sum(), 1))
 
 
 def plot_confusion(

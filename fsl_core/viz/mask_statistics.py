@@ -40,8 +40,9 @@ def reconstruction_statistics(
 ) -> tuple[float, dict[str, float], pd.DataFrame]:
     """``(accuracy, {level: true-class-best rate}, mask agreement records)`` over ``episodes`` episodes.
 
-    Accuracy and rates are fractions in [0, 1]. The records (one per query, level and transformer layer:
-    "level", "layer", and the ``mask_agreement`` scores) are empty without ``truth`` or without masks.
+    Accuracy and rates are in percent, as every reported accuracy and rate. The records (one per query, level and
+    transformer layer: "level", "layer", and the ``mask_agreement`` scores as fractions in [0, 1]) are empty
+    without ``truth`` or without masks; ``mask_statistics_summary`` averages them into percentages.
     """
     device = resolve_device(device)
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes, seed=seed)
@@ -72,18 +73,20 @@ def reconstruction_statistics(
                             seed=g * 1000 + q,
                         )
                         records.append({"level": level, "layer": layer + 1, **scores})
-    accuracy = float(torch.cat(correct).mean())
-    return accuracy, {level: sum(v) / len(v) for level, v in best.items()}, pd.DataFrame(records)
+    accuracy = 100.0 * float(torch.cat(correct).mean())
+    return accuracy, {level: 100.0 * sum(v) / len(v) for level, v in best.items()}, pd.DataFrame(records)
 
 
 def mask_statistics_summary(records: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
-    """The means of ``reconstruction_statistics``' records: (one row per level and layer, "level", "layer" and the
-    mean of every score, as ``plot_mask_statistics`` takes it; {level: {score: mean over its layers and queries}}).
-    Both are empty for empty records (no ground truth, or a model without masks)."""
+    """The means of ``reconstruction_statistics``' records, in percent: (one row per level and layer, "level",
+    "layer" and the mean of every score, as ``plot_mask_statistics`` takes it; {level: {score: mean over its
+    layers and queries}}). Both are empty for empty records (no ground truth, or a model without masks)."""
     if records.empty:
         return pd.DataFrame(), {}
-    by_layer = records.groupby(["level", "layer"]).mean().reset_index()
-    by_level = records.drop(columns=["layer"]).groupby("level").mean()
+    scores = [column for column in records.columns if column not in ("level", "layer")]
+    percent = records.assign(**{column: 100.0 * records[column] for column in scores})
+    by_layer = percent.groupby(["level", "layer"]).mean().reset_index()
+    by_level = percent.drop(columns=["layer"]).groupby("level").mean()
     return by_layer, {level: {k: float(v) for k, v in row.items()} for level, row in by_level.iterrows()}
 
 
@@ -92,11 +95,11 @@ def plot_mask_statistics(summary: pd.DataFrame) -> Figure:
     ones.
 
     ``summary``: one row per (level, layer) with "object_share", "random_object_share", "part_iou" and
-    "random_part_iou" as fractions (the mean of ``reconstruction_statistics``' records).
+    "random_part_iou" in percent (``mask_statistics_summary``).
     """
     long = pd.concat(
         [
-            summary.assign(measure=measure, mask=mask, value=100.0 * summary[column])
+            summary.assign(measure=measure, mask=mask, value=summary[column])
             for measure, mask, column in (
                 ("object share", "HMDRN", "object_share"),
                 ("object share", "random", "random_object_share"),

@@ -131,13 +131,15 @@ def plot_part_examples(truth: GroundTruth, count: int) -> Figure:
 def part_area_shares(truth: GroundTruth, per_class: int) -> pd.DataFrame:
     """The share of the image covered by the bird and by its discriminative parts, in the image's own geometry,
     for about ``per_class`` images per class of ``truth``'s split (every k-th image, k = images // (per_class ·
-    classes), at least 1): one row per image, columns "bird" and "discriminative parts" (fractions in [0, 1])."""
+    classes), at least 1): one row per image, columns "bird" and "discriminative parts", in percent."""
     data = truth.dataset
     step = max(1, len(data) // (per_class * len(data.classes)))
     shares = []
     for index in range(0, len(data), step):
         bird, mark, _ = truth.regions(index, aligned=False)
-        shares.append({"bird": float(bird.mean()), "discriminative parts": float(mark.mean())})
+        shares.append(
+            {"bird": 100.0 * float(bird.mean()), "discriminative parts": 100.0 * float(mark.mean())}
+        )
     return pd.DataFrame(shares)
 
 
@@ -149,8 +151,8 @@ def plot_part_areas(shares: pd.DataFrame, split: str) -> Figure:
     fig = Figure(figsize=(6, 3), layout="constrained")
     ax = fig.subplots()
     sns.histplot(
-        data=shares.melt(var_name="region", value_name="share of the image"),
-        x="share of the image",
+        data=shares.melt(var_name="region", value_name="share of the image (%)"),
+        x="share of the image (%)",
         hue="region",
         bins=30,
         ax=ax,

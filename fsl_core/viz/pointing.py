@@ -106,10 +106,10 @@ expectations, exact for the regions drawn."""
 
 
 def pointing_game_table(records: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """The mean of each measure per model (rows in ``order``), as fractions 0..1, and ``queries``: the number of
-    queries behind them."""
+    """The mean of each measure per model (rows in ``order``) in percent, and ``queries``: the number of queries
+    behind them (``records``: ``pointing_game_records``, one 0/1 hit or random rate per query and measure)."""
     grouped = records.groupby("model", sort=False)
-    table = grouped[MEASURES].mean()
+    table = 100.0 * grouped[MEASURES].mean()
     table["queries"] = grouped.size()
     return table.reindex(order)
 
@@ -121,7 +121,7 @@ def pointing_game_summary(table: pd.DataFrame) -> pd.DataFrame:
     columns = {}
     for measure, name in MEASURE_NAMES.items():
         cells = []
-        for rate, queries in zip(100 * table[measure], table["queries"]):
+        for rate, queries in zip(table[measure], table["queries"]):
             if pd.isna(rate):  # a model in the order without records
                 cells.append("–")
             elif measure in _COUNTED:
@@ -143,13 +143,13 @@ def plot_pointing_game(table: pd.DataFrame) -> Figure:
     for ax, (region, peak, random) in zip(
         axes, (("discriminative parts", "parts", "parts_random"), ("bird", "bird", "bird_random"))
     ):
-        rates = 100 * table[peak].to_numpy(dtype=float)
+        rates = table[peak].to_numpy(dtype=float)
         errors = None
         if "queries" in table and table["queries"].notna().all():
             bounds = np.array([wilson_interval(r, int(n)) for r, n in zip(rates, table["queries"])])
             errors = np.stack([rates - bounds[:, 0], bounds[:, 1] - rates])
         ax.bar(x - 0.2, rates, 0.4, yerr=errors, capsize=3, color=colours[0], label="CAM peak")
-        ax.bar(x + 0.2, 100 * table[random].to_numpy(dtype=float), 0.4, color=colours[1], label="random")
+        ax.bar(x + 0.2, table[random].to_numpy(dtype=float), 0.4, color=colours[1], label="random")
         ax.set_xticks(x, list(table.index))
         ax.set_title(f"pointing game: {region}")
     axes[0].set_ylabel("hit rate (%)")

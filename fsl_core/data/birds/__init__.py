@@ -7,7 +7,7 @@ baseline), ``card`` (the data set card), ``generate`` (writing a complete set, r
 Command line: ``python -m fsl_core.data.birds OUT_DIR [--seed N] [--image-size N] ...``
 """
 
-from .card import format_card, load_card
+from .card import format_card, load_card, nn_baseline
 from .generate import COMPLETE_MARKER, ensure_birds, generate_birds, is_complete
 from .ground_truth import bird_mask, discriminative_mask, load_metadata, part_map, true_groups
 from .nearest_neighbour import nn_pixel_accuracy
@@ -39,6 +39,7 @@ __all__ = [
     "generate_birds",
     "is_complete",
     "load_card",
+    "nn_baseline",
     "load_metadata",
     "make_taxonomy",
     "nn_pixel_accuracy",

@@ -33,9 +33,17 @@ def build_card(settings: BirdSettings, species: list[SpeciesSpec], nn: dict[str,
     }
 
 
+def nn_baseline(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's raw-pixel nearest-neighbour baseline ("nn_pixel_5w1s") with its accuracy, ci95 and chance in
+    percent, as every reported accuracy (the card records them as fractions), and its way, shot, query and
+    episodes."""
+    nn = dict(card["nn_pixel_5w1s"])
+    return nn | {key: 100.0 * nn[key] for key in ("accuracy", "ci95", "chance")}
+
+
 def format_card(card: dict[str, Any]) -> str:
     """A few lines of text describing a card."""
-    nn = card["nn_pixel_5w1s"]
+    nn = nn_baseline(card)
     splits = ", ".join(
         f"{s} {v['classes']} classes / {v['images']} images" for s, v in card["splits"].items()
     )
@@ -44,8 +52,8 @@ def format_card(card: dict[str, Any]) -> str:
         f"{card['classes']} classes in {card['groups']} groups, {card['images']} images of "
         f"{card['image_size']}x{card['image_size']} pixels: {splits}\n"
         f"nearest neighbour on raw pixels, {nn['way']}-way {nn['shot']}-shot, {nn['episodes']} test episodes "
-        f"({nn['query']} queries per class): {100 * nn['accuracy']:.2f} ± {100 * nn['ci95']:.2f} % "
-        f"(chance {100 * nn['chance']:.0f} %)"
+        f"({nn['query']} queries per class): {nn['accuracy']:.2f} ± {nn['ci95']:.2f} % "
+        f"(chance {nn['chance']:.0f} %)"
     )
 
 
