@@ -365,7 +365,7 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
     "04_ablation": {
         "rows": Parameter(
             list(ABLATION_ROWS),
-            "ablation rows (keys of the table above)",
+            "ablation rows, in the table's order (fsl_core.engine.ablation.ABLATION_ROWS)",
             "names",
             choices=tuple(ABLATION_ROWS),
         ),

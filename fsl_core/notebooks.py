@@ -598,6 +598,19 @@ def _threads_per_kernel(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _ran_with(folder: Path, name: str, parameters: Mapping[str, Any], run_name: str) -> bool:
+    """Whether the run in ``folder`` (its config.json) ran notebook ``name`` with ``parameters`` given and, where it
+    recorded every value, with the values those give now: a run made before a default changed is not the same."""
+    saved = folder / "config.json"
+    if not saved.is_file():
+        return False
+    config = json.loads(saved.read_text())
+    if config.get("parameters") != parameters:
+        return False
+    recorded = config.get("values")
+    return recorded is None or recorded == every_value(name, parameters, folder, run_name)
+
+
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -627,7 +640,8 @@ def sweep(
         grid: a list of parameter dicts, or a dict of value lists (Cartesian product). A ``label`` key names
             the run instead of the varying values (it is not passed to the notebook).
         max_workers: kernels running at once (each is its own process; intra-op threads are split evenly).
-        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters. Any other run whose
+        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters (and, where its config.json
+            records every value, the same values: a run finished before a default changed is run again). Any other run whose
             folder exists (a failed or interrupted attempt) is run again after its files are moved aside into
             ``replaced-<time>/`` (see ``run``'s ``overwrite``): nothing is deleted.
         parameters: values shared by every run (the grid's values win). Relative paths, here and in the grid,
@@ -671,9 +685,7 @@ def sweep(
     pending = []
     for name, _, full in jobs:
         folder = base / name
-        saved = folder / "config.json"
-        same = saved.is_file() and json.loads(saved.read_text()).get("parameters") == full
-        if skip_finished and is_finished(folder) and same:
+        if skip_finished and is_finished(folder) and _ran_with(folder, source.stem, full, name):
             rows[name] = {
                 "status": "reused",
                 "seconds": json.loads((folder / DONE).read_text() or "{}").get("seconds"),

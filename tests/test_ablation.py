@@ -58,3 +58,17 @@ def test_the_runs_line_counts_each_status() -> None:
     runs = pd.DataFrame({"status": ["done", "reused", "failed", "done"]})
     assert runs_summary(runs, "out/02_train") == "4 runs (2 trained now, 1 reused, 1 failed) in out/02_train"
     assert runs_summary(runs.iloc[1:2], "x") == "1 run (1 reused) in x"
+
+
+def test_the_notebook_s_table_names_each_row_as_the_library_does() -> None:
+    import json
+    from pathlib import Path
+
+    notebook = json.loads(
+        (Path(__file__).resolve().parents[1] / "notebooks" / "04_ablation.ipynb").read_text()
+    )
+    story = "".join(notebook["cells"][0]["source"])
+    for key in ("last", "last+mid", "last+mask", "hmdrn"):
+        assert f"| `{key}` | {ABLATION_ROWS[key].name} |" in story, key
+    baselines = ", ".join(ABLATION_ROWS[key].name for key in ("frn", "bifrn", "protonet"))
+    assert f"| `frn`, `bifrn`, `protonet` | {baselines} |" in story

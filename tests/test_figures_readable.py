@@ -233,7 +233,7 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "parts": parts,
     "part areas": lambda: plot_part_areas(
         pd.DataFrame(
-            {"bird": rng.uniform(0.2, 0.5, 60), "discriminative parts": rng.uniform(0.01, 0.05, 60)}
+            {"bird": rng.uniform(20, 50, 60), "discriminative parts": rng.uniform(1, 5, 60)}  # percent
         ),
         "test",
     ),
@@ -262,8 +262,11 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "feature PCA": feature_pca,
     "pointing game": lambda: plot_pointing_game(
         pd.DataFrame(
-            {"parts": [0.4, 0.3, 0.35, 0.1], "parts_random": [0.1] * 4, "bird": [0.8, 0.7, 0.75, 0.5]}
-            | {"bird_random": [0.3] * 4, "queries": [40] * 4},
+            {"parts": [40.0, 30.0, 35.0, 10.0], "parts_random": [10.0] * 4, "bird": [80.0, 70.0, 75.0, 50.0]}
+            | {
+                "bird_random": [30.0] * 4,
+                "queries": [40] * 4,
+            },  # in percent, as pointing_game_table gives them
             index=["hmdrn", "frn", "bifrn", "protonet"],
         )
     ),

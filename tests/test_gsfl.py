@@ -455,3 +455,50 @@ def test_gsfl_features_and_few_shot_by_feature_are_the_model_s_own(tiny_birds: P
             s: r.accuracies.tolist() for s, r in again.items()
         }
     assert by_feature["d"][1].accuracies.tolist() != by_feature["raw"][1].accuracies.tolist()
+
+
+def test_the_plugin_comparison_trains_both_variants_alike_and_tests_them_on_the_same_episodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsl_core.engine import gsfl_study
+
+    trained, tested = [], []
+
+    def fake_train(**settings):  # noqa: ANN003, ANN202
+        trained.append(settings)
+        return type("Result", (), {"model": f"model of {Path(settings['run_dir']).name}"})()
+
+    def fake_evaluate_shots(model, data, shots, **settings):  # noqa: ANN001, ANN003, ANN202
+        tested.append((model, data, list(shots), settings))
+        return {shot: f"{model} at {shot}-shot" for shot in shots}
+
+    monkeypatch.setattr(gsfl_study, "train", fake_train)
+    monkeypatch.setattr(gsfl_study, "evaluate_shots", fake_evaluate_shots)
+    results = gsfl_study.hmdrn_with_and_without_gsfl(
+        "birds", [0, 1, 1, 0, 2], 3, "test set", [1, 5], tmp_path, episodes=59, way=4, shot=2, query=3, lr=0.05,
+        test_way=5, test_query=7, test_episodes=11, seed=9, device="cpu", threads=1, progress=False,
+    )  # fmt: skip
+    assert results == {
+        "hmdrn": {1: "model of hmdrn at 1-shot", 5: "model of hmdrn at 5-shot"},
+        "hmdrn_gsfl": {1: "model of hmdrn_gsfl at 1-shot", 5: "model of hmdrn_gsfl at 5-shot"},
+    }
+    plain, plugged = trained
+    assert plugged.pop("options") == {
+        "gsfl": {"num_classes": 5, "groups": 3, "class_groups": [0, 1, 1, 0, 2]}
+    }
+    assert plain.pop("options") == {}
+    assert (plain.pop("run_dir"), plugged.pop("run_dir")) == (
+        str(tmp_path / "hmdrn"),
+        str(tmp_path / "hmdrn_gsfl"),
+    )
+    assert plain == plugged == {  # one budget (59 episodes: 2 epochs of 29), one seed, the quick protocol
+        "protocol": "quick", "model": "hmdrn", "backbone": "conv4", "data_root": "birds", "image_size": 84,
+        "way": 4, "shot": 2, "query": 3, "sampler": "fixed", "episodes_per_epoch": 29, "epochs": 2, "lr": 0.05,
+        "val_every": 0, "seed": 9, "resume": False, "overwrite": True, "device": "cpu", "progress": False,
+        "threads": 1,
+    }  # fmt: skip
+    same = {"way": 5, "query": 7, "episodes": 11, "seed": 9, "device": "cpu", "progress": False}
+    assert tested == [
+        ("model of hmdrn", "test set", [1, 5], same),
+        ("model of hmdrn_gsfl", "test set", [1, 5], same),
+    ]

@@ -8,6 +8,7 @@ wrote.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from fsl_core.data import FewShotFolder, load_card, load_metadata
 from fsl_core.engine import evaluate
 from fsl_core.models import MODEL_NAMES, load_model
 from fsl_core.models.checkpoints import load_checkpoint
-from fsl_core.notebook_parameters import check_values, declared, parameters_cell
+from fsl_core.notebook_parameters import NOTEBOOKS, check_values, declared, parameters_cell
 from fsl_core.notebooks import (
     REPO_ROOT,
     NotebookRunError,
@@ -202,7 +203,7 @@ class FakePapermill:
 
     def __call__(self, source: str, output: str, **kwargs: Any) -> None:
         self.calls.append(kwargs)
-        for piece in self.PRINTED:
+        for piece in self.PRINTED if kwargs["stdout_file"] is not None else ():  # None: progress lines off
             kwargs["stdout_file"].write(piece)
         Path(output).write_text("{}")
         if self.writes_results:
@@ -279,6 +280,36 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
         == tmp_path / "runs/02_train/rel"
     )
     assert outputs_root() == REPO_ROOT / "outputs"  # the default, wherever the runner starts
+
+
+def test_a_sweep_reuses_a_finished_run_only_while_it_would_run_with_the_same_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakePapermill()
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+
+    def statuses() -> list[str]:
+        table = sweep(
+            "02_train", [{"data_root": "d"}], output_root=tmp_path / "out", max_workers=1, progress=False
+        )
+        return table["status"].tolist()
+
+    assert statuses() == ["done"] and statuses() == ["reused"] and len(fake.calls) == 1
+    # a default changed since the run finished: the sweep would now run something else, so it runs again
+    test_query = NOTEBOOKS["02_train"]["test_query"]
+    monkeypatch.setitem(NOTEBOOKS["02_train"], "test_query", dataclasses.replace(test_query, default=8))
+    assert statuses() == ["done"] and len(fake.calls) == 2
+    (folder,) = (tmp_path / "out" / "02_train").iterdir()
+    assert json.loads((folder / "config.json").read_text())["values"]["test_query"] == 8
+    (aside,) = folder.glob("replaced-*")  # the earlier run's files, kept
+    assert json.loads((aside / "config.json").read_text())["values"]["test_query"] == 16
+    # a run recorded before config.json held every value is compared on the parameters given
+    config = json.loads((folder / "config.json").read_text())
+    del config["values"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert statuses() == ["reused"]
 
 
 def test_a_run_of_the_runner_in_plain_lines_mode_keeps_the_prefix(
@@ -586,7 +617,8 @@ def test_data_explorer(executions: Executions, notebook_birds: Path) -> None:
     assert out["groups"] == 5 and out["image_size"] == {"width": [32, 32], "height": [32, 32]}
     truth = GroundTruth(FewShotFolder(notebook_birds, "test", transform=None))  # split's default: test
     assert out["part_share"] == part_area_shares(truth, per_class=3).mean().to_dict()
-    assert 0 < out["part_share"]["discriminative parts"] < out["part_share"]["bird"] < 100  # percent
+    assert 0 < out["part_share"]["discriminative parts"] < out["part_share"]["bird"] < 100
+    assert out["part_share"]["bird"] > 5  # percent: a bird covers more than a twentieth of its image
     nn = load_card(notebook_birds)["nn_pixel_5w1s"]  # the card records fractions; results, percentages
     assert out["nn_pixel_5w1s"] == {
         **nn,
@@ -777,6 +809,7 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
     )
     pd.testing.assert_frame_equal(pd.read_csv(folder / "pointing_game.csv"), again, check_dtype=False)
     table = pointing_game_table(again, list(models))
+    assert all(type(scores["queries"]) is int for scores in out["pointing_game"].values())
     assert out["pointing_game"] == {  # in percent, the queries a count
         name: {**{k: float(v) for k, v in row.items()}, "queries": 2 * 5 * 2}
         for name, row in table.iterrows()

@@ -83,6 +83,19 @@ def test_generated_set_layout_metadata_and_card(tiny_birds: Path) -> None:
     assert nn["chance"] == pytest.approx(1 / 3) and abs(nn["accuracy"] - nn["chance"]) < 0.1
     assert nn == birds.nn_pixel_accuracy(tiny_birds, "test", way=3, shot=1, query=16, episodes=1000, seed=0)
     assert "nearest neighbour on raw pixels" in (tiny_birds / "README.md").read_text()
+    # reported in percent, as every accuracy: the card's fractions times 100, the settings as they are
+    reported = birds.nn_baseline(card)
+    assert reported == {
+        **nn,
+        "accuracy": 100 * nn["accuracy"],
+        "ci95": 100 * nn["ci95"],
+        "chance": pytest.approx(100 / 3),
+    }
+    assert card["nn_pixel_5w1s"] == nn  # the card itself is left as it is
+    assert (
+        f"nearest neighbour on raw pixels, 3-way 1-shot, 1000 test episodes (5 queries per class): "
+        f"{reported['accuracy']:.2f} ± {reported['ci95']:.2f} % (chance 33 %)"
+    ) in birds.format_card(card)
     assert birds.is_complete(tiny_birds, birds.BirdSettings(**TINY_BIRDS))
 
 

@@ -16,6 +16,7 @@ from fsl_core.data import EpisodeSampler, FewShotFolder, eval_transform, load_me
 from fsl_core.data.transforms import denormalize
 from fsl_core.models import build_model
 from fsl_core.models.backbones import in_papers_form
+from fsl_core.runtime import evaluation_mode
 from fsl_core.viz import (
     EpisodeCAM,
     GroundTruth,
@@ -216,8 +217,8 @@ def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones
             "parts": hits + [True] * 20,
             "bird": [True] * 40,
             "no_peak": [False] * 40,
-            "parts_random": [0.25] * 40,
-            "bird_random": [0.5] * 40,
+            "parts_random": [25.0] * 40,  # percent, as pointing_game_records gives them
+            "bird_random": [50.0] * 40,
         }
     )
     table = pointing_game_table(records, ["hmdrn", "frn"])
@@ -514,3 +515,22 @@ def test_the_statistics_run_the_models_in_eval_mode_and_put_them_back(tiny_birds
     )
     assert len(records) == 2 * 3 * 2 and modes and not any(modes)
     assert hmdrn.training and protonet.training
+    # reported in percent: the accuracy and true-class-best rates over the 2 episodes' 6 queries each, and the
+    # chance of a random point on the parts
+    right, best = [], {}
+    with torch.no_grad(), evaluation_mode(hmdrn, "cpu"):
+        for g in range(2):
+            episode = load_episode(data, 3, 1, 2, seed=0, index=g)
+            logits, details = hmdrn(
+                episode.support_images, episode.support_labels, episode.query_images, return_details=True
+            )
+            right.append((logits.argmax(-1) == episode.query_labels).float())
+            for level in details["levels"]:
+                rate = true_class_best_rate(details["token_error"][level], episode.query_labels)
+                best.setdefault(level, []).append(rate)
+    assert first[0] == pytest.approx(100 * float(torch.cat(right).mean()))
+    assert first[1] == pytest.approx({level: 100 * sum(rates) / 2 for level, rates in best.items()})
+    queries = EpisodeSampler(data, 3, 1, 2, episodes=1, seed=0).episode(0)[3:]
+    marks = np.stack([truth.regions(index)[1] for index in queries])
+    chances = records[records["model"] == "hmdrn"]["parts_random"].tolist()
+    assert chances == pytest.approx((100 * random_point_rate(marks)).tolist()) and max(chances) > 1

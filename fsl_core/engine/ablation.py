@@ -10,6 +10,7 @@ mask, then both; FRN, BiFRN and ProtoNet complete the table. Each row is a model
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -56,11 +57,11 @@ def row_of_label(label: str) -> str:
     return label.rsplit("-seed", 1)[0]
 
 
-def runs_summary(runs: pd.DataFrame, notebook_runs: str) -> str:
+def runs_summary(runs: pd.DataFrame, folder: str | Path) -> str:
     """One line on the training runs of a sweep (``fsl_core.notebooks.sweep``'s table, column "status"): how many,
-    how many ran now, were reused or failed, and ``notebook_runs``, the folder holding them."""
+    how many ran now, were reused or failed, and ``folder``, the folder holding them."""
     counts = runs["status"].value_counts()
     words = {"done": "trained now", "reused": "reused", "failed": "failed"}
     parts = [f"{counts[status]} {word}" for status, word in words.items() if counts.get(status)]
     total = len(runs)
-    return f"{total} run{'s' * (total != 1)} ({', '.join(parts)}) in {notebook_runs}"
+    return f"{total} run{'s' * (total != 1)} ({', '.join(parts)}) in {folder}"

@@ -23,7 +23,7 @@ from .evaluate import EvalResult, evaluate_shots
 from .train import train
 
 EPISODES_PER_EPOCH = 20
-"""Episodes per epoch of ``hmdrn_with_and_without_gsfl``'s runs (the budget is split into epochs of this size)."""
+"""The epoch size that ``plugin_budget`` counts a training budget in."""
 
 
 def gsfl_features(
@@ -58,9 +58,9 @@ def few_shot_by_feature(
 
 
 def plugin_budget(episodes: int) -> tuple[int, int]:
-    """(epochs, episodes per epoch) of a training budget of ``episodes`` (at least 1): epochs of
-    ``EPISODES_PER_EPOCH`` episodes, ``episodes // epochs`` each, so that epochs × episodes per epoch ≤ episodes
-    (200 → (10, 20); 50 → (2, 25); 7 → (1, 7))."""
+    """(epochs, episodes per epoch) of a training budget of ``episodes`` (at least 1): as many epochs as whole
+    blocks of ``EPISODES_PER_EPOCH`` episodes fit (at least 1), the budget split evenly over them and the remainder
+    dropped (200 → (10, 20); 50 → (2, 25); 59 → (2, 29); 7 → (1, 7))."""
     if episodes < 1:
         raise ValueError(f"episodes={episodes}: a training budget needs at least 1 episode")
     epochs = max(1, episodes // EPISODES_PER_EPOCH)

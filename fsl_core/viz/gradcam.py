@@ -23,9 +23,10 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
+from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
 
+from .browser import load_episode
 from .parts import GroundTruth
 from .plots import (
     IMAGE_TEXT_SIZE,
@@ -194,7 +195,8 @@ def pointing_game(cams: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np
 
 
 def random_point_rate(masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
-    """Chance that a uniformly random point lies in each (dilated) region: its area share, (B,)."""
+    """Chance that a uniformly random point lies in each (dilated) region of ``masks`` (B, H, W): its area share,
+    (B,) fractions in [0, 1]."""
     return dilate(np.asarray(masks, dtype=bool), tolerance).reshape(len(masks), -1).mean(-1)
 
 
@@ -256,15 +258,17 @@ def plot_episode_cams(
     count: int,
     seed: int = 0,
     truth: GroundTruth | None = None,
-    device: torch.device | str = "cpu",
 ) -> Figure:
-    """``plot_cams`` of the first query of each of the first ``count`` classes of episode 0 of
-    ``EpisodeSampler(data, way, shot, query, seed=seed)`` (the episode ``load_episode`` draws with these settings):
-    for every model of ``models`` ({name: model}, each on ``device``), the Grad-CAM of the query's true class given
-    the episode's support set. Each query is titled with its class; with ``truth`` (the ground truth of ``data``'s
-    split), its discriminative parts are outlined."""
-    indices = EpisodeSampler(data, way, shot, query, episodes=1, seed=seed).episode(0)
-    episode = EpisodeCollate(way, shot, query)([data[i] for i in indices]).to(device)
+    """Grad-CAM figure of one episode: a row per shown query, its image (titled with its class, its discriminative
+    parts outlined in yellow when ``truth``, the ground truth of ``data``'s split, is given), then the map of every
+    model of ``models`` ({name: model}, each on its own device) for the query's true class given the episode's
+    support set (``plot_cams``).
+
+    The episode is ``load_episode(data, way, shot, query, seed)``: way classes of shot support and ``query`` query
+    images each; the queries shown are the first of each of its first ``count`` classes.
+    """
+    episode = load_episode(data, way, shot, query, seed=seed)
+    queries = EpisodeSampler(data, way, shot, query, episodes=1, seed=seed).episode(0)[way * shot :]
     shown = [c * query for c in range(min(count, way))]  # queries are class-major: the first of each class
     cams = {
         name: episode_cams(
@@ -277,9 +281,8 @@ def plot_episode_cams(
         for name, model in models.items()
     }
     titles = [data.classes[int(episode.class_ids[episode.query_labels[i]])] for i in shown]
-    queries = indices[way * shot :]
     regions = [truth.regions(queries[i])[1] for i in shown] if truth is not None else None
-    return plot_cams([episode.query_images[i].cpu() for i in shown], cams, titles=titles, regions=regions)
+    return plot_cams([episode.query_images[i] for i in shown], cams, titles=titles, regions=regions)
 
 
 __all__ = [

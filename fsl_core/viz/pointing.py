@@ -43,7 +43,7 @@ def pointing_game_records(
     device: str | torch.device = "auto",
 ) -> pd.DataFrame:
     """One row per model and query: model, episode, correct, parts, bird, no_peak (bools), parts_random and
-    bird_random (the probability that a random point hits, 0..1)."""
+    bird_random (the chance that a uniformly random point hits the query's parts or bird, in percent)."""
     device = resolve_device(device)
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes, seed=seed)
     records = []
@@ -84,8 +84,8 @@ def pointing_game_records(
                             "parts": bool(part_hit[q]),
                             "bird": bool(bird_hit[q]),
                             "no_peak": bool(empty[q]),
-                            "parts_random": float(part_chance[q]),
-                            "bird_random": float(bird_chance[q]),
+                            "parts_random": 100.0 * float(part_chance[q]),
+                            "bird_random": 100.0 * float(bird_chance[q]),
                         }
                     )
     return pd.DataFrame(records)
@@ -109,7 +109,8 @@ def pointing_game_table(records: pd.DataFrame, order: list[str]) -> pd.DataFrame
     """The mean of each measure per model (rows in ``order``) in percent, and ``queries``: the number of queries
     behind them (``records``: ``pointing_game_records``, one 0/1 hit or random rate per query and measure)."""
     grouped = records.groupby("model", sort=False)
-    table = 100.0 * grouped[MEASURES].mean()
+    table = grouped[MEASURES].mean()
+    table[list(_COUNTED)] *= 100.0  # the share of queries that hit; the random chances are in percent already
     table["queries"] = grouped.size()
     return table.reindex(order)
 

@@ -42,7 +42,9 @@ def best_reconstructing_class(token_error: Tensor) -> Tensor:
 
 
 def true_class_best_rate(token_error: Tensor, query_labels: Tensor) -> float:
-    """Share of queries whose own class reconstructs them best (lowest summed token error)."""
+    """Share of queries whose own class reconstructs them best (lowest summed token error), a fraction in [0, 1]
+    (``reconstruction_statistics`` reports it in percent); token_error: (n_query, way, N), query_labels:
+    (n_query,)."""
     return float((best_reconstructing_class(token_error).cpu() == query_labels.cpu()).float().mean())
 
 

@@ -23,7 +23,8 @@ def nn_pixel_accuracy(
 ) -> dict[str, float]:
     """Mean accuracy and 95% CI of nearest-neighbour (Euclidean, raw pixels) few-shot classification.
 
-    Support prototypes are the mean pixel vectors of each class's ``shot`` images.
+    Support prototypes are the mean pixel vectors of each class's ``shot`` images. Accuracy, ci95 and chance are
+    fractions in [0, 1], as the data set card records them (``nn_baseline`` gives them in percent).
     """
     folder = Path(root) / split
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
