@@ -418,3 +418,21 @@ def test_class_colours_of_the_feature_pca_are_not_the_group_colours() -> None:
     ]
     assert len(drawn[0]) == 4 and len(drawn[1]) == 10  # 4 groups; the first 10 classes
     assert not drawn[0] & drawn[1]
+
+
+def test_a_dead_shared_part_is_said_not_plotted_as_one_point() -> None:
+    labels = np.repeat(np.arange(12), 6)
+    features = {"s": np.zeros((72, 16)), "d": rng.normal(size=(72, 16))}
+    figure = plot_feature_pca(
+        features, labels, np.arange(12) % 4, dict(enumerate(GROUPS[:4])), [*NAMES, "x", "y"]
+    )
+    (s_group, d_group), (s_class, d_class) = np.asarray(figure.axes[:4], dtype=object).reshape(2, 2)
+    for ax in (s_group, s_class):
+        assert not ax.collections and not ax.axison
+        assert (
+            " ".join(t.get_text() for t in ax.texts).split()
+            == "s is 0 for every image: nothing to project".split()
+        )
+    assert (
+        s_group.get_title() == "s: coloured by true group" and len(d_group.collections[0].get_offsets()) == 72
+    )

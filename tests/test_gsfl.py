@@ -371,7 +371,7 @@ def test_notebook_07_runs_with_tiny_parameters(tmp_path):
     assert answers["1. "]["evidence"] == "the true K, 5, was not among those tried ([1, 3])"
     assert f"s→group {results['probes']['s_to_group']:.1f} [" in answers["2. "]["evidence"]
     hmdrn = results["hmdrn_plugin"]["hmdrn"]["1"]
-    assert f"HMDRN {hmdrn['mean']:.1f} ± {hmdrn['ci95']:.1f}: difference " in answers["4. "]["evidence"]
+    assert f"HMDRN {hmdrn['mean']:.1f} ± {hmdrn['ci95']:.1f} %: difference " in answers["4. "]["evidence"]
     assert "over the same 20 episodes" in answers["4. "]["evidence"]
     assert results["summary"] == {
         q: f"{r['answer']}: {r['evidence']}" for q, r in ((r["question"], r) for r in results["answers"])
@@ -403,15 +403,15 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
     )
     # 3a-4: paired differences over the same episodes
     assert (
-        "1-shot: d 71.5 ± 1.4, s+d 70.5 ± 1.4: difference +1.0 ± 0.0 over the same 600 episodes"
+        "1-shot: d 71.5 ± 1.4 %, s+d 70.5 ± 1.4 %: difference +1.0 ± 0.0 points over the same 600 episodes"
         in rows[2]["evidence"]
     )
     assert (
-        "1-shot: d 71.5 ± 1.4, raw 71.5 ± 1.4: difference +0.0 ± 0.4 over the same 600 episodes"
+        "1-shot: d 71.5 ± 1.4 %, raw 71.5 ± 1.4 %: difference +0.0 ± 0.4 points over the same 600 episodes"
         in rows[3]["evidence"]
     )
     assert rows[4]["evidence"].startswith(
-        "1-shot: HMDRN + GSFL 62.5 ± 1.4, HMDRN 71.5 ± 1.4: difference -9.0 ± 0.0"
+        "1-shot: HMDRN + GSFL 62.5 ± 1.4 %, HMDRN 71.5 ± 1.4 %: difference -9.0 ± 0.0 points"
     )
     # other episodes (another seed): the results' own intervals decide
     plugin["hmdrn"][1] = result(d, seed=1)
@@ -425,6 +425,29 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
     assert wider[0]["evidence"] == "the true K, 10, was not among those tried ([3])"
     assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "partly"
     assert gsfl_answers({10: 0.1}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "no"
+    # a shared part that is 0 on every held-out image says nothing about s: questions 2 and 3a are not answerable
+    dead = gsfl_answers({10: 0.85}, 10, probes, 300, few_shot, plugin, shared=np.zeros((300, 16)))
+    assert [row["answer"] for row in dead] == [
+        "yes",
+        "not answerable",
+        "not answerable",
+        "not shown",
+        "not shown",
+    ]
+    assert (
+        dead[1]["evidence"]
+        == dead[2]["evidence"]
+        == (
+            "s is 0 for every one of the 300 held-out images (the shared encoder's ReLU gives no output, as when the "
+            "group patterns it is pulled to are still near 0): s carries nothing and s+d is d; train GSFL longer "
+            "(stage1_epochs, stage2_epochs)"
+        )
+    )
+    alive = np.zeros((300, 16))
+    alive[7, 3] = 0.01  # one image with a shared part: the questions are read from the numbers
+    assert [
+        row["answer"] for row in gsfl_answers({10: 0.85}, 10, probes, 300, few_shot, plugin, shared=alive)
+    ][1:3] == ["not shown", "yes"]
 
 
 def test_the_plugin_budget_splits_episodes_into_epochs_of_twenty() -> None:

@@ -235,12 +235,15 @@ def _compare_episodes(name_a: str, a: Any, name_b: str, b: Any) -> tuple[int, st
     difference of their per-episode accuracies, mean ± 1.96·std/√n, decides; otherwise whether their own
     95 % intervals are apart. → (+1 / -1 / 0, the evidence in words)."""
     same = (a.seed, a.episodes, a.way, a.query) == (b.seed, b.episodes, b.way, b.query)
-    shown = f"{name_a} {a.mean:.1f} ± {a.ci95:.1f}, {name_b} {b.mean:.1f} ± {b.ci95:.1f}"
+    shown = f"{name_a} {a.mean:.1f} ± {a.ci95:.1f} %, {name_b} {b.mean:.1f} ± {b.ci95:.1f} %"
     if same and len(a.accuracies) == len(b.accuracies) == a.episodes:
         difference = np.asarray(a.accuracies, dtype=np.float64) - np.asarray(b.accuracies, dtype=np.float64)
         mean, half = float(difference.mean()), 1.96 * float(difference.std()) / np.sqrt(len(difference))
         sign = _apart(mean - half, mean + half, 0.0, 0.0)
-        return sign, f"{shown}: difference {mean:+.1f} ± {half:.1f} over the same {a.episodes} episodes"
+        return (
+            sign,
+            f"{shown}: difference {mean:+.1f} ± {half:.1f} points over the same {a.episodes} episodes",
+        )
     sign = _apart(a.mean - a.ci95, a.mean + a.ci95, b.mean - b.ci95, b.mean + b.ci95)
     return sign, f"{shown}: intervals {'apart' if sign else 'overlapping'}"
 
@@ -252,13 +255,16 @@ def gsfl_answers(
     held_images: int,
     few_shot: dict[str, dict[int, Any]],
     plugin: dict[str, dict[int, Any]],
+    shared: np.ndarray | None = None,
 ) -> list[dict[str, str]]:
     """What a GSFL run's numbers say about the claims of GSFL-Net (Li & Monga, "Group based Shared Feature
     Learning for Fine-grained Image Classification", BMVC 2019), one row per question: ``question``,
     ``answer`` and ``evidence`` (the numbers).
 
     Answers: "yes"; "no" (the opposite holds, significantly); "not shown" (the difference is within the
-    noise, or question 1's true K was not tried); for question 1 also "partly" (ARI from 0.3 to 0.8).
+    noise, or question 1's true K was not tried); for question 1 also "partly" (ARI from 0.3 to 0.8); for
+    questions 2 and 3a "not answerable" when ``shared`` is 0 everywhere: a shared encoder whose ReLU gives no
+    output carries nothing, and s+d is d, so nothing can be read about s.
     Probes (held-out accuracy on ``held_images`` images) compare by their Wilson 95 % intervals; few-shot
     results on the same episodes by the 95 % interval of their paired per-episode difference.
 
@@ -267,6 +273,7 @@ def gsfl_answers(
         probes: ``feature_probes`` accuracies (%) with keys s_to_group, d_to_group, s_to_class, d_to_class.
         few_shot: {"d" | "sd" | "raw": {shot: EvalResult}} on novel classes.
         plugin: {"hmdrn" | "hmdrn_gsfl": {shot: EvalResult}}.
+        shared: (N, dim) the shared part s of the held-out images (``model.decompose``), to tell a dead encoder.
     """
 
     def verdict(signs: set[int]) -> str:
@@ -284,13 +291,21 @@ def gsfl_answers(
         )
     rows.append({"question": "1. K-means recovers the true groups", "answer": answer, "evidence": evidence})
 
+    dead = shared is not None and not np.any(shared)
+    dead_words = (
+        f"s is 0 for every one of the {len(shared) if shared is not None else 0} held-out images (the shared "
+        "encoder's ReLU gives no output, as when the group patterns it is pulled to are still near 0): s carries "
+        "nothing and s+d is d; train GSFL longer (stage1_epochs, stage2_epochs)"
+    )
     group_sign, group_words = _compare_probes(probes, "s_to_group", "d_to_group", held_images)
     class_sign, class_words = _compare_probes(probes, "d_to_class", "s_to_class", held_images)
     rows.append(
         {
             "question": "2. s carries the group and d the class",
-            "answer": verdict({group_sign, class_sign}),
-            "evidence": f"{group_words}; {class_words} (held-out accuracy %, {held_images} images, Wilson 95 % intervals)",
+            "answer": "not answerable" if dead else verdict({group_sign, class_sign}),
+            "evidence": dead_words
+            if dead
+            else f"{group_words}; {class_words} (held-out accuracy %, {held_images} images, Wilson 95 % intervals)",
         }
     )
 
@@ -300,6 +315,9 @@ def gsfl_answers(
         ("3b. d beats the raw backbone feature in few-shot episodes", few_shot, "d", "raw"),
         ("4. the plug-in helps HMDRN", plugin, "hmdrn_gsfl", "hmdrn"),
     ):
+        if dead and b == "sd":
+            rows.append({"question": question, "answer": "not answerable", "evidence": dead_words})
+            continue
         signs, words = set(), []
         for shot in results[a]:
             sign, text = _compare_episodes(names[a], results[a][shot], names[b], results[b][shot])

@@ -12,7 +12,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from .plots import MAX_FIGURE_WIDTH, legend_outside, readable, wrap_label
+from .plots import MAX_FIGURE_WIDTH, legend_outside, readable, say_instead, wrap_label
 
 
 def plot_ari_per_k(table: pd.DataFrame, true_groups: int) -> Figure:
@@ -67,7 +67,8 @@ def plot_feature_pca(
     Top row coloured by true group (``group_of``: the group of each class), bottom row by class (the first
     ``shown_classes`` classes): s should cluster by group, d by class. The classes take colours of their own
     (evenly spaced hues), none of the groups', so a class is not read as the group of the same colour. The
-    legends stand right of the panels.
+    legends stand right of the panels. A feature with the same value for every image (a shared encoder that
+    gives no output: s = 0) gets a sentence instead of its panels.
     """
     shown = np.isin(labels, np.unique(labels)[:shown_classes])
     class_colours = sns.husl_palette(len(np.unique(labels[shown])), l=0.55)
@@ -75,12 +76,12 @@ def plot_feature_pca(
     axes = fig.subplots(2, 2)
     for column, feature in enumerate(("s", "d")):
         values = features[feature]
-        spread = values.std(0).sum() > 0
-        points = (
-            PCA(n_components=2, random_state=seed).fit_transform(values)
-            if spread
-            else np.zeros((len(values), 2))
-        )
+        if not values.std(0).sum() > 0:  # one point: say so instead of plotting it
+            same = "0" if not np.any(values) else "one value"
+            for row, title in ((0, f"{feature}: coloured by true group"), (1, f"{feature}: by class")):
+                say_instead(axes[row, column], f"{feature} is {same} for every image: nothing to project", title)
+            continue
+        points = PCA(n_components=2, random_state=seed).fit_transform(values)
         frame = pd.DataFrame(
             {
                 "PC1": points[:, 0],
