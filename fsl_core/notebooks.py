@@ -59,6 +59,7 @@ from fsl_core.notebook_parameters import (
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, plain_lines, report, tqdm
 from fsl_core.run_folder import RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import (
+    THREADS_REASON,
     atomic_write_bytes,
     atomic_write_json,
     checked_checkpoint_file,
@@ -582,12 +583,19 @@ def sweep_run_name(varying: Mapping[str, Any], parameters: Mapping[str, Any]) ->
 
 
 @contextlib.contextmanager
-def _threads_per_kernel(threads: int) -> Iterator[None]:
-    """Kernels started meanwhile use ``threads`` intra-op threads (they inherit the environment)."""
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+def _threads_per_kernel(kernels: int) -> Iterator[None]:
+    """Kernels started meanwhile, ``kernels`` at a time, share the usable cores: each uses cores // kernels
+    intra-op threads (they inherit the environment), and says why (``THREADS_REASON``). An ``OMP_NUM_THREADS``
+    the environment already sets is kept."""
+    cores = usable_cpu_cores()
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", THREADS_REASON)
     saved = {name: os.environ.get(name) for name in names}
-    for name in names:
-        os.environ.setdefault(name, str(threads))
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ[THREADS_REASON] = (
+            f"the sweep's share of {cores} cores, {kernels} kernel{'s' * (kernels != 1)} at a time"
+        )
+    for name in names[:2]:
+        os.environ.setdefault(name, str(max(1, cores // kernels)))
     try:
         yield
     finally:
@@ -639,7 +647,9 @@ def sweep(
         notebook: the notebook to run (e.g. ``02_train``).
         grid: a list of parameter dicts, or a dict of value lists (Cartesian product). A ``label`` key names
             the run instead of the varying values (it is not passed to the notebook).
-        max_workers: kernels running at once (each is its own process; intra-op threads are split evenly).
+        max_workers: kernels running at once (each is its own process). The usable cores are split evenly between
+            the kernels that run at once (fewer than max_workers when fewer runs are pending), unless the
+            environment sets OMP_NUM_THREADS; each kernel's training says which share it took.
         skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters (and, where its config.json
             records every value, the same values: a run finished before a default changed is run again). Any other run whose
             folder exists (a failed or interrupted attempt) is run again after its files are moved aside into
@@ -719,9 +729,11 @@ def sweep(
                 "error": f"{error.ename}: {error.evalue}",
             }
 
-    threads = max(1, usable_cpu_cores() // max_workers)
     if pending:
-        with _threads_per_kernel(threads), ThreadPoolExecutor(max_workers=max_workers) as pool:
+        with (
+            _threads_per_kernel(min(max_workers, len(pending))),
+            ThreadPoolExecutor(max_workers=max_workers) as pool,
+        ):
             futures = {pool.submit(one, name, full): name for name, full in pending}
             for future in tqdm(
                 as_completed(futures), total=len(futures), desc=f"{source.stem} runs", disable=not progress

@@ -116,6 +116,11 @@ def local_processes() -> int:
     return int(local) if local.isdigit() and int(local) > 0 else 1
 
 
+THREADS_REASON = "FSL_CORE_THREADS_REASON"
+"""The environment variable that says why ``OMP_NUM_THREADS`` is set, when a parent set it for its children (a
+sweep sharing the cores between its kernels); ``choose_cpu_threads`` gives it as the reason."""
+
+
 def choose_cpu_threads(threads: int = 0) -> tuple[int, str]:
     """The number of intra-op CPU threads ``use_cpu_threads(threads)`` sets, and why, in words.
 
@@ -140,7 +145,7 @@ def choose_cpu_threads(threads: int = 0) -> tuple[int, str]:
                 f"OMP_NUM_THREADS={setting!r} in the environment is not a positive integer; set it to the "
                 "number of threads, unset it (every core), or give threads explicitly"
             )
-        return int(setting), "OMP_NUM_THREADS of the environment"
+        return int(setting), os.environ.get(THREADS_REASON) or "OMP_NUM_THREADS of the environment"
     total = os.cpu_count() or cores
     return (
         cores,

@@ -24,7 +24,7 @@ import pytest
 from conftest import snapshot
 
 import fsl_core.notebooks as notebooks_module
-from fsl_core import progress
+from fsl_core import progress, runtime
 from fsl_core.data import FewShotFolder, load_card, load_metadata
 from fsl_core.engine import evaluate
 from fsl_core.models import MODEL_NAMES, load_model
@@ -310,6 +310,40 @@ def test_a_sweep_reuses_a_finished_run_only_while_it_would_run_with_the_same_val
     del config["values"]
     (folder / "config.json").write_text(json.dumps(config))
     assert statuses() == ["reused"]
+
+
+def test_a_sweep_shares_the_cores_between_the_kernels_it_runs_at_once_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+
+    def kernel(source: str, output: str, **kwargs: Any) -> None:
+        seen.append(runtime.choose_cpu_threads(0))  # what the kernel's training would use and print
+        Path(output).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", kernel)
+    monkeypatch.setattr(notebooks_module, "usable_cpu_cores", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    grid = [{"data_root": "d", "seed": seed} for seed in range(3)]
+    sweep("02_train", grid[:1], output_root=tmp_path / "out", max_workers=2, progress=False)
+    assert seen == [(4, "the sweep's share of 4 cores, 1 kernel at a time")]  # one run: every core
+    sweep(
+        "02_train", grid, output_root=tmp_path / "out", max_workers=2, progress=False
+    )  # the first is reused
+    assert seen[1:] == [(2, "the sweep's share of 4 cores, 2 kernels at a time")] * 2
+    assert "OMP_NUM_THREADS" not in os.environ and runtime.THREADS_REASON not in os.environ  # put back
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept, and named as theirs
+    sweep(
+        "02_train",
+        [{"data_root": "d", "seed": 7}],
+        output_root=tmp_path / "out",
+        max_workers=2,
+        progress=False,
+    )
+    assert seen[-1] == (3, "OMP_NUM_THREADS of the environment")
 
 
 def test_a_run_of_the_runner_in_plain_lines_mode_keeps_the_prefix(

@@ -79,7 +79,9 @@ def plot_feature_pca(
         if not values.std(0).sum() > 0:  # one point: say so instead of plotting it
             same = "0" if not np.any(values) else "one value"
             for row, title in ((0, f"{feature}: coloured by true group"), (1, f"{feature}: by class")):
-                say_instead(axes[row, column], f"{feature} is {same} for every image: nothing to project", title)
+                say_instead(
+                    axes[row, column], f"{feature} is {same} for every image: nothing to project", title
+                )
             continue
         points = PCA(n_components=2, random_state=seed).fit_transform(values)
         frame = pd.DataFrame(
