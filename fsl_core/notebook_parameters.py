@@ -8,7 +8,9 @@ Everything else follows from these declarations:
   and raises one ``ValueError`` naming each wrong parameter, what was expected and, for a misspelt choice,
   the closest one;
 - the notebook runner checks the values it is given with ``check_values`` before a kernel starts, and
-  ``--help-notebook`` lists the declarations.
+  ``--help-notebook`` lists the declarations;
+- the episodes a notebook will draw (``episodes_drawn``) are checked against its data set as it is on disk, so a
+  way above a split's classes is refused at once, not after a model was trained.
 
 Settings that are also training settings take their help text from ``fsl_core.engine.TrainConfig``.
 """
@@ -20,6 +22,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +32,7 @@ from fsl_core.engine.config import PROTOCOLS, TrainConfig, check_setting_names, 
 from fsl_core.models import MODEL_NAMES, check_model_options
 from fsl_core.runtime import did_you_mean
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("conv4", "resnet12")
 SPLITS = ("train", "val", "test")
 TRAINED_HERE = ("protonet", "frn", "bifrn", "hmdrn")  # the models a notebook trains with the episodic engine
@@ -594,6 +598,120 @@ def _number_in_text(text: str) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
+@dataclass(frozen=True)
+class EpisodesDrawn:
+    """Episodes a notebook draws from one split: ``way`` classes of ``images`` images each; ``way`` and each part
+    of ``images`` are (what sets it: a parameter's name, or words naming a fixed number, its value)."""
+
+    split: str
+    way: tuple[str, int]
+    images: tuple[tuple[str, int], ...]
+
+
+def _brief_training(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
+    """The episodes of ``fsl_core.engine.brief_training``: 5-way 5-shot, ``train_query`` queries, train and val."""
+    fixed = (("the brief training's shot", 5), ("train_query", values["train_query"]))
+    return [EpisodesDrawn(split, ("the brief training's way", 5), fixed) for split in ("train", "val")]
+
+
+def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None, list[EpisodesDrawn]]:
+    """The data set folder (as given) notebook ``notebook`` draws episodes from with parameter ``values``, and the
+    episodes it draws there whose way, shot or query a parameter sets; (None, []) when it draws from a folder
+    named elsewhere (03 without data_root: the checkpoint's), or sizes its episodes itself (01's browser, 02's
+    training checks its own before it starts)."""
+    v = values
+    if notebook == "00_quickstart":
+        test = (("the evaluation's shot", 5), ("eval_query", v["eval_query"]))
+        return v["data_root"], [
+            EpisodesDrawn("train", ("way", v["way"]), (("shot", v["shot"]), ("query", v["query"]))),
+            *(EpisodesDrawn(split, ("the evaluation's way", 5), test) for split in ("val", "test")),
+        ]
+    if notebook == "03_evaluate" and v["data_root"]:
+        confusion = v["confusion_shot"] if v["confusion_episodes"] else 0
+        shot = ("shots", max(v["shots"])) if max(v["shots"]) >= confusion else ("confusion_shot", confusion)
+        return v["data_root"], [EpisodesDrawn(v["split"], ("way", v["way"]), (shot, ("query", v["query"])))]
+    if notebook == "04_ablation":
+        test = (("test_shots", max(v["test_shots"])), ("test_query", v["test_query"]))
+        return v["data_root"], [
+            EpisodesDrawn("train", ("way", v["way"]), (("shot", v["shot"]), ("query", v["query"]))),
+            EpisodesDrawn(
+                "val",
+                ("the validation's way", 5),
+                (("the validation's shot", 5), ("test_query", v["test_query"])),
+            ),
+            EpisodesDrawn("test", ("the test's way", 5), test),
+        ]
+    if notebook == "05_masks_and_reconstructions":
+        shown = EpisodesDrawn(v["split"], ("way", v["way"]), (("shot", v["shot"]), ("query", v["query"])))
+        return v["data_root"], [shown, *(_brief_training(v) if not v["checkpoint"] else [])]
+    if notebook == "06_gradcam":
+        pointing = EpisodesDrawn(
+            v["split"],
+            ("way", v["way"]),
+            (("shot", v["shot"]), ("pointing_query", max(v["pointing_query"], 2))),
+        )
+        brief = _brief_training(v) if set(v["models"]) - set(v["checkpoints"]) else []
+        return v["data_root"], [pointing, *brief]
+    if notebook == "07_gsfl" and not v["birds_settings"]:
+        test = (("shots", max(v["shots"])), ("query", v["query"]))
+        hmdrn = (("hmdrn_shot", v["hmdrn_shot"]), ("hmdrn_query", v["hmdrn_query"]))
+        return v["data_root"] or "data/birds", [
+            EpisodesDrawn("test", ("way", v["way"]), test),
+            EpisodesDrawn("train", ("hmdrn_way", v["hmdrn_way"]), hmdrn),
+        ]
+    if notebook == "08_your_images":
+        example = (("shots", v["shots"]),) + ((("queries", v["queries"]),) if not v["query_dir"] else ())
+        drawn = [EpisodesDrawn("test", ("way", v["way"]), example)] if not v["support_dir"] else []
+        return v["data_root"], drawn + (_brief_training(v) if not v["checkpoint"] else [])
+    return None, []
+
+
+def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
+    """Why the episodes of ``episodes_drawn`` cannot be drawn from the data set as it is on disk (a way above a
+    split's classes, images per class above its smallest class); none when the folder does not exist yet (the
+    notebook generates the birds set) or is not a few-shot layout (the kernel says why). A relative data set path
+    is taken from the repository root, as in the kernel (the runner passes absolute ones)."""
+    from fsl_core.data.folder import FewShotDataError, FewShotFolder
+
+    folder, drawn = episodes_drawn(notebook, values)
+    if folder is None:
+        return []
+    root = REPO_ROOT / Path(folder).expanduser()
+    problems, sizes = [], {}
+    for episodes in drawn:
+        if episodes.split not in sizes:
+            try:
+                data = FewShotFolder(root, episodes.split, transform=None, verify=False)
+            except (FewShotDataError, OSError):
+                return []
+            sizes[episodes.split] = sorted(
+                (len(members), data.classes[c]) for c, members in enumerate(data.indices_by_class())
+            )
+        counts = sizes[episodes.split]
+        where = f"{root}/{episodes.split}"
+        way_name, way = episodes.way
+        if way > len(counts):
+            settable = way_name in NOTEBOOKS[notebook]
+            problems.append(
+                f"{way_name} {way}: {where} has {len(counts)} classes; "
+                + (
+                    f"use {way_name} <= {len(counts)}"
+                    if settable
+                    else "it needs a data set with more classes"
+                )
+            )
+        need = sum(value for _, value in episodes.images)
+        smallest, name = counts[0]
+        if need > smallest:
+            parts = " + ".join(f"{label} {value}" for label, value in episodes.images)
+            settable = [label for label, _ in episodes.images if label in NOTEBOOKS[notebook]]
+            problems.append(
+                f"{parts} = {need} images per class, but the smallest class of {where} has {smallest} ({name}); "
+                f"lower {' or '.join(settable)}"
+            )
+    return list(dict.fromkeys(problems))
+
+
 def _relations(notebook: str, values: Mapping[str, Any]) -> list[str]:
     """Problems that involve several parameters of ``notebook``."""
     problems = []
@@ -692,6 +810,8 @@ def check_values(notebook: str, values: Mapping[str, Any], unknown_hint: str = "
     problems += [p for name, parameter in spec.items() if (p := parameter.problem(name, merged[name]))]
     if not problems:
         problems = _relations(notebook, merged)
+    if not problems:  # the values are right: can the data set give the episodes they ask for?
+        problems = _episode_problems(notebook, merged)
     if problems:
         raise ParameterError(notebook, problems)
     return SimpleNamespace(**merged)

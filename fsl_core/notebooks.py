@@ -447,9 +447,9 @@ def run(
             f"<output root>/{name}/<run name>; choose it with "
             + way_out("output_root= and run_name=", "--output-root and --run-name")
         )
-    check_parameters(source, parameters)
     given = parameters
-    parameters = absolute_path_parameters(source, parameters)
+    parameters = absolute_path_parameters(source, parameters)  # first: the checks read the data set there
+    check_parameters(source, parameters)
     _refuse_missing_paths(name, parameters, given)
     run_name = run_name or default_run_name()
     if not _RUN_NAME.match(run_name):
@@ -676,8 +676,8 @@ def sweep(
     for i, combo in enumerate(combos):
         values = {k: v for k, v in _plain(combo).items() if k != "label"}
         full = {**shared, **values}
-        check_parameters(source, full)
         absolute = absolute_path_parameters(source, full)  # here: the kernels' runs may change the folder
+        check_parameters(source, absolute)
         _refuse_missing_paths(source.stem, absolute, full)  # before any run of the sweep starts
         full = absolute
         name = run_names[i] if run_names is not None else sweep_run_name(_plain(combo), full)

@@ -214,3 +214,48 @@ def test_an_optional_path_says_which_empty_value_it_takes() -> None:
         .expected()
         .endswith(", or None (the data set the checkpoint's run trained on)")
     )
+
+
+def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
+    tiny_birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiny set: 3 classes of 6 images in each split."""
+    birds = str(tiny_birds)
+    cases = {
+        ("05_masks_and_reconstructions", "way", 4, 3): f"way 4: {birds}/test has 3 classes; use way <= 3",
+        ("06_gradcam", "pointing_query", 6, 5): (
+            f"shot 1 + pointing_query 6 = 7 images per class, but the smallest class of {birds}/test has 6 ("
+        ),
+        ("08_your_images", "shots", 5, 4): (
+            f"shots 5 + queries 2 = 7 images per class, but the smallest class of {birds}/test has 6 ("
+        ),
+        ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way 4: {birds}/train has 3 classes; use hmdrn_way <= 3",
+    }
+    fits = {
+        "way": 3,
+        "checkpoint": "x.pt",
+        "checkpoints": {m: "x.pt" for m in ("protonet", "frn", "bifrn", "hmdrn")},
+    }
+    for (notebook, name, value, fitting), message in cases.items():
+        small = {"shots": [1], "query": 2, "hmdrn_shot": 1, "hmdrn_query": 2} if notebook == "07_gsfl" else {}
+        values = {"data_root": birds, **{k: v for k, v in fits.items() if k in declared(notebook)}, **small}
+        values[name] = value
+        with pytest.raises(ParameterError) as error:
+            check_values(notebook, values)
+        assert message in str(error.value), notebook
+        check_values(notebook, {**values, name: fitting})  # one less fits
+    # a fixed number the notebook draws is named as such, and the parameter that can make room for it
+    with pytest.raises(ParameterError, match=(
+        r"the brief training's shot 5 \+ train_query 8 = 13 images per class, but the smallest class of .*/train "
+        r"has 6 \(.*\); lower train_query"
+    )):  # fmt: skip
+        check_values("05_masks_and_reconstructions", {"data_root": birds, "way": 3})
+    # the runner: a relative path is taken from where it is started, and nothing runs
+    monkeypatch.chdir(tiny_birds.parent)
+    started = []
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: started.append(a))
+    argv = ["05", "-p", "data_root", tiny_birds.name, "-p", "checkpoint", str(tmp_path / "x.pt")]
+    (tmp_path / "x.pt").write_bytes(b"")
+    assert main([*argv, "-p", "way", "5", "--output-root", str(tmp_path / "out")]) == 1
+    assert f"way 5: {birds}/test has 3 classes; use way <= 3" in capsys.readouterr().err
+    assert not started and not (tmp_path / "out").exists()

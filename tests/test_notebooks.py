@@ -485,7 +485,7 @@ def _runs(data: str, root: Path) -> dict[str, tuple[str, dict[str, Any], str | N
         ),
         "unreadable-checkpoint": (
             "03_evaluate",
-            dict(data_root=data, checkpoint=str(text_file(root / "notes.pt"))),
+            dict(data_root=data, checkpoint=str(text_file(root / "notes.pt")), query=4),  # 5 + 4 ≤ 12 images
             None,
         ),
         "evaluate": (
