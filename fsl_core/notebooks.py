@@ -307,12 +307,18 @@ def every_value(
     name: str, parameters: Mapping[str, Any], run_dir: Path, run_name: str
 ) -> dict[str, Any] | None:
     """Every parameter of the project notebook ``name`` with the value its run uses: ``parameters`` (as the runner
-    passes them) over the declared defaults, and the injected ``run_dir`` and ``run_name``. config.json records it
-    as ``values``, so that a run says what it ran with even after a default changes. None for another notebook,
-    whose defaults are source text, not values."""
+    passes them) over the declared defaults (a relative default path made absolute from the repository root, as the
+    kernel reads it), and the injected ``run_dir`` and ``run_name``. config.json records it as ``values``, so that a
+    run says what it ran with even after a default changes. None for another notebook, whose defaults are source
+    text, not values."""
     if name not in NOTEBOOKS:
         return None
-    defaults = {key: parameter.default for key, parameter in declared(name).items()}
+    defaults = {
+        key: str(repo_path(parameter.default))
+        if parameter.kind == "path" and isinstance(parameter.default, str) and parameter.default
+        else parameter.default
+        for key, parameter in declared(name).items()
+    }
     return _plain({**defaults, **parameters, "run_dir": run_dir, "run_name": run_name})
 
 

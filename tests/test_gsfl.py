@@ -378,6 +378,17 @@ def test_notebook_07_runs_with_tiny_parameters(tmp_path):
     }
     for name in ("ari_per_k.png", "probes.png", "accuracy.png", "hmdrn_plugin.png", "pca.png"):
         assert (folder / name).stat().st_size > 1000, name
+    # the tables behind the figures, as CSV files: the same numbers as results.json
+    import pandas as pd
+
+    assert pd.read_csv(folder / "ari_per_k.csv")["ARI"].tolist() == [results["ari"]["1"], results["ari"]["3"]]
+    assert pd.read_csv(folder / "probes.csv", index_col="probe").iloc[:, 0].to_dict() == results["probes"]
+    few_shot = pd.read_csv(folder / "few_shot.csv")
+    assert few_shot["mean"].tolist() == [results["few_shot"][f]["1"]["mean"] for f in ("d", "sd", "raw")]
+    plugin = pd.read_csv(folder / "hmdrn_plugin.csv")
+    assert plugin["mean"].tolist() == [
+        results["hmdrn_plugin"][v]["1"]["mean"] for v in ("hmdrn", "hmdrn_gsfl")
+    ]
 
 
 def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:

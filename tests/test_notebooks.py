@@ -242,6 +242,10 @@ def test_the_runner_injects_absolute_paths_and_prints_the_progress_lines(
         "run_name": "here",
     }
     assert config["values"]["epochs"] is None and config["values"]["test_shots"] == [1, 5]
+    quiet = run("01", {}, run_name="x", output_root=tmp_path / "out", progress_lines=False)
+    defaults = json.loads((quiet / "config.json").read_text())
+    fake.calls.pop()
+    assert defaults["values"]["data_root"] == str(REPO_ROOT / "data" / "birds")  # as the kernel reads it
     assert capsys.readouterr().out == "02_train: epoch 1/2: loss 1.5000\n02_train: evaluation 5-way\n"
     # fsl-notebook with its output in a file: the progress lines, no papermill cell bar
     monkeypatch.setattr(progress, "redirected_output", lambda: True)
@@ -660,6 +664,8 @@ def test_data_explorer(executions: Executions, notebook_birds: Path) -> None:
         "ci95": 100 * nn["ci95"],
         "chance": 100 * nn["chance"],
     }
+    assert out["summary"]["test"] == "5 classes, 60 images (12-12 per class)"
+    assert out["summary"]["raw-pixel nearest neighbour"].startswith(f"{100 * nn['accuracy']:.1f} ± ")
     assert_pngs(
         folder,
         "counts.png",
@@ -810,9 +816,8 @@ def test_masks_and_reconstructions(executions: Executions, notebook_birds: Path,
         model, data, truth, 5, 1, 2, episodes=2, seed=0, random_draws=10, device="cpu"
     )
     assert out["accuracy"] == accuracy and out["true_class_best"] == true_best
-    assert out["accuracy"] == pytest.approx(
-        5 * round(out["accuracy"] / 5)
-    )  # percent of 20 queries: steps of 5
+    assert out["accuracy"] == 5 * round(out["accuracy"] / 5)  # percent of 20 queries, exactly: steps of 5
+    assert out["summary"]["accuracy (5-way 1-shot, 2 episodes)"] == f"{accuracy:.1f} %"
     assert len(records) == 2 * 5 * 2 * 2 * 3  # episodes x queries x levels x transformer layers
     for level in ("last", "mid"):
         stats = out["mask_statistics"][level]

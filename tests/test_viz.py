@@ -534,3 +534,31 @@ def test_the_statistics_run_the_models_in_eval_mode_and_put_them_back(tiny_birds
     marks = np.stack([truth.regions(index)[1] for index in queries])
     chances = records[records["model"] == "hmdrn"]["parts_random"].tolist()
     assert chances == pytest.approx((100 * random_point_rate(marks)).tolist()) and max(chances) > 1
+
+
+def test_the_data_set_summary_says_each_split_the_areas_and_the_baseline() -> None:
+    from fsl_core.viz.dataset import data_set_summary
+
+    summary = pd.DataFrame(
+        {"classes": [60, 15], "images": [2400, 598], "min_per_class": [40, 38], "max_per_class": [40, 40]},
+        index=pd.Index(["train", "val"], name="split"),
+    )
+    baseline = {
+        "accuracy": 35.04,
+        "ci95": 0.91,
+        "chance": 20.0,
+        "way": 5,
+        "shot": 1,
+        "query": 16,
+        "episodes": 1000,
+    }
+    assert data_set_summary(summary, {"bird": 31.25, "discriminative parts": 3.04}, baseline) == {
+        "train": "60 classes, 2400 images (40-40 per class)",
+        "val": "15 classes, 598 images (38-40 per class)",
+        "image area": "bird 31.2 %, its discriminative parts 3.0 %",
+        "raw-pixel nearest neighbour": "35.0 ± 0.9 % (5-way 1-shot, chance 20 %)",
+    }
+    assert list(data_set_summary(summary, {}, None)) == [
+        "train",
+        "val",
+    ]  # a folder data set: no parts, no card

@@ -17,6 +17,7 @@ fitting and held-out images; and the classifier accuracy on a data set.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,6 +176,7 @@ def pretrain_backbone(
     )
     history = []
     for epoch in range(epochs):
+        started = time.perf_counter()
         loss_sum = correct = seen = 0.0
         loader = _loader(data, batch_size, True, seed * 1000 + epoch, num_workers)
         for images, labels in tqdm(
@@ -195,7 +197,8 @@ def pretrain_backbone(
         if progress:  # the bar above vanishes: one line per epoch stays
             row = history[-1]
             report(
-                f"warm-up {epoch + 1}/{epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.2f} %"
+                f"warm-up {epoch + 1}/{epochs}: loss {row['loss']:.4f}, train {row['train_accuracy']:.2f} %, "
+                f"{time.perf_counter() - started:.0f} s"
             )
     backbone.eval()
     return history
@@ -291,6 +294,7 @@ def train_gsfl(
                     config.seed * 1009 + stage * 101 + epoch,
                     config.num_workers,
                 )
+                started = time.perf_counter()
                 bar = tqdm(
                     loader,
                     desc=f"GSFL stage {stage} epoch {epoch + 1}/{epochs}",
@@ -327,7 +331,7 @@ def train_gsfl(
                     validated = "" if row["val_accuracy"] is None else f", val {row['val_accuracy']:.2f} %"
                     report(
                         f"GSFL stage {stage} epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, "
-                        f"train {row['train_accuracy']:.2f} %{validated}"
+                        f"train {row['train_accuracy']:.2f} %{validated}, {time.perf_counter() - started:.0f} s"
                     )
                 if run_dir is not None:
                     content = {

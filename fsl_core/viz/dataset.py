@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,29 @@ def split_summary(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         groups=("group", "nunique"),
     )
     return per_class, summary
+
+
+def data_set_summary(
+    summary: pd.DataFrame, part_shares: Mapping[str, float], baseline: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The lines notebook 01 ends with: each split's classes and images (``split_summary``'s table), the share of the
+    image the bird and its discriminative parts cover (``part_area_shares``' means, in %; {} without part maps), and
+    the raw-pixel nearest-neighbour baseline (``nn_baseline``, in %; None for a set without a card)."""
+    lines = {
+        split: f"{int(row['classes'])} classes, {int(row['images'])} images "
+        f"({int(row['min_per_class'])}-{int(row['max_per_class'])} per class)"
+        for split, row in summary.iterrows()
+    }
+    if part_shares:
+        lines["image area"] = (
+            f"bird {part_shares['bird']:.1f} %, its discriminative parts {part_shares['discriminative parts']:.1f} %"
+        )
+    if baseline is not None:
+        lines["raw-pixel nearest neighbour"] = (
+            f"{baseline['accuracy']:.1f} ± {baseline['ci95']:.1f} % ({baseline['way']}-way {baseline['shot']}-shot, "
+            f"chance {baseline['chance']:.0f} %)"
+        )
+    return lines
 
 
 def single_value_sentence(values: pd.Series, subject: str, unit: str) -> str | None:

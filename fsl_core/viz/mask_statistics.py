@@ -54,7 +54,7 @@ def reconstruction_statistics(
             logits, details = model(
                 episode.support_images, episode.support_labels, episode.query_images, return_details=True
             )
-            correct.append((logits.argmax(-1) == episode.query_labels).float().cpu())
+            correct.append((logits.argmax(-1) == episode.query_labels).cpu())
             for level in details["levels"]:
                 best[level].append(true_class_best_rate(details["token_error"][level], episode.query_labels))
             if truth is None or "masks" not in details:
@@ -73,7 +73,8 @@ def reconstruction_statistics(
                             seed=g * 1000 + q,
                         )
                         records.append({"level": level, "layer": layer + 1, **scores})
-    accuracy = 100.0 * float(torch.cat(correct).mean())
+    right = torch.cat(correct)
+    accuracy = 100.0 * int(right.sum()) / len(right)  # exact: no float32 rounding in the reported number
     return accuracy, {level: 100.0 * sum(v) / len(v) for level, v in best.items()}, pd.DataFrame(records)
 
 
