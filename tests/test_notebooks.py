@@ -856,9 +856,9 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
     for scores in out["pointing_game"].values():
         assert scores["parts_random"] < scores["bird_random"]  # the marks are a part of the bird
     for name, row in pointing_game_summary(table).iterrows():  # the terminal's lines say the flat maps too
-        flat = f"{out['pointing_game'][name]['no_peak']:.1f}"
-        assert out["summary"][f"{name} peak on parts (%)"] == (
-            f"{row['peak on parts (%)']} (random {row['random point on parts (%)']}; flat maps {flat})"
+        flat = f"{out['pointing_game'][name]['flat_map']:.1f}"
+        assert out["summary"][f"{name} peak on parts (%, [Wilson 95 % interval])"] == (
+            f"{row['peak on parts (%)']} (random point {row['random point on parts (%)']}; flat maps {flat})"
         )
     assert_pngs(folder, "gradcam.png", "pointing_game.png")
 

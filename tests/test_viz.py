@@ -216,14 +216,14 @@ def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones
             "correct": hits + [True] * 20,
             "parts": hits + [True] * 20,
             "bird": [True] * 40,
-            "no_peak": [False] * 40,
+            "flat_map": [False] * 40,
             "parts_random": [25.0] * 40,  # percent, as pointing_game_records gives them
             "bird_random": [50.0] * 40,
         }
     )
     table = pointing_game_table(records, ["hmdrn", "frn"])
     assert list(table.index) == ["hmdrn", "frn"] and table["queries"].tolist() == [20, 20]
-    assert table.loc["frn", ["parts", "parts_random", "bird", "no_peak"]].tolist() == [
+    assert table.loc["frn", ["parts", "parts_random", "bird", "flat_map"]].tolist() == [
         50.0,
         25.0,
         100.0,
@@ -369,7 +369,7 @@ def test_figures_are_saved_as_png(tmp_path: Path) -> None:
     peak = cams["a"][0].argmax()
     marker = grid[0, 1].lines[0]
     assert (marker.get_ydata()[0], marker.get_xdata()[0]) == divmod(int(peak), 16)  # the cross on the peak
-    assert [t.get_text() for t in grid[0, 2].texts] == ["no evidence"] and not grid[0, 2].lines  # flat map
+    assert [t.get_text() for t in grid[0, 2].texts] == ["flat map:\nno evidence"] and not grid[0, 2].lines
 
 
 # -- data-backed: episodes, browser, ground truth ------------------------------------------------------------

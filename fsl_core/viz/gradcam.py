@@ -208,7 +208,7 @@ def plot_cams(
 ) -> Figure:
     """A row per query: the image, then one Grad-CAM overlay per model (``cams``: {model: (B, H, W)}).
 
-    The white cross marks each map's peak ("no evidence" when Grad-CAM found no positive contribution);
+    The white cross marks each map's peak ("flat map: no evidence" when Grad-CAM found no positive contribution);
     ``regions`` (B of (H, W) bool) are outlined in yellow on the image.
     """
     names = list(cams)
@@ -234,7 +234,7 @@ def plot_cams(
                 axes[i, j + 1].text(
                     0.5,
                     0.5,
-                    "no evidence",
+                    "flat map:\nno evidence",
                     transform=axes[i, j + 1].transAxes,
                     ha="center",
                     va="center",

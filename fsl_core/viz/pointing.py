@@ -27,7 +27,7 @@ from .gradcam import episode_cams, flat_maps, pointing_game, random_point_rate
 from .parts import GroundTruth
 from .plots import MAX_FIGURE_WIDTH, legend_outside, readable
 
-MEASURES = ["parts", "parts_random", "bird", "bird_random", "no_peak", "correct"]
+MEASURES = ["parts", "parts_random", "bird", "bird_random", "flat_map", "correct"]
 
 
 def pointing_game_records(
@@ -42,7 +42,7 @@ def pointing_game_records(
     tolerance: int = 0,
     device: str | torch.device = "auto",
 ) -> pd.DataFrame:
-    """One row per model and query: model, episode, correct, parts, bird, no_peak (bools), parts_random and
+    """One row per model and query: model, episode, correct, parts, bird, flat_map (bools), parts_random and
     bird_random (the chance that a uniformly random point hits the query's parts or bird, in percent)."""
     device = resolve_device(device)
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes, seed=seed)
@@ -83,7 +83,7 @@ def pointing_game_records(
                             "correct": bool(right[q]),
                             "parts": bool(part_hit[q]),
                             "bird": bool(bird_hit[q]),
-                            "no_peak": bool(empty[q]),
+                            "flat_map": bool(empty[q]),
                             "parts_random": 100.0 * float(part_chance[q]),
                             "bird_random": 100.0 * float(bird_chance[q]),
                         }
@@ -96,11 +96,11 @@ MEASURE_NAMES = {
     "parts_random": "random point on parts",
     "bird": "peak on bird",
     "bird_random": "random point on bird",
-    "no_peak": "flat map",
+    "flat_map": "flat map",
     "correct": "classified right",
 }
 """The measures in words, for tables and figures."""
-_COUNTED = ("parts", "bird", "no_peak", "correct")
+_COUNTED = ("parts", "bird", "flat_map", "correct")
 """The measures counted over queries (a hit or not), which get a Wilson interval; the random rates are
 expectations, exact for the regions drawn."""
 
