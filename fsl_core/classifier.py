@@ -723,6 +723,26 @@ def _data_set(data_root: str | Path) -> Path:
     return root
 
 
+def example_classes(root: Path, way: int, shots: int, queries: int, seed: int = 0) -> dict[Path, list[Path]]:
+    """The ``way`` test classes of data set ``root`` that ``example_folders`` copies (drawn with ``seed``; the last
+    split when there is no test split): {class folder: its image files, in order}. Raises a ValueError naming the
+    way out when the split has fewer than ``way`` classes or a chosen class fewer than shots + queries images."""
+    splits = split_folders(root)
+    split = root / ("test" if "test" in splits else splits[-1])
+    classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < way:
+        raise ValueError(f"{split} has {len(classes)} classes; way={way} needs at least that many: lower way")
+    chosen = [classes[i] for i in sorted(seeded_generator(seed).choice(len(classes), way, replace=False))]
+    files = {folder: list_images(folder) for folder in chosen}
+    for folder, images in files.items():
+        if len(images) < shots + queries:
+            raise ValueError(
+                f"class folder {folder} has {len(images)} images; shots + queries = {shots + queries} are needed: "
+                "lower shots or queries"
+            )
+    return files
+
+
 def example_folders(
     data_root: str | Path,
     destination: str | Path,
@@ -738,21 +758,9 @@ def example_folders(
     ``destination/support/<class>/``, the next ``queries`` into ``destination/queries/<class>_<file>`` (the
     true class in the name). Returns (support folder, query folder).
     """
-    root = _data_set(data_root)
-    splits = split_folders(root)
-    split = root / ("test" if "test" in splits else splits[-1])
-    classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < way:
-        raise ValueError(f"{split} has {len(classes)} classes; way={way} needs at least that many: lower way")
-    chosen = [classes[i] for i in sorted(seeded_generator(seed).choice(len(classes), way, replace=False))]
+    chosen = example_classes(_data_set(data_root), way, shots, queries, seed)
     support, query = Path(destination) / "support", Path(destination) / "queries"
-    for folder in chosen:
-        files = list_images(folder)
-        if len(files) < shots + queries:
-            raise ValueError(
-                f"class folder {folder} has {len(files)} images; shots + queries = {shots + queries} are needed: "
-                "lower shots or queries"
-            )
+    for folder, files in chosen.items():
         (support / folder.name).mkdir(parents=True, exist_ok=True)
         query.mkdir(parents=True, exist_ok=True)
         for file in files[:shots]:

@@ -436,8 +436,13 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
     assert wider[0]["evidence"] == "the true K, 10, was not among those tried ([3])"
     assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "partly"
     assert gsfl_answers({10: 0.1}, 10, probes, 300, few_shot, plugin)[0]["answer"] == "no"
-    # a shared part that is 0 on every held-out image says nothing about s: questions 2 and 3a are not answerable
-    dead = gsfl_answers({10: 0.85}, 10, probes, 300, few_shot, plugin, shared=np.zeros((300, 16)))
+    # a shared part that is 0 on every held-out image says nothing about s: question 2 is not answerable, and 3a
+    # neither when s+d scored as d on every test episode (s is 0 there too)
+    zero = np.zeros((300, 16))
+    answered = gsfl_answers({10: 0.85}, 10, probes, 300, few_shot, plugin, shared=zero)
+    assert [row["answer"] for row in answered][1:3] == ["not answerable", "yes"]
+    few_shot = {**few_shot, "sd": few_shot["d"]}
+    dead = gsfl_answers({10: 0.85}, 10, probes, 300, few_shot, plugin, shared=zero)
     assert [row["answer"] for row in dead] == [
         "yes",
         "not answerable",
@@ -458,7 +463,7 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
     alive[7, 3] = 0.01  # one image with a shared part: the questions are read from the numbers
     assert [
         row["answer"] for row in gsfl_answers({10: 0.85}, 10, probes, 300, few_shot, plugin, shared=alive)
-    ][1:3] == ["not shown", "yes"]
+    ][1:3] == ["not shown", "not shown"]
 
 
 def test_the_plugin_budget_splits_episodes_into_epochs_of_twenty() -> None:

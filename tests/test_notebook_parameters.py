@@ -222,14 +222,12 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
     """The tiny set: 3 classes of 6 images in each split."""
     birds = str(tiny_birds)
     cases = {
-        ("05_masks_and_reconstructions", "way", 4, 3): f"way 4: {birds}/test has 3 classes; use way <= 3",
+        ("05_masks_and_reconstructions", "way", 4, 3): f"way=4: {birds}/test has 3 classes; use way <= 3",
         ("06_gradcam", "pointing_query", 6, 5): (
             f"shot 1 + pointing_query 6 = 7 images per class, but the smallest class of {birds}/test has 6 ("
         ),
-        ("08_your_images", "shots", 5, 4): (
-            f"shots 5 + queries 2 = 7 images per class, but the smallest class of {birds}/test has 6 ("
-        ),
-        ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way 4: {birds}/train has 3 classes; use hmdrn_way <= 3",
+        ("08_your_images", "shots", 5, 4): (f"the example set: class folder {birds}/test/"),
+        ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way=4: {birds}/train has 3 classes; use hmdrn_way <= 3",
     }
     fits = {
         "way": 3,
@@ -257,5 +255,51 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
     argv = ["05", "-p", "data_root", tiny_birds.name, "-p", "checkpoint", str(tmp_path / "x.pt")]
     (tmp_path / "x.pt").write_bytes(b"")
     assert main([*argv, "-p", "way", "5", "--output-root", str(tmp_path / "out")]) == 1
-    assert f"way 5: {birds}/test has 3 classes; use way <= 3" in capsys.readouterr().err
+    assert f"way=5: {birds}/test has 3 classes; use way <= 3" in capsys.readouterr().err
     assert not started and not (tmp_path / "out").exists()
+
+
+def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_folder: Path) -> None:
+    """A folder set without part maps: 4 classes per split with 5, 6, 7 and 8 images."""
+    root = str(tiny_folder)
+
+    def problems(notebook: str, **values: object) -> str:
+        try:
+            check_values(notebook, {"data_root": root, **values})
+        except ParameterError as error:
+            return str(error)
+        return ""
+
+    # 02: the test episodes after training, only when there is a test
+    assert (
+        problems("02_train", test_episodes=10, test_shots=[1], test_query=5)
+        == (
+            f"the test's way=5: {root}/test has 4 classes; it needs a data set with more classes; "  # a fixed 5-way
+            f"test_shots 1 + test_query 5 = 6 images per class, but the smallest class of {root}/test has 5 "
+            "(class_0); lower test_shots or test_query"
+        )
+    )
+    assert problems("02_train", test_episodes=0, test_query=5) == ""
+    # 04: validation only when it validates
+    settings = dict(way=4, shot=1, query=3, test_shots=[1], test_query=4)
+    assert f"the validation's way=5: {root}/val has 4 classes" in problems(
+        "04_ablation", **settings, val_every=2
+    )
+    assert "/val" not in problems("04_ablation", **settings, val_every=0)
+    # 06 on a set without part maps: no pointing game, only the figure's 2 queries per class
+    models = {"checkpoints": {m: "x.pt" for m in ("protonet", "frn", "bifrn", "hmdrn")}}
+    assert problems("06_gradcam", **models, way=4, shot=3, pointing_query=40) == ""
+    assert problems("06_gradcam", **models, way=4, shot=4, pointing_query=1) == (
+        f"shot 4 + the Grad-CAM figure's query 2 = 6 images per class, but the smallest class of {root}/test has 5 "
+        "(class_0); lower shot"
+    )
+    # 08: the example classes only when a folder is left empty, and only the classes it draws
+    mine = {"checkpoint": "x.pt", "support_dir": root, "query_dir": root}
+    assert problems("08_your_images", **mine, way=9) == ""
+    assert problems("08_your_images", **{**mine, "query_dir": ""}, way=9) == (
+        f"the example set: {root}/test has 4 classes; way=9 needs at least that many: lower way"
+    )
+    # 03 without a data set of its own reads the checkpoint's: nothing to check before the kernel
+    assert problems("03_evaluate", checkpoint="x.pt", data_root=None, way=9) == ""
+    # a data set that is not there yet (the notebook generates the birds set) is not read
+    assert check_values("05_masks_and_reconstructions", {"data_root": str(tiny_folder / "new"), "way": 9})

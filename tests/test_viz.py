@@ -249,6 +249,9 @@ def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones
     ]
     assert summary.loc["hmdrn", "peak on parts (%)"] == "100.0 [83.9, 100.0]"
     assert pointing_game_summary(pointing_game_table(records, ["bifrn"])).iloc[0].tolist() == ["–"] * 6
+    # 11 hits of 20 is 55 % exactly (the mean times 100 gave 55.00000000000001)
+    eleven = records.assign(parts=[True] * 11 + [False] * 29)
+    assert pointing_game_table(eleven, ["frn"]).loc["frn", "parts"] == 55.0
     # 60 queries all on the bird: the interval of 100 % reaches it (rounding once put it a hair below)
     sixty = pd.concat([records, records]).head(60).assign(model="x", bird=True)
     assert len(sixty) == 60
@@ -552,13 +555,13 @@ def test_the_data_set_summary_says_each_split_the_areas_and_the_baseline() -> No
         "query": 16,
         "episodes": 1000,
     }
-    assert data_set_summary(summary, {"bird": 31.25, "discriminative parts": 3.04}, baseline) == {
+    assert data_set_summary(summary, {"bird": 31.25, "discriminative parts": 3.04}, "test", baseline) == {
         "train": "60 classes, 2400 images (40-40 per class)",
         "val": "15 classes, 598 images (38-40 per class)",
-        "image area": "bird 31.2 %, its discriminative parts 3.0 %",
+        "image area (test images)": "bird 31.2 %, its discriminative parts 3.0 %",
         "raw-pixel nearest neighbour": "35.0 ± 0.9 % (5-way 1-shot, chance 20 %)",
     }
-    assert list(data_set_summary(summary, {}, None)) == [
+    assert list(data_set_summary(summary, {}, "test", None)) == [
         "train",
         "val",
     ]  # a folder data set: no parts, no card

@@ -263,8 +263,9 @@ def gsfl_answers(
 
     Answers: "yes"; "no" (the opposite holds, significantly); "not shown" (the difference is within the
     noise, or question 1's true K was not tried); for question 1 also "partly" (ARI from 0.3 to 0.8); for
-    questions 2 and 3a "not answerable" when ``shared`` is 0 everywhere: a shared encoder whose ReLU gives no
-    output carries nothing, and s+d is d, so nothing can be read about s.
+    questions 2 and 3a "not answerable" when ``shared`` is 0 everywhere (3a: and s+d scored as d on every test
+    episode): a shared encoder whose ReLU gives no output carries nothing, and s+d is d, so nothing can be read
+    about s.
     Probes (held-out accuracy on ``held_images`` images) compare by their Wilson 95 % intervals; few-shot
     results on the same episodes by the 95 % interval of their paired per-episode difference.
 
@@ -315,7 +316,11 @@ def gsfl_answers(
         ("3b. d beats the raw backbone feature in few-shot episodes", few_shot, "d", "raw"),
         ("4. the plug-in helps HMDRN", plugin, "hmdrn_gsfl", "hmdrn"),
     ):
-        if dead and b == "sd":
+        same = b == "sd" and all(  # s+d gave d's answers on every test episode: s is 0 there too
+            np.array_equal(results["d"][shot].accuracies, results["sd"][shot].accuracies)
+            for shot in results["d"]
+        )
+        if dead and same:
             rows.append({"question": question, "answer": "not answerable", "evidence": dead_words})
             continue
         signs, words = set(), []

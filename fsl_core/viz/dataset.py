@@ -50,18 +50,22 @@ def split_summary(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def data_set_summary(
-    summary: pd.DataFrame, part_shares: Mapping[str, float], baseline: Mapping[str, Any] | None
+    summary: pd.DataFrame,
+    part_shares: Mapping[str, float],
+    part_split: str,
+    baseline: Mapping[str, Any] | None,
 ) -> dict[str, str]:
     """The lines notebook 01 ends with: each split's classes and images (``split_summary``'s table), the share of the
-    image the bird and its discriminative parts cover (``part_area_shares``' means, in %; {} without part maps), and
-    the raw-pixel nearest-neighbour baseline (``nn_baseline``, in %; None for a set without a card)."""
+    image the bird and its discriminative parts cover in the images of ``part_split`` (``part_area_shares``' means,
+    in %; {} without part maps), and the raw-pixel nearest-neighbour baseline (``nn_baseline``, in %; None for a set
+    without a card)."""
     lines = {
         split: f"{int(row['classes'])} classes, {int(row['images'])} images "
         f"({int(row['min_per_class'])}-{int(row['max_per_class'])} per class)"
         for split, row in summary.iterrows()
     }
     if part_shares:
-        lines["image area"] = (
+        lines[f"image area ({part_split} images)"] = (
             f"bird {part_shares['bird']:.1f} %, its discriminative parts {part_shares['discriminative parts']:.1f} %"
         )
     if baseline is not None:

@@ -74,9 +74,10 @@ def plot_feature_pca(
     class_colours = sns.husl_palette(len(np.unique(labels[shown])), l=0.55)
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, 8.0), layout="constrained")
     axes = fig.subplots(2, 2)
+    plotted = [feature for feature in ("s", "d") if features[feature].std(0).sum() > 0]
     for column, feature in enumerate(("s", "d")):
         values = features[feature]
-        if not values.std(0).sum() > 0:  # one point: say so instead of plotting it
+        if feature not in plotted:  # one point: say so instead of plotting it
             same = "0" if not np.any(values) else "one value"
             for row, title in ((0, f"{feature}: coloured by true group"), (1, f"{feature}: by class")):
                 say_instead(
@@ -93,7 +94,7 @@ def plot_feature_pca(
             }
         )
         sns.scatterplot(
-            data=frame, x="PC1", y="PC2", hue="group", s=14, ax=axes[0, column], legend=column == 1
+            data=frame, x="PC1", y="PC2", hue="group", s=14, ax=axes[0, column], legend=feature == plotted[-1]
         )
         axes[0, column].set_title(f"{feature}: coloured by true group")
         sns.scatterplot(
@@ -105,9 +106,9 @@ def plot_feature_pca(
             marker="D",
             s=14,
             ax=axes[1, column],
-            legend=column == 1,
+            legend=feature == plotted[-1],
         )
         axes[1, column].set_title(f"{feature}: by class (first {shown_classes})")
-    for ax in axes[:, 1]:
+    for ax in axes[:, 1 if plotted[-1:] == ["d"] else 0]:  # the legends beside the last panel plotted
         legend_outside(ax)
     return readable(fig)

@@ -110,9 +110,8 @@ def pointing_game_table(records: pd.DataFrame, order: list[str]) -> pd.DataFrame
     behind them (``records``: ``pointing_game_records``, one 0/1 hit or random rate per query and measure)."""
     grouped = records.groupby("model", sort=False)
     table = grouped[MEASURES].mean()
-    counted = list(
-        _COUNTED
-    )  # the share of queries that hit, 100·hits/queries exactly; random chances: means of %
+    # the share of queries that hit, exactly 100·hits/queries; the random chances are means of percentages
+    counted = list(_COUNTED)
     table[counted] = 100.0 * grouped[counted].sum().astype(float) / grouped.size().to_numpy()[:, None]
     table["queries"] = grouped.size()
     return table.reindex(order)
