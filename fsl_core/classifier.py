@@ -731,7 +731,7 @@ def example_classes(root: Path, way: int, shots: int, queries: int, seed: int = 
     split = root / ("test" if "test" in splits else splits[-1])
     classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < way:
-        raise ValueError(f"{split} has {len(classes)} classes; way={way} needs at least that many: lower way")
+        raise ValueError(f"way={way}: {split} has only {len(classes)} classes; use way <= {len(classes)}")
     chosen = [classes[i] for i in sorted(seeded_generator(seed).choice(len(classes), way, replace=False))]
     files = {folder: list_images(folder) for folder in chosen}
     for folder, images in files.items():

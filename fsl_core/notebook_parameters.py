@@ -623,12 +623,33 @@ def _tests(values: Mapping[str, Any], shots: str, query: str) -> list[EpisodesDr
     return [EpisodesDrawn("test", ("the test's way", 5), images)]
 
 
+def _training(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
+    """02's training and validation episodes, as its ``TrainConfig`` resolves them (the protocol's numbers where
+    none is given): each number named by the parameter that sets it, or its ``train_settings`` entry."""
+    settings = dict(values["train_settings"])
+    given = {
+        name: values[name]
+        for name in ("way", "shot", "query", "val_query", "val_every")
+        if values[name] is not None
+    }
+    config = TrainConfig(
+        protocol=values["protocol"], model=values["model"], backbone=values["backbone"], **given, **settings
+    )
+
+    def named(name: str) -> tuple[str, int]:  # the notebook's parameter, else the train_settings entry
+        return (name if name in NOTEBOOKS["02_train"] else f"train_settings {name}"), getattr(config, name)
+
+    drawn = [EpisodesDrawn("train", named("way"), (named("shot"), named("query")))]
+    if config.val_every:
+        drawn.append(EpisodesDrawn("val", named("val_way"), (named("val_shot"), named("val_query"))))
+    return drawn
+
+
 def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None, list[EpisodesDrawn]]:
     """The data set folder (as given) notebook ``notebook`` draws episodes from with parameter ``values``, and the
     episodes it draws there whose way, shot or query a parameter sets; (None, []) when it draws from a folder
-    named elsewhere (03 without data_root: the checkpoint's) or sizes its episodes itself (01's browser). 02's
-    training episodes are left to ``train``, which checks them before its first step; 08's example classes to
-    ``fsl_core.classifier.example_classes`` (``_episode_problems`` asks it)."""
+    named elsewhere (03 without data_root: the checkpoint's) or sizes its episodes itself (01's browser). 08's
+    example classes are left to ``fsl_core.classifier.example_classes`` (``_episode_problems`` asks it)."""
     v = values
     if notebook == "00_quickstart":
         test = (("the evaluation's shot", 5), ("eval_query", v["eval_query"]))
@@ -637,7 +658,10 @@ def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None
             *(EpisodesDrawn(split, ("the evaluation's way", 5), test) for split in ("val", "test")),
         ]
     if notebook == "02_train":
-        return v["data_root"], _tests(v, "test_shots", "test_query") if v["test_episodes"] else []
+        return v["data_root"], [
+            *_training(v),
+            *(_tests(v, "test_shots", "test_query") if v["test_episodes"] else []),
+        ]
     if notebook == "03_evaluate" and v["data_root"]:
         confusion = v["confusion_shot"] if v["confusion_episodes"] else 0
         shot = ("shots", max(v["shots"])) if max(v["shots"]) >= confusion else ("confusion_shot", confusion)
@@ -674,6 +698,12 @@ def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None
     if notebook == "08_your_images":
         return v["data_root"], _brief_training(v) if not v["checkpoint"] else []
     return None, []
+
+
+def _settable(notebook: str, label: str) -> bool:
+    """Whether ``label`` of an ``EpisodesDrawn`` names something the user sets: a parameter, or an entry of 02's
+    ``train_settings``."""
+    return label in NOTEBOOKS[notebook] or label.startswith("train_settings ")
 
 
 def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
@@ -715,7 +745,7 @@ def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
         where = root / episodes.split
         way_name, way = episodes.way
         if way > len(counts):
-            settable = way_name in NOTEBOOKS[notebook]
+            settable = _settable(notebook, way_name)
             problems.append(
                 f"{way_name}={way}: {where} has {len(counts)} classes; "
                 + (
@@ -728,7 +758,7 @@ def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
         smallest, name = counts[0]
         if need > smallest:
             parts = " + ".join(f"{label} {value}" for label, value in episodes.images)
-            settable = [label for label, _ in episodes.images if label in NOTEBOOKS[notebook]]
+            settable = [label for label, _ in episodes.images if _settable(notebook, label)]
             problems.append(
                 f"{parts} = {need} images per class, but the smallest class of {where} has {smallest} ({name}); "
                 f"lower {' or '.join(settable)}"

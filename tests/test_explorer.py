@@ -100,7 +100,8 @@ def test_the_first_settings_are_brought_within_the_split(
     limits = explorer.browser.limits("test")
     assert capsys.readouterr().out == (  # said, not done silently
         "the episode browser starts at way=3, shot=2, query=1 instead of way=20, shot=5, query=5: test has 3 "
-        f"classes (at most 20 are shown) and {limits.smallest_class} images in its smallest class\n"
+        f"classes and {limits.smallest_class} images in its smallest class, and the browser shows at most 20 "
+        "classes, 10 shots and 8 queries (beyond, a picture is unreadable)\n"
     )
     try:
         assert explorer.settings() == {

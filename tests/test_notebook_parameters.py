@@ -270,16 +270,24 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
             return str(error)
         return ""
 
-    # 02: the test episodes after training, only when there is a test
+    # 02: its training and validation episodes (the quick protocol's numbers, named by what sets them), and its
+    # test episodes after training only when there is a test
+    assert problems("02_train", way=5) == (
+        f"way=5: {root}/train has 4 classes; use way <= 4; shot 5 + query 10 = 15 images per class, but the smallest "
+        f"class of {root}/train has 5 (class_0); lower shot or query; train_settings val_way=5: {root}/val has 4 "
+        f"classes; use train_settings val_way <= 4; train_settings val_shot 5 + val_query 16 = 21 images per class, "
+        f"but the smallest class of {root}/val has 5 (class_0); lower train_settings val_shot or val_query"
+    )
+    small = dict(way=4, shot=1, query=3, val_every=0)  # training episodes that fit
     assert (
-        problems("02_train", test_episodes=10, test_shots=[1], test_query=5)
+        problems("02_train", **small, test_episodes=10, test_shots=[1], test_query=5)
         == (
             f"the test's way=5: {root}/test has 4 classes; it needs a data set with more classes; "  # a fixed 5-way
             f"test_shots 1 + test_query 5 = 6 images per class, but the smallest class of {root}/test has 5 "
             "(class_0); lower test_shots or test_query"
         )
     )
-    assert problems("02_train", test_episodes=0, test_query=5) == ""
+    assert problems("02_train", **small, test_episodes=0, test_query=5) == ""
     # 04: validation only when it validates
     settings = dict(way=4, shot=1, query=3, test_shots=[1], test_query=4)
     assert f"the validation's way=5: {root}/val has 4 classes" in problems(
@@ -297,7 +305,7 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     mine = {"checkpoint": "x.pt", "support_dir": root, "query_dir": root}
     assert problems("08_your_images", **mine, way=9) == ""
     assert problems("08_your_images", **{**mine, "query_dir": ""}, way=9) == (
-        f"the example set: {root}/test has 4 classes; way=9 needs at least that many: lower way"
+        f"the example set: way=9: {root}/test has only 4 classes; use way <= 4"
     )
     # 03 without a data set of its own reads the checkpoint's: nothing to check before the kernel
     assert problems("03_evaluate", checkpoint="x.pt", data_root=None, way=9) == ""

@@ -256,6 +256,10 @@ def test_pointing_game_summary_names_each_measure_and_intervals_the_counted_ones
     sixty = pd.concat([records, records]).head(60).assign(model="x", bird=True)
     assert len(sixty) == 60
     plot_pointing_game(pointing_game_table(sixty, ["x"]))
+    # a model whose maps are all flat scores 0 %: its name says why, so the bar is not read as looking away
+    flat = records.assign(flat_map=[True] * 20 + [False] * 20, parts=[False] * 20 + [True] * 20)
+    figure = plot_pointing_game(pointing_game_table(flat, ["frn", "hmdrn"]))
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["frn\n100 % flat", "hmdrn"]
 
 
 # -- reconstruction errors, confusion ------------------------------------------------------------------------

@@ -284,8 +284,9 @@ class EpisodeExplorer:
         if (way, shot, query) != asked:  # said, not done silently
             report(
                 f"the episode browser starts at way={way}, shot={shot}, query={query} instead of way={asked[0]}, "
-                f"shot={asked[1]}, query={asked[2]}: {split} has {limits.classes} classes (at most {MAX_WAY} are "
-                f"shown) and {limits.smallest_class} images in its smallest class"
+                f"shot={asked[1]}, query={asked[2]}: {split} has {limits.classes} classes and "
+                f"{limits.smallest_class} images in its smallest class, and the browser shows at most {MAX_WAY} "
+                f"classes, {MAX_SHOT} shots and {MAX_QUERY} queries (beyond, a picture is unreadable)"
             )
         release = dict(continuous_update=False, style={"description_width": "4.5em"})  # "episode" whole
         self.controls = dict(

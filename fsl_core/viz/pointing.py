@@ -138,7 +138,9 @@ def pointing_game_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot_pointing_game(table: pd.DataFrame) -> Figure:
     """Hit rates (%) of the CAM peak, with their Wilson 95 % intervals when ``table`` says how many queries
-    (``pointing_game_table``), and of a random point, on the discriminative parts and on the bird."""
+    (``pointing_game_table``), and of a random point, on the discriminative parts and on the bird. A model whose
+    maps were flat for some queries (no peak: counted as misses) says how many under its name, so that a low bar
+    is not read as a map looking away when Grad-CAM found no evidence at all."""
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, 3.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     colours = sns.color_palette(n_colors=2)
@@ -153,7 +155,10 @@ def plot_pointing_game(table: pd.DataFrame) -> Figure:
             errors = np.stack([rates - bounds[:, 0], bounds[:, 1] - rates])
         ax.bar(x - 0.2, rates, 0.4, yerr=errors, capsize=3, color=colours[0], label="CAM peak")
         ax.bar(x + 0.2, table[random].to_numpy(dtype=float), 0.4, color=colours[1], label="random")
-        ax.set_xticks(x, list(table.index))
+        flat = table["flat_map"] if "flat_map" in table else pd.Series(0.0, index=table.index)
+        ax.set_xticks(
+            x, [f"{name}\n{share:.0f} % flat" if share > 0 else str(name) for name, share in flat.items()]
+        )
         ax.set_title(f"pointing game: {region}")
     axes[0].set_ylabel("hit rate (%)")
     legend_outside(axes[1], title="the point")
