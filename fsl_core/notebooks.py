@@ -13,8 +13,8 @@ kernel prints in plain-lines mode; everything else the notebook prints stays in 
 
 Run folder contents written here: ``run.json`` (the manifest, written first: notebook and parameters),
 ``config.json`` (notebook, the parameters given, every parameter's value in this run, library version, git
-revision), the executed notebook, and a ``DONE``
-marker once it ran to the end (``FAILED`` with the error otherwise). A run folder belongs to one run
+revision), the executed notebook, and a ``DONE`` marker once it ran to the end (``FAILED`` with the error
+otherwise). A run folder belongs to one run
 (``fsl_core.run_folder``): a run into a folder that exists is refused before anything runs, unless
 ``overwrite=True`` (``--overwrite``) moves the old files aside into ``replaced-<time>/``; the runner holds the
 folder's lock while the notebook executes.
@@ -656,10 +656,10 @@ def sweep(
         max_workers: kernels running at once (each is its own process). The usable cores are split evenly between
             the kernels that run at once (fewer than max_workers when fewer runs are pending), unless the
             environment sets OMP_NUM_THREADS; each kernel's training says which share it took.
-        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters (and, where its config.json
-            records every value, the same values: a run finished before a default changed is run again). Any other run whose
-            folder exists (a failed or interrupted attempt) is run again after its files are moved aside into
-            ``replaced-<time>/`` (see ``run``'s ``overwrite``): nothing is deleted.
+        skip_finished: reuse a run whose folder holds ``DONE`` with the same parameters (and, where its
+            config.json records every value, the same values: a run finished before a default changed is run
+            again). Any other run whose folder exists (a failed or interrupted attempt) is run again after its
+            files are moved aside into ``replaced-<time>/`` (see ``run``'s ``overwrite``): nothing is deleted.
         parameters: values shared by every run (the grid's values win). Relative paths, here and in the grid,
             are taken from the current working folder (``absolute_path_parameters``).
         output_root: as in ``run``; runs land in ``<output_root>/<notebook>/<run name>/``.
