@@ -611,19 +611,19 @@ class EpisodesDrawn:
     with_parts: bool = False
 
 
-def _brief_training(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
+def _brief_training_episodes(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
     """The episodes of ``fsl_core.engine.brief_training``: 5-way 5-shot, ``train_query`` queries, train and val."""
     fixed = (("the brief training's shot", 5), ("train_query", values["train_query"]))
     return [EpisodesDrawn(split, ("the brief training's way", 5), fixed) for split in ("train", "val")]
 
 
-def _tests(values: Mapping[str, Any], shots: str, query: str) -> list[EpisodesDrawn]:
-    """The 5-way test episodes of a training notebook (02, 04): ``values[shots]`` shots, ``values[query]``."""
-    images = ((shots, max(values[shots])), (query, values[query]))
+def _test_episodes(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
+    """The 5-way test episodes of a training notebook (02, 04): ``test_shots`` shots, ``test_query`` queries."""
+    images = (("test_shots", max(values["test_shots"])), ("test_query", values["test_query"]))
     return [EpisodesDrawn("test", ("the test's way", 5), images)]
 
 
-def _training(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
+def _training_episodes(values: Mapping[str, Any]) -> list[EpisodesDrawn]:
     """02's training and validation episodes, as its ``TrainConfig`` resolves them (the protocol's numbers where
     none is given): each number named by the parameter that sets it, or its ``train_settings`` entry."""
     settings = dict(values["train_settings"])
@@ -659,8 +659,8 @@ def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None
         ]
     if notebook == "02_train":
         return v["data_root"], [
-            *_training(v),
-            *(_tests(v, "test_shots", "test_query") if v["test_episodes"] else []),
+            *_training_episodes(v),
+            *(_test_episodes(v) if v["test_episodes"] else []),
         ]
     if notebook == "03_evaluate" and v["data_root"]:
         confusion = v["confusion_shot"] if v["confusion_episodes"] else 0
@@ -675,18 +675,18 @@ def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None
         return v["data_root"], [
             EpisodesDrawn("train", ("way", v["way"]), (("shot", v["shot"]), ("query", v["query"]))),
             *([validation] if v["val_every"] else []),
-            *_tests(v, "test_shots", "test_query"),
+            *_test_episodes(v),
         ]
     if notebook == "05_masks_and_reconstructions":
         shown = EpisodesDrawn(v["split"], ("way", v["way"]), (("shot", v["shot"]), ("query", v["query"])))
-        return v["data_root"], [shown, *(_brief_training(v) if not v["checkpoint"] else [])]
+        return v["data_root"], [shown, *(_brief_training_episodes(v) if not v["checkpoint"] else [])]
     if notebook == "06_gradcam":
         way, shot = ("way", v["way"]), ("shot", v["shot"])
         figure = EpisodesDrawn(v["split"], way, (shot, ("the Grad-CAM figure's query", 2)))
         pointing = EpisodesDrawn(
             v["split"], way, (shot, ("pointing_query", v["pointing_query"])), with_parts=True
         )
-        brief = _brief_training(v) if set(v["models"]) - set(v["checkpoints"]) else []
+        brief = _brief_training_episodes(v) if set(v["models"]) - set(v["checkpoints"]) else []
         return v["data_root"], [figure, pointing, *brief]
     if notebook == "07_gsfl" and not v["birds_settings"]:
         test = (("shots", max(v["shots"])), ("query", v["query"]))
@@ -696,7 +696,7 @@ def episodes_drawn(notebook: str, values: Mapping[str, Any]) -> tuple[str | None
             EpisodesDrawn("train", ("hmdrn_way", v["hmdrn_way"]), hmdrn),
         ]
     if notebook == "08_your_images":
-        return v["data_root"], _brief_training(v) if not v["checkpoint"] else []
+        return v["data_root"], _brief_training_episodes(v) if not v["checkpoint"] else []
     return None, []
 
 

@@ -109,11 +109,12 @@ def pointing_game_table(records: pd.DataFrame, order: list[str]) -> pd.DataFrame
     """The mean of each measure per model (rows in ``order``) in percent, and ``queries``: the number of queries
     behind them (``records``: ``pointing_game_records``, one 0/1 hit or random rate per query and measure)."""
     grouped = records.groupby("model", sort=False)
-    table = grouped[MEASURES].mean()
-    # the share of queries that hit, exactly 100·hits/queries; the random chances are means of percentages
-    counted = list(_COUNTED)
-    table[counted] = 100.0 * grouped[counted].sum().astype(float) / grouped.size().to_numpy()[:, None]
-    table["queries"] = grouped.size()
+    queries = grouped.size()
+    # 100·hits first, then divided by the queries: exact (11 of 20 is 55.0, not 55.00000000000001)
+    hits = (100.0 * grouped[list(_COUNTED)].sum()).div(queries, axis=0)
+    chances = grouped[[m for m in MEASURES if m not in _COUNTED]].mean()  # means of percentages already
+    table = pd.concat([hits, chances], axis=1)[MEASURES]
+    table["queries"] = queries
     return table.reindex(order)
 
 
