@@ -64,6 +64,7 @@ from fsl_core.data.images import (
     is_image_file,
     load_rgb,
 )
+from fsl_core.data.sampler import images_misfit, way_misfit
 from fsl_core.data.transforms import eval_transform
 from fsl_core.engine.evaluate import embed_roles
 from fsl_core.models import (
@@ -730,16 +731,15 @@ def example_classes(root: Path, way: int, shots: int, queries: int, seed: int = 
     splits = split_folders(root)
     split = root / ("test" if "test" in splits else splits[-1])
     classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < way:
-        raise ValueError(f"way={way}: {split} has only {len(classes)} classes; use way <= {len(classes)}")
+    if too_many := way_misfit(("way", way), len(classes), str(split)):
+        raise ValueError(too_many)
     chosen = [classes[i] for i in sorted(seeded_generator(seed).choice(len(classes), way, replace=False))]
     files = {folder: list_images(folder) for folder in chosen}
-    for folder, images in files.items():
-        if len(images) < shots + queries:
-            raise ValueError(
-                f"class folder {folder} has {len(images)} images; shots + queries = {shots + queries} are needed: "
-                "lower shots or queries"
-            )
+    sizes = [(folder.name, len(images)) for folder, images in files.items()]
+    if too_few := images_misfit(
+        (("shots", shots), ("queries", queries)), sizes, f"{split} (drawn with seed {seed})"
+    ):
+        raise ValueError(too_few)
     return files
 
 

@@ -85,3 +85,30 @@ def test_stop_after_epochs_is_checked_as_the_flag_it_is(capsys: pytest.CaptureFi
             f"fsl-train: error: argument --stop-after-epochs: expected a positive integer, got '{typed}'; the flags: "
             "fsl-train --help\n"
         )
+
+
+def test_fsl_train_names_the_flags_of_episodes_its_data_set_cannot_give(
+    tiny_folder, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """4 classes of 5 to 8 images per split: the refusal names the flag to change, in the command line's words."""
+    from fsl_core.cli.train import main
+
+    run = tmp_path.parent / f"{tmp_path.name}-run"  # tiny_folder is tmp_path: the run folder lies apart
+    base = ["--data-root", str(tiny_folder), "--run-dir", str(run), "--protocol", "quick"]
+    base += ["--way", "3", "--shot", "1", "--query", "2", "--image-size", "16"]
+    assert main([*base, "--val-way", "7"]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"error: validation: --val-way=7: {tiny_folder}/val has only 4 classes; use --val-way <= 4; --val-shot 5 + "
+        "--val-query 16 = 21 images per class, but 4 of the 4 classes"
+    )
+    assert main([*base, "--query", "6"]) == 1
+    assert (
+        "training: --shot 1 + --query 6 = 7 images per class, but 2 of the 4 classes of "
+        f"{tiny_folder}/train have fewer: class_0 (5), class_1 (6); lower --shot or --query\n"
+    ) in capsys.readouterr().err
+    assert not run.exists()
+    assert main([*base[:2], "--run-dir", str(tiny_folder / "run")]) == 1  # the run folder inside the data set
+    assert capsys.readouterr().err.startswith(
+        f"error: --run-dir {tiny_folder}/run lies inside the data set {tiny_folder}: a run writes its folder and "
+        "with --overwrite moves what it holds aside, so it must be apart from the data; give a --run-dir outside"
+    )

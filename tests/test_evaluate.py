@@ -251,9 +251,11 @@ def test_mode_and_errors(test_set: FewShotFolder) -> None:
     model = build_model("protonet", "conv4", image_size=16).train()
     evaluate(model, test_set, way=3, shot=1, query=1, episodes=2, progress=False)
     assert model.training  # put back in its previous mode
-    with pytest.raises(ValueError, match="way=11 but .* has only 10 classes; use way <= 10"):
+    with pytest.raises(ValueError, match="^evaluation: way=11: .* has only 10 classes; use way <= 10$"):
         evaluate(model, test_set, way=11, shot=1, query=1, episodes=2, progress=False)
-    with pytest.raises(ValueError, match=r"shot\+query=5\+16=21 images per class are needed"):
+    with pytest.raises(
+        ValueError, match=r"shot 5 \+ query 16 = 21 images per class, but .*; lower shot or query$"
+    ):
         evaluate(model, test_set, way=5, shot=5, query=16, episodes=2, progress=False)
     with pytest.raises(ValueError, match="episodes must be a positive integer"):
         evaluate(model, test_set, episodes=0, progress=False)

@@ -222,12 +222,19 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
     """The tiny set: 3 classes of 6 images in each split."""
     birds = str(tiny_birds)
     cases = {
-        ("05_masks_and_reconstructions", "way", 4, 3): f"way=4: {birds}/test has 3 classes; use way <= 3",
+        (
+            "05_masks_and_reconstructions",
+            "way",
+            4,
+            3,
+        ): f"way=4: {birds}/test has only 3 classes; use way <= 3",
         ("06_gradcam", "pointing_query", 6, 5): (
-            f"shot 1 + pointing_query 6 = 7 images per class, but the smallest class of {birds}/test has 6 ("
+            f"shot 1 + pointing_query 6 = 7 images per class, but 3 of the 3 classes of {birds}/test have fewer: "
         ),
-        ("08_your_images", "shots", 5, 4): (f"the example set: class folder {birds}/test/"),
-        ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way=4: {birds}/train has 3 classes; use hmdrn_way <= 3",
+        ("08_your_images", "shots", 5, 4): (
+            f"the example set: shots 5 + queries 2 = 7 images per class, but 3 of the 3 classes of {birds}/test (drawn with seed 0) have fewer: "
+        ),
+        ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way=4: {birds}/train has only 3 classes; use hmdrn_way <= 3",
     }
     fits = {
         "way": 3,
@@ -244,8 +251,8 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
         check_values(notebook, {**values, name: fitting})  # one less fits
     # a fixed number the notebook draws is named as such, and the parameter that can make room for it
     with pytest.raises(ParameterError, match=(
-        r"the brief training's shot 5 \+ train_query 8 = 13 images per class, but the smallest class of .*/train "
-        r"has 6 \(.*\); lower train_query"
+        r"the brief training's shot 5 \+ train_query 8 = 13 images per class, but 3 of the 3 classes of .*/train "
+        r"have fewer: .* \(6\), .* \(6\), .* \(6\); lower train_query"
     )):  # fmt: skip
         check_values("05_masks_and_reconstructions", {"data_root": birds, "way": 3})
     # the runner: a relative path is taken from where it is started, and nothing runs
@@ -255,7 +262,7 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
     argv = ["05", "-p", "data_root", tiny_birds.name, "-p", "checkpoint", str(tmp_path / "x.pt")]
     (tmp_path / "x.pt").write_bytes(b"")
     assert main([*argv, "-p", "way", "5", "--output-root", str(tmp_path / "out")]) == 1
-    assert f"way=5: {birds}/test has 3 classes; use way <= 3" in capsys.readouterr().err
+    assert f"way=5: {birds}/test has only 3 classes; use way <= 3" in capsys.readouterr().err
     assert not started and not (tmp_path / "out").exists()
 
 
@@ -273,24 +280,22 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     # 02: its training and validation episodes (the quick protocol's numbers, named by what sets them), and its
     # test episodes after training only when there is a test
     assert problems("02_train", way=5) == (
-        f"way=5: {root}/train has 4 classes; use way <= 4; shot 5 + query 10 = 15 images per class, but the smallest "
-        f"class of {root}/train has 5 (class_0); lower shot or query; train_settings val_way=5: {root}/val has 4 "
-        f"classes; use train_settings val_way <= 4; train_settings val_shot 5 + val_query 16 = 21 images per class, "
-        f"but the smallest class of {root}/val has 5 (class_0); lower train_settings val_shot or val_query"
+        f"way=5: {root}/train has only 4 classes; use way <= 4; shot 5 + query 10 = 15 images per class, but 4 of "
+        f"the 4 classes of {root}/train have fewer: class_0 (5), class_1 (6), class_2 (7), class_3 (8); lower shot "
+        f"or query; train_settings val_way=5: {root}/val has only 4 classes; use train_settings val_way <= 4; "
+        f"train_settings val_shot 5 + val_query 16 = 21 images per class, but 4 of the 4 classes of {root}/val "
+        "have fewer: class_0 (5), class_1 (6), class_2 (7), class_3 (8); lower train_settings val_shot or val_query"
     )
     small = dict(way=4, shot=1, query=3, val_every=0)  # training episodes that fit
-    assert (
-        problems("02_train", **small, test_episodes=10, test_shots=[1], test_query=5)
-        == (
-            f"the test's way=5: {root}/test has 4 classes; it needs a data set with more classes; "  # a fixed 5-way
-            f"test_shots 1 + test_query 5 = 6 images per class, but the smallest class of {root}/test has 5 "
-            "(class_0); lower test_shots or test_query"
-        )
+    assert problems("02_train", **small, test_episodes=10, test_shots=[1], test_query=5) == (
+        f"the test's way=5: {root}/test has only 4 classes; it needs a data set with at least 5 classes "
+        f"there; test_shots 1 + test_query 5 = 6 images per class, but 1 of the 4 classes of {root}/test has "
+        "fewer: class_0 (5); lower test_shots or test_query"
     )
     assert problems("02_train", **small, test_episodes=0, test_query=5) == ""
     # 04: validation only when it validates
     settings = dict(way=4, shot=1, query=3, test_shots=[1], test_query=4)
-    assert f"the validation's way=5: {root}/val has 4 classes" in problems(
+    assert f"the validation's way=5: {root}/val has only 4 classes" in problems(
         "04_ablation", **settings, val_every=2
     )
     assert "/val" not in problems("04_ablation", **settings, val_every=0)
@@ -298,8 +303,8 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     models = {"checkpoints": {m: "x.pt" for m in ("protonet", "frn", "bifrn", "hmdrn")}}
     assert problems("06_gradcam", **models, way=4, shot=3, pointing_query=40) == ""
     assert problems("06_gradcam", **models, way=4, shot=4, pointing_query=1) == (
-        f"shot 4 + the Grad-CAM figure's query 2 = 6 images per class, but the smallest class of {root}/test has 5 "
-        "(class_0); lower shot"
+        f"shot 4 + the Grad-CAM figure's query 2 = 6 images per class, but 1 of the 4 classes of {root}/test has "
+        "fewer: class_0 (5); lower shot"
     )
     # 08: the example classes only when a folder is left empty, and only the classes it draws
     mine = {"checkpoint": "x.pt", "support_dir": root, "query_dir": root}

@@ -380,9 +380,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         ({"model": "resnet"}, "unknown model 'resnet'"),
         ({"backbone": "vgg"}, "unknown backbone 'vgg'"),
         ({"options": {"maks": False}}, "unknown option(s) ['maks']"),
-        ({"way": 30}, "training: way=30 but"),
-        ({"shot": 8, "query": 8}, "training: shot+query=8+8=16 images per class are needed"),
-        ({"val_way": 7}, "validation: way=7 but"),
+        ({"way": 30}, "training: way=30: "),
+        ({"shot": 8, "query": 8}, "training: shot 8 + query 8 = 16 images per class, but"),
+        ({"val_way": 7}, "validation: val_way=7: "),
         ({"options": {"image_size": 84}}, "options image_size=84 contradicts image_size=16"),
         ({"momentum": 1.0}, "momentum must be below 1"),
     ],
@@ -460,7 +460,7 @@ def test_cli_bad_input_is_one_line(birds: Path, tmp_path: Path, capsys: pytest.C
         ]
     )
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: training: way=99") and err.count("\n") == 1
+    assert code == 1 and err.startswith("error: training: --way=99: ") and err.count("\n") == 1
 
 
 def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,6 +28,45 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def way_misfit(way: tuple[str, int], classes: int, where: str, settable: bool = True) -> str | None:
+    """Why ``way`` = (what sets it, its value) classes cannot be drawn from the ``classes`` classes of ``where``,
+    naming the way out (``settable``: the user sets it), or None when they can."""
+    name, value = way
+    if value <= classes:
+        return None
+    way_out = (
+        f"use {name} <= {classes}" if settable else f"it needs a data set with at least {value} classes there"
+    )
+    return f"{name}={value}: {where} has only {classes} classes; {way_out}"
+
+
+def images_misfit(
+    images: Sequence[tuple[str, int]],
+    class_sizes: Sequence[tuple[str, int]],
+    where: str,
+    settable: Sequence[str] | None = None,
+) -> str | None:
+    """Why episodes of ``images`` = ((what sets it, its value), ...) images per class, summed, cannot be drawn
+    from every class of ``class_sizes`` = ((class name, its image count), ...) of ``where``, or None when they can.
+    The message lists the short classes, smallest first (five at most), and names what to lower: the entries of
+    ``settable`` (default: every entry of ``images``)."""
+    need = sum(value for _, value in images)
+    short = sorted((count, name) for name, count in class_sizes if count < need)
+    if not short:
+        return None
+    parts = " + ".join(f"{label} {value}" for label, value in images)
+    listed = ", ".join(f"{name} ({count})" for count, name in short[:5]) + (" ..." if len(short) > 5 else "")
+    lower = [label for label, _ in images] if settable is None else list(settable)
+    way_out = (
+        f"lower {' or '.join(lower)}" if lower else "it needs a data set with more images per class there"
+    )
+    verb = "has" if len(short) == 1 else "have"
+    return (
+        f"{parts} = {need} images per class, but {len(short)} of the {len(class_sizes)} classes of {where} {verb} "
+        f"fewer: {listed}; {way_out}"
+    )
+
+
 class _ClassPools:
     """Labels → per-class index arrays, with class names for error messages."""
 
@@ -57,19 +96,13 @@ class _ClassPools:
         return f"label {label}"
 
     def validate(self, way: int, shot: int, query: int) -> None:
-        if way > len(self.labels):
-            raise FewShotDataError(
-                f"way={way} is impossible: the data set has only {len(self.labels)} classes; use way <= "
-                f"{len(self.labels)}"
-            )
-        need = shot + query
-        short = [(self.name(i), len(pool)) for i, pool in enumerate(self.pools) if len(pool) < need]
-        if short:
-            listed = ", ".join(f"{name} ({n} images)" for name, n in sorted(short, key=lambda item: item[1]))
-            raise FewShotDataError(
-                f"shot+query={shot}+{query}={need} images per class are needed, but {len(short)} class(es) have "
-                f"fewer: {listed}"
-            )
+        sizes = [(self.name(i), len(pool)) for i, pool in enumerate(self.pools)]
+        misfits = [
+            way_misfit(("way", way), len(self.labels), "the data set"),
+            images_misfit((("shot", shot), ("query", query)), sizes, "the data set"),
+        ]
+        if any(misfits):
+            raise FewShotDataError("; ".join(m for m in misfits if m))
 
 
 class _EpisodeSettings:

@@ -316,9 +316,10 @@ class TrainConfig:
         data = Path(self.data_root).resolve()
         if run == data or data.is_relative_to(run) or run.is_relative_to(data):
             where = "is" if run == data else "holds" if data.is_relative_to(run) else "lies inside"
+            folder, overwrite = way_out("run_dir", "--run-dir"), way_out("overwrite=True", "--overwrite")
             raise ValueError(
-                f"run_dir {self.run_dir} {where} the data set {self.data_root}: a run writes its folder and with "
-                "--overwrite moves what it holds aside, so it must be apart from the data; give a run_dir outside "
+                f"{folder} {self.run_dir} {where} the data set {self.data_root}: a run writes its folder and with "
+                f"{overwrite} moves what it holds aside, so it must be apart from the data; give a {folder} outside "
                 f"the data set, e.g. the default {self.default_run_dir()}"
             )
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
+from fsl_core.data.sampler import images_misfit, way_misfit
 from fsl_core.models import EpisodicModel
 from fsl_core.models.checkpoints import (
     is_fsl_core_checkpoint,
@@ -132,27 +133,24 @@ def check_episode_settings(
 
 
 def check_episodes_fit(
-    dataset: FewShotFolder, way: int, shot: int, query: int, what: str = "evaluation"
+    dataset: FewShotFolder,
+    way: int,
+    shot: int,
+    query: int,
+    what: str = "evaluation",
+    names: tuple[str, str, str] = ("way", "shot", "query"),
 ) -> None:
-    """Raise a ValueError when ``dataset`` cannot give way-way episodes of shot+query images per class."""
+    """Raise a ValueError when ``dataset`` cannot give way-way episodes of shot+query images per class; the message
+    starts with ``what`` and calls the three numbers by ``names`` (the caller's words for them)."""
     by_class = dataset.indices_by_class()
     where = f"{dataset.root}/{dataset.split}"
-    if way > len(by_class):
-        raise ValueError(
-            f"{what}: way={way} but {where} has only {len(by_class)} classes; use way <= {len(by_class)}"
-        )
-    need = shot + query
-    small = sorted(
-        (len(members), dataset.classes[c]) for c, members in enumerate(by_class) if len(members) < need
-    )
-    if small:
-        names = ", ".join(f"{name} ({count})" for count, name in small[:5]) + (
-            " ..." if len(small) > 5 else ""
-        )
-        raise ValueError(
-            f"{what}: shot+query={shot}+{query}={need} images per class are needed but {len(small)} classes "
-            f"of {where} have fewer: {names}; lower shot or query"
-        )
+    sizes = [(dataset.classes[c], len(members)) for c, members in enumerate(by_class)]
+    misfits = [
+        way_misfit((names[0], way), len(by_class), where),
+        images_misfit(((names[1], shot), (names[2], query)), sizes, where),
+    ]
+    if any(misfits):
+        raise ValueError(f"{what}: " + "; ".join(m for m in misfits if m))
 
 
 def _shares_backbone(model: nn.Module) -> bool:

@@ -340,7 +340,14 @@ class _Run:
         self.augmenter: DeviceAugmentation | None = None  # set with the loader under augment_on_device
         seed_everything(config.seed)
         self.model = build_training_model(config, len(self.train_set.classes))
-        check_episodes_fit(self.train_set, config.way, config.shot, config.query, "training")
+        check_episodes_fit(
+            self.train_set,
+            config.way,
+            config.shot,
+            config.query,
+            "training",
+            tuple(way_out(name, f"--{name}") for name in ("way", "shot", "query")),
+        )
         self.episodes = TrainingEpisodes(
             self.train_set.targets,
             config.way,
@@ -363,7 +370,14 @@ class _Run:
             self.val_set = FewShotFolder(
                 config.data_root, "val", transform="eval", image_size=config.image_size
             )
-            check_episodes_fit(self.val_set, config.val_way, config.val_shot, config.val_query, "validation")
+            check_episodes_fit(
+                self.val_set,
+                config.val_way,
+                config.val_shot,
+                config.val_query,
+                "validation",
+                tuple(way_out(f"val_{name}", f"--val-{name}") for name in ("way", "shot", "query")),
+            )
         if processes.is_main:  # only the main process writes the run folder
             self.folder = claim_run_folder(
                 self.run_dir,
