@@ -66,6 +66,11 @@ NAMES = [
     "g08_bunting_s01_beak-red",
     "g09_flycatcher_s02_spots-black+crown-blue",
 ]
+MANY_NAMES = [  # 25 classes, the most the embedded birds set's test split holds
+    f"g{group:02d}_{GROUP_NAMES[group]}_s{species:02d}_crown-yellow+wingbar-blue"
+    for group in range(5)
+    for species in range(5)
+]
 GROUPS = list(GROUP_NAMES[:10])
 rng = np.random.default_rng(0)
 
@@ -246,6 +251,12 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     ),
     "level scores": lambda: plot_level_scores(
         {"last": torch.rand(5), "mid": torch.rand(5)}, NAMES[:5], true_class=2
+    ),
+    "error maps, 25-way": lambda: plot_error_maps(
+        torch.randn(3, 84, 84), torch.rand(25, 100), MANY_NAMES, true_class=13, title="level mid"
+    ),
+    "level scores, 25-way": lambda: plot_level_scores(
+        {"last": torch.rand(25), "mid": torch.rand(25)}, MANY_NAMES, true_class=24
     ),
     "ARI per K": lambda: plot_ari_per_k(pd.DataFrame({"K": [1, 3, 5, 10], "ARI": [0.0, 0.4, 0.7, 0.95]}), 10),
     "probes": lambda: plot_probes(

@@ -27,6 +27,7 @@ from fsl_core.viz import (
     plot_cams,
     plot_episode,
     plot_error_maps,
+    plot_level_scores,
     plot_query_masks,
     plot_training_curves,
     pointing_game,
@@ -283,6 +284,25 @@ def test_reconstruction_error_helpers() -> None:
     assert [im.get_clim() for im in overlays] == [(pytest.approx(0.1), pytest.approx(1.0))] * 2  # one scale
     outlined = [ax.spines["left"].get_edgecolor() == to_rgba(RIGHT_COLOUR) for ax in panels]
     assert outlined == [False, True, False]  # the true class
+    # 13 classes wrap: six maps per row (the query first), the four cells left over blank
+    fig = plot_error_maps(torch.rand(3, 32, 32), torch.rand(13, 4), [f"c{i}" for i in range(13)])
+    cells = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in fig.axes[:-1]]
+    assert cells == [(row, column) for row in range(3) for column in range(6)]
+    assert [len(ax.images) for ax in fig.axes[:-1]] == [1] + [2] * 13 + [0] * 4
+    assert [ax.axison for ax in fig.axes[14:-1]] == [False] * 4
+
+
+def test_level_scores_name_the_prediction_and_the_true_class_one_row_each() -> None:
+    scores = {"last": torch.tensor([0.1, 0.5, 0.2]), "mid": torch.tensor([0.3, 0.0, 0.1])}  # sums .4 .5 .3
+    ax = plot_level_scores(scores, ["a_x", "b", "c"], true_class=0).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a x\n(true)", "b\n(predicted)", "c"]
+    assert ax.get_yticklabels()[0].get_fontweight() == "bold"
+    widths = sorted(
+        (round(bar.get_y(), 2), round(bar.get_width(), 3)) for bar in ax.patches if bar.get_height()
+    )
+    assert [width for _, width in widths] == [0.1, 0.3, 0.5, 0.0, 0.2, 0.1]  # per class: last, then mid
+    ax = plot_level_scores(scores, ["a", "b", "c"], true_class=1).axes[0]
+    assert ax.get_yticklabels()[1].get_text() == "b\n(true, predicted)"
 
 
 def test_most_confused_and_confused_pairs() -> None:

@@ -21,6 +21,7 @@ from .masks import token_grid, upsample_tokens
 from .plots import (
     IMAGE_TEXT_SIZE,
     MAX_FIGURE_WIDTH,
+    MIN_FONT_SIZE,
     RIGHT_COLOUR,
     image_array,
     label_width,
@@ -28,6 +29,9 @@ from .plots import (
     readable,
     wrap_label,
 )
+
+MIN_MAP_CELL = 1.3
+"""The narrowest error map, in inches: more classes than fit in a row at that width wrap to further rows."""
 
 
 def error_maps(token_error: Tensor, feature_size: Sequence[int] | None = None) -> Tensor:
@@ -75,7 +79,11 @@ def plot_error_maps(
     best = int(totals.argmin())
     pixels = upsample_tokens(errors, picture.shape[:2], feature_size).numpy()
     vmin, vmax = float(pixels.min()), float(pixels.max())
-    cell = min(1.55, (MAX_FIGURE_WIDTH - 1.0) / (way + 1))
+    columns = min(
+        way + 1, int((MAX_FIGURE_WIDTH - 1.0) / MIN_MAP_CELL)
+    )  # the query, then the classes in rows
+    rows = -(-(way + 1) // columns)
+    cell = min(1.55, (MAX_FIGURE_WIDTH - 1.0) / columns)
     characters = label_width(cell - 0.1)
     titles = []
     for c in range(way):
@@ -86,10 +94,10 @@ def plot_error_maps(
         titles.append("\n".join(lines))
     title_lines = max(t.count("\n") + 1 for t in titles)
     fig = Figure(
-        figsize=(cell * (way + 1) + 0.9, cell + 0.2 * title_lines + (0.45 if title else 0.2)),
+        figsize=(cell * columns + 0.9, rows * (cell + 0.2 * title_lines) + (0.45 if title else 0.2)),
         layout="constrained",
     )
-    axes = fig.subplots(1, way + 1)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
     axes[0].imshow(picture)
     axes[0].set_title("query", fontsize=IMAGE_TEXT_SIZE)
     image_handle = None
@@ -102,11 +110,13 @@ def plot_error_maps(
             for spine in ax.spines.values():
                 spine.set_edgecolor(RIGHT_COLOUR)
                 spine.set_linewidth(3)
+    for ax in axes[way + 1 :]:
+        ax.set_axis_off()
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if image_handle is not None:
-        fig.colorbar(image_handle, ax=list(axes[1:]), shrink=0.8, label="squared error")
+        fig.colorbar(image_handle, ax=list(axes), shrink=0.8 if rows == 1 else 0.5, label="squared error")
     if title:
         fig.suptitle(title)
     return readable(fig)
@@ -115,26 +125,31 @@ def plot_error_maps(
 def plot_level_scores(
     level_scores: Mapping[str, Tensor], class_names: Sequence[str], true_class: int | None = None
 ) -> Figure:
-    """Bars of each level's (weighted) score per class for one query: {level: (way,)}; the highest fused
-    score wins. The true class is named in bold with "(true)"."""
+    """Horizontal bars of each level's (weighted) score per class for one query, {level: (way,)}, one row per
+    class (readable at any way). The class of the highest summed score, the prediction, says "(predicted)"; the
+    true class is named in bold with "(true)"."""
     rows = []
     for level, scores in level_scores.items():
         for c, value in enumerate(torch.as_tensor(scores).float().tolist()):
-            rows.append({"class": class_names[c], "level": level, "score": value})
+            rows.append({"class": c, "level": level, "score": value})
     way = len(class_names)
-    plot_width = min(MAX_FIGURE_WIDTH - 1.4, 1.1 * way + 1.0)
-    fig = Figure(figsize=(plot_width + 1.4, 3.0), layout="constrained")
+    predicted = int(sum(torch.as_tensor(s).float() for s in level_scores.values()).argmax())
+    names = [wrap_label(name, label_width(3.0, MIN_FONT_SIZE)) for name in class_names]
+    marks = {predicted: ["predicted"]}
+    if true_class is not None:
+        marks.setdefault(true_class, []).insert(0, "true")
+    for c, words in marks.items():
+        names[c] += f"\n({', '.join(words)})"
+    lines = max(name.count("\n") + 1 for name in names)
+    per_class = max(0.13 * len(level_scores) + 0.08, 0.16 * lines)
+    fig = Figure(figsize=(MAX_FIGURE_WIDTH - 1.0, 0.7 + per_class * way), layout="constrained")
     ax = fig.subplots()
-    sns.barplot(data=pd.DataFrame(rows), x="class", y="score", hue="level", ax=ax)
-    characters = label_width((plot_width - 1.0) / way)
-    names = [wrap_label(name, characters) for name in class_names]
+    sns.barplot(data=pd.DataFrame(rows), y="class", x="score", hue="level", orient="h", ax=ax)
+    ax.set_yticks(range(way), names)
     if true_class is not None:
-        names[true_class] += "\n(true)"
-    ax.set_xticks(range(way), names)
-    if true_class is not None:
-        ax.get_xticklabels()[true_class].set_fontweight("bold")
-    ax.set_xlabel("")
-    ax.set_ylabel("weighted score")
+        ax.get_yticklabels()[true_class].set_fontweight("bold")
+    ax.set_ylabel("")
+    ax.set_xlabel("weighted score")
     legend_outside(ax)
     return readable(fig)
 
