@@ -611,7 +611,8 @@ class FewShotClassifier:
 
         Panels: the query as the model sees it; its Grad-CAM for that class (``fsl_core.viz.gradcam``, target
         layer the last backbone block, the support set of the head call that scores the class; with drawn
-        episodes, the mean map over them); the class
+        episodes, the mean map over them; the gradient of the class's log-probability among the head call's
+        classes, or of its logit where the head call scores it alone, as the ``per_class`` strategy does); the class
         probabilities; for a masked model (HMDRN) the share of transformer layers and heads that keep each
         token, per level; for the reconstruction models the reconstruction error of each token per class
         (the ``max_classes`` classes of highest probability, shared colour scale; lower = better explained) with
@@ -661,7 +662,8 @@ class FewShotClassifier:
             way = len(episode.classes)
             labels = torch.arange(way).repeat_interleave(len(episode.rows) // way)
             local = int(np.flatnonzero(episode.classes == target)[0])
-            cams.append(episode_cams(self.model, support_images, labels, pixels, classes=[local])[0])
+            scored = "log_probability" if way > 1 else "logit"  # a class scored alone has no competitor
+            cams.append(episode_cams(self.model, support_images, labels, pixels, [local], target=scored)[0])
         kept = {
             key.removeprefix("mask_"): value[0].float().mean((0, 1)).cpu()
             for key, value in query.items()

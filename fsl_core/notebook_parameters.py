@@ -454,6 +454,12 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
         "tolerance": integer(
             2, "pixels the ground-truth regions are dilated by (at 84 px; scaled with image_size)", low=0
         ),
+        "cam_target": choice(  # the names of fsl_core.viz.gradcam.CAM_TARGETS (not imported: it loads matplotlib)
+            "log_probability",
+            "what a class's map is the gradient of: 'log_probability' (the class against the episode's others) or "
+            "'logit' (its raw score, for a metric model a negative distance: often flat)",
+            ("log_probability", "logit"),
+        ),
         "seed": integer(0, "seed of episodes and training", low=0),
         "device": DEVICE,
         "threads": THREADS,

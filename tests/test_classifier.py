@@ -398,6 +398,12 @@ def test_files_a_folder_skips_are_named_and_those_given_alone_are_refused(
     assert "raven/b.gif; raven/notes.txt" in err
     assert main([str(reference_run / "best.pt"), str(support), str(queries / "b.gif")]) == 1
     assert "b.gif: not an image file" in capsys.readouterr().err
+    # an image given by name and through its folder is classified once, where it was first given
+    twice = [str(queries / "a.png"), str(queries)]
+    assert main([str(reference_run / "best.pt"), str(support), *twice, "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.splitlines()] == [str(queries / "a.png")]
+    assert "note: 1 image(s) given twice are classified once" in err
 
 
 def test_the_example_queries_are_scored_by_the_class_in_their_names() -> None:
@@ -644,7 +650,9 @@ def test_explain_shows_the_engines_grad_cam_kept_tokens_and_errors(
     assert clf.strategy_ == "per_class"
     figure = clf.explain(query, class_name=clf.classes_[1])
     alone = torch.stack([data.transform(Image.open(support[clf.classes_[1]][0]).convert("RGB"))])
-    cam = episode_cams(model, alone, torch.zeros(1, dtype=torch.long), pixels, classes=[0])[0]
+    cam = episode_cams(model, alone, torch.zeros(1, dtype=torch.long), pixels, [0], target="logit")[
+        0
+    ]  # alone
     cam_axes = next(ax for ax in figure.axes if ax.get_title().startswith("Grad-CAM"))
     np.testing.assert_array_equal(cam_axes.images[0].get_array(), cam_overlay(image_array(pixels[0]), cam))
 

@@ -316,3 +316,10 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     assert problems("03_evaluate", checkpoint="x.pt", data_root=None, way=9) == ""
     # a data set that is not there yet (the notebook generates the birds set) is not read
     assert check_values("05_masks_and_reconstructions", {"data_root": str(tiny_folder / "new"), "way": 9})
+
+
+def test_the_cam_target_choices_are_the_grad_cam_targets_of_the_library() -> None:
+    """Declared by name (the parameters module does not load matplotlib), kept equal to ``CAM_TARGETS``."""
+    from fsl_core.viz.gradcam import CAM_TARGETS
+
+    assert declared("06_gradcam")["cam_target"].choices == tuple(CAM_TARGETS)

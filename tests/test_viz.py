@@ -589,3 +589,27 @@ def test_the_data_set_summary_says_each_split_the_areas_and_the_baseline() -> No
         "train",
         "val",
     ]  # a folder data set: no parts, no card
+
+
+def test_the_log_probability_target_finds_evidence_where_the_raw_logit_of_a_metric_model_has_none() -> None:
+    """FRN's logit is a negative reconstruction distance: at a seeded initialisation its gradient at the last block
+    is negative wherever the features are, and every logit map is flat. The log-probability (the class against the
+    episode's others) cancels that shared part."""
+    from fsl_core.viz.gradcam import LogProbabilityTarget
+
+    logits = torch.tensor([1.0, 3.0, -2.0])
+    assert LogProbabilityTarget(1)(logits) == pytest.approx(float(torch.log_softmax(logits, 0)[1]))
+    torch.manual_seed(0)
+    model = build_model("frn", "conv4", image_size=32)
+    support, queries = torch.rand(5, 3, 32, 32), torch.rand(10, 3, 32, 32)
+    classes = torch.arange(5).repeat(2)
+    flat = {
+        target: flat_maps(episode_cams(model, support, torch.arange(5), queries, classes, target=target))
+        for target in ("logit", "log_probability")
+    }
+    assert flat["logit"].tolist() == [True] * 10
+    assert flat["log_probability"].sum() == 1
+    with pytest.raises(ValueError, match="target='logt' \\(did you mean 'logit'\\?\\): expected one of"):
+        episode_cams(model, support, torch.arange(5), queries, classes, target="logt")
+    with pytest.raises(ValueError, match="one-class episode: .* use target='logit'"):
+        episode_cams(model, support[:1], torch.zeros(1, dtype=torch.long), queries[:1], [0])

@@ -41,9 +41,12 @@ def pointing_game_records(
     seed: int = 0,
     tolerance: int = 0,
     device: str | torch.device = "auto",
+    target: str = "log_probability",
 ) -> pd.DataFrame:
     """One row per model and query: model, episode, correct, parts, bird, flat_map (bools), parts_random and
-    bird_random (the chance that a uniformly random point hits the query's parts or bird, in percent)."""
+    bird_random (the chance that a uniformly random point hits the query's parts or bird, in percent). The maps
+    are made of the gradient of ``target`` (a name of ``fsl_core.viz.gradcam.CAM_TARGETS``) for the query's true
+    class."""
     device = resolve_device(device)
     sampler = EpisodeSampler(data, way, shot, query, episodes=episodes, seed=seed)
     records = []
@@ -66,6 +69,7 @@ def pointing_game_records(
                     episode.support_labels,
                     episode.query_images,
                     classes=episode.query_labels,
+                    target=target,
                 )
                 with torch.no_grad():
                     logits = model(episode.support_images, episode.support_labels, episode.query_images)
