@@ -29,12 +29,14 @@ Command line::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import itertools
 import json
 import os
 import re
+import signal
 import sys
 import time
 import warnings
@@ -75,6 +77,12 @@ INJECTED = ("run_dir", "run_name")
 DONE = "DONE"
 FAILED = "FAILED"
 RESULTS = "results.json"
+_KERNEL_EXIT: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
+    "kernel_exit", default=None
+)
+"""Where the runner's kernel manager writes the exit status of a kernel it found dead ({"status": returncode},
+negative for a signal): set by ``_execute`` for the run at hand. It is not seen where papermill's event loop runs in
+another thread (a run started inside a running kernel's own thread), and the message then says less."""
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
 
@@ -378,6 +386,8 @@ def _kernel_manager_class() -> type:
     - The kernel's messages travel encrypted (CurveZMQ keys provisioned by the manager, when pyzmq supports
       them and the kernel declares it can use them) or, without CurveZMQ on POSIX, over local sockets: the
       kernel then has no reason to warn that it runs "over TCP without encryption".
+    - A kernel found dead leaves its exit status where ``_execute`` can read it (``_KERNEL_EXIT``): a kernel
+      killed for lack of memory is then named as such.
     - A kernel is shut down without the interrupt that jupyter_client sends first. papermill shuts a kernel
       down once its notebook ran to the end or stopped at an error (or the runner was stopped), and the
       shutdown request, then SIGTERM, ends it in every case; the interrupt only ever reached a kernel still
@@ -405,7 +415,43 @@ def _kernel_manager_class() -> type:
             if not self.shutting_down:
                 await super()._async_interrupt_kernel()
 
+        async def is_alive(self) -> bool:
+            alive = await super().is_alive()
+            exit_record = _KERNEL_EXIT.get()
+            process = getattr(self.provisioner, "process", None)
+            if (
+                not alive
+                and exit_record is not None
+                and process is not None
+                and process.returncode is not None
+            ):
+                exit_record.setdefault("status", process.returncode)
+            return alive
+
     return RunnerKernelManager
+
+
+def _kernel_death(status: int | None) -> str:
+    """Why a notebook's kernel died, from its exit status (negative: the signal that ended it; None: unknown), with
+    the way out."""
+    memory = (
+        "lower what the run holds at once (way, query, image_size, a batch size) or close other programs, and run "
+        f"again ({way_out('overwrite=True', '--overwrite')} reuses the run's name)"
+    )
+    if status == -signal.SIGKILL:
+        return (
+            "the kernel was killed (SIGKILL), on Linux most often by the system when memory runs out (the kernel "
+            f"log says so: dmesg); {memory}"
+        )
+    if status is not None and status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"the kernel ended on {name}: a crash in compiled code, or a signal sent from outside"
+    if status is not None:
+        return f"the kernel exited with status {status} (the notebook or a library called exit)"
+    return f"the kernel died (on Linux most often because memory ran out); {memory}"
 
 
 # -- one run --------------------------------------------------------------------------------------------------
@@ -519,6 +565,8 @@ def _execute(
     atomic_write_json(config, run_dir / "config.json")
     output = run_dir / f"{name}.ipynb"
     start = time.perf_counter()
+    kernel_exit: dict[str, int] = {}
+    watching = _KERNEL_EXIT.set(kernel_exit)
     try:
         papermill.execute_notebook(
             str(source),
@@ -539,12 +587,15 @@ def _execute(
         raise NotebookRunError(message, name, run_name, run_dir, error.ename, error.evalue) from None
     except Exception as error:  # the kernel died, did not start, or timed out
         ename, evalue = type(error).__name__, str(error)
+        if ename == "DeadKernelError":
+            evalue = _kernel_death(kernel_exit.get("status"))
         message = (
             f"notebook {name} could not run to the end in run {run_name!r}: {ename}: {evalue}\nsee {output}"
         )
         atomic_write_bytes((message + "\n").encode(), run_dir / FAILED)
         raise NotebookRunError(message, name, run_name, run_dir, ename, evalue) from error
     finally:
+        _KERNEL_EXIT.reset(watching)
         if echo is not None:
             echo.close()
     seconds = time.perf_counter() - start

@@ -840,6 +840,7 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
     out = results(folder)
     assert list(out["pointing_game"]) == ["protonet", "frn", "bifrn", "hmdrn"]
     assert out["queries"] == 2 * 5 * 2 and out["tolerance_pixels"] == round(2 * 32 / 84)
+    assert out["cam_target"] == "log_probability"  # the default: the records below are the library's for it
     # every query's record is what the library gives for the models the notebook trained
     models = {name: load_model(folder / "train" / name / "best.pt").eval() for name in out["pointing_game"]}
     data = FewShotFolder(notebook_birds, "test", transform="eval", image_size=32)
@@ -1124,3 +1125,36 @@ def test_a_run_started_in_another_folder_shows_its_progress_and_nothing_alarming
     executed = nbformat.read(folder / "02_train.ipynb", as_version=4)
     kinds = {key for c in executed.cells for o in c.get("outputs", []) for key in o.get("data", {})}
     assert "application/vnd.jupyter.widget-view+json" not in kinds
+
+
+@pytest.mark.parametrize(
+    ("last_cell", "said"),
+    [
+        (
+            "os.kill(os.getpid(), signal.SIGKILL)",
+            "the kernel was killed (SIGKILL), on Linux most often by the system when memory runs out",
+        ),
+        ("os._exit(3)", "the kernel exited with status 3 (the notebook or a library called exit)"),
+    ],
+)
+def test_a_kernel_that_dies_is_said_how(tmp_path: Path, last_cell: str, said: str) -> None:
+    """A real kernel ends mid-run: FAILED says how (a SIGKILL is what the system's out-of-memory killer sends), not
+    only papermill's "Kernel died"."""
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(f"import os, signal\n{last_cell}"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+    nbformat.write(notebook, tmp_path / "dies.ipynb")
+    with pytest.raises(NotebookRunError) as error:
+        run(tmp_path / "dies.ipynb", {}, run_name="dies", output_root=tmp_path / "out", progress_lines=False)
+    folder = tmp_path / "out" / "dies" / "dies"
+    assert error.value.ename == "DeadKernelError" and said in error.value.evalue
+    assert (
+        (folder / "FAILED")
+        .read_text()
+        .startswith(f"notebook dies could not run to the end in run 'dies': DeadKernelError: {said}")
+    )
+    assert not (folder / "DONE").exists()
