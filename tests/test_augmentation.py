@@ -189,6 +189,12 @@ def test_augmentation_examples_and_figure(tiny_birds: Path, tmp_path: Path) -> N
     axes = fig.get_axes()  # row by row
     assert len(axes) == 12 and [axes[3 * r].get_ylabel() for r in range(4)] == list(AUGMENTATIONS)
     assert [ax.get_title() for ax in axes[:3]] == ["a", "b", "c"]
+    # "mirrored" under the papers' cells that its flip mirrored, and nowhere else
+    papers = list(AUGMENTATIONS).index("papers")
+    flipped = [not torch.equal(rows["papers"][c], rows["no_flip"][c]) for c in range(3)]
+    assert sorted(set(flipped)) == [False, True]  # this seed draws both
+    expected = [["mirrored" if r == papers and flipped[c] else "" for c in range(3)] for r in range(4)]
+    assert [ax.get_xlabel() for ax in axes] == sum(expected, [])
     shown = np.asarray(axes[9].get_images()[0].get_array())  # row "none", first column
     evaluated = denormalize(eval_transform(SIZE)(images[0])).permute(1, 2, 0).numpy()
     assert shown.shape == (SIZE, SIZE, 3) and np.allclose(shown, evaluated, atol=1e-6)

@@ -76,7 +76,7 @@ def test_your_images_runs_headless_and_writes_the_classifiers_predictions(
     )
     assert results["summary"] == {
         "classified": "6 images, in predictions.csv",
-        "example set": f"{right} of 6 right (3 classes, 2 shots)",
+        "example set": f"{right} of 6 right, {100 * right / 6:.1f} % (3 classes, 2 shots)",
     }
     # the numbers are the library's for the checkpoint the notebook trained
     expected = FewShotClassifier.from_checkpoint(checkpoint, device="cpu").fit(support).predict_proba(queries)

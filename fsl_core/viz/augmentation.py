@@ -72,13 +72,21 @@ def plot_augmentations(
     titles: Sequence[str] | None = None,
 ) -> Figure:
     """The grid of ``augmentation_examples``: a row per augmentation (labelled with its name), a column per
-    image (titled with ``titles``, e.g. the class names)."""
+    image (titled with ``titles``, e.g. the class names). With both the "papers" and the "no_flip" rows, the
+    papers' cells that differ from no_flip's, the images its flip mirrored, say "mirrored" under them."""
     if examples.dim() != 5 or examples.shape[0] != len(augmentations):
         raise ValueError(
             f"examples of shape {tuple(examples.shape)}: expected (augmentations={len(augmentations)}, "
             "images, 3, H, W) as augmentation_examples returns"
         )
     n_rows, n_columns = examples.shape[:2]
+    mirrored = [False] * n_columns
+    if "papers" in augmentations and "no_flip" in augmentations:
+        papers, no_flip = (
+            examples[list(augmentations).index("papers")],
+            examples[list(augmentations).index("no_flip")],
+        )
+        mirrored = [not torch.equal(papers[c], no_flip[c]) for c in range(n_columns)]
     cell = min(1.4, (MAX_FIGURE_WIDTH - 1.0) / n_columns)
     fig = Figure(figsize=(cell * n_columns + 1.0, cell * n_rows + 0.8), layout="constrained")
     axes = fig.subplots(n_rows, n_columns, squeeze=False)
@@ -96,6 +104,8 @@ def plot_augmentations(
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(name, fontsize=IMAGE_TEXT_SIZE)
+            if augmentation == "papers" and mirrored[c]:
+                ax.set_xlabel("mirrored", fontsize=IMAGE_TEXT_SIZE)
             if r == 0 and titles is not None:
                 ax.set_title(wrap_label(titles[c], label_width(cell - 0.1)), fontsize=IMAGE_TEXT_SIZE)
     return readable(fig)
