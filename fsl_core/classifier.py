@@ -738,8 +738,9 @@ def example_classes(root: Path, way: int, shots: int, queries: int, seed: int = 
     chosen = [classes[i] for i in sorted(seeded_generator(seed).choice(len(classes), way, replace=False))]
     files = {folder: list_images(folder) for folder in chosen}
     sizes = [(folder.name, len(images)) for folder, images in files.items()]
+    drawn = f"the {way} classes drawn from {split} with seed {seed}"
     if too_few := images_misfit(
-        (("shots", shots), ("queries", queries)), sizes, f"{split} (drawn with seed {seed})"
+        (("shots", shots), ("queries", queries)), sizes, str(split), classes=drawn, or_else="change seed"
     ):
         raise ValueError(too_few)
     return files

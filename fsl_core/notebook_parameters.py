@@ -720,7 +720,7 @@ def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
     (the runner passes absolute ones). Reads the folder listings only: about 0.1 s for CUB's 11,788 images."""
     from fsl_core.classifier import example_classes
     from fsl_core.data.folder import FewShotDataError, FewShotFolder
-    from fsl_core.data.sampler import images_misfit, way_misfit
+    from fsl_core.data.sampler import episode_misfits
     from fsl_core.viz.parts import has_parts
 
     folder, drawn = episodes_drawn(notebook, values)
@@ -750,13 +750,9 @@ def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
         if counts is None:
             continue
         where = str(root / episodes.split)
-        way_name = episodes.way[0]
-        images = [label for label, _ in episodes.images if _settable(notebook, label)]
-        misfits = [
-            way_misfit(episodes.way, len(counts), where, _settable(notebook, way_name)),
-            images_misfit(episodes.images, counts, where, images),
-        ]
-        problems += [m for m in misfits if m]
+        problems += episode_misfits(
+            episodes.way, episodes.images, counts, where, lambda label: _settable(notebook, label)
+        )
     return list(dict.fromkeys(problems))
 
 

@@ -415,8 +415,8 @@ def _kernel_manager_class() -> type:
             if not self.shutting_down:
                 await super()._async_interrupt_kernel()
 
-        async def is_alive(self) -> bool:
-            alive = await super().is_alive()
+        async def _async_is_alive(self) -> bool:  # asked by the manager and by its kernel client
+            alive = await super()._async_is_alive()
             exit_record = _KERNEL_EXIT.get()
             process = getattr(self.provisioner, "process", None)
             if (
@@ -428,6 +428,8 @@ def _kernel_manager_class() -> type:
                 exit_record.setdefault("status", process.returncode)
             return alive
 
+        is_alive = _async_is_alive  # jupyter_client binds this name to its own function, not to the override
+
     return RunnerKernelManager
 
 
@@ -438,9 +440,9 @@ def _kernel_death(status: int | None) -> str:
         "lower what the run holds at once (way, query, image_size, a batch size) or close other programs, and run "
         f"again ({way_out('overwrite=True', '--overwrite')} reuses the run's name)"
     )
-    if status == -signal.SIGKILL:
+    if status is not None and status == -getattr(signal, "SIGKILL", -1):  # POSIX only
         return (
-            "the kernel was killed (SIGKILL), on Linux most often by the system when memory runs out (the kernel "
+            "the kernel was killed (SIGKILL), on Linux most often by the system when memory runs out (the system "
             f"log says so: dmesg); {memory}"
         )
     if status is not None and status < 0:

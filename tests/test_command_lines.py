@@ -88,12 +88,12 @@ def test_stop_after_epochs_is_checked_as_the_flag_it_is(capsys: pytest.CaptureFi
 
 
 def test_fsl_train_names_the_flags_of_episodes_its_data_set_cannot_give(
-    tiny_folder, tmp_path, capsys: pytest.CaptureFixture[str]
+    tiny_folder, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """4 classes of 5 to 8 images per split: the refusal names the flag to change, in the command line's words."""
     from fsl_core.cli.train import main
 
-    run = tmp_path.parent / f"{tmp_path.name}-run"  # tiny_folder is tmp_path: the run folder lies apart
+    run = tmp_path_factory.mktemp("runs") / "run"  # tiny_folder is the test's tmp_path: the run lies apart
     base = ["--data-root", str(tiny_folder), "--run-dir", str(run), "--protocol", "quick"]
     base += ["--way", "3", "--shot", "1", "--query", "2", "--image-size", "16"]
     assert main([*base, "--val-way", "7"]) == 1

@@ -638,6 +638,11 @@ def test_cli_checks_the_episode_and_model_flags(
             "error: --model and --backbone are only used with --reference on the HMDRN authors' weights; an "
             f"fsl_core checkpoint records its model, and {checkpoint} is one\n"
         )
+    assert main(quick(checkpoint, birds, "--way", "11")) == 1  # the test split has 10 classes: named as typed
+    assert (
+        capsys.readouterr().err
+        == f"error: evaluation: --way=11: {birds}/test has only 10 classes; use --way <= 10\n"
+    )
     released.unlink()
     assert list(tmp_path.iterdir()) == [checkpoint]  # nothing written
     with pytest.raises(ValueError, match="only used with reference=True"):

@@ -232,7 +232,7 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
             f"shot 1 + pointing_query 6 = 7 images per class, but 3 of the 3 classes of {birds}/test have fewer: "
         ),
         ("08_your_images", "shots", 5, 4): (
-            f"the example set: shots 5 + queries 2 = 7 images per class, but 3 of the 3 classes of {birds}/test (drawn with seed 0) have fewer: "
+            f"the example set: shots 5 + queries 2 = 7 images per class, but 3 of the 3 classes drawn from {birds}/test with seed 0 have fewer: "
         ),
         ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way=4: {birds}/train has only 3 classes; use hmdrn_way <= 3",
     }

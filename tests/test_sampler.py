@@ -205,3 +205,32 @@ def test_loader_on_generated_birds(tiny_birds: Path) -> None:
         32,
         32,
     )
+
+
+def test_the_episode_misfits_read_right_at_the_edges() -> None:
+    """No class, one class, one short class: the words follow the counts."""
+    from fsl_core.data.sampler import episode_misfits, images_misfit, way_misfit
+
+    assert (
+        way_misfit(("way", 5), 0, "d/test") == "way=5: d/test has no classes (no class folders with images)"
+    )
+    assert way_misfit(("way", 5), 1, "d/test") == "way=5: d/test has only 1 class; use way <= 1"
+    assert way_misfit(("way", 5), 5, "d/test") is None
+    images = (("shot", 1), ("query", 4))
+    assert images_misfit(images, [("a", 3)], "d/test") == (
+        "shot 1 + query 4 = 5 images per class, but the 1 class of d/test has fewer: a (3); lower shot or query"
+    )
+    assert images_misfit(images, [("a", 3), ("b", 9)], "d/test", ["query"], or_else="change seed") == (
+        "shot 1 + query 4 = 5 images per class, but 1 of the 2 classes of d/test has fewer: a (3); lower query, "
+        "or change seed"
+    )
+    six = [(f"c{i}", i) for i in range(6)]  # five listed, smallest first, then "..."
+    assert ": c0 (0), c1 (1), c2 (2), c3 (3), c4 (4) ...;" in images_misfit((("shot", 6),), six, "d")
+    fixed = episode_misfits(
+        ("the test's way", 9), (("the test's shot", 5), ("query", 4)), six, "d", "query".__eq__
+    )
+    assert fixed == [
+        "the test's way=9: d has only 6 classes; it needs a data set with at least 9 classes there",
+        "the test's shot 5 + query 4 = 9 images per class, but 6 of the 6 classes of d have fewer: c0 (0), c1 (1), "
+        "c2 (2), c3 (3), c4 (4) ...; lower query",
+    ]

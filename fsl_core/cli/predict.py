@@ -86,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                 suffix=".csv",
             )
         _, sources = image_inputs(args.images)  # every image is checked before the model is loaded
-        first = {}  # each image once, where it was first given
+        first: dict[Path, str] = {}  # each image once, where it was first given
         for source in sources:
             first.setdefault(Path(source).resolve(), str(source))
         files = list(first.values())
         if len(files) < len(sources):  # an image given by name and through its folder, say
             print(
-                f"note: {len(sources) - len(files)} image(s) given twice are classified once", file=sys.stderr
+                f"note: {len(sources) - len(files)} repeat(s) of images given more than once left out: each image "
+                "is classified once",
+                file=sys.stderr,
             )
         classifier = FewShotClassifier.from_checkpoint(
             args.checkpoint,

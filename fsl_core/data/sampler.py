@@ -8,7 +8,7 @@ Every episode lists ``way*shot`` support indices (class-major) followed by ``way
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,16 +28,22 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def _classes(count: int) -> str:
+    return "1 class" if count == 1 else f"{count} classes"
+
+
 def way_misfit(way: tuple[str, int], classes: int, where: str, settable: bool = True) -> str | None:
     """Why ``way`` = (what sets it, its value) classes cannot be drawn from the ``classes`` classes of ``where``,
     naming the way out (``settable``: the user sets it), or None when they can."""
     name, value = way
     if value <= classes:
         return None
+    if classes == 0:
+        return f"{name}={value}: {where} has no classes (no class folders with images)"
     way_out = (
         f"use {name} <= {classes}" if settable else f"it needs a data set with at least {value} classes there"
     )
-    return f"{name}={value}: {where} has only {classes} classes; {way_out}"
+    return f"{name}={value}: {where} has only {_classes(classes)}; {way_out}"
 
 
 def images_misfit(
@@ -45,11 +51,16 @@ def images_misfit(
     class_sizes: Sequence[tuple[str, int]],
     where: str,
     settable: Sequence[str] | None = None,
+    *,
+    classes: str | None = None,
+    or_else: str = "",
 ) -> str | None:
     """Why episodes of ``images`` = ((what sets it, its value), ...) images per class, summed, cannot be drawn
     from every class of ``class_sizes`` = ((class name, its image count), ...) of ``where``, or None when they can.
+
     The message lists the short classes, smallest first (five at most), and names what to lower: the entries of
-    ``settable`` (default: every entry of ``images``)."""
+    ``settable`` (default: every entry of ``images``), then ``or_else`` (another way out). ``classes``: the words
+    for the classes of ``class_sizes`` (default: "the N classes of WHERE")."""
     need = sum(value for _, value in images)
     short = sorted((count, name) for name, count in class_sizes if count < need)
     if not short:
@@ -59,12 +70,31 @@ def images_misfit(
     lower = [label for label, _ in images] if settable is None else list(settable)
     way_out = (
         f"lower {' or '.join(lower)}" if lower else "it needs a data set with more images per class there"
+    ) + (f", or {or_else}" if or_else else "")
+    classes = classes or f"the {_classes(len(class_sizes))} of {where}"
+    which = (
+        f"{classes} has"
+        if len(class_sizes) == 1
+        else f"{len(short)} of {classes} {'has' if len(short) == 1 else 'have'}"
     )
-    verb = "has" if len(short) == 1 else "have"
-    return (
-        f"{parts} = {need} images per class, but {len(short)} of the {len(class_sizes)} classes of {where} {verb} "
-        f"fewer: {listed}; {way_out}"
-    )
+    return f"{parts} = {need} images per class, but {which} fewer: {listed}; {way_out}"
+
+
+def episode_misfits(
+    way: tuple[str, int],
+    images: Sequence[tuple[str, int]],
+    class_sizes: Sequence[tuple[str, int]],
+    where: str,
+    settable: Callable[[str], bool] = lambda name: True,
+) -> list[str]:
+    """Why way-way episodes of ``images`` images per class cannot be drawn from the classes of ``class_sizes``
+    (``way_misfit``, ``images_misfit``): none, one or two messages. ``settable(name)``: whether the user sets
+    the number ``name`` stands for (the messages name only those as the way out)."""
+    misfits = [
+        way_misfit(way, len(class_sizes), where, settable(way[0])),
+        images_misfit(images, class_sizes, where, [label for label, _ in images if settable(label)]),
+    ]
+    return [m for m in misfits if m]
 
 
 class _ClassPools:
@@ -97,12 +127,10 @@ class _ClassPools:
 
     def validate(self, way: int, shot: int, query: int) -> None:
         sizes = [(self.name(i), len(pool)) for i, pool in enumerate(self.pools)]
-        misfits = [
-            way_misfit(("way", way), len(self.labels), "the data set"),
-            images_misfit((("shot", shot), ("query", query)), sizes, "the data set"),
-        ]
-        if any(misfits):
-            raise FewShotDataError("; ".join(m for m in misfits if m))
+        if misfits := episode_misfits(
+            ("way", way), (("shot", shot), ("query", query)), sizes, "the data set"
+        ):
+            raise FewShotDataError("; ".join(misfits))
 
 
 class _EpisodeSettings:

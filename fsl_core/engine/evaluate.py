@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fsl_core.data import EpisodeCollate, EpisodeSampler, FewShotFolder
-from fsl_core.data.sampler import images_misfit, way_misfit
+from fsl_core.data.sampler import episode_misfits
 from fsl_core.models import EpisodicModel
 from fsl_core.models.checkpoints import (
     is_fsl_core_checkpoint,
@@ -145,12 +145,8 @@ def check_episodes_fit(
     by_class = dataset.indices_by_class()
     where = f"{dataset.root}/{dataset.split}"
     sizes = [(dataset.classes[c], len(members)) for c, members in enumerate(by_class)]
-    misfits = [
-        way_misfit((names[0], way), len(by_class), where),
-        images_misfit(((names[1], shot), (names[2], query)), sizes, where),
-    ]
-    if any(misfits):
-        raise ValueError(f"{what}: " + "; ".join(m for m in misfits if m))
+    if misfits := episode_misfits((names[0], way), ((names[1], shot), (names[2], query)), sizes, where):
+        raise ValueError(f"{what}: " + "; ".join(misfits))
 
 
 def _shares_backbone(model: nn.Module) -> bool:
@@ -245,7 +241,13 @@ def evaluate(
     least 2: with one class every query is right.
     """
     check_episode_settings(way, [shot], query, episodes, seed)
-    check_episodes_fit(dataset, way, shot, query)
+    check_episodes_fit(
+        dataset,
+        way,
+        shot,
+        query,
+        names=tuple(way_out(name, f"--{name}") for name in ("way", "shot", "query")),
+    )
     device = resolve_device(device)
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
     with evaluation_mode(model, device):

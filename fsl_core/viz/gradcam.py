@@ -63,14 +63,14 @@ CAM_TARGETS = {"log_probability": LogProbabilityTarget, "logit": ClassifierOutpu
 """What the CAM of class k is the gradient of (see the module's docstring): name → ``pytorch_grad_cam`` target."""
 
 
-def check_cam_target(target: str, way: int) -> None:
+def check_cam_target(target: str, way: int | None = None) -> None:
     """Raise a ValueError naming the way out when ``target`` is no name of ``CAM_TARGETS``, or is the
-    log-probability in a one-class episode (always 0: its gradient is 0 and every map flat)."""
+    log-probability in a one-class episode (``way`` 1: always 0, so its gradient is 0 and every map flat)."""
     if target not in CAM_TARGETS:
         raise ValueError(
             f"target={target!r}{did_you_mean(target, CAM_TARGETS)}: expected one of {list(CAM_TARGETS)}"
         )
-    if target == "log_probability" and way < 2:
+    if target == "log_probability" and way is not None and way < 2:
         raise ValueError(
             "target='log_probability' in a one-class episode: the log-probability of the only class is always 0, "
             "so every map would be flat; use target='logit'"
@@ -143,6 +143,7 @@ def episode_cams(
         RuntimeError: when no CAM was produced (``GradCAM.__exit__`` swallows IndexError, e.g. a class index
             outside 0..way-1, so the result is checked explicitly).
     """
+    check_cam_target(target)  # the name before any work
     was_training = model.training
     wrapper = EpisodeCAM(model, support_images, support_labels)
     check_cam_target(target, wrapper.way)

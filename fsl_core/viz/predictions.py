@@ -18,6 +18,7 @@ from fsl_core.classifier import Images, ImageSource, image_inputs, open_image
 from .gradcam import cam_overlay
 from .masks import upsample_tokens
 from .plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, image_array, wrap_label
+from .reconstruction import fused_scores
 
 THUMBNAIL = 256
 """Longest side, in pixels, of the images drawn in these figures."""
@@ -226,8 +227,7 @@ def plot_explanation(
             bar = parts[part].colorbar(handle, ax=list(axes), shrink=0.8)
             bar.ax.tick_params(labelsize=TEXT)
         if level_scores and len(token_errors) > 1 and level == list(token_errors)[-1]:
-            totals = sum(torch.as_tensor(v).float() for v in level_scores.values())
-            highest = int(totals.argmax()) == classes.index(target)
+            highest = int(fused_scores(level_scores).argmax()) == classes.index(target)
             chosen = "; the class explained (←) has the highest sum" if highest else ""
             text = f"level {level}: the same; a class's logit sums its levels' shares{chosen}"
         else:

@@ -52,6 +52,12 @@ def true_class_best_rate(token_error: Tensor, query_labels: Tensor) -> float:
     return float((best_reconstructing_class(token_error).cpu() == query_labels.cpu()).float().mean())
 
 
+def fused_scores(level_scores: Mapping[str, Tensor]) -> Tensor:
+    """{level: (..., way) weighted score} → (..., way) their sum, the score the classes are ranked by (before the
+    model's scale): HMDRN's w_last·s_last + w_mid·s_mid."""
+    return sum(torch.as_tensor(scores).float() for scores in level_scores.values())
+
+
 def plot_error_maps(
     image: Tensor | np.ndarray,
     token_error: Tensor,
@@ -116,7 +122,9 @@ def plot_error_maps(
         ax.set_xticks([])
         ax.set_yticks([])
     if image_handle is not None:
-        fig.colorbar(image_handle, ax=list(axes), shrink=0.8 if rows == 1 else 0.5, label="squared error")
+        fig.colorbar(
+            image_handle, ax=list(axes[1 : way + 1]), shrink=0.8 if rows == 1 else 0.5, label="squared error"
+        )
     if title:
         fig.suptitle(title)
     return readable(fig)
@@ -128,12 +136,16 @@ def plot_level_scores(
     """Horizontal bars of each level's (weighted) score per class for one query, {level: (way,)}, one row per
     class (readable at any way). The class of the highest summed score, the prediction, says "(predicted)"; the
     true class is named in bold with "(true)"."""
+    if not level_scores:
+        raise ValueError(
+            "level_scores is empty: expected {level: (way,) scores}, as details['level_scores'] holds"
+        )
     rows = []
     for level, scores in level_scores.items():
         for c, value in enumerate(torch.as_tensor(scores).float().tolist()):
             rows.append({"class": c, "level": level, "score": value})
     way = len(class_names)
-    predicted = int(sum(torch.as_tensor(s).float() for s in level_scores.values()).argmax())
+    predicted = int(fused_scores(level_scores).argmax())
     names = [wrap_label(name, label_width(3.0, MIN_FONT_SIZE)) for name in class_names]
     marks = {predicted: ["predicted"]}
     if true_class is not None:
@@ -156,6 +168,7 @@ def plot_level_scores(
 
 __all__ = [
     "error_maps",
+    "fused_scores",
     "best_reconstructing_class",
     "true_class_best_rate",
     "plot_error_maps",
