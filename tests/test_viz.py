@@ -615,3 +615,17 @@ def test_the_log_probability_target_finds_evidence_where_the_raw_logit_of_a_metr
         episode_cams(model, support, torch.arange(5), queries, classes, target="logt")
     with pytest.raises(ValueError, match="one-class episode: .* use target='logit'"):
         episode_cams(model, support[:1], torch.zeros(1, dtype=torch.long), queries[:1], [0])
+
+
+def test_class_names_read_as_words_in_figures() -> None:
+    from fsl_core.viz.plots import display_name, wrap_label
+
+    assert (
+        display_name("g00_finch_s01_eyering-yellow+wingbar-blue")
+        == "g00 finch s01 eyering-yellow+wingbar-blue"
+    )
+    assert wrap_label("g00_finch_s01_eyering-yellow+wingbar-blue", 16).split("\n") == [
+        "g00 finch s01",
+        "eyering-yellow+",
+        "wingbar-blue",
+    ]

@@ -72,12 +72,17 @@ def image_array(image: Tensor | np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
+def display_name(name: str) -> str:
+    """A class name as the figures show it: underscores read as spaces (``g00_finch_s01`` → ``g00 finch s01``)."""
+    return name.replace("_", " ")
+
+
 def wrap_label(name: str, width: int = 16) -> str:
     """A class name split over lines of about ``width`` characters: at spaces (underscores read as spaces) and
     after ``+`` or ``-`` inside a word (``crown-red+wingbar-white``); a longer piece keeps its own line."""
     lines: list[str] = []
     line = ""
-    for word in name.replace("_", " ").split():
+    for word in display_name(name).split():
         for i, piece in enumerate(re.findall(r".+?(?:[+\-]|$)", word)):
             joined = line + ("" if i or not line else " ") + piece
             if line and len(joined) > width:
