@@ -44,8 +44,7 @@ from fsl_core.data.birds import generate_birds
 from fsl_core.engine import train
 from fsl_core.models import build_model, load_model, save_model
 from fsl_core.viz.gradcam import cam_overlay, episode_cams
-from fsl_core.viz.plots import image_array
-from fsl_core.viz.predictions import _number as title_number
+from fsl_core.viz.plots import image_array, title_number
 from fsl_core.viz.predictions import short_label
 from fsl_core.viz.uploads import UploadForm, uploaded_images
 

@@ -229,6 +229,8 @@ FIGURES: dict[str, Callable[[], Figure]] = {
         [torch.randn(3, 32, 32) for _ in range(5)],
         {m: rng.random((5, 32, 32)) for m in ("hmdrn", "frn", "bifrn", "protonet")},
         titles=NAMES[:5],
+        correct={m: [True, False, True, True, False] for m in ("hmdrn", "frn", "bifrn", "protonet")},
+        caption="each map explains the query's true class (its log-probability); a white cross marks its peak",
     ),
     "masks": lambda: plot_query_masks(
         torch.randn(3, 84, 84),
@@ -252,8 +254,8 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "level scores": lambda: plot_level_scores(
         {"last": torch.rand(5), "mid": torch.rand(5)}, NAMES[:5], true_class=2
     ),
-    "error maps, 25-way": lambda: plot_error_maps(
-        torch.randn(3, 84, 84), torch.rand(25, 100), MANY_NAMES, true_class=13, title="level mid"
+    "error maps, 25-way": lambda: plot_error_maps(  # errors in the thousands, as a trained model's mid level
+        torch.randn(3, 84, 84), 30 * torch.rand(25, 100) + 10, MANY_NAMES, true_class=13, title="level mid"
     ),
     "level scores, 25-way": lambda: plot_level_scores(
         {"last": torch.rand(25), "mid": torch.rand(25)}, MANY_NAMES, true_class=24

@@ -276,7 +276,7 @@ def test_reconstruction_error_helpers() -> None:
     assert [len(ax.images) for ax in panels] == [1, 2, 2]  # the query, then query + error overlay per class
     assert [ax.get_title() for ax in panels] == [
         "query",
-        "a b c\n(true class)\nerror 0.4 (lowest)",
+        "a b c\n(true class)\nerror 0.4\n(lowest)",
         "d\nerror 4",
     ]
     assert [ax.get_ylabel() for ax in colourbars] == ["squared error"]
@@ -301,6 +301,8 @@ def test_level_scores_name_the_prediction_and_the_true_class_one_row_each() -> N
         (round(bar.get_y(), 2), round(bar.get_width(), 3)) for bar in ax.patches if bar.get_height()
     )
     assert [width for _, width in widths] == [0.1, 0.3, 0.5, 0.0, 0.2, 0.1]  # per class: last, then mid
+    (diamonds,) = [c for c in ax.collections if c.get_label() == "sum of the levels"]  # what decides
+    np.testing.assert_allclose(diamonds.get_offsets(), [[0.4, 0], [0.5, 1], [0.3, 2]], rtol=1e-6)
     ax = plot_level_scores(scores, ["a", "b", "c"], true_class=1).axes[0]
     assert ax.get_yticklabels()[1].get_text() == "b\n(true, predicted)"
     with pytest.raises(ValueError, match="level_scores is empty: expected"):
@@ -470,7 +472,16 @@ def test_the_episode_cams_figure_explains_the_first_query_of_each_class(tiny_bir
                 model, episode.support_images, episode.support_labels, episode.query_images[[query]], [label]
             )[0]
             np.testing.assert_allclose(ax.images[0].get_array(), cam_overlay(picture, cam), atol=1e-6)
+            with torch.no_grad():  # under the map: whether the model classified this query right
+                logits = model(episode.support_images, episode.support_labels, episode.query_images)
+            right = int(logits[query].argmax()) == label
+            assert ax.get_xlabel() == ("✓ classified right" if right else "✗ classified wrong")
     assert [ax.get_title() for ax in grid[0, 1:]] == ["protonet", "hmdrn"]
+    assert fig.get_supxlabel() == (
+        "each map explains the query's true class (its log-probability); a white cross marks its peak"
+    )
+    wrong = [ax.get_xlabel().startswith("✗") for ax in grid[:, 1:].flat]
+    assert sorted(set(wrong)) == [False, True]  # untrained models: both marks are tested
     plain = plot_episode_cams(models, data, way=3, shot=1, query=2, count=5, seed=5)
     assert len(plain.axes) == 3 * 3 and not any(ax.collections for ax in plain.axes)  # count ≤ way; no truth
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from fsl_core.data import EpisodeSampler, FewShotFolder
 from fsl_core.models import EpisodicModel
-from fsl_core.runtime import did_you_mean
+from fsl_core.runtime import did_you_mean, evaluation_mode
 
 from .browser import load_episode
 from .parts import GroundTruth
@@ -41,6 +41,10 @@ from .plots import (
     IMAGE_TEXT_SIZE,
     MAX_FIGURE_WIDTH,
     MIN_FONT_SIZE,
+    RIGHT_COLOUR,
+    RIGHT_MARK,
+    WRONG_COLOUR,
+    WRONG_MARK,
     image_array,
     label_width,
     readable,
@@ -248,11 +252,15 @@ def plot_cams(
     cams: Mapping[str, np.ndarray],
     titles: Sequence[str] | None = None,
     regions: Sequence[np.ndarray] | None = None,
+    correct: Mapping[str, Sequence[bool]] | None = None,
+    caption: str | None = None,
 ) -> Figure:
     """A row per query: the image, then one Grad-CAM overlay per model (``cams``: {model: (B, H, W)}).
 
     The white cross marks each map's peak ("flat map: no evidence" when Grad-CAM found no positive contribution);
-    ``regions`` (B of (H, W) bool) are outlined in yellow on the image.
+    ``regions`` (B of (H, W) bool) are outlined in yellow on the image. ``correct`` ({model: B bools}) writes
+    under each map whether that model classified the query right (a mark and a colour); ``caption`` goes under
+    the figure.
     """
     names = list(cams)
     cell = min(1.8, MAX_FIGURE_WIDTH / (len(names) + 1))
@@ -286,9 +294,18 @@ def plot_cams(
                 )
             if i == 0:
                 axes[i, j + 1].set_title(name, fontsize=IMAGE_TEXT_SIZE)
+            if correct is not None:
+                right = bool(correct[name][i])
+                axes[i, j + 1].set_xlabel(
+                    f"{RIGHT_MARK} classified right" if right else f"{WRONG_MARK} classified wrong",
+                    color=RIGHT_COLOUR if right else WRONG_COLOUR,
+                    fontsize=MIN_FONT_SIZE,
+                )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if caption:
+        fig.supxlabel(caption, fontsize=MIN_FONT_SIZE)
     return readable(fig)
 
 
@@ -327,7 +344,22 @@ def plot_episode_cams(
     }
     titles = [data.classes[int(episode.class_ids[episode.query_labels[i]])] for i in shown]
     regions = [truth.regions(queries[i])[1] for i in shown] if truth is not None else None
-    return plot_cams([episode.query_images[i] for i in shown], cams, titles=titles, regions=regions)
+    correct = {}
+    for name, model in models.items():
+        with torch.no_grad(), evaluation_mode(model, next(model.parameters()).device):
+            logits = EpisodeCAM(model, episode.support_images, episode.support_labels)(
+                episode.query_images[shown].to(next(model.parameters()).device)
+            )
+        correct[name] = (logits.argmax(-1).cpu() == episode.query_labels[shown]).tolist()
+    explained = {"log_probability": "its log-probability", "logit": "its logit"}[target]
+    return plot_cams(
+        [episode.query_images[i] for i in shown],
+        cams,
+        titles=titles,
+        regions=regions,
+        correct=correct,
+        caption=f"each map explains the query's true class ({explained}); a white cross marks its peak",
+    )
 
 
 __all__ = [

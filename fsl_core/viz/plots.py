@@ -72,6 +72,13 @@ def image_array(image: Tensor | np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
+def title_number(value: float, signed: bool = False) -> str:
+    """``value`` for a panel title: whole numbers with thousands separators from 100 on (no powers of ten),
+    else 3 significant digits."""
+    sign = "+" if signed else ""
+    return f"{value:{sign},.0f}" if abs(value) >= 100 else f"{value:{sign}.3g}"
+
+
 def display_name(name: str) -> str:
     """A class name as the figures show it: underscores read as spaces (``g00_finch_s01`` → ``g00 finch s01``)."""
     return name.replace("_", " ")

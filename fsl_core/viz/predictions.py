@@ -17,7 +17,7 @@ from fsl_core.classifier import Images, ImageSource, image_inputs, open_image
 
 from .gradcam import cam_overlay
 from .masks import upsample_tokens
-from .plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, image_array, wrap_label
+from .plots import MAX_FIGURE_WIDTH, MIN_FONT_SIZE, image_array, title_number, wrap_label
 from .reconstruction import fused_scores
 
 THUMBNAIL = 256
@@ -45,13 +45,6 @@ def short_label(name: str, width: int = 24) -> str:
         return name
     head = (width - 1) // 2
     return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
-
-
-def _number(value: float, signed: bool = False) -> str:
-    """``value`` for a panel title: whole numbers with thousands separators from 100 on (no powers of ten),
-    else 3 significant digits."""
-    sign = "+" if signed else ""
-    return f"{value:{sign},.0f}" if abs(value) >= 100 else f"{value:{sign}.3g}"
 
 
 def _clean(ax) -> None:  # noqa: ANN001 -- a matplotlib Axes
@@ -217,9 +210,11 @@ def plot_explanation(
             ax.imshow(picture)
             handle = ax.imshow(values, cmap="magma", alpha=0.65, vmin=low, vmax=high)
             mark = " ←" if classes[c] == target else ""
-            share = f"\nlogit {_number(float(level_scores[level][c]), signed=True)}" if level_scores else ""
+            share = (
+                f"\nlogit {title_number(float(level_scores[level][c]), signed=True)}" if level_scores else ""
+            )
             ax.set_title(
-                f"{short_label(classes[c], 14)}{mark}\nerror {_number(float(errors[c].sum()))}{share}",
+                f"{short_label(classes[c], 14)}{mark}\nerror {title_number(float(errors[c].sum()))}{share}",
                 fontsize=TEXT,
             )
             _clean(ax)

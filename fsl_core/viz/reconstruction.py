@@ -27,6 +27,7 @@ from .plots import (
     label_width,
     legend_outside,
     readable,
+    title_number,
     wrap_label,
 )
 
@@ -76,7 +77,7 @@ def plot_error_maps(
         feature_size: (h, w) of the level.
 
     Low error (dark) = the class's support features explain that part of the query; the class of the lowest
-    total error, the prediction, says "lowest" after its error.
+    total error, the prediction, says "(lowest)" under its error.
     """
     picture = image_array(image)
     errors = token_error.detach().float().cpu()
@@ -96,7 +97,9 @@ def plot_error_maps(
         lines = [wrap_label(class_names[c], characters)]
         if true_class is not None and c == true_class:
             lines.append("(true class)")
-        lines.append(f"error {float(totals[c]):.3g}" + (" (lowest)" if c == best else ""))
+        lines.append(f"error {title_number(float(totals[c]))}")
+        if c == best:
+            lines.append("(lowest)")  # a line of its own: beside the number it overruns the panel
         titles.append("\n".join(lines))
     title_lines = max(t.count("\n") + 1 for t in titles)
     fig = Figure(
@@ -134,8 +137,8 @@ def plot_level_scores(
     level_scores: Mapping[str, Tensor], class_names: Sequence[str], true_class: int | None = None
 ) -> Figure:
     """Horizontal bars of each level's (weighted) score per class for one query, {level: (way,)}, one row per
-    class (readable at any way). The class of the highest summed score, the prediction, says "(predicted)"; the
-    true class is named in bold with "(true)"."""
+    class (readable at any way), and with several levels their sum as a black diamond. The class of the highest
+    sum, the prediction, says "(predicted)"; the true class is named in bold with "(true)"."""
     if not level_scores:
         raise ValueError(
             "level_scores is empty: expected {level: (way,) scores}, as details['level_scores'] holds"
@@ -157,6 +160,10 @@ def plot_level_scores(
     fig = Figure(figsize=(MAX_FIGURE_WIDTH - 1.0, 0.7 + per_class * way), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=pd.DataFrame(rows), y="class", x="score", hue="level", orient="h", ax=ax)
+    if len(level_scores) > 1:  # what decides: the sum of the levels
+        ax.get_legend().remove()  # seaborn's names the levels only: the legend below names the sum too
+        sums = fused_scores(level_scores).tolist()
+        ax.scatter(sums, range(way), marker="D", color="black", s=18, zorder=3, label="sum of the levels")
     ax.set_yticks(range(way), names)
     if true_class is not None:
         ax.get_yticklabels()[true_class].set_fontweight("bold")
