@@ -103,7 +103,7 @@ def plot_error_maps(
         titles.append("\n".join(lines))
     title_lines = max(t.count("\n") + 1 for t in titles)
     fig = Figure(
-        figsize=(cell * columns + 0.9, rows * (cell + 0.2 * title_lines) + (0.45 if title else 0.2)),
+        figsize=(cell * columns + 0.9, rows * (cell + 0.22 * title_lines) + (0.5 if title else 0.2)),
         layout="constrained",
     )
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
