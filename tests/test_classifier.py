@@ -402,7 +402,7 @@ def test_files_a_folder_skips_are_named_and_those_given_alone_are_refused(
     assert main([str(reference_run / "best.pt"), str(support), *twice, "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     assert [line.split("\t")[0] for line in out.splitlines()] == [str(queries / "a.png")]
-    assert "note: 1 repeat(s) of images given more than once left out: each image is classified once" in err
+    assert f"note: given more than once, classified once: {queries / 'a.png'}\n" in err
 
 
 def test_the_example_queries_are_scored_by_the_class_in_their_names() -> None:

@@ -254,7 +254,9 @@ def test_mode_and_errors(test_set: FewShotFolder) -> None:
     with pytest.raises(ValueError, match="^evaluation: way=11: .* has only 10 classes; use way <= 10$"):
         evaluate(model, test_set, way=11, shot=1, query=1, episodes=2, progress=False)
     with pytest.raises(
-        ValueError, match=r"shot 5 \+ query 16 = 21 images per class, but .*; lower shot or query$"
+        ValueError,
+        match=r"shot 5 \+ query 16 = 21 images per class, but all the 10 classes of .*/test have fewer \(12 each\); "
+        r"lower shot or query to a total of at most 12 images per class$",
     ):
         evaluate(model, test_set, way=5, shot=5, query=16, episodes=2, progress=False)
     with pytest.raises(ValueError, match="episodes must be a positive integer"):
@@ -653,8 +655,8 @@ def test_cli_checks_the_episode_and_model_flags(
         patch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
         table = tmp_path / "accuracy.csv"
         for flags, message in (
-            (["--episodes", "1"], "episodes=1: one episode gives no confidence interval"),
-            (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
+            (["--episodes", "1"], "--episodes=1: one episode gives no confidence interval"),
+            (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
             (
                 ["--out", str(table)],
                 f"result path {table}: the result is written as JSON, so its name must end in .json; choose "
@@ -665,7 +667,7 @@ def test_cli_checks_the_episode_and_model_flags(
             captured = capsys.readouterr()
             assert captured.out == "" and captured.err.startswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == [checkpoint]
-    with pytest.raises(ValueError, match="episodes=1: one episode gives no confidence interval"):
+    with pytest.raises(ValueError, match="^episodes=1: one episode gives no confidence interval"):
         evaluate_checkpoint(checkpoint, birds, episodes=1, progress=False)
     result = EvalResult(
         mean=50.0, ci95=1.0, accuracies=np.zeros(2), way=5, shot=1, query=3, episodes=2, seed=0

@@ -107,7 +107,9 @@ def test_epochs_may_grow_on_resume(
     result = train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 5})
     assert result.epochs_done == 5
     assert (
-        "epochs grow from 3 to 5; the cosine schedule keeps the period of 3 epochs" in capsys.readouterr().err
+        "epochs grow from 3 to 5; the cosine schedule keeps the period it started with (the learning rate starts "
+        "a new cycle every 3 epochs); one schedule over all the epochs needs a new run (another run_dir)"
+        in capsys.readouterr().err
     )
     assert json.loads((run_dir / "config.json").read_text())["scheduler_period"] == 3
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -119,7 +121,8 @@ def test_epochs_may_grow_on_resume(
     # growing again counts from the epochs last asked for, not from those the run started with
     assert train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "epochs": 6}).epochs_done == 6
     assert (
-        "epochs grow from 5 to 6; the cosine schedule keeps the period of 3 epochs" in capsys.readouterr().err
+        "epochs grow from 5 to 6; the cosine schedule keeps the period it started with (the learning rate starts "
+        "a new cycle every 3 epochs)" in capsys.readouterr().err
     )
     # fewer epochs than trained: one reason, with the way out, whatever else follows from epochs
     before = snapshot(run_dir)

@@ -522,7 +522,11 @@ def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     out, err = capsys.readouterr()
     assert out.startswith(f"{run_dir} holds a run: the settings not given are those it recorded\n")
     assert "epochs: 2/2" in out
-    assert f"{run_dir}: epochs grow from 1 to 2; the cosine schedule keeps the period of 1 epochs" in err
+    assert (
+        f"{run_dir}: epochs grow from 1 to 2; the cosine schedule keeps the period it started with (the learning "
+        "rate starts a new cycle every 1 epoch); one schedule over all the epochs needs a new run (another "
+        "--run-dir)"
+    ) in err
     # alone again: the epochs it grew to, not those it began with
     assert main(["--run-dir", str(run_dir), "--no-progress"]) == 0
     out, err = capsys.readouterr()

@@ -23,7 +23,7 @@ from fsl_core.classifier import FewShotClassifier, image_inputs, prediction_tabl
 from fsl_core.cli import CommandParser
 from fsl_core.engine.evaluate import check_result_path
 from fsl_core.run_folder import move_aside
-from fsl_core.runtime import atomic_write_bytes, command_line, folder_to_make
+from fsl_core.runtime import atomic_write_bytes, command_line, folder_to_make, some_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         _, sources = image_inputs(args.images)  # every image is checked before the model is loaded
         first: dict[Path, str] = {}  # each image once, where it was first given
+        repeated: list[str] = []
         for source in sources:
-            first.setdefault(Path(source).resolve(), str(source))
+            key = Path(source).resolve()
+            if key in first:
+                repeated.append(first[key])
+            first.setdefault(key, str(source))
         files = list(first.values())
-        if len(files) < len(sources):  # an image given by name and through its folder, say
+        if repeated:  # an image given by name and through its folder, say
+            repeated = list(dict.fromkeys(repeated))
             print(
-                f"note: {len(sources) - len(files)} repeat(s) of images given more than once left out: each image "
-                "is classified once",
+                f"note: given more than once, classified once: {some_names(repeated, separator='; ')}",
                 file=sys.stderr,
             )
         classifier = FewShotClassifier.from_checkpoint(

@@ -66,18 +66,25 @@ def images_misfit(
     if not short:
         return None
     parts = " + ".join(f"{label} {value}" for label, value in images)
-    listed = ", ".join(f"{name} ({count})" for count, name in short[:5]) + (" ..." if len(short) > 5 else "")
+    smallest = short[0][0]
     lower = [label for label, _ in images] if settable is None else list(settable)
     way_out = (
-        f"lower {' or '.join(lower)}" if lower else "it needs a data set with more images per class there"
+        f"lower {' or '.join(lower)} to a total of at most {smallest} image{'s' * (smallest != 1)} per class"
+        if lower
+        else "it needs a data set with more images per class there"
     ) + (f", or {or_else}" if or_else else "")
     classes = classes or f"the {_classes(len(class_sizes))} of {where}"
-    which = (
-        f"{classes} has"
-        if len(class_sizes) == 1
-        else f"{len(short)} of {classes} {'has' if len(short) == 1 else 'have'}"
-    )
-    return f"{parts} = {need} images per class, but {which} fewer: {listed}; {way_out}"
+    if len(class_sizes) == 1:
+        which = f"{classes} has {smallest}"
+    elif len(short) == len(class_sizes) and short[-1][0] == smallest:  # every class, all of one size
+        which = f"all {classes} have fewer ({smallest} each)"
+    else:
+        listed = ", ".join(f"{name} ({count})" for count, name in short[:5]) + (
+            " ..." if len(short) > 5 else ""
+        )
+        many = "all" if len(short) == len(class_sizes) else f"{len(short)} of"
+        which = f"{many} {classes} {'has' if len(short) == 1 else 'have'} fewer: {listed}"
+    return f"{parts} = {need} images per class, but {which}; {way_out}"
 
 
 def episode_misfits(

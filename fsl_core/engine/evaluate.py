@@ -119,16 +119,18 @@ def check_episode_settings(
     for name, value, least in [*((name, value, 1) for name, value in positive), ("seed", seed, 0)]:
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             kind = "positive" if least else "non-negative"
-            raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+            raise ValueError(f"{way_out(name, f'--{name}')} must be a {kind} integer, got {value!r}")
     if way < 2:
+        name = way_out("way", "--way")
         raise ValueError(
-            f"way={way}: a 1-way episode has one class, so every query is always classified correctly "
-            "(100 %); use way >= 2 (the usual protocol: 5)"
+            f"{name}={way}: a 1-way episode has one class, so every query is always classified correctly "
+            f"(100 %); use {name} >= 2 (the usual protocol: 5)"
         )
     if reported and episodes < 2:
+        name = way_out("episodes", "--episodes")
         raise ValueError(
-            f"episodes={episodes}: one episode gives no confidence interval (its spread is 0 by definition, not "
-            "by measurement); use episodes >= 2 (the papers: 10000)"
+            f"{name}={episodes}: one episode gives no confidence interval (its spread is 0 by definition, not "
+            f"by measurement); use {name} >= 2 (the papers: 10000)"
         )
 
 

@@ -90,10 +90,12 @@ from fsl_core.runtime import (
 _SIZED_MODELS = ("protonet", "frn", "bifrn", "hmdrn")
 
 
-RESTART_ADVICE = (
-    "Lower lr and start again in another run_dir (or in this one with overwrite=True / --overwrite), or check "
-    "the data"
-)
+def _restart_advice() -> str:
+    """The way out of a diverged run, in the words of the user at hand."""
+    return (
+        f"Lower {way_out('lr', '--lr')} and start again in another {way_out('run_dir', '--run-dir')} (or in this "
+        f"one with {way_out('overwrite=True', '--overwrite')}), or check the data"
+    )
 
 
 class TrainingDiverged(RuntimeError):
@@ -254,8 +256,9 @@ def _continued_schedule(config: TrainConfig, run_dir: Path) -> tuple[TrainConfig
         note = (
             f"{run_dir}: epochs grow from {max(epochs_last_asked(run_dir), old_epochs)} to {config.epochs}; the "
             f"{config.scheduler} schedule keeps "
-            f"the period of {old_period} epochs it started with (the learning rate starts a new cycle at epoch "
-            f"{old_period + 1}); one schedule over all the epochs needs a new run (another run_dir)"
+            f"the period it started with (the learning rate starts a new cycle every {old_period} "
+            f"epoch{'s' * (old_period != 1)}); one schedule over all the epochs needs a new run (another "
+            f"{way_out('run_dir', '--run-dir')})"
         )
     return dataclasses.replace(config, scheduler_period=old_period), note
 
@@ -434,7 +437,7 @@ class _Run:
             raise ValueError(
                 f"{self.last_path} was written with other settings, so this run cannot continue it: "
                 + "; ".join(differences)
-                + ". Use the same settings to resume, or another run_dir for a new run"
+                + f". Use the same settings to resume, or another {way_out('run_dir', '--run-dir')} for a new run"
             )
         if checkpoint["epoch"] > self.config.epochs:
             raise ValueError(f"{self.last_path}: {_fewer_epochs(checkpoint['epoch'], self.config.epochs)}")
@@ -791,7 +794,7 @@ class _Run:
                 raise TrainingDiverged(
                     f"training diverged: the loss is {step_loss / processes.world_size} at epoch {epoch}, "
                     f"episode {step + 1} of {steps} "
-                    f"(lr {optimizer.param_groups[0]['lr']:.4g}); {kept}. {RESTART_ADVICE}"
+                    f"(lr {optimizer.param_groups[0]['lr']:.4g}); {kept}. {_restart_advice()}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -825,7 +828,7 @@ class _Run:
         raise TrainingDiverged(
             f"training diverged: the step of epoch {epoch}, episode {step + 1} of {steps} "
             f"(lr {optimizer.param_groups[0]['lr']:.4g}) made {len(names)} weight or buffer tensors NaN or "
-            f"infinite ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); {kept}. {RESTART_ADVICE}"
+            f"infinite ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); {kept}. {_restart_advice()}"
         )
 
     def _validate(self, epoch: int, show: bool) -> tuple[float, float] | None:
