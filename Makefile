@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-ui lint lab data bench clean tensorboard
+.PHONY: setup demo test test-slow test-ui lint lab data bench clean tensorboard help
 
 $(STAMP): pyproject.toml
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # new, or half made
@@ -29,7 +29,7 @@ test-ui: setup  ## notebooks in JupyterLab in headless Chromium (Debian's chromi
 	  || { echo "make test-ui needs Chromium: install Debian's chromium package as root, or set CHROMIUM" >&2; exit 1; }
 	$(BIN)/python -m pytest -q -m ui tests/ui
 
-lint: setup
+lint: setup  ## ruff: the style checks and the formatting, as make test runs them
 	$(BIN)/ruff check fsl_core tests bench
 	$(BIN)/ruff format --check fsl_core tests bench
 
@@ -49,3 +49,6 @@ bench: setup  ## print the speed tables (bench/gpu_check.py, for a CUDA machine,
 
 clean:  ## remove the tools' caches; runs under outputs/ are yours, so they are never removed here
 	rm -rf .pytest_cache .ruff_cache
+
+help:  ## this list: each target and what it does
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
