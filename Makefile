@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install the project
+setup: $(STAMP)  ## create .venv and install the project (and let git keep the notebooks without outputs)
+	@$(BIN)/python fsl_core/notebook_files.py --install-git-filter
 
 demo: setup  ## run the quickstart notebook on the embedded data set
 	$(BIN)/python -m fsl_core.notebooks 00_quickstart
@@ -33,8 +34,9 @@ lint: setup  ## ruff: the style checks and the formatting, as make test runs the
 	$(BIN)/ruff check fsl_core tests bench
 	$(BIN)/ruff format --check fsl_core tests bench
 
-lab: setup  ## open JupyterLab in the project's environment (as root too, e.g. in a container)
-	$(BIN)/jupyter lab notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)
+lab: setup  ## open JupyterLab in the project's environment (notebooks saved without outputs: see fsl_core/notebook_files.py)
+	$(BIN)/jupyter lab notebooks --ContentsManager.pre_save_hook=fsl_core.notebook_files.keep_outputs_aside \
+	  $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 tensorboard: setup  ## TensorBoard on outputs/: the training curves of every run (the `tracking` extra)
 	@test -x $(BIN)/tensorboard || { echo "TensorBoard is not installed in $(VENV): install the tracking extra with" \
