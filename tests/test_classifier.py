@@ -683,13 +683,18 @@ def test_uploads_become_images_and_the_form_classifies_them(
     clf = FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu")
     form = UploadForm(clf, classes=["crow", "raven"])
     form.classify()  # the form from top to bottom: the support set first
-    assert form.output.outputs[0]["text"].startswith("'crow', 'raven' have no photos yet: upload some")
+    assert form.output.outputs[0]["data"]["text/plain"].startswith(
+        "'crow', 'raven' have no photos yet: upload some"
+    )
+    assert "white-space: normal" in form.output.outputs[0]["data"]["text/html"]  # wrapped as prose
+    assert [upload.tooltip for _, upload in form.rows] == ["choose a few photos of this class"] * 2
     for (text, upload), images in zip(form.rows, pictures):
         upload.value = tuple(
             png_upload(f"{text.value}{k}.png", im.convert("P")) for k, im in enumerate(images[:3])
         )
+    assert form.output.outputs == ()  # the message about missing photos went with them
     form.classify()
-    assert "no images to classify yet" in form.output.outputs[0]["text"]
+    assert "no images to classify yet" in form.output.outputs[0]["data"]["text/plain"]
     form.queries_upload.value = (png_upload("q.png", pictures[0][3]), png_upload("q.png", pictures[1][3]))
     assert list(uploaded_images(form.queries_upload)) == ["q.png", "q.png (2)"]
     table = form.classify()
@@ -708,23 +713,24 @@ def test_uploads_become_images_and_the_form_classifies_them(
         png_upload("rook.heic", Image.new("RGB", (3, 3))) | {"content": memoryview(b"ftypheic")},
     )
     form.classify()
-    assert form.output.outputs[0]["text"] == (
+    assert form.chosen.options == () and form.explain_button.disabled  # nothing left of the previous results
+    assert form.output.outputs[0]["data"]["text/plain"] == (
         "1 uploaded file is not a readable image for class 'rook': rook.heic (not an image file PIL can read). "
         "Choose the photos of that upload again, leaving these out or converted to JPEG, PNG, BMP or WebP (HEIC "
-        "photos need converting)\n"
+        "photos need converting)"
     )
     assert not form.classify_button.disabled and form.classify_button.description == "Classify"
     form.rows[2][1].value = ()
     form.classify()
-    assert form.output.outputs[0]["text"] == (
+    assert form.output.outputs[0]["data"]["text/plain"] == (
         "'rook' has no photos yet: upload some under 'support images', or clear the class name to leave the row "
-        "out\n"
+        "out"
     )
     form.rows[2][0].value = ""  # the row left out: the two classes are classified again
     pd.testing.assert_frame_equal(form.classify(), expected, atol=1e-6)
     form.classifier = None  # an unexpected error shows under the button, which works again after it
     assert form.classify() is None and not form.classify_button.disabled
-    assert form.output.outputs[0]["text"].startswith("classifying failed: AttributeError: ")
+    assert form.output.outputs[0]["data"]["text/plain"].startswith("classifying failed: AttributeError: ")
 
 
 def test_an_example_from_a_missing_data_root_says_it_generates_the_birds_there(

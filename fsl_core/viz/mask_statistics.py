@@ -111,6 +111,7 @@ def plot_mask_statistics(summary: pd.DataFrame) -> Figure:
     )
     long["where"] = long["level"] + "\nlayer " + long["layer"].astype(str)
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, 3.4), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.08)  # the right panel's axis label apart from the left panel
     axes = fig.subplots(1, 2)
     labels = {
         "object share": "kept area on the bird (%)",

@@ -8,6 +8,7 @@ capturing display calls), so the form also works in a kernel without a front end
 
 from __future__ import annotations
 
+import html
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -90,8 +91,10 @@ class UploadForm:
             accept=ACCEPT,
             multiple=True,
             description="images to classify",
+            tooltip="choose the photos to classify",
             layout=widgets.Layout(width="auto"),
         )
+        self.queries_upload.observe(self._inputs_changed, names="value")
         self.add_button = widgets.Button(description="+ class", tooltip="add a class")
         self.classify_button = widgets.Button(description="Classify", button_style="primary")
         self.chosen = widgets.Dropdown(options=[], description="explain")
@@ -115,8 +118,11 @@ class UploadForm:
             accept=ACCEPT,
             multiple=True,
             description="support images",
+            tooltip="choose a few photos of this class",
             layout=self.widgets.Layout(width="auto"),
         )
+        for field in (text, upload):
+            field.observe(self._inputs_changed, names="value")
         self.rows.append((text, upload))
         self.class_box.children = [self.widgets.HBox([t, u]) for t, u in self.rows]
 
@@ -167,12 +173,24 @@ class UploadForm:
     def _show(self, output: Any, figure: Any) -> None:
         output.append_display_data(DisplayImage(data=figure_png(figure)))
 
+    def _say(self, text: str) -> None:
+        """A message under the Classify button, wrapped as prose (``text/plain`` holds it as it is)."""
+        paragraph = f'<p style="white-space: normal; max-width: 60em">{html.escape(text)}</p>'
+        message = {"output_type": "display_data", "data": {"text/plain": text, "text/html": paragraph}}
+        self.output.outputs = (*self.output.outputs, {**message, "metadata": {}})
+
+    def _inputs_changed(self, _: Any) -> None:
+        """A message about the inputs is dropped once they change (results stay until Classify is pressed)."""
+        if self.probabilities is None:
+            self.output.outputs = ()
+
     def classify(self) -> pd.DataFrame | None:
         """Fit on the uploaded support set, classify the uploaded images and show both; returns the
         probabilities (``predict_proba``), or None after showing what is missing or wrong."""
         self.output.outputs = ()
         self.explanation.outputs = ()
         self.explain_button.disabled = True
+        self._queries, self.probabilities, self.chosen.options = {}, None, []
         self.classify_button.disabled, self.classify_button.description = True, "classifying…"
         try:
             support, queries = self.support(), self.queries()
@@ -181,10 +199,10 @@ class UploadForm:
             self.classifier.fit(support)
             probabilities = self.classifier.predict_proba(queries)
         except ClassifierInputError as error:
-            self.output.append_stdout(f"{error}\n")
+            self._say(str(error))
             return None
         except Exception as error:  # shown under the button: a callback's error would reach only the log
-            self.output.append_stdout(f"classifying failed: {type(error).__name__}: {error}\n")
+            self._say(f"classifying failed: {type(error).__name__}: {error}")
             return None
         finally:
             self.classify_button.disabled, self.classify_button.description = False, "Classify"
