@@ -309,16 +309,19 @@ class EpisodeExplorer:
             control.add_class(f"fsl-explorer-{name}")
             control.observe(self._changed, names="value")
         self.status = widgets.Label(value="drawing…").add_class("fsl-explorer-status")
-        # at its own size (the column would stretch it, blurred), narrowed only to fit the panel
-        picture_layout = widgets.Layout(width="auto", max_width="100%", align_self="flex-start")
+        # at its own size, so that its text stays readable however large the episode (the column would stretch
+        # it, blurred; fitting a wide one to the panel would shrink its names to a few pixels), in a frame that
+        # scrolls beyond the panel's width or most of the window's height: the controls stay in view
+        picture_layout = widgets.Layout(width="auto", max_width="none", align_self="flex-start")
         self.image = widgets.Image(format="png", layout=picture_layout).add_class("fsl-explorer-image")
+        frame = widgets.Layout(overflow="auto", max_width="100%", max_height="75vh", align_items="flex-start")
         c = self.controls
         self.box = widgets.VBox(
             [
                 widgets.HBox([c["split"], c["seed"], c["episode"]]),
                 widgets.HBox([c["way"], c["shot"], c["query"]]),
                 self.status,
-                self.image,
+                widgets.Box([self.image], layout=frame).add_class("fsl-explorer-frame"),
             ]
         ).add_class("fsl-explorer")
         self._draw(self.settings())  # the first picture, before anything is displayed

@@ -267,6 +267,9 @@ def explorer_state(page: Any) -> dict[str, Any]:
             width: img.naturalWidth,
             height: img.naturalHeight,
             shown_width: img.clientWidth,
+            frame_height: box.querySelector('.fsl-explorer-frame').clientHeight,
+            frame_content_height: box.querySelector('.fsl-explorer-frame').scrollHeight,
+            window_height: window.innerHeight,
             label_clipped: [...box.querySelectorAll('.widget-label')].some(l => l.scrollWidth > l.clientWidth),
             sha: [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join(''),
             way: Number(handle.getAttribute('aria-valuenow')),
@@ -368,6 +371,10 @@ def test_explorer_redraws_in_place_and_follows_the_split(notebook01: Any) -> Non
         wait_for_title(page, "train: 7-way 1-shot")
         seven, seven_pixels = explorer_state(page), pixels(page)
         assert seven["way"] == 7 and seven["height"] > train["height"]  # a row per class
+        # at its own size, never shrunk (its names stay readable), in a frame that scrolls within 75 % of the
+        # window's height, so the controls above it stay in view
+        assert seven["shown_width"] == seven["width"] and first["shown_width"] == first["width"]
+        assert seven["frame_height"] <= 0.75 * seven["window_height"] + 1 < seven["frame_content_height"]
         assert differ(seven_pixels, train_pixels)
 
         # back to a split of 5 classes: the slider's maximum and value follow
