@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
+from PIL import Image
 
 from fsl_core.data import AUGMENTATIONS, PART_NAMES, Episode
 from fsl_core.data.birds.taxonomy import GROUP_NAMES
@@ -51,7 +52,7 @@ from fsl_core.viz.plots import (
     plot_scalars,
 )
 from fsl_core.viz.pointing import plot_pointing_game
-from fsl_core.viz.predictions import plot_explanation
+from fsl_core.viz.predictions import plot_explanation, plot_predictions
 
 # class names as the generated birds set makes them: long, with marks joined by '-' and '+'
 NAMES = [
@@ -259,6 +260,17 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     ),
     "level scores, 25-way": lambda: plot_level_scores(
         {"last": torch.rand(25), "mid": torch.rand(25)}, MANY_NAMES, true_class=24
+    ),
+    "your predictions": lambda: plot_predictions(  # 78 % beside a bar that ends at 78 %: inside its end
+        {
+            f"photo{i}.jpg": Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            for i in range(3)
+        },
+        pd.DataFrame(
+            [[0.78, 0.12, 0.10], [0.34, 0.33, 0.33], [0.05, 0.05, 0.90]],
+            index=[f"photo{i}.jpg" for i in range(3)],
+            columns=["finch", "warbler", "tanager"],
+        ),
     ),
     "ARI per K": lambda: plot_ari_per_k(pd.DataFrame({"K": [1, 3, 5, 10], "ARI": [0.0, 0.4, 0.7, 0.95]}), 10),
     "probes": lambda: plot_probes(

@@ -640,3 +640,18 @@ def test_class_names_read_as_words_in_figures() -> None:
         "eyering-yellow+",
         "wingbar-blue",
     ]
+
+
+def test_a_probability_is_written_beside_its_bar_or_inside_its_end() -> None:
+    """Never over the bar's end: 78 % inside the bar, in white; 12 % beside it."""
+    from PIL import Image
+
+    from fsl_core.viz.predictions import plot_predictions
+
+    table = pd.DataFrame([[0.78, 0.12, 0.10]], index=["a.jpg"], columns=["finch", "warbler", "tanager"])
+    fig = plot_predictions({"a.jpg": Image.new("RGB", (8, 8))}, table)
+    bars = next(ax for ax in fig.axes if ax.patches)
+    texts = {t.get_text(): t for t in bars.texts}
+    assert texts["78%"].get_position()[0] < 0.78 and texts["78%"].get_ha() == "right"
+    assert texts["78%"].get_color() == "white"
+    assert texts["12%"].get_position()[0] > 0.12 and texts["12%"].get_ha() == "left"

@@ -117,8 +117,19 @@ def plot_predictions(
         bar_ax.set_xlim(0, 1)
         bar_ax.set_xticks([])
         bar_ax.tick_params(labelsize=TEXT)
-        for y, value in enumerate(values):
-            bar_ax.text(min(value + 0.03, 0.72), y, f"{value:.0%}", va="center", fontsize=TEXT)
+        for y, value in enumerate(
+            values
+        ):  # beside the bar, or inside its end where there is no room beside it
+            inside = value > 0.7
+            bar_ax.text(
+                value - 0.02 if inside else value + 0.03,
+                y,
+                f"{value:.0%}",
+                va="center",
+                ha="right" if inside else "left",
+                color="white" if inside else "black",
+                fontsize=TEXT,
+            )
     if shown < len(sources):
         fig.suptitle(f"the first {shown} of {len(sources)} images", fontsize=TEXT + 1)
     return fig
