@@ -340,7 +340,7 @@ def test_the_time_spent_waiting_for_data_is_recorded_and_shown(
     assert (metrics["data_seconds"] >= waits).all() and (metrics["data_seconds"] < metrics["seconds"]).all()
     out = [line.removeprefix(PREFIX) for line in capsys.readouterr().out.splitlines()]
     lines = [line for line in out if line.startswith("epoch ")]
-    shares = [int(re.search(r"s, (\d+) % waiting for data", line).group(1)) for line in lines]
+    shares = [int(re.search(r"s, (\d+) % of it waiting for images", line).group(1)) for line in lines]
     assert len(shares) == len(metrics) == 3
     for share, row in zip(shares, metrics.itertuples()):  # training is part of the epoch: the share is larger
         assert 100 * row.data_seconds / row.seconds - 1 <= share <= 100

@@ -290,7 +290,7 @@ def parameter_digest(model: nn.Module) -> str:
 def _data_share(waited: float, trained: float) -> str:
     """The part of an epoch's training spent waiting for the data loader, in words for the epoch's line."""
     share = 100 * waited / trained if trained > 0 else 0.0
-    return f"{share:.0f} % waiting for data"
+    return f"{share:.0f} % of it waiting for images"
 
 
 def _write_metrics(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
@@ -554,7 +554,7 @@ class _Run:
             validations = sum(1 for e in later if e % config.val_every == 0 or e == config.epochs)
         if validations and not validation_seconds:
             plural = "s" if validations > 1 else ""
-            return f"about {format_duration(left)} left + {validations} untimed validation{plural}"
+            return f"about {format_duration(left)} left, plus {validations} validation{plural} not timed yet"
         if validations:
             left += validations * sum(validation_seconds) / len(validation_seconds)
         return f"about {format_duration(left)} left"
