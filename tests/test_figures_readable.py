@@ -414,6 +414,8 @@ def test_a_single_repeated_value_is_said_not_plotted() -> None:
     first = fig.axes[0]
     assert [t.get_text().replace("\n", " ") for t in first.texts] == ["every image is 84 × 84 pixels"]
     assert not first.axison and not first.collections
+    colours = fig.axes[1]  # the splits in the data set's order, as the counts show them, not alphabetical
+    assert [t.get_text() for t in colours.get_yticklabels()] == ["train", "val", "test"]
 
 
 def test_learned_scalars_that_never_changed_get_no_panel() -> None:

@@ -143,7 +143,7 @@ def plot_appearance(sample: pd.DataFrame, key: str) -> Figure:
     ``sample``: ``image_appearance``'s table. When every image has the same size, the first panel says so in a
     sentence instead of a single dot.
     """
-    keys = sorted(sample[key].unique())
+    keys = list(dict.fromkeys(sample[key]))  # in the data set's order, as plot_split_counts shows them
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, max(3.6, 0.3 * len(keys) + 1.4)), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3, width_ratios=[1.2, 0.5, 1.3])
     sizes = sample[["width", "height"]].drop_duplicates()
@@ -157,7 +157,7 @@ def plot_appearance(sample: pd.DataFrame, key: str) -> Figure:
         ax1.set_title("image size")
         ax1.set_xlabel("width (pixels)")
         ax1.set_ylabel("height (pixels)")
-    means = sample.groupby(key, sort=True)[["red", "green", "blue"]].mean()
+    means = sample.groupby(key, sort=False)[["red", "green", "blue"]].mean().reindex(keys)
     ax2.imshow(means.to_numpy()[:, None, :], aspect="auto")
     ax2.set_yticks(range(len(means)), means.index)
     ax2.set_xticks([])
