@@ -7,13 +7,14 @@ what a run added, so running the notebooks leaves the checkout clean, while the 
 outputs for its reader. ``make setup`` defines the filter in the clone's ``.git/config``
 (``install_git_filter``); where it is not defined, git passes the files through unchanged.
 
-``make lab`` goes further: its JupyterLab saves the repository's notebooks without outputs too
+``make lab`` goes further: its JupyterLab saves the project's notebooks without outputs too
 (``keep_outputs_aside``, a pre-save hook), so a session leaves them byte for byte as committed, and keeps the
 notebook with its outputs in the session's run folder, ``outputs/<notebook>/interactive/``, as a headless run
 keeps its executed notebook in its own.
 
 This module imports only the standard library, so git can run it as a script for every notebook it looks at
-(``python fsl_core/notebook_files.py --clean < a.ipynb``) without loading the toolkit.
+(``python3 fsl_core/notebook_files.py --clean < a.ipynb``) without loading the toolkit; the pre-save hook, which
+runs in the Jupyter server, loads what it needs when called.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ FILTER = "notebook-outputs"
 """The name of the git filter that ``.gitattributes`` names for ``notebooks/*.ipynb``."""
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-"""The repository root: its ``notebooks/`` are those kept without outputs, its ``outputs/`` the run folders."""
+"""The repository holding this file, whose git configuration ``--install-git-filter`` sets."""
 KEPT_CELL_METADATA = ("tags",)
 """The cell metadata a committed notebook keeps: the ``parameters`` tag papermill reads."""
 
@@ -59,47 +60,59 @@ def _layout(notebook: Any) -> str:
     return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
+def _has_outputs(notebook: dict[str, Any]) -> bool:
+    return any(cell.get("outputs") for cell in notebook.get("cells", []) if cell.get("cell_type") == "code")
+
+
 def keep_outputs_aside(model: dict[str, Any], path: str, contents_manager: Any, **_: Any) -> None:
     """Jupyter server pre-save hook (``--ContentsManager.pre_save_hook=fsl_core.notebook_files.keep_outputs_aside``,
-    as ``make lab`` starts JupyterLab): a notebook of the repository's ``notebooks/`` is saved ``stripped``, and,
-    when it held outputs, written whole to ``outputs/<notebook>/interactive/<notebook>.ipynb`` (atomically).
-    Every other file is saved as it is."""
+    as ``make lab`` starts JupyterLab). One of the project's notebooks (``notebooks/NAME.ipynb`` with NAME a
+    notebook of ``fsl_core.notebook_parameters.NOTEBOOKS``) is saved ``stripped``; when it held outputs it is also
+    written whole, atomically, to its interactive run folder (``fsl_core.notebooks.run_folder``:
+    ``outputs/NAME/interactive/NAME.ipynb``) and signed as trusted, as the saved notebook is. A save that only
+    changes what ``stripped`` drops (a kernel's details) leaves that copy as it was. Every other file is saved as
+    it is."""
     if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
         return
+    from fsl_core.notebook_parameters import NOTEBOOKS
+    from fsl_core.notebooks import notebooks_dir, run_folder
+
     file = (Path(contents_manager.root_dir) / path).resolve()
-    if file.parent != REPOSITORY / "notebooks" or file.suffix != ".ipynb":
+    if file.parent != notebooks_dir().resolve() or file.suffix != ".ipynb" or file.stem not in NOTEBOOKS:
         return
-    whole = _layout(model["content"])
-    kept = stripped(whole)
-    if kept == whole:
-        return
-    folder = REPOSITORY / "outputs" / file.stem / "interactive"
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{file.name}.", suffix=".tmp")
+    if _has_outputs(model["content"]):
+        folder = run_folder(file.stem)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{file.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(_layout(model["content"]))
+            os.replace(temporary, folder / file.name)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        import nbformat
+
+        contents_manager.notary.sign(nbformat.from_dict(model["content"]))
+    model["content"] = json.loads(stripped(_layout(model["content"])))
+
+
+def install_git_filter(repository: str | Path) -> bool:
+    """Define the ``notebook-outputs`` filter in the git configuration of ``repository``, the top of its own git
+    working tree. Its clean step runs this file with the ``python3`` on the PATH, by a path from the top of the
+    working tree (where git runs it), so the clone may move and its .venv be remade. True when that changed the
+    configuration; False when it was defined so already, or when ``repository`` is not the top of a git working
+    tree (a folder inside another repository, or no git at all), which is then left as it is.
+    ``git config --remove-section filter.notebook-outputs`` undoes it."""
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(whole)
-        os.replace(temporary, folder / file.name)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    model["content"] = json.loads(kept)
-
-
-def install_git_filter(repository: str | Path, python: str | Path) -> bool:
-    """Define the ``notebook-outputs`` filter in the git configuration of ``repository`` (its clean step runs
-    this file with ``python``). True when that changed the configuration; False when it was defined so already,
-    or when ``repository`` is not a git working tree (nothing is changed then)."""
-    inside = subprocess.run(
-        ["git", "-C", str(repository), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
-    )
-    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        top = subprocess.run(
+            ["git", "-C", str(repository), "rev-parse", "--show-toplevel"], capture_output=True, text=True
+        )
+    except OSError:  # no git
         return False
-    script = Path(__file__).resolve()
-    settings = {
-        f"filter.{FILTER}.clean": f'"{Path(python).absolute()}" "{script}" --clean',
-        f"filter.{FILTER}.smudge": "cat",
-    }
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != Path(repository).resolve():
+        return False
+    script = Path(__file__).resolve().relative_to(Path(repository).resolve()).as_posix()
+    settings = {f"filter.{FILTER}.clean": f"python3 {script} --clean", f"filter.{FILTER}.smudge": "cat"}
     changed = False
     for key, value in settings.items():
         now = subprocess.run(["git", "-C", str(repository), "config", key], capture_output=True, text=True)
@@ -110,16 +123,23 @@ def install_git_filter(repository: str | Path, python: str | Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """``--clean``: a notebook on stdin, ``stripped`` on stdout (git's clean step). ``--install-git-filter``:
-    ``install_git_filter`` for the repository holding this file, run by the Python running this file."""
+    """``--clean``: a notebook on stdin, ``stripped`` on stdout (git's clean step; text that is no notebook's
+    JSON, a file half written or holding merge markers, passes unchanged). ``--install-git-filter``:
+    ``install_git_filter`` for the repository holding this file."""
     if argv == ["--clean"]:
-        text = sys.stdin.buffer.read().decode("utf-8")
-        sys.stdout.buffer.write(stripped(text).encode("utf-8"))
+        data = sys.stdin.buffer.read()
+        try:
+            out = stripped(data.decode("utf-8")).encode("utf-8")
+        except (ValueError, TypeError, AttributeError, KeyError):
+            print("notebook-outputs: not a notebook's JSON, kept as it is", file=sys.stderr)
+            out = data
+        sys.stdout.buffer.write(out)
         return 0
     if argv == ["--install-git-filter"]:
-        if install_git_filter(REPOSITORY, sys.executable):
+        if install_git_filter(REPOSITORY):
             print(
-                f"git: notebooks/*.ipynb are compared and committed without their outputs (filter {FILTER})"
+                f"git (.git/config): notebooks/*.ipynb are now compared and committed without their outputs "
+                f"(filter {FILTER}; undo: git config --remove-section filter.{FILTER})"
             )
         return 0
     print(

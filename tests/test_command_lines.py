@@ -99,13 +99,13 @@ def test_fsl_train_names_the_flags_of_episodes_its_data_set_cannot_give(
     assert main([*base, "--val-way", "7"]) == 1
     assert capsys.readouterr().err.startswith(
         f"error: validation: --val-way=7: {tiny_folder}/val has only 4 classes; use --val-way <= 4; --val-shot 5 + "
-        "--val-query 16 = 21 images per class, but all the 4 classes"
+        "--val-query 16 = 21 images per class, but all 4 classes"
     )
     assert main([*base, "--query", "6"]) == 1
     assert (
         "training: --shot 1 + --query 6 = 7 images per class, but 2 of the 4 classes of "
-        f"{tiny_folder}/train have fewer: class_0 (5), class_1 (6); lower --shot or --query to a total of at most 5 "
-        "images per class\n"
+        f"{tiny_folder}/train have fewer: class_0 (5), class_1 (6); lower --shot or --query so that --shot + "
+        "--query <= 5\n"
     ) in capsys.readouterr().err
     assert not run.exists()
     assert main([*base[:2], "--run-dir", str(tiny_folder / "run")]) == 1  # the run folder inside the data set

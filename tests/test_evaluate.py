@@ -255,8 +255,8 @@ def test_mode_and_errors(test_set: FewShotFolder) -> None:
         evaluate(model, test_set, way=11, shot=1, query=1, episodes=2, progress=False)
     with pytest.raises(
         ValueError,
-        match=r"shot 5 \+ query 16 = 21 images per class, but all the 10 classes of .*/test have fewer \(12 each\); "
-        r"lower shot or query to a total of at most 12 images per class$",
+        match=r"shot 5 \+ query 16 = 21 images per class, but all 10 classes of .*/test have fewer \(12 each\); "
+        r"lower shot or query so that shot \+ query <= 12$",
     ):
         evaluate(model, test_set, way=5, shot=5, query=16, episodes=2, progress=False)
     with pytest.raises(ValueError, match="episodes must be a positive integer"):

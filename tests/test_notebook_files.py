@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from fsl_core.notebook_files import FILTER, install_git_filter, stripped
@@ -49,6 +51,8 @@ def test_a_run_in_jupyterlab_leaves_the_checkout_clean_and_a_real_edit_shows(tmp
     (repo / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
     shutil.copy(NOTEBOOK, repo / "notebooks" / NOTEBOOK.name)
+    (repo / "fsl_core").mkdir()
+    shutil.copy(ROOT / "fsl_core" / "notebook_files.py", repo / "fsl_core" / "notebook_files.py")
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
@@ -57,9 +61,12 @@ def test_a_run_in_jupyterlab_leaves_the_checkout_clean_and_a_real_edit_shows(tmp
     git("init", "-q")
     git("-c", "user.name=a", "-c", "user.email=a@b", "add", ".")
     git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "notebooks")
-    assert install_git_filter(repo, shutil.which("python3") or "python3") is True
-    assert install_git_filter(repo, shutil.which("python3") or "python3") is False  # defined so already
-    assert git("config", f"filter.{FILTER}.clean").strip().endswith('notebook_files.py" --clean')
+    install = [sys.executable, str(repo / "fsl_core" / "notebook_files.py"), "--install-git-filter"]
+    said = subprocess.run(install, capture_output=True, text=True, check=True).stdout  # as make setup runs it
+    assert said.startswith("git (.git/config): notebooks/*.ipynb are now compared and committed without")
+    assert said.rstrip().endswith("undo: git config --remove-section filter.notebook-outputs)")
+    assert subprocess.run(install, capture_output=True, text=True, check=True).stdout == ""  # defined already
+    assert git("config", f"filter.{FILTER}.clean").strip() == "python3 fsl_core/notebook_files.py --clean"
     saved = repo / "notebooks" / NOTEBOOK.name
     ran = as_jupyterlab_saves_it(NOTEBOOK.read_text(encoding="utf-8"))
     saved.write_text(ran, encoding="utf-8")
@@ -76,34 +83,48 @@ def test_a_run_in_jupyterlab_leaves_the_checkout_clean_and_a_real_edit_shows(tmp
         line for line in git("diff", "-U0").splitlines() if line[:1] in "+-" and line[:3] not in "+++---"
     ]
     assert changed[-1] == '+    "# Masks, edited\\n"' and not any("run " in line for line in changed)
+    # a file half written (or holding merge markers) is no notebook's JSON: kept as it is, without a traceback
+    saved.write_text('{"cells": [', encoding="utf-8")
+    added = subprocess.run(["git", "-C", str(repo), "add", "-A"], capture_output=True, text=True, check=True)
+    assert added.stderr.strip() == "notebook-outputs: not a notebook's JSON, kept as it is"
+    assert git("show", f":notebooks/{NOTEBOOK.name}") == '{"cells": ['
 
 
-def test_outside_a_git_repository_nothing_is_configured(tmp_path: Path) -> None:
-    assert install_git_filter(tmp_path, "python3") is False
-    assert not (tmp_path / ".git").exists()
-
-
-def test_jupyterlab_saves_the_repository_notebooks_without_outputs_and_keeps_them_in_the_run_folder(
+def test_the_filter_is_set_only_at_the_top_of_a_git_working_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through jupyter_server's own file manager, as ``make lab`` configures it, in a copy of the repository."""
+    """Not in a folder without git, not in an outer repository the project was unpacked into, not without git."""
+    assert install_git_filter(tmp_path) is False and not (tmp_path / ".git").exists()
+    outer = tmp_path / "home"
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    (outer / "project").mkdir()
+    assert install_git_filter(outer / "project") is False
+    assert FILTER not in (outer / ".git" / "config").read_text()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no git on the PATH
+    assert install_git_filter(outer) is False
+
+
+def test_jupyterlab_saves_the_project_notebooks_without_outputs_and_keeps_them_in_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through jupyter_server's own file manager, as ``make lab`` configures it (its root the notebooks folder), in
+    a copy of the repository."""
     from jupyter_server.services.contents.filemanager import FileContentsManager
     from traitlets.config import Config
 
-    import fsl_core.notebook_files as notebook_files
+    import fsl_core.notebooks
 
     repository = tmp_path / "repository"
-    (repository / "notebooks").mkdir(parents=True)
-    (repository / "elsewhere").mkdir()
+    (repository / "notebooks" / "mine").mkdir(parents=True)
     committed = NOTEBOOK.read_text(encoding="utf-8")
     (repository / "notebooks" / NOTEBOOK.name).write_text(committed, encoding="utf-8")
-    monkeypatch.setattr(notebook_files, "REPOSITORY", repository)
+    monkeypatch.setattr(fsl_core.notebooks, "REPO_ROOT", repository)
     hook = {"ContentsManager": {"pre_save_hook": "fsl_core.notebook_files.keep_outputs_aside"}}  # as make lab
-    manager = FileContentsManager(root_dir=str(repository), config=Config(hook))
+    manager = FileContentsManager(root_dir=str(repository / "notebooks"), config=Config(hook))
 
-    model = manager.get(f"notebooks/{NOTEBOOK.name}")
+    model = manager.get(NOTEBOOK.name)
     ran = json.loads(as_jupyterlab_saves_it(committed))
-    manager.save({"type": "notebook", "format": "json", "content": ran}, f"notebooks/{NOTEBOOK.name}")
+    manager.save({"type": "notebook", "format": "json", "content": ran}, NOTEBOOK.name)
     assert (repository / "notebooks" / NOTEBOOK.name).read_text(
         encoding="utf-8"
     ) == committed  # byte for byte
@@ -114,11 +135,18 @@ def test_jupyterlab_saves_the_repository_notebooks_without_outputs_and_keeps_the
     ]
     assert model["content"]["cells"][0]["source"] == "".join(kept["cells"][0]["source"])
     assert sorted(p.name for p in aside.parent.iterdir()) == [NOTEBOOK.name]  # no temporary file left
-    # a notebook elsewhere is the user's own: saved as it is
-    manager.save({"type": "notebook", "format": "json", "content": ran}, "elsewhere/mine.ipynb")
-    mine = json.loads((repository / "elsewhere" / "mine.ipynb").read_text(encoding="utf-8"))
-    assert mine["cells"][1]["outputs"] == ran["cells"][1]["outputs"] != []
-    assert not (repository / "outputs" / "mine").exists()
+    assert manager.notary.check_signature(nbformat.from_dict(kept))  # trusted, as the saved notebook is
+    # reopened, its kernel's details added but no outputs yet: the copy of the last run stays
+    reopened = json.loads(committed)
+    reopened["metadata"]["language_info"] = {"name": "python", "version": "3.11.7"}
+    manager.save({"type": "notebook", "format": "json", "content": reopened}, NOTEBOOK.name)
+    assert json.loads(aside.read_text(encoding="utf-8")) == kept
+    # a notebook of the user's own, in notebooks/ or below it, is saved as it is
+    for mine in ("Untitled.ipynb", "mine/mine.ipynb"):
+        manager.save({"type": "notebook", "format": "json", "content": ran}, mine)
+        saved = json.loads((repository / "notebooks" / mine).read_text(encoding="utf-8"))
+        assert saved["cells"][1]["outputs"] == ran["cells"][1]["outputs"] != []
+    assert sorted(p.name for p in (repository / "outputs").iterdir()) == [NOTEBOOK.stem]
 
 
 def test_make_lab_starts_jupyterlab_with_the_hook() -> None:

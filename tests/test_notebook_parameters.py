@@ -229,13 +229,12 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
             3,
         ): f"way=4: {birds}/test has only 3 classes; use way <= 3",
         ("06_gradcam", "pointing_query", 6, 5): (
-            f"shot 1 + pointing_query 6 = 7 images per class, but all the 3 classes of {birds}/test have fewer (6 "
-            "each); lower shot or pointing_query to a total of at most 6 images per class"
+            f"shot 1 + pointing_query 6 = 7 images per class, but all 3 classes of {birds}/test have fewer (6 "
+            "each); lower shot or pointing_query so that shot + pointing_query <= 6"
         ),
         ("08_your_images", "shots", 5, 4): (
             f"the example set: shots 5 + queries 2 = 7 images per class, but all the 3 classes drawn from {birds}/test "
-            "with seed 0 have fewer (6 each); lower shots or queries to a total of at most 6 images per class, or "
-            "change seed"
+            "with seed 0 have fewer (6 each); lower shots or queries so that shots + queries <= 6, or change seed"
         ),
         ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way=4: {birds}/train has only 3 classes; use hmdrn_way <= 3",
     }
@@ -254,8 +253,8 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
         check_values(notebook, {**values, name: fitting})  # one less fits
     # a fixed number the notebook draws is named as such, and the parameter that can make room for it
     with pytest.raises(ParameterError, match=(
-        r"the brief training's shot 5 \+ train_query 8 = 13 images per class, but all the 3 classes of .*/train "
-        r"have fewer \(6 each\); lower train_query to a total of at most 6 images per class"
+        r"the brief training's shot 5 \+ train_query 8 = 13 images per class, but all 3 classes of .*/train "
+        r"have fewer \(6 each\); lower train_query to at most 1;"
     )):  # fmt: skip
         check_values("05_masks_and_reconstructions", {"data_root": birds, "way": 3})
     # the runner: a relative path is taken from where it is started, and nothing runs
@@ -283,18 +282,18 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     # 02: its training and validation episodes (the quick protocol's numbers, named by what sets them), and its
     # test episodes after training only when there is a test
     assert problems("02_train", way=5) == (
-        f"way=5: {root}/train has only 4 classes; use way <= 4; shot 5 + query 10 = 15 images per class, but all "
-        f"the 4 classes of {root}/train have fewer: class_0 (5), class_1 (6), class_2 (7), class_3 (8); lower shot "
-        f"or query to a total of at most 5 images per class; train_settings val_way=5: {root}/val has only 4 classes; use train_settings val_way <= 4; "
-        f"train_settings val_shot 5 + val_query 16 = 21 images per class, but all the 4 classes of {root}/val "
+        f"way=5: {root}/train has only 4 classes; use way <= 4; shot 5 + query 10 = 15 images per class, but all 4 "
+        f"classes of {root}/train have fewer: class_0 (5), class_1 (6), class_2 (7), class_3 (8); lower shot "
+        f"or query so that shot + query <= 5; train_settings val_way=5: {root}/val has only 4 classes; use train_settings val_way <= 4; "
+        f"train_settings val_shot 5 + val_query 16 = 21 images per class, but all 4 classes of {root}/val "
         "have fewer: class_0 (5), class_1 (6), class_2 (7), class_3 (8); lower train_settings val_shot or val_query "
-        "to a total of at most 5 images per class"
+        "so that train_settings val_shot + val_query <= 5"
     )
     small = dict(way=4, shot=1, query=3, val_every=0)  # training episodes that fit
     assert problems("02_train", **small, test_episodes=10, test_shots=[1], test_query=5) == (
         f"the test's way=5: {root}/test has only 4 classes; it needs a data set with at least 5 classes "
         f"there; test_shots 1 + test_query 5 = 6 images per class, but 1 of the 4 classes of {root}/test has "
-        "fewer: class_0 (5); lower test_shots or test_query to a total of at most 5 images per class"
+        "fewer: class_0 (5); lower test_shots or test_query so that test_shots + test_query <= 5"
     )
     assert problems("02_train", **small, test_episodes=0, test_query=5) == ""
     # 04: validation only when it validates
@@ -308,7 +307,7 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     assert problems("06_gradcam", **models, way=4, shot=3, pointing_query=40) == ""
     assert problems("06_gradcam", **models, way=4, shot=4, pointing_query=1) == (
         f"shot 4 + the Grad-CAM figure's query 2 = 6 images per class, but 1 of the 4 classes of {root}/test has "
-        "fewer: class_0 (5); lower shot to a total of at most 5 images per class"
+        "fewer: class_0 (5); lower shot to at most 3"
     )
     # 08: the example classes only when a folder is left empty, and only the classes it draws
     mine = {"checkpoint": "x.pt", "support_dir": root, "query_dir": root}

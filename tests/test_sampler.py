@@ -100,7 +100,7 @@ def test_sampler_accepts_a_folder_and_names_its_classes(tiny_folder: Path) -> No
     with pytest.raises(
         FewShotDataError,
         match=r"shot 2 \+ query 5 = 7 images per class, but 2 of the 4 classes of the data set have fewer: "
-        r"'class_0' \(5\), 'class_1' \(6\); lower shot or query to a total of at most 5 images per class$",
+        r"'class_0' \(5\), 'class_1' \(6\); lower shot or query so that shot \+ query <= 5$",
     ):
         EpisodeSampler(data, way=3, shot=2, query=5, episodes=1)
     with pytest.raises(FewShotDataError, match="^way=5: the data set has only 4 classes; use way <= 4$"):
@@ -218,13 +218,12 @@ def test_the_episode_misfits_read_right_at_the_edges() -> None:
     assert way_misfit(("way", 5), 5, "d/test") is None
     images = (("shot", 1), ("query", 4))
     assert images_misfit(images, [("a", 3)], "d/test") == (
-        "shot 1 + query 4 = 5 images per class, but the 1 class of d/test has 3; lower shot or query to a total of "
-        "at most 3 images per class"
+        "shot 1 + query 4 = 5 images per class, but the 1 class of d/test has 3; lower shot or query so that shot "
+        "+ query <= 3"
     )
     assert images_misfit(images, [("a", 3), ("b", 9)], "d/test", ["query"], or_else="change seed") == (
-        "shot 1 + query 4 = 5 images per class, but 1 of the 2 classes of d/test has fewer: a (3); lower query to a "
-        "total of at most 3 images per class, "
-        "or change seed"
+        "shot 1 + query 4 = 5 images per class, but 1 of the 2 classes of d/test has fewer: a (3); lower query to at "
+        "most 2, or change seed"
     )
     six = [(f"c{i}", i + 1) for i in range(6)]  # five listed, smallest first, then "..."
     assert ": c0 (1), c1 (2), c2 (3), c3 (4), c4 (5) ...;" in images_misfit((("shot", 7),), six, "d")
@@ -233,6 +232,6 @@ def test_the_episode_misfits_read_right_at_the_edges() -> None:
     )
     assert fixed == [
         "the test's way=9: d has only 6 classes; it needs a data set with at least 9 classes there",
-        "the test's shot 5 + query 4 = 9 images per class, but all the 6 classes of d have fewer: c0 (1), c1 (2), "
-        "c2 (3), c3 (4), c4 (5) ...; lower query to a total of at most 1 image per class",
+        "the test's shot 5 + query 4 = 9 images per class, but all 6 classes of d have fewer: c0 (1), c1 (2), "
+        "c2 (3), c3 (4), c4 (5) ...; it needs a data set with more images per class there",  # 1 - 5: no room
     ]

@@ -482,6 +482,9 @@ def test_the_episode_cams_figure_explains_the_first_query_of_each_class(tiny_bir
     )
     wrong = [ax.get_xlabel().startswith("✗") for ax in grid[:, 1:].flat]
     assert sorted(set(wrong)) == [False, True]  # untrained models: both marks are tested
+    training = build_model("frn", image_size=32).train()  # a model in training mode is left in it
+    plot_episode_cams({"frn": training}, data, way=3, shot=1, query=2, count=1, seed=5)
+    assert all(module.training for module in training.modules())
     plain = plot_episode_cams(models, data, way=3, shot=1, query=2, count=5, seed=5)
     assert len(plain.axes) == 3 * 3 and not any(ax.collections for ax in plain.axes)  # count ≤ way; no truth
 

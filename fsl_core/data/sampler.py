@@ -58,9 +58,10 @@ def images_misfit(
     """Why episodes of ``images`` = ((what sets it, its value), ...) images per class, summed, cannot be drawn
     from every class of ``class_sizes`` = ((class name, its image count), ...) of ``where``, or None when they can.
 
-    The message lists the short classes, smallest first (five at most), and names what to lower: the entries of
-    ``settable`` (default: every entry of ``images``), then ``or_else`` (another way out). ``classes``: the words
-    for the classes of ``class_sizes`` (default: "the N classes of WHERE")."""
+    The message lists the short classes, smallest first (five at most), and names what to lower and to how much:
+    the entries of ``settable`` (default: every entry of ``images``), the others being fixed; when they cannot
+    make room (each is at least 1), it says the data set needs more images. ``or_else``: another way out.
+    ``classes``: the words for the classes of ``class_sizes`` (default: "the N classes of WHERE")."""
     need = sum(value for _, value in images)
     short = sorted((count, name) for name, count in class_sizes if count < need)
     if not short:
@@ -68,22 +69,29 @@ def images_misfit(
     parts = " + ".join(f"{label} {value}" for label, value in images)
     smallest = short[0][0]
     lower = [label for label, _ in images] if settable is None else list(settable)
-    way_out = (
-        f"lower {' or '.join(lower)} to a total of at most {smallest} image{'s' * (smallest != 1)} per class"
-        if lower
-        else "it needs a data set with more images per class there"
-    ) + (f", or {or_else}" if or_else else "")
-    classes = classes or f"the {_classes(len(class_sizes))} of {where}"
+    room = smallest - sum(value for label, value in images if label not in lower)  # for the numbers to lower
+    if not lower or room < len(lower):  # each is at least 1
+        way_out = "it needs a data set with more images per class there"
+    elif len(lower) == 1:
+        way_out = f"lower {lower[0]} to at most {room}"
+    else:
+        way_out = f"lower {' or '.join(lower)} so that {' + '.join(lower)} <= {room}"
+    way_out += f", or {or_else}" if or_else else ""
+    named = classes or f"the {_classes(len(class_sizes))} of {where}"
     if len(class_sizes) == 1:
-        which = f"{classes} has {smallest}"
+        which = f"{named} has {smallest}"
     elif len(short) == len(class_sizes) and short[-1][0] == smallest:  # every class, all of one size
-        which = f"all {classes} have fewer ({smallest} each)"
+        which = f"all {classes or f'{_classes(len(class_sizes))} of {where}'} have fewer ({smallest} each)"
     else:
         listed = ", ".join(f"{name} ({count})" for count, name in short[:5]) + (
             " ..." if len(short) > 5 else ""
         )
-        many = "all" if len(short) == len(class_sizes) else f"{len(short)} of"
-        which = f"{many} {classes} {'has' if len(short) == 1 else 'have'} fewer: {listed}"
+        many = (
+            f"all {classes or f'{_classes(len(class_sizes))} of {where}'}"
+            if len(short) == len(class_sizes)
+            else f"{len(short)} of {named}"
+        )
+        which = f"{many} {'has' if len(short) == 1 else 'have'} fewer: {listed}"
     return f"{parts} = {need} images per class, but {which}; {way_out}"
 
 

@@ -20,7 +20,8 @@ a uniformly random point hits with probability equal to the region's share of th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -63,8 +64,19 @@ class LogProbabilityTarget:
         return torch.log_softmax(logits, dim=-1)[..., self.k]
 
 
-CAM_TARGETS = {"log_probability": LogProbabilityTarget, "logit": ClassifierOutputTarget}
-"""What the CAM of class k is the gradient of (see the module's docstring): name → ``pytorch_grad_cam`` target."""
+class CamTarget(NamedTuple):
+    """A Grad-CAM target: ``make(k)`` is the ``pytorch_grad_cam`` target of class k; ``words``, what a map of a
+    class explains, for figures ("its log-probability")."""
+
+    make: Callable[[int], Any]
+    words: str
+
+
+CAM_TARGETS = {
+    "log_probability": CamTarget(LogProbabilityTarget, "its log-probability"),
+    "logit": CamTarget(ClassifierOutputTarget, "its logit"),
+}
+"""What the CAM of class k is the gradient of (see the module's docstring), by name."""
 
 
 def check_cam_target(target: str, way: int | None = None) -> None:
@@ -171,7 +183,7 @@ def episode_cams(
             lambda _, __, out: out.clone() if isinstance(out, Tensor) else None
         )
         try:
-            cams = cam(input_tensor=queries, targets=[CAM_TARGETS[target](k) for k in classes])
+            cams = cam(input_tensor=queries, targets=[CAM_TARGETS[target].make(k) for k in classes])
         finally:
             handle.remove()
     model.train(was_training)
@@ -351,20 +363,20 @@ def plot_episode_cams(
                 episode.query_images[shown].to(next(model.parameters()).device)
             )
         correct[name] = (logits.argmax(-1).cpu() == episode.query_labels[shown]).tolist()
-    explained = {"log_probability": "its log-probability", "logit": "its logit"}[target]
     return plot_cams(
         [episode.query_images[i] for i in shown],
         cams,
         titles=titles,
         regions=regions,
         correct=correct,
-        caption=f"each map explains the query's true class ({explained}); a white cross marks its peak",
+        caption=f"each map explains the query's true class ({CAM_TARGETS[target].words}); a white cross marks its peak",
     )
 
 
 __all__ = [
     "EpisodeCAM",
     "CAM_TARGETS",
+    "CamTarget",
     "LogProbabilityTarget",
     "check_cam_target",
     "target_layer",

@@ -117,9 +117,8 @@ def plot_predictions(
         bar_ax.set_xlim(0, 1)
         bar_ax.set_xticks([])
         bar_ax.tick_params(labelsize=TEXT)
-        for y, value in enumerate(
-            values
-        ):  # beside the bar, or inside its end where there is no room beside it
+        # beside the bar, or inside its end where there is no room beside it
+        for y, value in enumerate(values):
             inside = value > 0.7
             bar_ax.text(
                 value - 0.02 if inside else value + 0.03,
