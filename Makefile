@@ -34,8 +34,9 @@ lint: setup  ## ruff: the style checks and the formatting, as make test runs the
 	$(BIN)/ruff check fsl_core tests bench
 	$(BIN)/ruff format --check fsl_core tests bench
 
-lab: setup  ## open JupyterLab in the project's environment (notebooks saved without outputs: see fsl_core/notebook_files.py)
-	$(BIN)/jupyter lab notebooks --ContentsManager.pre_save_hook=fsl_core.notebook_files.keep_outputs_aside \
+lab: setup  ## JupyterLab on the repository, open at notebooks/ (saved without outputs: see fsl_core/notebook_files.py)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+	  --ContentsManager.pre_save_hook=fsl_core.notebook_files.keep_outputs_aside \
 	  $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 tensorboard: setup  ## TensorBoard on outputs/: the training curves of every run (the `tracking` extra)
