@@ -2,9 +2,9 @@
 
 A notebook run in JupyterLab saves its outputs, execution counts, widget state and kernel details into its
 file. The repository's ``.gitattributes`` sends ``notebooks/*.ipynb`` through the git filter
-``notebook-outputs``, whose *clean* step is ``stripped``: git then compares and commits a notebook without
-what a run added, so running the notebooks leaves the checkout clean, while the file on disk keeps the
-outputs for its reader. ``make setup`` defines the filter in the clone's ``.git/config``
+``notebook-outputs``, whose *clean* step is ``stripped``: git then diffs and commits a notebook without what a
+run added, while the file on disk keeps the outputs for its reader (``git status`` can still list such a file,
+whose size changed, until ``git add`` finds nothing to add). ``make setup`` defines the filter in the clone's ``.git/config``
 (``install_git_filter``); where it is not defined, git passes the files through unchanged.
 
 ``make lab`` goes further: its JupyterLab saves the project's notebooks without outputs too

@@ -140,10 +140,12 @@ def check_episodes_fit(
     shot: int,
     query: int,
     what: str = "evaluation",
-    names: tuple[str, str, str] = ("way", "shot", "query"),
+    names: tuple[str, ...] | None = None,
 ) -> None:
     """Raise a ValueError when ``dataset`` cannot give way-way episodes of shot+query images per class; the message
-    starts with ``what`` and calls the three numbers by ``names`` (the caller's words for them)."""
+    starts with ``what`` and calls the three numbers by ``names``, the caller's words for them (default: way, shot
+    and query, as flags on a command line)."""
+    names = names or tuple(way_out(name, f"--{name}") for name in ("way", "shot", "query"))
     by_class = dataset.indices_by_class()
     where = f"{dataset.root}/{dataset.split}"
     sizes = [(dataset.classes[c], len(members)) for c, members in enumerate(by_class)]
@@ -243,13 +245,7 @@ def evaluate(
     least 2: with one class every query is right.
     """
     check_episode_settings(way, [shot], query, episodes, seed)
-    check_episodes_fit(
-        dataset,
-        way,
-        shot,
-        query,
-        names=tuple(way_out(name, f"--{name}") for name in ("way", "shot", "query")),
-    )
+    check_episodes_fit(dataset, way, shot, query)
     device = resolve_device(device)
     sampler = EpisodeSampler(dataset, way, shot, query, episodes, seed=seed)
     with evaluation_mode(model, device):

@@ -343,14 +343,7 @@ class _Run:
         self.augmenter: DeviceAugmentation | None = None  # set with the loader under augment_on_device
         seed_everything(config.seed)
         self.model = build_training_model(config, len(self.train_set.classes))
-        check_episodes_fit(
-            self.train_set,
-            config.way,
-            config.shot,
-            config.query,
-            "training",
-            tuple(way_out(name, f"--{name}") for name in ("way", "shot", "query")),
-        )
+        check_episodes_fit(self.train_set, config.way, config.shot, config.query, "training")
         self.episodes = TrainingEpisodes(
             self.train_set.targets,
             config.way,
