@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -263,10 +264,32 @@ def command_line(main: _Main) -> _Main:
     return speaking_in_flags  # type: ignore[return-value]
 
 
+_CALLER_WORDS: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "caller_words", default=()
+)
+
+
+@contextlib.contextmanager
+def in_words(words: dict[str, str]) -> Iterator[None]:
+    """Within the block, ``way_out`` names things as the caller does: each key of ``words``, a name or setting as
+    the library says it (``"run_dir"``, ``"overwrite=True"``), is said as its value (notebook 02, whose training
+    folder is its ``train_dir`` parameter: ``{"run_dir": "train_dir"}``)."""
+    token = _CALLER_WORDS.set(tuple(words.items()))
+    try:
+        yield
+    finally:
+        _CALLER_WORDS.reset(token)
+
+
 def way_out(python: str, flag: str) -> str:
     """The way out of an error in the words of the user at hand: ``flag`` inside a command line's ``main``
-    (``command_line``), ``python`` from Python and in notebooks ("" leaves it out)."""
-    return flag if _ON_COMMAND_LINE.get() else python
+    (``command_line``), ``python`` from Python and in notebooks ("" leaves it out), with the caller's own names
+    for the library's where ``in_words`` gives them."""
+    if _ON_COMMAND_LINE.get():
+        return flag
+    for name, words in _CALLER_WORDS.get():
+        python = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", lambda _, said=words: said, python)
+    return python
 
 
 def did_you_mean(name: Any, known: Iterable[Any]) -> str:

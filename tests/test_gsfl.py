@@ -414,7 +414,7 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
     )
     # 3a-4: paired differences over the same episodes
     assert (
-        "1-shot: d 71.5 ± 1.4 %, s+d 70.5 ± 1.4 %: difference +1.0 ± 0.0 points over the same 600 episodes"
+        "1-shot: d 71.5 ± 1.4 %, s+d 70.5 ± 1.4 %: difference +1.00 ± 0.00 points over the same 600 episodes"
         in rows[2]["evidence"]
     )
     assert (
@@ -422,7 +422,19 @@ def test_gsfl_answers_read_the_claims_from_the_numbers() -> None:
         in rows[3]["evidence"]
     )
     assert rows[4]["evidence"].startswith(
-        "1-shot: HMDRN + GSFL 62.5 ± 1.4 %, HMDRN 71.5 ± 1.4 %: difference -9.0 ± 0.0 points"
+        "1-shot: HMDRN + GSFL 62.5 ± 1.4 %, HMDRN 71.5 ± 1.4 %: difference -9.00 ± 0.00 points"
+    )
+    # helps at one shot, hurts at the other: mixed, not "no"
+    both = {"hmdrn": {1: result(d), 5: result(d)}, "hmdrn_gsfl": {1: result(d + 2.5), 5: result(d - 4.0)}}
+    assert gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, both)[4]["answer"] == "mixed"
+    # a difference that rounds to 0 shows no sign, and a tiny interval two decimals
+    tiny = {"hmdrn": {1: result(d)}, "hmdrn_gsfl": {1: result(d - np.tile([0.01, 0.07], 300))}}
+    assert (
+        "difference +0.0 ± 0.0" not in gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, tiny)[4]["evidence"]
+    )
+    assert (
+        "difference -0.04 ± 0.00 points"
+        in gsfl_answers({10: 0.5}, 10, probes, 300, few_shot, tiny)[4]["evidence"]
     )
     # other episodes (another seed): the results' own intervals decide
     plugin["hmdrn"][1] = result(d, seed=1)

@@ -31,7 +31,7 @@ from fsl_core.engine import TrainingDiverged, train
 from fsl_core.engine.brief_training import checkpoint_or_brief_training
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.run_folder import LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
-from fsl_core.runtime import NonFiniteError, atomic_torch_save
+from fsl_core.runtime import NonFiniteError, atomic_torch_save, in_words
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +56,13 @@ def test_another_run_into_a_finished_run_folder_changes_nothing(
     message = str(error.value)
     assert str(run_dir) in message and "model: 'hmdrn' in the run, 'protonet' now" in message
     assert "Choose another run_dir, or pass overwrite=True to move" in message  # in Python's words
+    with pytest.raises(RunFolderConflict) as in_notebook:  # as notebook 02 calls it: in its parameters' words
+        with in_words({"run_dir": "train_dir", "overwrite=True": 'train_settings={"overwrite": True}'}):
+            train(data_root=str(birds), run_dir=str(run_dir), **{**TINY, "model": "protonet"})
+    assert 'Choose another train_dir, or pass train_settings={"overwrite": True} to move' in str(
+        in_notebook.value
+    )
+    assert "run_dir" not in str(in_notebook.value).replace(str(run_dir), "")
     code = train_main(cli_command(run_dir, birds, model="protonet")[3:])  # the command line says it in flags
     err = capsys.readouterr().err
     assert code == 1 and "Choose another --run-dir, or pass --overwrite to move" in err and "=True" not in err

@@ -240,9 +240,11 @@ def _compare_episodes(name_a: str, a: Any, name_b: str, b: Any) -> tuple[int, st
         difference = np.asarray(a.accuracies, dtype=np.float64) - np.asarray(b.accuracies, dtype=np.float64)
         mean, half = float(difference.mean()), 1.96 * float(difference.std()) / np.sqrt(len(difference))
         sign = _apart(mean - half, mean + half, 0.0, 0.0)
+        digits = 1 if half >= 0.05 else 2  # an interval under 0.05 points still shows as a number, not 0.0
+        mean = 0.0 if round(mean, digits) == 0 else mean  # no "-0.0"
         return (
             sign,
-            f"{shown}: difference {mean:+.1f} ± {half:.1f} points over the same {a.episodes} episodes",
+            f"{shown}: difference {mean:+.{digits}f} ± {half:.{digits}f} points over the same {a.episodes} episodes",
         )
     sign = _apart(a.mean - a.ci95, a.mean + a.ci95, b.mean - b.ci95, b.mean + b.ci95)
     return sign, f"{shown}: intervals {'apart' if sign else 'overlapping'}"
@@ -277,7 +279,9 @@ def gsfl_answers(
         shared: (N, dim) the shared part s of the held-out images (``model.decompose``), to tell a dead encoder.
     """
 
-    def verdict(signs: set[int]) -> str:
+    def verdict(signs: set[int]) -> str:  # one sign per shot (or per probe pair)
+        if {1, -1} <= signs:
+            return "mixed"  # shown one way somewhere and the other way elsewhere: the evidence says where
         return "yes" if signs == {1} else "no" if -1 in signs else "not shown"
 
     rows = []
