@@ -463,3 +463,14 @@ def test_a_dead_shared_part_is_said_not_plotted_as_one_point() -> None:
     assert (
         s_group.get_title() == "s: coloured by true group" and len(d_group.collections[0].get_offsets()) == 72
     )
+    # nearly constant (as s after a short training: a spread of 1e-9 around -1.8e-3): said too, no offset text
+    nearly = {"s": -1.8e-3 + 1e-9 * rng.normal(size=(72, 16)), "d": features["d"]}
+    s_group = plot_feature_pca(
+        nearly, labels, np.arange(12) % 4, dict(enumerate(GROUPS[:4])), [*NAMES, "x", "y"]
+    )
+    s_group = s_group.axes[0]
+    assert (
+        not s_group.collections
+        and "almost one value (its spread is under 0.01 % of its size)"
+        in " ".join(" ".join(t.get_text() for t in s_group.texts).split())
+    )

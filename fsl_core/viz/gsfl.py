@@ -68,17 +68,27 @@ def plot_feature_pca(
     ``shown_classes`` classes): s should cluster by group, d by class. The classes take colours of their own
     (evenly spaced hues), none of the groups', so a class is not read as the group of the same colour. The
     legends stand right of the panels. A feature with the same value for every image (a shared encoder that
-    gives no output: s = 0) gets a sentence instead of its panels.
+    gives no output: s = 0), or nearly so, gets a sentence instead of its panels.
     """
     shown = np.isin(labels, np.unique(labels)[:shown_classes])
     class_colours = sns.husl_palette(len(np.unique(labels[shown])), l=0.55)
     fig = Figure(figsize=(MAX_FIGURE_WIDTH, 8.0), layout="constrained")
     axes = fig.subplots(2, 2)
-    plotted = [feature for feature in ("s", "d") if features[feature].std(0).sum() > 0]
+
+    def varies(values: np.ndarray) -> bool:  # beyond float rounding: a spread above 1e-4 of its size
+        return float(values.std(0).sum()) > 1e-4 * float(np.abs(values).mean(0).sum())
+
+    plotted = [feature for feature in ("s", "d") if varies(features[feature])]
     for column, feature in enumerate(("s", "d")):
         values = features[feature]
         if feature not in plotted:  # one point: say so instead of plotting it
-            same = "0" if not np.any(values) else "one value"
+            same = (
+                "0"
+                if not np.any(values)
+                else "one value"
+                if not values.std(0).any()
+                else "almost one value (its spread is under 0.01 % of its size)"
+            )
             for row, title in ((0, f"{feature}: coloured by true group"), (1, f"{feature}: by class")):
                 say_instead(
                     axes[row, column], f"{feature} is {same} for every image: nothing to project", title
