@@ -258,8 +258,15 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "error maps, 25-way": lambda: plot_error_maps(  # errors in the thousands, as a trained model's mid level
         torch.randn(3, 84, 84), 30 * torch.rand(25, 100) + 10, MANY_NAMES, true_class=13, title="level mid"
     ),
-    "level scores, 25-way": lambda: plot_level_scores(
-        {"last": torch.rand(25), "mid": torch.rand(25)}, MANY_NAMES, true_class=24
+    "level scores, 25-way": lambda: (
+        plot_level_scores(  # the prediction beside the true class: two 2-line names
+            {
+                "last": torch.linspace(0.0, 0.5, 25),
+                "mid": torch.linspace(0.0, 0.5, 25).flip(0) + 2.0 * (torch.arange(25) == 23),
+            },
+            MANY_NAMES,
+            true_class=24,
+        )
     ),
     "your predictions": lambda: plot_predictions(  # 78 % beside a bar that ends at 78 %: inside its end
         {

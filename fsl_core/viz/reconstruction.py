@@ -156,7 +156,7 @@ def plot_level_scores(
     for c, words in marks.items():
         names[c] += f"\n({', '.join(words)})"
     lines = max(name.count("\n") + 1 for name in names)
-    per_class = max(0.13 * len(level_scores) + 0.08, 0.16 * lines)
+    per_class = max(0.13 * len(level_scores) + 0.08, 0.2 * lines)  # two-line names one above the other
     fig = Figure(figsize=(MAX_FIGURE_WIDTH - 1.0, 0.7 + per_class * way), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=pd.DataFrame(rows), y="class", x="score", hue="level", orient="h", ax=ax)
