@@ -309,6 +309,18 @@ def test_level_scores_name_the_prediction_and_the_true_class_one_row_each() -> N
         plot_level_scores({}, ["a"])
 
 
+def test_the_most_confused_classes_are_those_of_the_pairs_the_table_names() -> None:
+    """Counts and rates disagree when classes were drawn unequally often: a with 100 queries confused 20 times
+    with b (20 %), c with 10 queries confused 5 times with d (50 %). The table's first pair, c→d, is in the
+    figure even when it shows two classes."""
+    matrix = np.array([[80, 20, 0, 0], [0, 100, 0, 0], [0, 0, 5, 5], [0, 0, 0, 10]])
+    pairs = confused_pairs(matrix, ["a", "b", "c", "d"])
+    assert [(p["true"], p["predicted"], p["rate"]) for p in pairs] == [("c", "d", 50.0), ("a", "b", 20.0)]
+    assert most_confused(matrix, k=2) == [2, 3]
+    assert most_confused(matrix, k=4) == [0, 1, 2, 3]
+    assert most_confused(np.eye(3, dtype=int) * 4, k=2) == [0, 1]  # nothing confused: the first classes
+
+
 def test_most_confused_and_confused_pairs() -> None:
     matrix = np.array([[10, 0, 0, 0], [0, 8, 5, 0], [0, 4, 9, 1], [0, 0, 0, 12]])
     assert most_confused(matrix, k=2) == [1, 2]

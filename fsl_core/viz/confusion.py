@@ -68,38 +68,43 @@ def episode_confusion(
     return matrix
 
 
+def _confusions(matrix: np.ndarray) -> list[tuple[int, int, float]]:
+    """(true, predicted, error rate) of every confused pair, highest rate first: the rate is the share of the true
+    class's queries predicted as the other class (a fraction; its counts divided by its row's)."""
+    counts = np.asarray(matrix, dtype=float)
+    rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    np.fill_diagonal(rates, 0)
+    order = np.argsort(rates, axis=None, kind="stable")[::-1]
+    pairs = (np.unravel_index(flat, rates.shape) for flat in order)
+    return [(int(i), int(j), float(rates[i, j])) for i, j in pairs if rates[i, j] > 0]
+
+
 def most_confused(matrix: np.ndarray, k: int = 8) -> list[int]:
-    """Indices of up to ``k`` classes involved in the largest off-diagonal entries (both directions summed)."""
-    confusion = np.asarray(matrix, dtype=float).copy()
-    np.fill_diagonal(confusion, 0)
-    pairs = np.triu(confusion + confusion.T, 1)
+    """Indices of up to ``k`` classes, sorted: those of the pairs ``confused_pairs`` lists, in its order (the
+    highest error rate first), so the figure shows the pairs the table names; the first ``k`` classes when
+    nothing is confused."""
     chosen: list[int] = []
-    for flat in np.argsort(pairs, axis=None, kind="stable")[::-1]:
-        i, j = np.unravel_index(flat, pairs.shape)
-        if pairs[i, j] <= 0 or len(chosen) >= k:
-            break
-        for c in (int(i), int(j)):
+    for true, predicted, _ in _confusions(matrix):
+        for c in (true, predicted):
             if c not in chosen and len(chosen) < k:
                 chosen.append(c)
-    return sorted(chosen) if chosen else list(range(min(k, len(confusion))))
+        if len(chosen) >= k:
+            break
+    return sorted(chosen) if chosen else list(range(min(k, len(np.asarray(matrix)))))
 
 
 def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict]:
     """The ``top`` (true, predicted) pairs with the highest error rate: {"true", "predicted", "rate" (the share of
     the true class's queries predicted as that class, in percent), "count"}, pairs never confused left out."""
-    counts = np.asarray(matrix, dtype=float)
-    rates = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
-    np.fill_diagonal(rates, 0)
-    order = np.argsort(rates, axis=None, kind="stable")[::-1][:top]
+    counts = np.asarray(matrix)
     return [
         {
             "true": class_names[i],
             "predicted": class_names[j],
-            "rate": 100.0 * float(rates[i, j]),
+            "rate": 100.0 * rate,
             "count": int(counts[i, j]),
         }
-        for i, j in (np.unravel_index(f, rates.shape) for f in order)
-        if rates[i, j] > 0
+        for i, j, rate in _confusions(matrix)[:top]
     ]
 
 
