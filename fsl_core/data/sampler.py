@@ -78,19 +78,16 @@ def images_misfit(
         way_out = f"lower {' or '.join(lower)} so that {' + '.join(lower)} <= {room}"
     way_out += f", or {or_else}" if or_else else ""
     named = classes or f"the {_classes(len(class_sizes))} of {where}"
+    every = f"all {classes or f'{_classes(len(class_sizes))} of {where}'}"
     if len(class_sizes) == 1:
         which = f"{named} has {smallest}"
     elif len(short) == len(class_sizes) and short[-1][0] == smallest:  # every class, all of one size
-        which = f"all {classes or f'{_classes(len(class_sizes))} of {where}'} have fewer ({smallest} each)"
+        which = f"{every} have fewer ({smallest} each)"
     else:
         listed = ", ".join(f"{name} ({count})" for count, name in short[:5]) + (
             " ..." if len(short) > 5 else ""
         )
-        many = (
-            f"all {classes or f'{_classes(len(class_sizes))} of {where}'}"
-            if len(short) == len(class_sizes)
-            else f"{len(short)} of {named}"
-        )
+        many = every if len(short) == len(class_sizes) else f"{len(short)} of {named}"
         which = f"{many} {'has' if len(short) == 1 else 'have'} fewer: {listed}"
     return f"{parts} = {need} images per class, but {which}; {way_out}"
 

@@ -357,12 +357,14 @@ def plot_episode_cams(
     titles = [data.classes[int(episode.class_ids[episode.query_labels[i]])] for i in shown]
     regions = [truth.regions(queries[i])[1] for i in shown] if truth is not None else None
     correct = {}
-    for name, model in models.items():
-        with torch.no_grad(), evaluation_mode(model, next(model.parameters()).device):
-            logits = EpisodeCAM(model, episode.support_images, episode.support_labels)(
-                episode.query_images[shown].to(next(model.parameters()).device)
+    for name, model in models.items():  # each model's own answer for the queries shown
+        device = next(model.parameters()).device
+        with torch.no_grad(), evaluation_mode(model, device):
+            shown_episode = episode.to(device)
+            logits = model(
+                shown_episode.support_images, shown_episode.support_labels, shown_episode.query_images
             )
-        correct[name] = (logits.argmax(-1).cpu() == episode.query_labels[shown]).tolist()
+        correct[name] = (logits[shown].argmax(-1).cpu() == episode.query_labels[shown]).tolist()
     return plot_cams(
         [episode.query_images[i] for i in shown],
         cams,
