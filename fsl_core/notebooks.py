@@ -532,6 +532,13 @@ def run(
         print(
             f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr
         )
+    earlier = [found for found in finished_runs_with(name, parameters, output_root) if found != run_dir]
+    if earlier and progress_lines:
+        print(
+            f"{name}: a run with the same parameters finished earlier in {earlier[0]} (its results are there); "
+            f"this one runs them again in {run_dir}",
+            file=sys.stderr,
+        )
     echo = _ProgressEcho(label if label is not None else name) if progress_lines else None
     try:
         return _execute(source, parameters, run_name, run_dir, kernel_name, log_output, progress, echo)
@@ -676,6 +683,20 @@ def _ran_with(folder: Path, name: str, parameters: Mapping[str, Any], run_name: 
         return False
     recorded = config.get("values")
     return recorded is None or recorded == every_value(name, parameters, folder, run_name)
+
+
+def finished_runs_with(
+    notebook: str, parameters: Mapping[str, Any], output_root: str | Path | None = None
+) -> list[Path]:
+    """The finished runs of ``notebook`` under ``<output_root>/<notebook>/`` that ran with ``parameters`` (as
+    ``run`` passes them: paths absolute), newest first (see ``_ran_with``)."""
+    base = outputs_root(output_root) / notebook
+    folders = [
+        folder
+        for folder in (base.iterdir() if base.is_dir() else ())
+        if is_finished(folder) and _ran_with(folder, notebook, parameters, folder.name)
+    ]
+    return sorted(folders, key=lambda folder: (folder / DONE).stat().st_mtime, reverse=True)
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

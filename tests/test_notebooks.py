@@ -316,6 +316,32 @@ def test_a_sweep_reuses_a_finished_run_only_while_it_would_run_with_the_same_val
     assert statuses() == ["reused"]
 
 
+def test_a_run_says_where_the_same_parameters_finished_before_and_still_runs_them_in_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakePapermill()
+    monkeypatch.setattr(papermill, "execute_notebook", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    out = tmp_path / "out"
+    first = run("02_train", {"data_root": "d", "epochs": 2}, run_name="first", output_root=out)
+    assert "finished earlier" not in capsys.readouterr().err
+    run("02_train", {"data_root": "d", "epochs": 3}, run_name="other", output_root=out)  # other parameters
+    assert "finished earlier" not in capsys.readouterr().err
+    second = run(
+        "02_train", {"data_root": str(tmp_path / "d"), "epochs": 2}, run_name="second", output_root=out
+    )
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"02_train: a run with the same parameters finished earlier in {first} (its results are there); "
+        f"this one runs them again in {second}"
+    )
+    assert len(fake.calls) == 3 and (second / "DONE").is_file() and (first / "DONE").is_file()
+    (first / "DONE").unlink()  # an unfinished run is not named
+    (second / "DONE").unlink()
+    run("02_train", {"data_root": "d", "epochs": 2}, run_name="third", output_root=out)
+    assert "finished earlier" not in capsys.readouterr().err
+
+
 def test_a_sweep_shares_the_cores_between_the_kernels_it_runs_at_once_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
