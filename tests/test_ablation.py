@@ -4,8 +4,9 @@ grid built from them, and the line on the training runs."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from fsl_core.engine.ablation import ABLATION_ROWS, ablation_grid, row_of_label, runs_summary
+from fsl_core.engine.ablation import ABLATION_ROWS, ablation_grid, ablation_table, row_of_label, runs_summary
 from fsl_core.models import build_model, check_model_options
 from fsl_core.notebook_parameters import declared
 
@@ -58,6 +59,46 @@ def test_the_runs_line_counts_each_status() -> None:
     runs = pd.DataFrame({"status": ["done", "reused", "failed", "done"]})
     assert runs_summary(runs, "out/02_train") == "4 runs (2 trained now, 1 reused, 1 failed) in out/02_train"
     assert runs_summary(runs.iloc[1:2], "x") == "1 run (1 reused) in x"
+
+
+def test_the_table_averages_each_row_over_its_seeds_and_names_the_row_and_the_model_trained() -> None:
+    runs = pd.DataFrame(
+        {
+            "row": ["last+mid", "last+mid", "protonet", "frn"],
+            "seed": [0, 1, 0, 0],
+            "status": ["done", "reused", "done", "failed"],
+            "test.1.mean": [40.0, 50.0, 30.0, None],
+            "test.1.ci95": [3.0, 4.0, 2.0, None],
+            "run": ["a", "b", "c", "d"],
+            "error": [None, None, None, "boom"],
+        }
+    )
+    table = ablation_table(runs, [1])
+    assert table.to_dict("records") == [
+        {
+            "row": "last+mid",
+            "name": "+ second level",
+            "model": "hmdrn",
+            "shot": 1,
+            "mean": 45.0,
+            "ci95": 2.5,
+            "seeds": 2,
+        },
+        {
+            "row": "protonet",
+            "name": "ProtoNet",
+            "model": "protonet",
+            "shot": 1,
+            "mean": 30.0,
+            "ci95": 2.0,
+            "seeds": 1,
+        },
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"^no ablation run produced a test accuracy at 5 shot; 1 of 4 runs failed \(d: boom\)$",
+    ):
+        ablation_table(runs, [5])
 
 
 def test_the_notebook_s_table_names_each_row_as_the_library_does() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 
@@ -55,6 +56,51 @@ def ablation_grid(rows: Sequence[str], seeds: Sequence[int]) -> list[dict[str, A
 def row_of_label(label: str) -> str:
     """The row key of an ``ablation_grid`` label: ``"last+mid-seed3"`` → ``"last+mid"``."""
     return label.rsplit("-seed", 1)[0]
+
+
+def ablation_table(runs: pd.DataFrame, shots: Sequence[int]) -> pd.DataFrame:
+    """Test accuracy per ablation row and shot, averaged over the seeds of the row.
+
+    ``runs``: the table of ``fsl_core.notebooks.sweep`` over notebook 02 with a "row" column (keys of
+    ``ABLATION_ROWS``; "status", "seed", "test.<shot>.mean", "test.<shot>.ci95"). The interval of a mean over S
+    seeds is sqrt(Σ ci²)/S (independent runs). Returns one record per row and shot: ``row`` (the key), ``name``
+    (its display name), ``model`` (the model trained), ``shot``, ``mean``, ``ci95`` (%) and ``seeds``.
+    Raises a ValueError naming the errors when no run produced a test accuracy.
+    """
+    records = []
+    for _, run in runs[runs["status"] != "failed"].iterrows():
+        for shot in shots:
+            mean = run.get(f"test.{shot}.mean")
+            if mean is not None and not pd.isna(mean):
+                records.append(
+                    {
+                        "row": run["row"],
+                        "shot": shot,
+                        "seed": run["seed"],
+                        "mean": mean,
+                        "ci95": run[f"test.{shot}.ci95"],
+                    }
+                )
+    if not records:
+        failed = runs[runs["status"] == "failed"]
+        errors = "; ".join(f"{run}: {error}" for run, error in zip(failed["run"], failed["error"]))
+        raise ValueError(
+            f"no ablation run produced a test accuracy at {', '.join(map(str, shots))} shot; "
+            + (f"{len(failed)} of {len(runs)} runs failed ({errors})" if len(failed) else "no run failed")
+        )
+    table = (
+        pd.DataFrame(records)
+        .groupby(["row", "shot"], sort=False)
+        .agg(
+            mean=("mean", "mean"),
+            ci95=("ci95", lambda c: float(np.sqrt((c**2).sum()) / len(c))),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
+    table.insert(1, "name", [ABLATION_ROWS[row].name for row in table["row"]])
+    table.insert(2, "model", [ABLATION_ROWS[row].model for row in table["row"]])
+    return table
 
 
 def runs_summary(runs: pd.DataFrame, folder: str | Path) -> str:

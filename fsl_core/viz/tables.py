@@ -1,11 +1,10 @@
-"""Result tables of the notebooks: accuracies as "mean ± ci" per shot, and the ablation table over seeds."""
+"""Result tables of the notebooks: accuracies as "mean ± ci" per shot, and their summary lines."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -39,44 +38,6 @@ def accuracy_table(
     table = table.reindex([r for r in (order or list(dict.fromkeys(rows[index]))) if r in table.index])
     table = table.add_prefix(f"{way}-way ").add_suffix("-shot")
     table.columns.name = None  # the headers say the shot; a "shot" name above the index reads as a row label
-    return table
-
-
-def ablation_table(runs: pd.DataFrame, shots: Sequence[int], names: Mapping[str, str]) -> pd.DataFrame:
-    """Test accuracy per ablation row and shot, averaged over the seeds of the row.
-
-    ``runs``: the table of ``fsl_core.notebooks.sweep`` over notebook 02 with a "row" column ("status",
-    "seed", "test.<shot>.mean", "test.<shot>.ci95"); ``names``: {row: display name}. The interval of a mean
-    over S seeds is sqrt(Σ ci²)/S (independent runs). Returns columns row, shot, mean, ci95, seeds, model.
-    Raises a ValueError naming the errors when no run produced a test accuracy.
-    """
-    records = []
-    for _, run in runs[runs["status"] != "failed"].iterrows():
-        for shot in shots:
-            mean = run.get(f"test.{shot}.mean")
-            if mean is not None and not pd.isna(mean):
-                records.append(
-                    {
-                        "row": run["row"],
-                        "shot": shot,
-                        "seed": run["seed"],
-                        "mean": mean,
-                        "ci95": run[f"test.{shot}.ci95"],
-                    }
-                )
-    if not records:
-        raise ValueError(f"no ablation run produced a test accuracy; errors: {runs['error'].tolist()}")
-    table = (
-        pd.DataFrame(records)
-        .groupby(["row", "shot"], sort=False)
-        .agg(
-            mean=("mean", "mean"),
-            ci95=("ci95", lambda c: float(np.sqrt((c**2).sum()) / len(c))),
-            seeds=("seed", "nunique"),
-        )
-        .reset_index()
-    )
-    table["model"] = [names[r] for r in table["row"]]
     return table
 
 
