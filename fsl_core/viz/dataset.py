@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,11 @@ def plot_split_counts(per_class: pd.DataFrame, by_group: bool) -> Figure:
     if sentence is not None:
         say_instead(ax1, sentence, title="images per class")
     else:
-        sns.boxplot(data=per_class, x="split", y="images", ax=ax1, hue="split", legend=False)
+        with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11 a deprecated argument (vert)
+            warnings.filterwarnings(
+                "ignore", message="vert: bool was deprecated", category=DeprecationWarning
+            )
+            sns.boxplot(data=per_class, x="split", y="images", ax=ax1, hue="split", legend=False)
         sns.stripplot(data=per_class, x="split", y="images", ax=ax1, color="black", size=2, jitter=0.25)
         ax1.set_title("images per class")
         ax1.set_ylabel("images of a class")
