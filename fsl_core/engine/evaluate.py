@@ -39,6 +39,7 @@ from fsl_core.models.checkpoints import (
     trained_image_size,
     training_setting,
 )
+from fsl_core.models.gsfl import FEATURE_NAMES
 from fsl_core.progress import note, tqdm
 from fsl_core.run_folder import move_aside
 from fsl_core.runtime import (
@@ -219,7 +220,7 @@ def model_label(model: nn.Module) -> str:
     label = str(config["name"]) + (" + gsfl" if config.get("gsfl") else "")
     feature = getattr(model, "feature", None)
     if isinstance(feature, str):
-        label += f" ({'s+d' if feature == 'sd' else feature} features)"
+        label += f" ({FEATURE_NAMES[feature]} features)"
     return label
 
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..runtime import resolve_device
 from ..statistics import wilson_interval
+from .gsfl import FEATURE_NAMES
 
 
 @torch.no_grad()
@@ -314,7 +315,7 @@ def gsfl_answers(
         }
     )
 
-    names = {"d": "d", "sd": "s+d", "raw": "raw", "hmdrn": "HMDRN", "hmdrn_gsfl": "HMDRN + GSFL"}
+    names = {**FEATURE_NAMES, "hmdrn": "HMDRN", "hmdrn_gsfl": "HMDRN + GSFL"}
     for question, results, a, b in (
         ("3a. dropping s raises few-shot accuracy (d against s+d)", few_shot, "d", "sd"),
         ("3b. d beats the raw backbone feature in few-shot episodes", few_shot, "d", "raw"),

@@ -49,6 +49,8 @@ from ..runtime import did_you_mean
 from .base import Embedding, EpisodicModel, prototype_distances
 
 FEATURES = ("d", "sd", "raw")
+FEATURE_NAMES = {"raw": "raw", "s": "s", "d": "d", "sd": "s+d"}
+"""How figures, tables and sentences write each feature of ``GSFLClassifier.decompose``: "sd" is s + d."""
 SHARED_FROM = ("d", "sd")
 NORMALISATIONS = ("none", "l2", "sqrt_l2")
 

@@ -12,6 +12,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
+from ..models.gsfl import FEATURE_NAMES
 from .plots import MAX_FIGURE_WIDTH, legend_outside, readable, say_instead, wrap_label
 
 
@@ -35,7 +36,11 @@ def plot_probes(probes: Mapping[str, float], classes: int, groups: int) -> Figur
     """Held-out accuracy (%) of each linear probe ``{"<feature>_to_<target>": accuracy}``, with chance levels."""
     table = pd.DataFrame(
         [
-            {"feature": key.split("_to_")[0], "target": key.split("_to_")[1], "accuracy": value}
+            {
+                "feature": FEATURE_NAMES[key.split("_to_")[0]],
+                "target": key.split("_to_")[1],
+                "accuracy": value,
+            }
             for key, value in probes.items()
         ]
     )
