@@ -59,7 +59,7 @@ from fsl_core.notebook_parameters import (
     parameters_cell,
 )
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, plain_lines, report, tqdm
-from fsl_core.run_folder import RunFolderConflict, RunFolderInUse, claim_run_folder
+from fsl_core.run_folder import FINISHED, RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import (
     THREADS_REASON,
     atomic_write_bytes,
@@ -74,7 +74,7 @@ from fsl_core.runtime import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INJECTED = ("run_dir", "run_name")
-DONE = "DONE"
+DONE = FINISHED
 FAILED = "FAILED"
 RESULTS = "results.json"
 _KERNEL_EXIT: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(

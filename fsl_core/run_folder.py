@@ -34,6 +34,8 @@ import fsl_core
 from fsl_core.runtime import atomic_write_json, blocking_file, git_revision, some_names
 
 MANIFEST = "run.json"
+FINISHED = "DONE"
+"""The marker a run folder gets when its run ended well (the notebook runner writes it last)."""
 LOCK = ".lock"
 REPLACED_PREFIX = "replaced-"
 
@@ -169,6 +171,18 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or "kind" not in manifest or "identity" not in manifest:
         raise RunFolderConflict(f"{path} is not a run manifest (expected 'kind' and 'identity')")
     return manifest
+
+
+def finished_notebook_run_holding(folder: str | Path) -> Path | None:
+    """The folder of the finished notebook run that holds ``folder`` (a folder above it with a notebook manifest
+    and the ``FINISHED`` marker), or None. What such a run's results.json and figures describe is kept as it was:
+    a training there would change it (``fsl_core.engine.train`` refuses)."""
+    for above in Path(folder).resolve().parents:
+        if (above / FINISHED).is_file() and (above / MANIFEST).is_file():
+            manifest = read_manifest(above)
+            if manifest is not None and manifest["kind"] == "notebook":
+                return above
+    return None
 
 
 def _problem(folder: Path, kind: str, same_run: Callable[[dict[str, Any]], list[str]] | None) -> str | None:

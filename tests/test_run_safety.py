@@ -30,7 +30,7 @@ from fsl_core.cli.train import main as train_main
 from fsl_core.engine import TrainingDiverged, train
 from fsl_core.engine.brief_training import checkpoint_or_brief_training
 from fsl_core.models.checkpoints import load_checkpoint
-from fsl_core.run_folder import LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
+from fsl_core.run_folder import FINISHED, LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import NonFiniteError, atomic_torch_save, in_words
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,6 +45,42 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 # -- a second run never replaces a finished one ------------------------------------------------------------------
+def test_the_training_folder_of_a_finished_notebook_run_stays_as_that_run_left_it(
+    reference_run: Path, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notebook_run = tmp_path / "02_train" / "earlier"
+    claim_run_folder(notebook_run, "notebook", {"notebook": "02_train", "parameters": {}}).release()
+    (notebook_run / FINISHED).write_text("{}")
+    folder = copy_run(reference_run, notebook_run / "train")  # trained 3 epochs
+    before = snapshot(notebook_run)
+    assert train(data_root=str(birds), run_dir=str(folder), **TINY).epochs_done == 3  # returned as it is
+    with pytest.raises(RunFolderConflict) as error:
+        train(data_root=str(birds), run_dir=str(folder), **{**TINY, "epochs": 5})
+    assert str(error.value) == (
+        f"run folder {folder} belongs to the finished notebook run {notebook_run}, whose results.json and figures "
+        "describe it as that run left it; training it on from epoch 3 to 5 would change them. Nothing was "
+        f"changed. To train it further, train a copy: cp -r {folder} NEW_FOLDER, then give run_dir=NEW_FOLDER"
+    )
+    with (
+        in_words({"run_dir": "train_dir"}),
+        pytest.raises(RunFolderConflict, match="give train_dir=NEW_FOLDER$"),
+    ):
+        train(data_root=str(birds), run_dir=str(folder), **{**TINY, "epochs": 5})
+    assert train_main(cli_command(folder, birds, epochs=5)[3:]) == 1
+    assert capsys.readouterr().err.rstrip().endswith("then give --run-dir NEW_FOLDER")
+    with pytest.raises(
+        RunFolderConflict, match=f"a new run there would mix with them. .* outside {notebook_run}$"
+    ):
+        train(data_root=str(birds), run_dir=str(notebook_run / "another"), **TINY)
+    assert snapshot(notebook_run) == before and not (notebook_run / "another").exists()
+    # the way out: a copy trains on, exactly as the run would have
+    copy = copy_run(folder, tmp_path / "longer")
+    assert train(data_root=str(birds), run_dir=str(copy), **{**TINY, "epochs": 4}).epochs_done == 4
+    (notebook_run / FINISHED).unlink()  # an interrupted notebook run's training is continued as any other
+    assert train(data_root=str(birds), run_dir=str(folder), **{**TINY, "epochs": 4}).epochs_done == 4
+    assert_same_run(folder, copy)
+
+
 def test_another_run_into_a_finished_run_folder_changes_nothing(
     reference_run: Path, birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

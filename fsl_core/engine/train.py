@@ -72,7 +72,13 @@ from fsl_core.engine.tracking import open_tensorboard_log
 from fsl_core.models import EpisodicModel, build_model, save_model
 from fsl_core.models.checkpoints import load_checkpoint, save_checkpoint
 from fsl_core.progress import PLAIN_BAR_INTERVAL, format_duration, plain_lines, report, tqdm
-from fsl_core.run_folder import RunFolder, claim_run_folder, read_manifest
+from fsl_core.run_folder import (
+    RunFolder,
+    RunFolderConflict,
+    claim_run_folder,
+    finished_notebook_run_holding,
+    read_manifest,
+)
 from fsl_core.runtime import (
     atomic_write_bytes,
     atomic_write_json,
@@ -375,6 +381,7 @@ class _Run:
                 tuple(way_out(f"val_{name}", f"--val-{name}") for name in ("way", "shot", "query")),
             )
         if processes.is_main:  # only the main process writes the run folder
+            self._refuse_a_finished_notebook_run()
             self.folder = claim_run_folder(
                 self.run_dir,
                 "train",
@@ -393,6 +400,33 @@ class _Run:
                 print(schedule_note, file=sys.stderr)
         processes.barrier()  # the other processes look at the folder once it is claimed
         self.checkpoint = self._previous_run()
+
+    def _refuse_a_finished_notebook_run(self) -> None:
+        """A training folder inside a finished notebook run (02's ``<run>/train``) stays as that run's results.json
+        and figures describe it: it is returned as it is, never trained further, and no new run starts there. The
+        way out, in the message: train a copy, or choose a folder outside."""
+        holder = finished_notebook_run_holding(self.run_dir)
+        if holder is None:
+            return
+        trained = load_checkpoint(self.last_path).get("epoch", 0) if self.last_path.is_file() else None
+        if trained is not None and trained >= self.config.epochs:
+            return  # returned as it is (or refused for asking fewer epochs, by the claim)
+        if trained is not None:
+            change = (
+                f"training it on from epoch {trained} to {self.config.epochs} would change them. Nothing was "
+                f"changed. To train it further, train a copy: cp -r {self.run_dir} NEW_FOLDER, then give "
+                + way_out("run_dir=NEW_FOLDER", "--run-dir NEW_FOLDER")
+            )
+        else:
+            change = (
+                "a new run there would mix with them. Nothing was changed. Choose "
+                + way_out("another run_dir", "another --run-dir")
+                + f" outside {holder}"
+            )
+        raise RunFolderConflict(
+            f"run folder {self.run_dir} belongs to the finished notebook run {holder}, whose results.json and "
+            f"figures describe it as that run left it; {change}"
+        )
 
     def _cannot_continue(self, identity: dict[str, Any]) -> list[str]:
         """Why this call cannot continue the run whose manifest holds ``identity`` ([]: it can). Fewer epochs
