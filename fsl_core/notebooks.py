@@ -532,8 +532,12 @@ def run(
         print(
             f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr
         )
-    earlier = [found for found in finished_runs_with(name, parameters, output_root) if found != run_dir]
-    if earlier and progress_lines:
+    earlier = (
+        [f for f in finished_runs_with(name, parameters, output_root) if f != run_dir]
+        if progress_lines
+        else []
+    )
+    if earlier:
         print(
             f"{name}: a run with the same parameters finished earlier in {earlier[0]} (its results are there); "
             f"this one runs them again in {run_dir}",
