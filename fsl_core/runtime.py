@@ -13,8 +13,10 @@ import os
 import platform
 import random
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -218,6 +220,34 @@ def evaluation_mode(model: nn.Module, device: torch.device) -> Iterator[nn.Modul
     finally:
         for module, training in modes:
             module.training = training
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while ``termination_as_interrupt`` was in force."""
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill PID``, ``timeout``, a batch system's pre-emption) stops the main thread as
+    Ctrl-C does, raising ``Terminated``, a ``KeyboardInterrupt``: the caller's own handling of an interruption
+    (what is kept, where to resume) serves both. Elsewhere than the main thread, or where SIGTERM is ignored on
+    purpose, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def some_names(names: Sequence[str], limit: int = 8, separator: str = ", ") -> str:

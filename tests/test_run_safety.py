@@ -395,9 +395,14 @@ def test_a_really_full_disk_and_a_read_only_folder(
     assert snapshot(run_dir) == before
 
 
-# -- Ctrl-C --------------------------------------------------------------------------------------------------------
-def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(
-    reference_run: Path, birds: Path, tmp_path: Path
+# -- Ctrl-C, and `kill` ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "stop,status,said",
+    [(signal.SIGINT, 130, "interrupted at"), (signal.SIGTERM, 143, "interrupted by SIGTERM at")],
+    ids=["ctrl-c", "kill"],
+)
+def test_ctrl_c_or_kill_stops_with_one_line_and_the_run_resumes_exactly(
+    reference_run: Path, birds: Path, tmp_path: Path, stop: int, status: int, said: str
 ) -> None:
     run_dir = tmp_path / "interrupted"
     process = subprocess.Popen(
@@ -417,14 +422,14 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes_exactly(
             break
         time.sleep(0.01)
     was_running = process.poll() is None
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert was_running, stderr
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     epoch = load_checkpoint(run_dir / "last.pt")["epoch"]
-    assert lines[0].startswith(f"interrupted at epoch {epoch + 1}")
+    assert lines[0].startswith(f"{said} epoch {epoch + 1}")
     assert f"last.pt holds epoch {epoch}; run the same command to resume" in lines[0]
     train(data_root=str(birds), run_dir=str(run_dir), **TINY)
     assert_same_run(reference_run, run_dir)

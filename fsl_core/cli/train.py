@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(stop_after_epochs=stop_after, rank_log=rank_log, **settings)
     except TrainingInterrupted as interruption:
         print(f"{prefix}{interruption}", file=sys.stderr)
-        return 130
+        return 128 + interruption.signal_number  # the shell's status of a process the signal stopped
     except (ValueError, OSError, TrainingDiverged, RunFolderInUse) as error:
         print(f"{prefix}error: {error}", file=sys.stderr)
         return 1

@@ -40,6 +40,7 @@ import hashlib
 import io
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from fsl_core.run_folder import (
     read_manifest,
 )
 from fsl_core.runtime import (
+    Terminated,
     atomic_write_bytes,
     atomic_write_json,
     choose_cpu_threads,
@@ -88,6 +90,7 @@ from fsl_core.runtime import (
     native_bfloat16,
     non_finite_tensors,
     seed_everything,
+    termination_as_interrupt,
     use_cpu_threads,
     way_out,
 )
@@ -110,7 +113,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training; the message says where and what ``last.pt`` holds."""
+    """Ctrl-C (SIGINT) or SIGTERM stopped training; the message says which, where, and what ``last.pt`` holds.
+    ``signal_number``: the signal (``signal.SIGINT`` or ``signal.SIGTERM``)."""
+
+    def __init__(self, message: str, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
 
 
 @dataclass
@@ -169,8 +177,8 @@ def train(
     Every setting is validated before any work: unknown model, backbone or option names, episodes that the
     data cannot provide, and a ``run_dir`` holding another run (``RunFolderConflict``, a ValueError) or in use
     by another process (``RunFolderInUse``). A NaN or infinite loss, or a step that makes a weight non-finite,
-    raises ``TrainingDiverged``; Ctrl-C raises ``TrainingInterrupted``; ``last.pt`` then keeps the last
-    finished epoch.
+    raises ``TrainingDiverged``; Ctrl-C or SIGTERM (``kill``) raises ``TrainingInterrupted``; ``last.pt`` then keeps
+    the last finished epoch.
 
     ``augmentation`` (a preset of ``fsl_core.data.AUGMENTATIONS`` or a callable) transforms the training
     images; a callable is recorded in config.json and the checkpoints by its qualified name and repr, and a
@@ -672,74 +680,79 @@ class _Run:
         validation_seconds: list[float] = []
         # TensorBoard's copy of metrics.csv (when tensorboard is installed), opened last so that it is closed
         tensorboard = open_tensorboard_log(self.run_dir, rows) if processes.is_main and not finished else None
-        try:
-            for epoch in range(first_epoch, config.epochs + 1):
-                started = time.perf_counter()
-                lr = float(optimizer.param_groups[0]["lr"])
-                loss, accuracy, count, waited = self._train_epoch(
-                    module, optimizer, loader, epoch, done, bars, seen
-                )
-                trained = time.perf_counter() - started
-                scheduler.step()
-                self.position = f"epoch {epoch}, during validation"
-                validation_started = time.perf_counter()
-                result = self._validate(epoch, bars)
-                validated = time.perf_counter() - validation_started
-                row: dict[str, Any] = {
-                    "epoch": epoch,
-                    "loss": loss,
-                    "train_acc": accuracy,
-                    "val_acc": None if result is None else result[0],
-                    "val_ci95": None if result is None else result[1],
-                    "lr": lr,
-                    **{k: float(v) for k, v in model.fusion_weights().items()},
-                    "episodes": count,
-                    "seconds": time.perf_counter() - started,
-                    "data_seconds": waited,
-                }
-                rows.append(row)
-                improved = result is not None and (best["val_acc"] is None or result[0] > best["val_acc"])
-                if improved:
-                    best = {"val_acc": result[0], "val_ci95": result[1], "epoch": epoch}
-                self.position = f"epoch {epoch}, while saving it"
-                if processes.is_main:
-                    self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
-                done = epoch
-                # the epoch is saved; its TensorBoard scalars are a copy of metrics.csv, rewritten on resume
-                self.position = f"epoch {epoch + 1}, before its first episode"
-                if tensorboard is not None:
-                    tensorboard.write(row)
-                if result is not None:
-                    validation_seconds.append(validated)
-                epoch_seconds.append(time.perf_counter() - started - (validated if result else 0.0))
-                if show:
-                    line = f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, train {accuracy:.2f} %"
-                    if result is not None:
-                        line += f", val {result[0]:.2f} ± {result[1]:.2f} %"
-                    line += (
-                        f", {format_duration(time.perf_counter() - started)}, {_data_share(waited, trained)}"
+        # `kill`, `timeout` and a pre-emption stop the run as Ctrl-C does, with the same line on what is kept
+        with termination_as_interrupt():
+            try:
+                for epoch in range(first_epoch, config.epochs + 1):
+                    started = time.perf_counter()
+                    lr = float(optimizer.param_groups[0]["lr"])
+                    loss, accuracy, count, waited = self._train_epoch(
+                        module, optimizer, loader, epoch, done, bars, seen
                     )
-                    if epoch < config.epochs:
-                        line += f"; {self._time_left(epoch, epoch_seconds, validation_seconds)}"
-                    report(line)
-                epochs_bar.update(1)
-                postfix = f"loss {loss:.3f} train {accuracy:.1f}%"
-                if result is not None:
-                    postfix += f" val {result[0]:.2f}±{result[1]:.2f}"
-                epochs_bar.set_postfix_str(postfix)
-                if stop_after_epochs is not None and epoch - first_epoch + 1 >= stop_after_epochs:
-                    break
-        except KeyboardInterrupt:
-            saved = self.saved_epoch
-            if saved:
-                kept = f"{self.last_path.name} holds epoch {saved}; run the same command to resume"
-            else:
-                kept = "no checkpoint was written yet; run the same command to start again"
-            raise TrainingInterrupted(f"interrupted at {self.position}; {kept}") from None
-        finally:
-            epochs_bar.close()
-            if tensorboard is not None:
-                tensorboard.close()
+                    trained = time.perf_counter() - started
+                    scheduler.step()
+                    self.position = f"epoch {epoch}, during validation"
+                    validation_started = time.perf_counter()
+                    result = self._validate(epoch, bars)
+                    validated = time.perf_counter() - validation_started
+                    row: dict[str, Any] = {
+                        "epoch": epoch,
+                        "loss": loss,
+                        "train_acc": accuracy,
+                        "val_acc": None if result is None else result[0],
+                        "val_ci95": None if result is None else result[1],
+                        "lr": lr,
+                        **{k: float(v) for k, v in model.fusion_weights().items()},
+                        "episodes": count,
+                        "seconds": time.perf_counter() - started,
+                        "data_seconds": waited,
+                    }
+                    rows.append(row)
+                    improved = result is not None and (best["val_acc"] is None or result[0] > best["val_acc"])
+                    if improved:
+                        best = {"val_acc": result[0], "val_ci95": result[1], "epoch": epoch}
+                    self.position = f"epoch {epoch}, while saving it"
+                    if processes.is_main:
+                        self._save(model, optimizer, scheduler, epoch, best, rows, columns, improved)
+                    done = epoch
+                    # the epoch is saved; its TensorBoard scalars are a copy of metrics.csv, rewritten on resume
+                    self.position = f"epoch {epoch + 1}, before its first episode"
+                    if tensorboard is not None:
+                        tensorboard.write(row)
+                    if result is not None:
+                        validation_seconds.append(validated)
+                    epoch_seconds.append(time.perf_counter() - started - (validated if result else 0.0))
+                    if show:
+                        line = f"epoch {epoch}/{config.epochs}: loss {loss:.4f}, train {accuracy:.2f} %"
+                        if result is not None:
+                            line += f", val {result[0]:.2f} ± {result[1]:.2f} %"
+                        line += f", {format_duration(time.perf_counter() - started)}, {_data_share(waited, trained)}"
+                        if epoch < config.epochs:
+                            line += f"; {self._time_left(epoch, epoch_seconds, validation_seconds)}"
+                        report(line)
+                    epochs_bar.update(1)
+                    postfix = f"loss {loss:.3f} train {accuracy:.1f}%"
+                    if result is not None:
+                        postfix += f" val {result[0]:.2f}±{result[1]:.2f}"
+                    epochs_bar.set_postfix_str(postfix)
+                    if stop_after_epochs is not None and epoch - first_epoch + 1 >= stop_after_epochs:
+                        break
+            except KeyboardInterrupt as interruption:
+                saved = self.saved_epoch
+                if saved:
+                    kept = f"{self.last_path.name} holds epoch {saved}; run the same command to resume"
+                else:
+                    kept = "no checkpoint was written yet; run the same command to start again"
+                by, number = (
+                    (" by SIGTERM", signal.SIGTERM)
+                    if isinstance(interruption, Terminated)
+                    else ("", signal.SIGINT)
+                )
+                raise TrainingInterrupted(f"interrupted{by} at {self.position}; {kept}", number) from None
+            finally:
+                epochs_bar.close()
+                if tensorboard is not None:
+                    tensorboard.close()
         processes.barrier()
         if self.rank_log:
             atomic_write_json(
