@@ -43,6 +43,12 @@ def test_every_option_of_every_command_line_has_help(script: str, monkeypatch: p
     "script, argv, closest",
     [
         ("fsl-train", ["--modle", "hmdrn"], "--model"),
+        (
+            "fsl-train",
+            ["--epoch", "2"],
+            "--epochs",
+        ),  # a prefix of a flag is no flag: given in full, or refused
+        ("fsl-evaluate", ["best.pt", "--episode", "5"], "--episodes"),
         ("fsl-evaluate", ["best.pt", "--shots", "1"], "--shot"),
         ("fsl-predict", ["best.pt", "support", "a.jpg", "--cvs", "p.csv"], "--csv"),
         ("fsl-notebook", ["02_train", "--runname", "x"], "--run-name"),

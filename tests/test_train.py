@@ -520,7 +520,9 @@ def test_cli_trains(birds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "cannot continue: lr: 0.01 in the run, 0.5 now. Nothing was changed" in err
     assert main(["--run-dir", str(run_dir), "--epochs", "2", "--no-progress"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith(f"{run_dir} holds a run: the settings not given are those it recorded\n")
+    assert out.startswith(
+        f"{run_dir} holds a run: the settings not given are those it recorded; it goes on if those given agree\n"
+    )
     assert "epochs: 2/2" in out
     assert (
         f"{run_dir}: epochs grow from 1 to 2; the cosine schedule keeps the period it started with (the learning "

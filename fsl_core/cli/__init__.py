@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fsl_core.runtime import did_you_mean
 
@@ -20,7 +20,12 @@ from fsl_core.runtime import did_you_mean
 class CommandParser(argparse.ArgumentParser):
     """The parser of every command line: a wrong flag or value gives one line, not the usage block, naming the
     problem, the closest flag to a misspelt one, and for argparse's own errors where the flags are listed
-    (``--help``). Exit status 2, as for every usage error."""
+    (``--help``). Exit status 2, as for every usage error. A flag is given in full: ``--epoch 2`` is refused
+    with "did you mean '--epochs'?", not read as ``--epochs 2`` (argparse's prefixes), as ``fsl-notebook -p``
+    refuses a parameter name it does not know."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         hint, listing = "", self.prog

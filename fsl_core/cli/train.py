@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = continued_settings(arguments.get("run_dir"), arguments)
         run_dir = arguments.get("run_dir")
         if rank == 0 and set(settings) - set(arguments):
-            print(f"{run_dir} holds a run: the settings not given are those it recorded")
+            print(
+                f"{run_dir} holds a run: the settings not given are those it recorded; it goes on if those given agree"
+            )
         elif rank == 0 and arguments.get("overwrite") and run_dir and read_manifest(run_dir) is not None:
             print(f"--overwrite: a new run in {run_dir}, from the flags given and the protocol's values")
         result = train(stop_after_epochs=stop_after, rank_log=rank_log, **settings)
