@@ -113,7 +113,7 @@ def test_eval_result_text() -> None:
         "episode_seconds": 2.0,
         "episodes_per_second": 200.0,
     }
-    assert format_table({1: timed, 5: result}).splitlines() == [
+    assert format_table({1: timed.to_dict(), 5: result.to_dict()}).splitlines() == [
         "shot     accuracy (%)   embed s  episodes s  episodes/s",
         "   1     50.00 ± 1.00       9.5         2.0       200.0",
         "   5     78.12 ± 0.20       0.0         0.0           -",
@@ -427,9 +427,26 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
     assert (written["checkpoint"], written["checkpoint_sha256"]) == (str(checkpoint), sha256(checkpoint))
     assert (written["checkpoint_epoch"], written["trained_image_size"], written["image_size"]) == (2, 16, 16)
     assert written["results"]["1"]["image_size"] == 16 and written["data"] == str(birds)
-    capsys.readouterr()
+    first = capsys.readouterr().out
+    before = sha256(result)
 
-    assert main(quick(checkpoint, birds, "--shot", "1")) == 1
+    # the same evaluation again: the stored result is shown as it was printed, and nothing runs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_cli, "evaluate_checkpoint", never_called)
+        assert main(quick(checkpoint, birds, "--shot", "1")) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert again[0] == (
+        f"{checkpoint} on {birds}/test at 16 px: 5-way, 3 queries per class, 4 episodes: measured before, with the "
+        f"same checkpoint and settings, in {result} (--overwrite measures again)"
+    )
+    table = first.splitlines()[1:3]
+    assert again[1:] == table and table[1].split()[1:4] == [
+        f"{written['results']['1']['mean']:.2f}",
+        "±",
+        f"{written['results']['1']['ci95']:.2f}",
+    ]
+    assert sha256(result) == before
+    assert main(quick(checkpoint, birds, "--shot", "1", "--seed", "1", "--out", str(result))) == 1
     err = capsys.readouterr().err
     assert err.startswith(
         f"error: result file {result} already exists (measured on this same checkpoint) and "

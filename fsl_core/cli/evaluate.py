@@ -9,10 +9,12 @@ running the episodes, and episodes per second), then writes the results as JSON 
 next to the checkpoint, named after what was evaluated (``result_file_name``), e.g.
 ``best_test_5way_1+5shot_16query_10000ep_seed0.json``; the JSON also identifies the checkpoint (absolute path,
 SHA-256, epoch, and ``reference``: whether it held the HMDRN authors' released weights) and gives the input
-size. The output path is checked before any episode runs; an existing result is never overwritten, and its
-refusal says what it was measured on (this same checkpoint, another version of it after the run trained further,
-or another checkpoint): choose another ``--out``, or pass ``--overwrite`` to move the old file aside
-(``<name>.replaced-<UTC time>.json``). A checkpoint that changes while it is evaluated gives no result file.
+size. The output path is checked before any episode runs. An existing result that measured exactly this (the
+same checkpoint file, data, input size and episodes: ``same_evaluation``) is shown as it is, and nothing runs.
+Any other existing result is never overwritten, and its refusal says what it was measured on (this same
+checkpoint with other data or size, another version of it after the run trained further, or another checkpoint):
+choose another ``--out``, or pass ``--overwrite`` to move the old file aside (``<name>.replaced-<UTC time>.json``)
+and measure again. A checkpoint that changes while it is evaluated gives no result file.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import fsl_core
 from fsl_core.cli import CommandParser
 from fsl_core.engine.evaluate import (
-    EvalResult,
     check_episode_settings,
     check_result_path,
     checkpoint_record,
@@ -35,6 +38,8 @@ from fsl_core.engine.evaluate import (
     evaluate_checkpoint,
     evaluation_data_root,
     result_file_name,
+    results_to_dict,
+    same_evaluation,
     write_results,
 )
 from fsl_core.runtime import command_line, file_sha256, folder_to_make, git_revision, resolve_device
@@ -116,14 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_table(results: dict[int, EvalResult]) -> str:
-    """The printed table: per shot, accuracy (mean ± 95% CI, %), seconds embedding the images once, seconds
-    running the episodes, and episodes per second of the latter ("-" when not measured)."""
+def format_table(results: Mapping[Any, Mapping[str, Any]]) -> str:
+    """The printed table of ``{shot: EvalResult.to_dict()}`` (as a result file holds them): per shot, accuracy
+    (mean ± 95% CI, %), seconds embedding the images once, seconds running the episodes, and episodes per second
+    of the latter ("-" when not measured)."""
     lines = [f"{'shot':>4}  {'accuracy (%)':>15}  {'embed s':>8}  {'episodes s':>10}  {'episodes/s':>10}"]
     for shot, result in results.items():
-        rate = result.episodes_per_second
+        rate = result["episodes_per_second"]
+        accuracy = f"{result['mean']:.2f} ± {result['ci95']:.2f}"
         lines.append(
-            f"{shot:>4}  {str(result):>15}  {result.embed_seconds:>8.1f}  {result.episode_seconds:>10.1f}  "
+            f"{shot:>4}  {accuracy:>15}  {result['embed_seconds']:>8.1f}  {result['episode_seconds']:>10.1f}  "
             + (f"{rate:>10.1f}" if rate is not None else f"{'-':>10}")
         )
     return "\n".join(lines)
@@ -154,6 +161,29 @@ def main(argv: list[str] | None = None) -> int:
             )
         data = evaluation_data_root(args.checkpoint, args.data, args.reference).absolute()
         size = args.image_size or record.get("trained_image_size")
+        stored = None
+        if not args.overwrite and size is not None:
+            stored = same_evaluation(
+                out,
+                record,
+                data=data,
+                image_size=size,
+                split=args.split,
+                way=args.way,
+                shots=args.shot,
+                query=args.query,
+                episodes=args.episodes,
+                seed=args.seed,
+                cached=not args.plain,
+            )
+        if stored is not None:
+            print(
+                f"{args.checkpoint} on {data}/{args.split} at {size} px: {args.way}-way, {args.query} queries per "
+                f"class, {args.episodes} episodes: measured before, with the same checkpoint and settings, in "
+                f"{out} (--overwrite measures again)"
+            )
+            print(format_table(stored["results"]))
+            return 0
         check_result_path(
             args.out if args.out is not None else out,
             args.overwrite,
@@ -200,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = record.get("trained_image_size")
     if trained is not None and size != trained:
         print(f"note: the model was trained at {trained} px and is evaluated at {size} px (--image-size)")
-    print(format_table(results), flush=True)
+    print(format_table(results_to_dict(results)), flush=True)
     try:
         changed = file_sha256(record["checkpoint"]) != record["checkpoint_sha256"]
     except OSError:  # moved away or replaced meanwhile

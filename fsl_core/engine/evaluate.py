@@ -537,6 +537,46 @@ def earlier_result_detail(
     return f" (measured on this same checkpoint{', but ' + ' and '.join(other) if other else ''})"
 
 
+def same_evaluation(
+    path: str | Path,
+    record: Mapping[str, Any],
+    *,
+    data: str | Path,
+    image_size: int,
+    split: str,
+    way: int,
+    shots: Sequence[int],
+    query: int,
+    episodes: int,
+    seed: int,
+    cached: bool,
+) -> dict[str, Any] | None:
+    """The result file at ``path`` (``write_results``'s JSON) when it measured exactly this evaluation: the
+    checkpoint ``record`` names (``checkpoint_record``: the same SHA-256) on the same ``data`` split at the same
+    ``image_size``, the same episodes (way, shots, queries, count and seed) and the
+    same path (``cached``); else None. Such a result would only be measured again: ``fsl-evaluate`` shows it
+    instead. The authors' weights are never matched, since the file does not record the model named for them."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+        results = earlier["results"]
+        same = (
+            earlier["checkpoint_sha256"] == record["checkpoint_sha256"]
+            and earlier.get("fsl_core_checkpoint") is True
+            and same_path(earlier["data"], data)
+            and earlier["image_size"] == image_size
+            and (earlier["split"], earlier["cached"]) == (split, cached)
+            and sorted(results) == sorted(str(shot) for shot in set(shots))
+            and all(
+                (result["way"], result["query"], result["episodes"], result["seed"])
+                == (way, query, episodes, seed)
+                for result in results.values()
+            )
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return earlier if same else None
+
+
 def check_result_path(
     path: str | Path,
     overwrite: bool = False,
