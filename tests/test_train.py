@@ -169,6 +169,13 @@ def test_result_and_resume_of_a_finished_run(
     unvalidated = dataclasses.replace(result, run_dir=tmp_path)  # a folder without best.pt
     (tmp_path / "last.pt").touch()
     assert unvalidated.checkpoint == tmp_path / "last.pt"
+    # printed, a result is one line, not the model's module tree
+    assert repr(result) == (
+        f"TrainResult(hmdrn on conv4 in {reference_run}: 3 of 3 epochs, best validation {result.best_val_acc:.2f} "
+        f"± {result.best_val_ci95:.2f} % at epoch {result.best_epoch}; checkpoint best.pt)"
+    )
+    no_validation = dataclasses.replace(unvalidated, best_val_acc=None, best_val_ci95=None, best_epoch=None)
+    assert str(no_validation).endswith("3 of 3 epochs, no validation; checkpoint last.pt)")
 
 
 # -- exact resume -----------------------------------------------------------------------------------------------
@@ -434,6 +441,10 @@ def test_cli_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) ->
         flag = {"data_root": "--data", "options": "--option"}.get(name, "--" + name.replace("_", "-"))
         assert flag in text, flag
     assert "--stop-after-epochs" in text and "--rank-log" in text
+    # help(TrainConfig) lists the same settings with their defaults and the same help, from the one declaration
+    listed = [line.strip() for line in TrainConfig.__doc__.splitlines() if line.startswith("    ")]
+    assert [line.split(" = ")[0] for line in listed] == list(TrainConfig.__dataclass_fields__)
+    assert "way = None: classes per training episode" in listed and "classes per training episode" in text
 
 
 def test_cli_option_parsing() -> None:

@@ -376,6 +376,25 @@ class TrainConfig:
         return TrainConfig(**values)
 
 
+def _settings_listing() -> str:
+    """Every setting as ``help(TrainConfig)`` lists it: name, declared default, help (the command line's)."""
+    lines = [
+        "",
+        "",
+        "Settings (name = default: meaning; None: the protocol's value; ``fsl-train --help`` lists them as flags):",
+        "",
+    ]
+    for spec in fields(TrainConfig):
+        if spec.name.startswith("_"):
+            continue
+        default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
+        lines.append(f"    {spec.name} = {default!r}: {spec.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+TrainConfig.__doc__ = (TrainConfig.__doc__ or "") + _settings_listing()
+
+
 def setting_names() -> list[str]:
     """Names of every TrainConfig setting, in declaration order."""
     return [f.name for f in fields(TrainConfig)]

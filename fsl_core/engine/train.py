@@ -121,12 +121,13 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainResult:
     """What a training run produced.
 
     ``model`` holds the weights after the last epoch run (in eval mode); ``metrics`` one row per epoch (as
-    metrics.csv). Accuracies are percentages.
+    metrics.csv). Accuracies are percentages. Printed, it is one line: model, folder, epochs, best validation
+    and the checkpoint to use.
     """
 
     run_dir: Path
@@ -137,6 +138,18 @@ class TrainResult:
     best_val_acc: float | None
     best_val_ci95: float | None
     best_epoch: int | None
+
+    def __repr__(self) -> str:
+        config = self.config
+        best = (
+            f"best validation {self.best_val_acc:.2f} ± {self.best_val_ci95:.2f} % at epoch {self.best_epoch}"
+            if self.best_val_acc is not None and self.best_val_ci95 is not None
+            else "no validation"
+        )
+        return (
+            f"TrainResult({config.model} on {config.backbone} in {self.run_dir}: {self.epochs_done} of "
+            f"{config.epochs} epochs, {best}; checkpoint {self.checkpoint.name})"
+        )
 
     @property
     def finished(self) -> bool:
