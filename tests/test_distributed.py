@@ -59,7 +59,6 @@ def _torchrun(birds: Path, run_dir: Path, *extra: str) -> subprocess.CompletedPr
         "4",
         "--lr",
         "0.05",
-        "--no-progress",
         "--rank-log",
         *extra,
     ]
@@ -70,10 +69,16 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     run_dir = tmp_path / "ddp"
     first = _torchrun(birds, run_dir, "--stop-after-epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
+    # the plan says how the processes share an epoch and its validation
+    assert (
+        "3-way 1-shot 2-query episodes, 4 per epoch ('fixed' sampler; 2 per process, each step averaging the "
+        "gradients of 2 episodes, one per process), epochs 1 to 2" in first.stdout
+    )
+    assert "on 4 3-way 1-shot 2-query episodes (run by process 0; the others wait for it)" in first.stdout
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1]
     # the second launch resumes from last.pt on both processes, each keeping the training images in memory
     # and making the augmented images on its device (the loader's images: a run may switch path when resumed)
-    second = _torchrun(birds, run_dir, "--images-in-memory", "--augment-on-device")
+    second = _torchrun(birds, run_dir, "--images-in-memory", "--augment-on-device", "--no-progress")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "epochs: 2/2" in second.stdout
 
@@ -106,3 +111,15 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     events = list(run_dir.glob(EVENT_FILE_PREFIX + "*"))
     assert len(events) == (2 if tensorboard_available() else 0)  # one per launch, from rank 0
     assert json.loads((run_dir / "run.json").read_text())["identity"]["seed"] == config["seed"]
+    # continued by one process: it says that the steps now average one episode, not two
+    third = subprocess.run(
+        [sys.executable, "-m", "fsl_core.cli.train", "--run-dir", str(run_dir), "--epochs", "3"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert (
+        "note: epochs up to 2 trained with 2 processes (2 episodes per step), these with 1 process (1 per step): the run is "
+        "neither one trained throughout with one count nor with the other"
+    ) in third.stderr

@@ -38,6 +38,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import os
 import signal
@@ -298,6 +299,14 @@ def _fewer_epochs(trained: int, asked: int) -> str:
         f"it has already trained {trained} epochs, more than epochs={asked}; a run never trains backwards: give "
         f"{at_least} ({same} leaves it as it is)"
     )
+
+
+def _recorded_processes(run_dir: Path) -> int | None:
+    """The number of processes the last call that trained in ``run_dir`` used (its config.json; None unknown)."""
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -575,9 +584,16 @@ class _Run:
             + (f"; training images {held}: {decoded.describe()}" if decoded is not None else "")
             + (f", augmented on {self.device}" if self.augmenter is not None else ""),
             f"  training: {config.way}-way {config.shot}-shot {config.query}-query episodes, "
-            f"{per_epoch:,} per epoch ({config.sampler!r} sampler), "
-            f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
-            f"  validation: {validation}",
+            f"{per_epoch:,} per epoch ({config.sampler!r} sampler"
+            + (
+                f"; {len(self.episodes):,} per process, each step averaging the gradients of {processes} episodes, "
+                "one per process), "
+                if processes > 1
+                else "), "
+            )
+            + f"epochs {done + 1:,} to {config.epochs:,}; SGD lr {config.lr:g}, {schedule}",
+            f"  validation: {validation}"
+            + (" (run by process 0; the others wait for it)" if processes > 1 else ""),
             f"  device: {self.device}, {self.cpu_threads} CPU thread{'s' if self.cpu_threads > 1 else ''} "
             f"({self.cpu_threads_reason})"
             + (f", {processes} processes" if processes > 1 else "")
@@ -646,6 +662,15 @@ class _Run:
         if done and processes.is_main and config.progress:
             state = "has finished; nothing to train" if finished else "continues from last.pt"
             print(f"{self.run_dir}: the run {state} (epoch {done} of {config.epochs})", file=sys.stderr)
+            before = _recorded_processes(self.run_dir)
+            if not finished and before not in (None, processes.world_size):
+                now = processes.world_size
+                print(
+                    f"note: epochs up to {done} trained with {before} process{'es' * (before != 1)} ({before} "
+                    f"episode{'s' * (before != 1)} per step), these with {now} process{'es' * (now != 1)} ({now} "
+                    "per step): the run is neither one trained throughout with one count nor with the other",
+                    file=sys.stderr,
+                )
         if processes.is_main and not finished:
             atomic_write_json(self._environment(done or None), self.run_dir / "config.json")
             _write_metrics(rows, columns, self.run_dir / "metrics.csv")
