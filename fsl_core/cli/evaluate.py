@@ -126,12 +126,15 @@ def format_table(results: Mapping[Any, Mapping[str, Any]]) -> str:
     (mean ± 95% CI, %), seconds embedding the images once, seconds running the episodes, and episodes per second
     of the latter ("-" when not measured)."""
     lines = [f"{'shot':>4}  {'accuracy (%)':>15}  {'embed s':>8}  {'episodes s':>10}  {'episodes/s':>10}"]
+
+    def cell(value: float | None, width: int) -> str:  # a file of an older version may lack a time
+        return f"{value:>{width}.1f}" if value is not None else f"{'-':>{width}}"
+
     for shot, result in results.items():
-        rate = result["episodes_per_second"]
         accuracy = f"{result['mean']:.2f} ± {result['ci95']:.2f}"
         lines.append(
-            f"{shot:>4}  {accuracy:>15}  {result['embed_seconds']:>8.1f}  {result['episode_seconds']:>10.1f}  "
-            + (f"{rate:>10.1f}" if rate is not None else f"{'-':>10}")
+            f"{shot:>4}  {accuracy:>15}  {cell(result.get('embed_seconds'), 8)}  "
+            f"{cell(result.get('episode_seconds'), 10)}  {cell(result.get('episodes_per_second'), 10)}"
         )
     return "\n".join(lines)
 
