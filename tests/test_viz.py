@@ -329,6 +329,14 @@ def test_most_confused_and_confused_pairs() -> None:
     assert [(p["true"], p["predicted"]) for p in pairs] == [("b", "c"), ("c", "b")]
     assert pairs[0]["rate"] == pytest.approx(500 / 13) and pairs[0]["count"] == 5  # in percent
     groups = {"a": "x", "b": "x", "c": "y"}  # d is a group of its own
+    grouped = confused_pairs(matrix, ["a", "b", "c", "d"], top=3, group_of=groups)
+    assert [p["same group"] for p in grouped] == [False, False, False]  # b→c, c→b, c→d
+    assert [p["same group"] for p in confused_pairs(matrix, ["a", "b", "x", "y"], group_of={})] == [False] * 3
+    within = np.diag([4, 13, 14, 12])
+    within[0, 1] = 6  # a taken for b, its group's other class
+    assert confused_pairs(within, ["a", "b", "c", "d"], group_of=groups) == [
+        {"true": "a", "predicted": "b", "rate": 60.0, "count": 6, "same group": True}
+    ]
     # errors: b→c 5 (across), c→b 4 (across), c→d 1 (across): none within a group; then a→b 2 within
     assert within_group_error_share(matrix, ["a", "b", "c", "d"], groups) == 0.0
     matrix[0, 1] = 2

@@ -93,11 +93,15 @@ def most_confused(matrix: np.ndarray, k: int = 8) -> list[int]:
     return sorted(chosen) if chosen else list(range(min(k, len(np.asarray(matrix)))))
 
 
-def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10) -> list[dict]:
+def confused_pairs(
+    matrix: np.ndarray, class_names: Sequence[str], top: int = 10, group_of: dict[str, str] | None = None
+) -> list[dict]:
     """The ``top`` (true, predicted) pairs with the highest error rate: {"true", "predicted", "rate" (the share of
-    the true class's queries predicted as that class, in percent), "count"}, pairs never confused left out."""
+    the true class's queries predicted as that class, in percent), "count"}, pairs never confused left out. With
+    ``group_of`` ({class name: group name}, ``class_groups``) each pair also says whether both classes belong to
+    the same group ("same group"; a class without a group shares it with none)."""
     counts = np.asarray(matrix)
-    return [
+    pairs = [
         {
             "true": class_names[i],
             "predicted": class_names[j],
@@ -106,6 +110,11 @@ def confused_pairs(matrix: np.ndarray, class_names: Sequence[str], top: int = 10
         }
         for i, j, rate in _confusions(matrix)[:top]
     ]
+    if group_of is not None:
+        for pair in pairs:
+            group = group_of.get(pair["true"])
+            pair["same group"] = group is not None and group == group_of.get(pair["predicted"])
+    return pairs
 
 
 def class_groups(root: str | Path) -> dict[str, str] | None:
