@@ -59,7 +59,7 @@ from fsl_core.notebook_parameters import (
     parameters_cell,
 )
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, plain_lines, report, tqdm
-from fsl_core.run_folder import FINISHED, RunFolderConflict, RunFolderInUse, claim_run_folder
+from fsl_core.run_folder import FINISHED, RunFolderConflict, RunFolderInUse, claim_run_folder, is_finished
 from fsl_core.runtime import (
     THREADS_REASON,
     atomic_write_bytes,
@@ -173,11 +173,6 @@ def run_folder(notebook: str, run_dir: str | Path | None = None) -> Path:
     folder = repo_path(run_dir) if run_dir else outputs_root() / notebook / "interactive"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    """Whether the run in ``run_dir`` ran to the end (its ``DONE`` marker exists)."""
-    return (Path(run_dir) / DONE).is_file()
 
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:

@@ -173,15 +173,23 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return manifest
 
 
+def is_finished(folder: str | Path) -> bool:
+    """Whether the run in ``folder`` ran to the end (its ``FINISHED`` marker exists)."""
+    return (Path(folder) / FINISHED).is_file()
+
+
 def finished_notebook_run_holding(folder: str | Path) -> Path | None:
-    """The folder of the finished notebook run that holds ``folder`` (a folder above it with a notebook manifest
-    and the ``FINISHED`` marker), or None. What such a run's results.json and figures describe is kept as it was:
-    a training there would change it (``fsl_core.engine.train`` refuses)."""
+    """The folder of the run that holds ``folder`` (the nearest folder above it with a manifest) when that run is a
+    finished notebook run, else None. What such a run's results.json and figures describe is kept as it was: a
+    training there would change it (``fsl_core.engine.train`` refuses)."""
     for above in Path(folder).resolve().parents:
-        if (above / FINISHED).is_file() and (above / MANIFEST).is_file():
+        if (above / MANIFEST).is_file():
             manifest = read_manifest(above)
-            if manifest is not None and manifest["kind"] == "notebook":
-                return above
+            return (
+                above
+                if manifest is not None and manifest["kind"] == "notebook" and is_finished(above)
+                else None
+            )
     return None
 
 

@@ -54,25 +54,44 @@ def test_the_training_folder_of_a_finished_notebook_run_stays_as_that_run_left_i
     folder = copy_run(reference_run, notebook_run / "train")  # trained 3 epochs
     before = snapshot(notebook_run)
     assert train(data_root=str(birds), run_dir=str(folder), **TINY).epochs_done == 3  # returned as it is
-    with pytest.raises(RunFolderConflict) as error:
-        train(data_root=str(birds), run_dir=str(folder), **{**TINY, "epochs": 5})
-    assert str(error.value) == (
-        f"run folder {folder} belongs to the finished notebook run {notebook_run}, whose results.json and figures "
-        "describe it as that run left it; training it on from epoch 3 to 5 would change them. Nothing was "
-        f"changed. To train it further, train a copy: cp -r {folder} NEW_FOLDER, then give run_dir=NEW_FOLDER"
+    start = f"run folder {folder} belongs to the finished notebook run {notebook_run}, whose results.json and figures "
+    way = (
+        f"Nothing was changed. To train on from it, train a copy: cp -r {folder} NEW_FOLDER, then give "
+        f"run_dir=NEW_FOLDER; for a new run, choose another run_dir outside {notebook_run}"
     )
+    refusals = {
+        "training it on from epoch 3 to 5 would change them": dict(epochs=5),
+        "overwrite=True would move its files aside": dict(overwrite=True),  # even with the same settings
+        "it holds a run that this one cannot continue (lr: 0.05 in the run, 0.5 now)": dict(lr=0.5),
+    }
+    for change, settings in refusals.items():
+        with pytest.raises(RunFolderConflict) as error:
+            train(data_root=str(birds), run_dir=str(folder), **{**TINY, **settings})
+        assert str(error.value) == f"{start}describe it as that run left it; {change}. {way}"
     with (
         in_words({"run_dir": "train_dir"}),
-        pytest.raises(RunFolderConflict, match="give train_dir=NEW_FOLDER$"),
+        pytest.raises(RunFolderConflict, match="then give train_dir=NEW_FOLDER;"),
     ):
         train(data_root=str(birds), run_dir=str(folder), **{**TINY, "epochs": 5})
     assert train_main(cli_command(folder, birds, epochs=5)[3:]) == 1
-    assert capsys.readouterr().err.rstrip().endswith("then give --run-dir NEW_FOLDER")
+    assert (
+        "then give --run-dir NEW_FOLDER; for a new run, choose another --run-dir outside"
+        in capsys.readouterr().err
+    )
     with pytest.raises(
-        RunFolderConflict, match=f"a new run there would mix with them. .* outside {notebook_run}$"
+        RunFolderConflict,
+        match=f"a new run there would mix with them. .* Choose another run_dir outside {notebook_run}$",
     ):
         train(data_root=str(birds), run_dir=str(notebook_run / "another"), **TINY)
+    link = tmp_path / "link"
+    link.symlink_to(folder)  # the copy the message gives copies the folder, not the link
+    with pytest.raises(RunFolderConflict, match=f"cp -r {folder} NEW_FOLDER"):
+        train(data_root=str(birds), run_dir=str(link), **{**TINY, "epochs": 5})
     assert snapshot(notebook_run) == before and not (notebook_run / "another").exists()
+    # the runs of a later notebook run kept inside this one are its own: the nearest run folder decides
+    nested = notebook_run / "runs" / "02_train" / "later"
+    claim_run_folder(nested, "notebook", {"notebook": "02_train", "parameters": {}}).release()
+    assert train(data_root=str(birds), run_dir=str(nested / "train"), **TINY).epochs_done == 3
     # the way out: a copy trains on, exactly as the run would have
     copy = copy_run(folder, tmp_path / "longer")
     assert train(data_root=str(birds), run_dir=str(copy), **{**TINY, "epochs": 4}).epochs_done == 4

@@ -433,29 +433,35 @@ class _Run:
 
     def _refuse_a_finished_notebook_run(self) -> None:
         """A training folder inside a finished notebook run (02's ``<run>/train``) stays as that run's results.json
-        and figures describe it: it is returned as it is, never trained further, and no new run starts there. The
-        way out, in the message: train a copy, or choose a folder outside."""
+        and figures describe it: the same finished run is returned as it is; training it on, another run there
+        (other settings, ``overwrite``) and a new run beside it are refused, naming the way out (train a copy, or
+        choose a folder outside)."""
         holder = finished_notebook_run_holding(self.run_dir)
         if holder is None:
             return
-        trained = load_checkpoint(self.last_path).get("epoch", 0) if self.last_path.is_file() else None
-        if trained is not None and trained >= self.config.epochs:
-            return  # returned as it is (or refused for asking fewer epochs, by the claim)
-        if trained is not None:
-            change = (
-                f"training it on from epoch {trained} to {self.config.epochs} would change them. Nothing was "
-                f"changed. To train it further, train a copy: cp -r {self.run_dir} NEW_FOLDER, then give "
-                + way_out("run_dir=NEW_FOLDER", "--run-dir NEW_FOLDER")
-            )
+        manifest = read_manifest(self.run_dir) if self.run_dir.is_dir() else None
+        if manifest is None:
+            change = "a new run there would mix with them"
+        elif self.config.overwrite:
+            change = f"{way_out('overwrite=True', '--overwrite')} would move its files aside"
+        elif reasons := self._cannot_continue(manifest["identity"]):
+            change = f"it holds a run that this one cannot continue ({'; '.join(reasons)})"
         else:
-            change = (
-                "a new run there would mix with them. Nothing was changed. Choose "
-                + way_out("another run_dir", "another --run-dir")
-                + f" outside {holder}"
-            )
+            trained = load_checkpoint(self.last_path).get("epoch", 0) if self.last_path.is_file() else 0
+            if trained >= self.config.epochs:
+                return  # the same finished run: returned as it is, nothing written
+            change = f"training it on from epoch {trained} to {self.config.epochs} would change them"
+        outside = f"{way_out('another run_dir', 'another --run-dir')} outside {holder}"
+        way = (
+            f"Choose {outside}"
+            if manifest is None
+            else f"To train on from it, train a copy: cp -r {self.run_dir.resolve()} NEW_FOLDER, then give "
+            + way_out("run_dir=NEW_FOLDER", "--run-dir NEW_FOLDER")
+            + f"; for a new run, choose {outside}"
+        )
         raise RunFolderConflict(
             f"run folder {self.run_dir} belongs to the finished notebook run {holder}, whose results.json and "
-            f"figures describe it as that run left it; {change}"
+            f"figures describe it as that run left it; {change}. Nothing was changed. {way}"
         )
 
     def _cannot_continue(self, identity: dict[str, Any]) -> list[str]:
