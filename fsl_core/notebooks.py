@@ -527,19 +527,19 @@ def run(
         print(
             f"the files of the earlier run in {run_dir} were moved to {folder.moved_aside}", file=sys.stderr
         )
-    earlier = (
-        [f for f in finished_runs_with(name, parameters, output_root) if f != run_dir]
-        if progress_lines
-        else []
-    )
-    if earlier:
-        print(
-            f"{name}: a run with the same parameters finished earlier in {earlier[0]} (its results are there); "
-            f"this one runs them again in {run_dir}",
-            file=sys.stderr,
-        )
-    echo = _ProgressEcho(label if label is not None else name) if progress_lines else None
     try:
+        earlier = (
+            [f for f in finished_runs_with(name, parameters, output_root) if f != run_dir]
+            if progress_lines
+            else []
+        )
+        if earlier:
+            print(
+                f"{name}: a run with the same parameters finished earlier in {earlier[0]} (its results are there); "
+                f"this one runs them again in {run_dir}",
+                file=sys.stderr,
+            )
+        echo = _ProgressEcho(label if label is not None else name) if progress_lines else None
         return _execute(source, parameters, run_name, run_dir, kernel_name, log_output, progress, echo)
     finally:
         folder.release()
@@ -688,14 +688,17 @@ def finished_runs_with(
     notebook: str, parameters: Mapping[str, Any], output_root: str | Path | None = None
 ) -> list[Path]:
     """The finished runs of ``notebook`` under ``<output_root>/<notebook>/`` that ran with ``parameters`` (as
-    ``run`` passes them: paths absolute), newest first (see ``_ran_with``)."""
+    ``run`` passes them: paths absolute), newest first (see ``_ran_with``). A folder that cannot be read (a
+    damaged config.json, a run moved aside meanwhile by a sweep) is passed over: the answer only informs."""
     base = outputs_root(output_root) / notebook
-    folders = [
-        folder
-        for folder in (base.iterdir() if base.is_dir() else ())
-        if is_finished(folder) and _ran_with(folder, notebook, parameters, folder.name)
-    ]
-    return sorted(folders, key=lambda folder: (folder / DONE).stat().st_mtime, reverse=True)
+    found = []
+    for folder in base.iterdir() if base.is_dir() else ():
+        try:
+            if is_finished(folder) and _ran_with(folder, notebook, parameters, folder.name):
+                found.append(((folder / DONE).stat().st_mtime, folder))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return [folder for _, folder in sorted(found, reverse=True)]
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

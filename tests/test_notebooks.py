@@ -336,8 +336,19 @@ def test_a_run_says_where_the_same_parameters_finished_before_and_still_runs_the
         f"this one runs them again in {second}"
     )
     assert len(fake.calls) == 3 and (second / "DONE").is_file() and (first / "DONE").is_file()
-    (first / "DONE").unlink()  # an unfinished run is not named
-    (second / "DONE").unlink()
+    run("02_train", {"data_root": "d", "epochs": 2}, run_name="quiet", output_root=out, progress_lines=False)
+    assert "finished earlier" not in capsys.readouterr().err  # no progress lines: no note either
+    damaged = out / "02_train" / "damaged"
+    damaged.mkdir()
+    (damaged / "DONE").write_text("{}")
+    (damaged / "config.json").write_text("[not a mapping")  # passed over: the note only informs
+    run("02_train", {"data_root": "d", "epochs": 2}, run_name="fourth", output_root=out)
+    assert "finished earlier in" in capsys.readouterr().err
+    (damaged / "config.json").write_text("[1, 2]")
+    run("02_train", {"data_root": "d", "epochs": 2}, run_name="fifth", output_root=out)
+    assert "finished earlier in" in capsys.readouterr().err
+    for name in ("first", "second", "quiet", "fourth", "fifth"):
+        (out / "02_train" / name / "DONE").unlink()
     run("02_train", {"data_root": "d", "epochs": 2}, run_name="third", output_root=out)
     assert "finished earlier" not in capsys.readouterr().err
 
