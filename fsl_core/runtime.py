@@ -230,20 +230,20 @@ class Terminated(KeyboardInterrupt):
 def termination_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (``kill PID``, ``timeout``, a batch system's pre-emption) stops the main thread as
     Ctrl-C does, raising ``Terminated``, a ``KeyboardInterrupt``: the caller's own handling of an interruption
-    (what is kept, where to resume) serves both. Elsewhere than the main thread, or where SIGTERM is ignored on
-    purpose, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
+    (what is kept, where to resume) serves both. Only SIGTERM's default (ending the process at once) is replaced,
+    and restored after the block: outside the main thread, or where SIGTERM is ignored or handled by someone else
+    (a batch tool that requeues the job), nothing changes."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
         raise Terminated()
 
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous == signal.SIG_IGN:
-        yield
-        return
-    signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from fsl_core.engine import TrainingDiverged, train
 from fsl_core.engine.brief_training import checkpoint_or_brief_training
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.run_folder import FINISHED, LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
-from fsl_core.runtime import NonFiniteError, atomic_torch_save, in_words
+from fsl_core.runtime import NonFiniteError, Terminated, atomic_torch_save, in_words, termination_as_interrupt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -448,10 +449,53 @@ def test_ctrl_c_or_kill_stops_with_one_line_and_the_run_resumes_exactly(
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     epoch = load_checkpoint(run_dir / "last.pt")["epoch"]
-    assert lines[0].startswith(f"{said} epoch {epoch + 1}")
+    # stopped after the epoch's save, or in its last instants (metrics.csv is the save's last file)
+    assert lines[0].startswith((f"{said} epoch {epoch + 1}", f"{said} epoch {epoch}, while saving it")), (
+        lines[0]
+    )
     assert f"last.pt holds epoch {epoch}; run the same command to resume" in lines[0]
     train(data_root=str(birds), run_dir=str(run_dir), **TINY)
     assert_same_run(reference_run, run_dir)
+
+
+def test_sigterm_becomes_an_interrupt_only_where_its_default_stood() -> None:
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("the test process handles SIGTERM itself")
+
+    def deliver() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(200):  # Python runs a handler between two bytecodes of the main thread
+            time.sleep(0.005)
+
+    with pytest.raises(Terminated), termination_as_interrupt():
+        deliver()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+    seen: list[int] = []
+
+    def own(signum: int, frame: object) -> None:
+        seen.append(signum)
+
+    signal.signal(signal.SIGTERM, own)
+    try:
+        with termination_as_interrupt():  # someone else's handler is kept
+            deliver()
+        assert seen == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is own
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with termination_as_interrupt():  # ignored on purpose: still ignored
+            deliver()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    inside: list[object] = []
+
+    def elsewhere() -> None:  # only the main thread may set a handler: elsewhere nothing changes
+        with termination_as_interrupt():
+            inside.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert inside == [signal.SIG_DFL]
 
 
 # -- the rules themselves ------------------------------------------------------------------------------------------
