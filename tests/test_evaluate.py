@@ -32,7 +32,7 @@ from fsl_core.engine import (
 from fsl_core.engine.evaluate import (
     check_result_path,
     checkpoint_record,
-    earlier_result_detail,
+    earlier_result,
     evaluation_data_root,
     model_label,
     result_file_name,
@@ -437,7 +437,7 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
     again = capsys.readouterr().out.splitlines()
     assert again[0] == (
         f"{checkpoint} on {birds}/test at 16 px: 5-way, 3 queries per class, 4 episodes: measured before, with the "
-        f"same checkpoint and settings, in {result} (--overwrite measures again)"
+        f"same checkpoint file, images and settings, in {result} (--overwrite measures again)"
     )
     table = first.splitlines()[1:3]
     assert again[1:] == table and table[1].split()[1:4] == [
@@ -446,13 +446,27 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
         f"{written['results']['1']['ci95']:.2f}",
     ]
     assert sha256(result) == before
-    assert main(quick(checkpoint, birds, "--shot", "1", "--seed", "1", "--out", str(result))) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(
-        f"error: result file {result} already exists (measured on this same checkpoint) and "
+    # anything else measured there is kept, and the refusal says how it was measured
+    for flags, but in (
+        (["--seed", "1"], "with seed 0"),
+        (["--image-size", "24"], "at 16 px"),
+        (["--plain", "--episodes", "5"], "on the cached path and with 4 episodes"),
+        (["--split", "val", "--shot", "1", "2"], "on the test split and with shots 1"),
+    ):
+        assert main(quick(checkpoint, birds, "--shot", "1", *flags, "--out", str(result))) == 1, flags
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"error: result file {result} already exists (measured on this same checkpoint, but {but}) and is kept"
+        ), err
+    # the same folder holding other images: measured again, never shown as this
+    changed = Path(shutil.copytree(birds, tmp_path / "birds"))
+    extra = sorted((changed / "test").iterdir())[0]
+    shutil.copy(next(extra.iterdir()), extra / "added.png")
+    (tmp_path / "moved.json").write_text(result.read_text().replace(str(birds), str(changed)))
+    assert main(quick(checkpoint, changed, "--shot", "1", "--out", str(tmp_path / "moved.json"))) == 1
+    assert (
+        "(measured on this same checkpoint, but on other image files) and is kept" in capsys.readouterr().err
     )
-    assert main(quick(checkpoint, birds, "--shot", "1", "--image-size", "24")) == 1
-    assert "(measured on this same checkpoint, but at 16 px) and is kept" in capsys.readouterr().err
     torch.save({**content, "epoch": 3}, checkpoint)  # the run trained further: best.pt changed
     assert main(quick(checkpoint, birds, "--shot", "1")) == 1
     err = capsys.readouterr().err
@@ -473,7 +487,7 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
     out = capsys.readouterr().out
     assert "at 24 px: " in out and "note: the model was trained at 16 px and is evaluated at 24 px" in out
     assert json.loads((tmp_path / "24.json").read_text())["image_size"] == 24 and sha256(result) == before
-    assert earlier_result_detail(tmp_path / "nothing.json", checkpoint_record(checkpoint)) == ""
+    assert earlier_result(tmp_path / "nothing.json", checkpoint_record(checkpoint)) is None
 
 
 def test_a_checkpoint_that_changes_while_it_is_evaluated_gives_no_result(

@@ -10,7 +10,8 @@ next to the checkpoint, named after what was evaluated (``result_file_name``), e
 ``best_test_5way_1+5shot_16query_10000ep_seed0.json``; the JSON also identifies the checkpoint (absolute path,
 SHA-256, epoch, and ``reference``: whether it held the HMDRN authors' released weights) and gives the input
 size. The output path is checked before any episode runs. An existing result that measured exactly this (the
-same checkpoint file, data, input size and episodes: ``same_evaluation``) is shown as it is, and nothing runs.
+same checkpoint file, image files, input size and episodes: ``earlier_result``) is shown as it is, and nothing
+runs.
 Any other existing result is never overwritten, and its refusal says what it was measured on (this same
 checkpoint with other data or size, another version of it after the run trained further, or another checkpoint):
 choose another ``--out``, or pass ``--overwrite`` to move the old file aside (``<name>.replaced-<UTC time>.json``)
@@ -30,16 +31,17 @@ import torch
 
 import fsl_core
 from fsl_core.cli import CommandParser
+from fsl_core.data import FewShotFolder
 from fsl_core.engine.evaluate import (
+    Measured,
     check_episode_settings,
     check_result_path,
     checkpoint_record,
-    earlier_result_detail,
+    earlier_result,
     evaluate_checkpoint,
     evaluation_data_root,
     result_file_name,
     results_to_dict,
-    same_evaluation,
     write_results,
 )
 from fsl_core.runtime import command_line, file_sha256, folder_to_make, git_revision, resolve_device
@@ -164,28 +166,29 @@ def main(argv: list[str] | None = None) -> int:
             )
         data = evaluation_data_root(args.checkpoint, args.data, args.reference).absolute()
         size = args.image_size or record.get("trained_image_size")
-        stored = None
-        if not args.overwrite and size is not None:
-            stored = same_evaluation(
-                out,
-                record,
-                data=data,
-                image_size=size,
-                split=args.split,
-                way=args.way,
-                shots=args.shot,
-                query=args.query,
-                episodes=args.episodes,
-                seed=args.seed,
-                cached=not args.plain,
+        files = FewShotFolder(data, args.split, transform=None, verify=False).files_sha256()
+        measured = None
+        if size is not None:  # the authors' weights without --image-size: the size is known once loaded
+            measured = Measured(
+                str(data),
+                files,
+                args.split,
+                size,
+                args.way,
+                tuple(args.shot),
+                args.query,
+                args.episodes,
+                args.seed,
+                not args.plain,
             )
-        if stored is not None:
+        earlier = earlier_result(out, record, measured)
+        if earlier is not None and earlier.same and not args.overwrite:
             print(
                 f"{args.checkpoint} on {data}/{args.split} at {size} px: {args.way}-way, {args.query} queries per "
-                f"class, {args.episodes} episodes: measured before, with the same checkpoint and settings, in "
-                f"{out} (--overwrite measures again)"
+                f"class, {args.episodes} episodes: measured before, with the same checkpoint file, images and "
+                f"settings, in {out} (--overwrite measures again)"
             )
-            print(format_table(stored["results"]))
+            print(format_table(earlier.content["results"]))
             return 0
         check_result_path(
             args.out if args.out is not None else out,
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             other_hint="another --out",
             overwrite_hint="--overwrite",
             example_name=name,
-            detail=earlier_result_detail(out, record, data, size),
+            detail=earlier.detail() if earlier is not None else "",
             suffix=".json",
         )
         device = resolve_device(args.device)
@@ -254,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             **record,
             data=str(data),
+            data_files_sha256=files,
             image_size=size,
             split=args.split,
             reference=not record["fsl_core_checkpoint"],

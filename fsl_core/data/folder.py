@@ -7,6 +7,7 @@ for evaluation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,14 @@ class FewShotFolder(Dataset):
         for index, label in enumerate(self.targets):
             groups[label].append(index)
         return groups
+
+    def files_sha256(self) -> str:
+        """SHA-256 of the split's file list: each image's path below the split folder and its size in bytes, in
+        order. A result records it, so an image added, removed or replaced under the same folder is told apart."""
+        digest = hashlib.sha256()
+        for path, _ in self.samples:
+            digest.update(f"{path.relative_to(self.folder).as_posix()}\t{path.stat().st_size}\n".encode())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (

@@ -19,8 +19,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -511,70 +511,120 @@ def checkpoint_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
-def earlier_result_detail(
-    path: str | Path, record: Mapping[str, Any], data: str | Path | None = None, image_size: int | None = None
-) -> str:
-    """What the result file at ``path`` was measured on, against the checkpoint ``record``
-    (``checkpoint_record``) describes, the ``data`` set and ``image_size`` of this evaluation, in words for a
-    refusal (" (measured on this same checkpoint)"); "" when the file does not say."""
+@dataclass(frozen=True)
+class Measured:
+    """What an evaluation measures, beside its checkpoint: the ``data`` set (absolute path) and the SHA-256 of its
+    split's file list (``FewShotFolder.files_sha256``), the ``split``, the input ``image_size``, the episodes
+    (``way``, ``shots``, ``query``, ``episodes``, ``seed``) and the path (``cached``). A result file records them
+    (``record`` and its per-shot results); ``earlier_result`` compares a file with them."""
+
+    data: str
+    data_files_sha256: str
+    split: str
+    image_size: int
+    way: int
+    shots: tuple[int, ...]
+    query: int
+    episodes: int
+    seed: int
+    cached: bool
+
+    def record(self) -> dict[str, Any]:
+        """The entries of a result file that say what was measured (its per-shot results give the episodes)."""
+        return {
+            "data": self.data,
+            "data_files_sha256": self.data_files_sha256,
+            "split": self.split,
+            "image_size": self.image_size,
+            "cached": self.cached,
+        }
+
+
+_MEASURED_WORDS: dict[str, Callable[[Any], str]] = {
+    "data": lambda value: f"on {value}",
+    "split": lambda value: f"on the {value} split",
+    "data_files_sha256": lambda value: (
+        "on other image files" if value else "with no record of its image files"
+    ),
+    "image_size": lambda value: f"at {value} px",
+    "cached": lambda value: "on the cached path" if value else "on the plain path (--plain)",
+    "way": lambda value: f"with {value}-way episodes",
+    "shots": lambda value: f"with shots {'+'.join(map(str, value))}",
+    "query": lambda value: f"with {value} queries per class",
+    "episodes": lambda value: f"with {value} episodes",
+    "seed": lambda value: f"with seed {value}",
+}
+"""How a refusal says what an earlier result measured with, setting by setting (``EarlierResult.detail``)."""
+
+
+@dataclass(frozen=True)
+class EarlierResult:
+    """A result file set against an evaluation about to run (``earlier_result``): its ``content``, ``checkpoint``
+    ("" for this very checkpoint file, else what it measured, in words) and ``differences`` (the settings it
+    measured with that differ, in words). ``same`` when it measured exactly this, on one of our checkpoints."""
+
+    content: dict[str, Any]
+    checkpoint: str
+    differences: tuple[str, ...]
+
+    @property
+    def same(self) -> bool:
+        return (
+            not self.checkpoint and not self.differences and self.content.get("fsl_core_checkpoint") is True
+        )
+
+    def detail(self) -> str:
+        """For a refusal: " (measured on this same checkpoint, but at 16 px and with seed 1)" and the like."""
+        if self.checkpoint:
+            return f" (measured on {self.checkpoint})"
+        but = f", but {' and '.join(self.differences)}" if self.differences else ""
+        return f" (measured on this same checkpoint{but})"
+
+
+def earlier_result(
+    path: str | Path, record: Mapping[str, Any], measured: Measured | None = None
+) -> EarlierResult | None:
+    """The result file at ``path`` set against the checkpoint ``record`` (``checkpoint_record``) and, when given,
+    what this evaluation ``measured``; None when no readable result file is there. The authors' weights are
+    never ``same``: the file does not record the model named for them."""
     try:
         earlier = json.loads(Path(path).read_text())
         digest = earlier["checkpoint_sha256"]
-    except (OSError, ValueError, TypeError, KeyError):
-        return ""
-    if digest != record["checkpoint_sha256"]:
-        if earlier.get("checkpoint") != record["checkpoint"]:
-            named = f", {earlier['checkpoint']}" if earlier.get("checkpoint") else ""
-            return f" (measured on another checkpoint{named})"
-        then, now = earlier.get("checkpoint_epoch"), record.get("checkpoint_epoch")
-        when = f": epoch {then} then, epoch {now} now" if None not in (then, now) and then != now else ""
-        return f" (measured on another version of this checkpoint{when})"
-    other = []
-    if data is not None and isinstance(earlier.get("data"), str) and not same_path(earlier["data"], data):
-        other.append(f"on {earlier['data']}")
-    if image_size is not None and earlier.get("image_size") not in (None, image_size):
-        other.append(f"at {earlier['image_size']} px")
-    return f" (measured on this same checkpoint{', but ' + ' and '.join(other) if other else ''})"
-
-
-def same_evaluation(
-    path: str | Path,
-    record: Mapping[str, Any],
-    *,
-    data: str | Path,
-    image_size: int,
-    split: str,
-    way: int,
-    shots: Sequence[int],
-    query: int,
-    episodes: int,
-    seed: int,
-    cached: bool,
-) -> dict[str, Any] | None:
-    """The result file at ``path`` (``write_results``'s JSON) when it measured exactly this evaluation: the
-    checkpoint ``record`` names (``checkpoint_record``: the same SHA-256) on the same ``data`` split at the same
-    ``image_size``, the same episodes (way, shots, queries, count and seed) and the
-    same path (``cached``); else None. Such a result would only be measured again: ``fsl-evaluate`` shows it
-    instead. The authors' weights are never matched, since the file does not record the model named for them."""
-    try:
-        earlier = json.loads(Path(path).read_text())
-        results = earlier["results"]
-        same = (
-            earlier["checkpoint_sha256"] == record["checkpoint_sha256"]
-            and earlier.get("fsl_core_checkpoint") is True
-            and same_path(earlier["data"], data)
-            and earlier["image_size"] == image_size
-            and (earlier["split"], earlier["cached"]) == (split, cached)
-            and sorted(results) == sorted(str(shot) for shot in set(shots))
-            and all(
-                (result["way"], result["query"], result["episodes"], result["seed"])
-                == (way, query, episodes, seed)
-                for result in results.values()
-            )
-        )
+        results = {str(shot): dict(result) for shot, result in earlier["results"].items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return earlier if same else None
+    checkpoint = ""
+    if digest != record["checkpoint_sha256"]:
+        if earlier.get("checkpoint") != record["checkpoint"]:
+            checkpoint = "another checkpoint" + (
+                f", {earlier['checkpoint']}" if earlier.get("checkpoint") else ""
+            )
+        else:
+            then, now = earlier.get("checkpoint_epoch"), record.get("checkpoint_epoch")
+            when = f": epoch {then} then, epoch {now} now" if None not in (then, now) and then != now else ""
+            checkpoint = f"another version of this checkpoint{when}"
+    if measured is None:
+        return EarlierResult(earlier, checkpoint, ())
+    first = next(iter(results.values()), {})
+    then = {
+        **{name: earlier.get(name) for name in measured.record()},
+        **{name: first.get(name) for name in ("way", "query", "episodes", "seed")},
+        "shots": sorted(int(shot) for shot in results if shot.isdigit()),
+    }
+    now = {**measured.record(), **asdict(measured), "shots": sorted(set(measured.shots))}
+    differing = [
+        name
+        for name in _MEASURED_WORDS
+        if not (
+            same_path(then[name], now[name])
+            if name == "data" and isinstance(then[name], str)
+            else then[name] == now[name]
+        )
+    ]
+    if {"data", "split"} & set(differing) and "data_files_sha256" in differing:
+        differing.remove("data_files_sha256")  # other folders hold other files: no need to say so
+    differences = [_MEASURED_WORDS[name](then[name]) for name in differing]
+    return EarlierResult(earlier, checkpoint, tuple(differences))
 
 
 def check_result_path(
@@ -595,7 +645,7 @@ def check_result_path(
     existing file unless ``overwrite`` (``write_results`` then moves it aside, nothing is deleted).
     ``other_hint``/``overwrite_hint``: how the caller's user chooses another path or asks to overwrite;
     ``example_name``: the file name a folder error suggests; ``detail``: what an existing file holds, for its
-    refusal (``earlier_result_detail``).
+    refusal (``EarlierResult.detail``).
 
     Raises:
         ValueError: ``path`` does not end in ``suffix``.
