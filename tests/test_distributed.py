@@ -120,6 +120,36 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     )
     assert third.returncode == 0, third.stderr[-3000:]
     assert (
-        "note: epochs up to 2 trained with 2 processes (2 episodes per step), these with 1 process (1 per step): the run is "
-        "neither one trained throughout with one count nor with the other"
+        "note: epochs 1–2 with 2 processes trained this run; these epochs train with 1 process: a step averages the "
+        "gradients of as many episodes as there are processes, so the run is not the one a single count would have "
+        "trained"
     ) in third.stderr
+    assert json.loads((run_dir / "config.json").read_text())["process_counts"] == [
+        {"from_epoch": 1, "world_size": 2},
+        {"from_epoch": 3, "world_size": 1},
+    ]
+    # and again, without progress lines: the mixed record stays, and so does the note
+    fourth = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fsl_core.cli.train",
+            "--run-dir",
+            str(run_dir),
+            "--epochs",
+            "4",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    assert (
+        "note: epochs 1–2 with 2 processes, 3 with 1 process trained this run; these epochs train with 1"
+        in (fourth.stderr)
+    )
+    assert json.loads((run_dir / "config.json").read_text())["process_counts"] == [
+        {"from_epoch": 1, "world_size": 2},
+        {"from_epoch": 3, "world_size": 1},
+    ]

@@ -301,12 +301,32 @@ def _fewer_epochs(trained: int, asked: int) -> str:
     )
 
 
-def _recorded_processes(run_dir: Path) -> int | None:
-    """The number of processes the last call that trained in ``run_dir`` used (its config.json; None unknown)."""
+def _process_counts(run_dir: Path, done: int) -> list[dict[str, int]]:
+    """How many processes trained the first ``done`` epochs of the run in ``run_dir``: its config.json's
+    ``process_counts``, [{"from_epoch": e, "world_size": n}, ...] in order, each entry holding until the next
+    (a call that trained nothing leaves an entry that the next call replaces). A run recorded before the list
+    existed gives its last ``world_size`` from epoch 1; [] when nothing is recorded."""
     try:
-        return int(json.loads((run_dir / "config.json").read_text())["world_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        config = json.loads((run_dir / "config.json").read_text())
+        counts = config.get("process_counts") or [{"from_epoch": 1, "world_size": int(config["world_size"])}]
+        return [
+            {"from_epoch": int(c["from_epoch"]), "world_size": int(c["world_size"])}
+            for c in counts
+            if int(c["from_epoch"]) <= done
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _epochs_by_process_count(counts: list[dict[str, int]], done: int) -> str:
+    """``_process_counts`` in words: "epochs 1–4 with 2 processes, 5 with 1 process"."""
+    spans = []
+    for i, count in enumerate(counts):
+        first, last = count["from_epoch"], counts[i + 1]["from_epoch"] - 1 if i + 1 < len(counts) else done
+        size = count["world_size"]
+        spans.append(f"{first}–{last}" if last > first else f"{first}")
+        spans[-1] += f" with {size} process{'es' * (size != 1)}"
+    return "epoch" + "s" * (done > 1) + " " + ", ".join(spans)
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -668,17 +688,21 @@ class _Run:
         if done and processes.is_main and config.progress:
             state = "has finished; nothing to train" if finished else "continues from last.pt"
             print(f"{self.run_dir}: the run {state} (epoch {done} of {config.epochs})", file=sys.stderr)
-            before = _recorded_processes(self.run_dir)
-            if not finished and before not in (None, processes.world_size):
-                now = processes.world_size
-                print(
-                    f"note: epochs up to {done} trained with {before} process{'es' * (before != 1)} ({before} "
-                    f"episode{'s' * (before != 1)} per step), these with {now} process{'es' * (now != 1)} ({now} "
-                    "per step): the run is neither one trained throughout with one count nor with the other",
-                    file=sys.stderr,
-                )
+        counts = _process_counts(self.run_dir, done) if processes.is_main and done else []
+        if not finished and {c["world_size"] for c in counts} - {processes.world_size}:
+            now = processes.world_size
+            print(
+                f"note: {_epochs_by_process_count(counts, done)} trained this run; these epochs train with {now} "
+                f"process{'es' * (now != 1)}: a step averages the gradients of as many episodes as there are "
+                "processes, so the run is not the one a single count would have trained",
+                file=sys.stderr,
+            )
         if processes.is_main and not finished:
-            atomic_write_json(self._environment(done or None), self.run_dir / "config.json")
+            if not counts or counts[-1]["world_size"] != processes.world_size:
+                counts.append({"from_epoch": done + 1, "world_size": processes.world_size})
+            atomic_write_json(
+                {**self._environment(done or None), "process_counts": counts}, self.run_dir / "config.json"
+            )
             _write_metrics(rows, columns, self.run_dir / "metrics.csv")
 
         module: nn.Module = EpisodeLoss(model)
