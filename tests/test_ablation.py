@@ -99,6 +99,12 @@ def test_the_table_averages_each_row_over_its_seeds_and_names_the_row_and_the_mo
         match=r"^no ablation run produced a test accuracy at 5 shot; 1 of 4 runs failed \(d: boom\)$",
     ):
         ablation_table(runs, [5])
+    untested = runs[runs["status"] != "failed"].assign(**{"test.1.mean": None})  # trained, never tested
+    with pytest.raises(
+        ValueError,
+        match=r"^no ablation run produced a test accuracy at 1 shot; no run failed, and none recorded a test at that shot: give the shots the runs tested \(test_shots\)$",
+    ):
+        ablation_table(untested, [1])
 
 
 def test_the_notebook_s_table_names_each_row_as_the_library_does() -> None:

@@ -86,7 +86,11 @@ def ablation_table(runs: pd.DataFrame, shots: Sequence[int]) -> pd.DataFrame:
         errors = "; ".join(f"{run}: {error}" for run, error in zip(failed["run"], failed["error"]))
         raise ValueError(
             f"no ablation run produced a test accuracy at {', '.join(map(str, shots))} shot; "
-            + (f"{len(failed)} of {len(runs)} runs failed ({errors})" if len(failed) else "no run failed")
+            + (
+                f"{len(failed)} of {len(runs)} runs failed ({errors})"
+                if len(failed)
+                else "no run failed, and none recorded a test at that shot: give the shots the runs tested (test_shots)"
+            )
         )
     table = (
         pd.DataFrame(records)
