@@ -111,45 +111,25 @@ def test_two_processes_train_one_model_on_different_episodes(birds: Path, tmp_pa
     events = list(run_dir.glob(EVENT_FILE_PREFIX + "*"))
     assert len(events) == (2 if tensorboard_available() else 0)  # one per launch, from rank 0
     assert json.loads((run_dir / "run.json").read_text())["identity"]["seed"] == config["seed"]
+
     # continued by one process: it says that the steps now average one episode, not two
-    third = subprocess.run(
-        [sys.executable, "-m", "fsl_core.cli.train", "--run-dir", str(run_dir), "--epochs", "3"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert third.returncode == 0, third.stderr[-3000:]
+    def one_process(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "fsl_core.cli.train", "--run-dir", str(run_dir), *extra]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
     assert (
         "note: epochs 1–2 with 2 processes trained this run; these epochs train with 1 process: a step averages the "
         "gradients of as many episodes as there are processes, so the run is not the one a single count would have "
         "trained"
-    ) in third.stderr
-    assert json.loads((run_dir / "config.json").read_text())["process_counts"] == [
-        {"from_epoch": 1, "world_size": 2},
-        {"from_epoch": 3, "world_size": 1},
-    ]
+    ) in one_process("--epochs", "3").stderr
+    counts = [{"from_epoch": 1, "world_size": 2}, {"from_epoch": 3, "world_size": 1}]
+    assert json.loads((run_dir / "config.json").read_text())["process_counts"] == counts
     # and again, without progress lines: the mixed record stays, and so does the note
-    fourth = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fsl_core.cli.train",
-            "--run-dir",
-            str(run_dir),
-            "--epochs",
-            "4",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert fourth.returncode == 0, fourth.stderr[-3000:]
+    fourth = one_process("--epochs", "4", "--no-progress")
     assert (
-        "note: epochs 1–2 with 2 processes, 3 with 1 process trained this run; these epochs train with 1"
-        in (fourth.stderr)
+        "note: epochs 1–2 with 2 processes, 3 with 1 process trained this run; these epochs train"
+        in fourth.stderr
     )
-    assert json.loads((run_dir / "config.json").read_text())["process_counts"] == [
-        {"from_epoch": 1, "world_size": 2},
-        {"from_epoch": 3, "world_size": 1},
-    ]
+    assert json.loads((run_dir / "config.json").read_text())["process_counts"] == counts
