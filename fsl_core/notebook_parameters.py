@@ -31,7 +31,7 @@ from fsl_core.data.transforms import AUGMENTATIONS
 from fsl_core.engine.ablation import ABLATION_ROWS
 from fsl_core.engine.config import PROTOCOLS, TrainConfig, check_setting_names, setting_help
 from fsl_core.models import MODEL_NAMES, check_model_options
-from fsl_core.runtime import did_you_mean
+from fsl_core.runtime import checked_checkpoint_file, did_you_mean
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ("conv4", "resnet12")
@@ -190,8 +190,8 @@ DATA_ROOT = Parameter(
     "fsl-prepare writes CUB, Stanford Cars or Stanford Dogs in the few-shot layout",
 )
 CHECKPOINT_MISSING = (
-    "give a checkpoint file: best.pt or last.pt of a training run (e.g. outputs/02_train/<run>/train/best.pt), or a "
-    "save_model file"
+    "give a checkpoint file: best.pt or last.pt of a training run (e.g. outputs/02_train/<run>/train/best.pt, where "
+    "<run> is interactive for a notebook run in JupyterLab), or a save_model file"
 )
 DEVICE = Parameter("auto", '"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"', "str")
 THREADS = integer(
@@ -406,8 +406,8 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
     "05_masks_and_reconstructions": {
         "checkpoint": Parameter(
             None,
-            "an HMDRN checkpoint (e.g. outputs/00_quickstart/<run>/train/hmdrn/best.pt); None: train one "
-            "briefly here",
+            "an HMDRN checkpoint (e.g. outputs/00_quickstart/interactive/train/hmdrn/best.pt after 00 in JupyterLab, "
+            "outputs/00_quickstart/<run>/train/hmdrn/best.pt after fsl-notebook); None: train one briefly here",
             "path",
             optional=True,
             missing=CHECKPOINT_MISSING,
@@ -543,9 +543,9 @@ NOTEBOOKS: dict[str, dict[str, Parameter]] = {
     },
     "08_your_images": {
         "checkpoint": Parameter(
-            "",
+            None,
             "the model: best.pt of a training run, a save_model file, or the HMDRN authors' weights with "
-            "reference True; empty: a model is trained briefly here on data_root",
+            "reference True; None: a model is trained briefly here on data_root",
             "path",
             optional=True,
             none="a model is trained briefly here",
@@ -837,13 +837,61 @@ class ParameterError(ValueError):
         return [f"{type(self).__name__}: {self.notebook}'s parameters:", *(f"  - {p}" for p in self.problems)]
 
 
-def check_values(notebook: str, values: Mapping[str, Any], unknown_hint: str = "") -> SimpleNamespace:
+def _repo_path(path: str) -> Path:
+    """A path as the kernel reads it: relative ones from the repository root (the runner passes absolute ones)."""
+    return Path(os.path.normpath(REPO_ROOT / Path(path).expanduser()))
+
+
+def _path_problems(notebook: str, values: Mapping[str, Any], given: Mapping[str, Any] | None) -> list[str]:
+    """Every path parameter of ``notebook`` that must exist (``missing``: the way out) and does not, or that names
+    a folder where a checkpoint file is expected; a "paths" parameter ({name: path}) has each path checked.
+    ``given``: the parameters as typed to the runner, which takes a relative one from the folder it starts in:
+    when such a path is missing there but exists in the repository, the way out says so."""
+    problems = []
+    for key, parameter in declared(notebook).items():
+        value = values.get(key, parameter.default)
+        typed = (given or {}).get(key)
+        if parameter.kind == "paths" and isinstance(value, Mapping):
+            typed = typed if isinstance(typed, Mapping) else {}
+            entries = [(f"{key}[{entry!r}]", path, typed.get(entry)) for entry, path in value.items()]
+        else:
+            entries = [(key, value, typed)]
+        for label, path, as_typed in entries:
+            if not isinstance(path, str) or not path:
+                continue
+            where = _repo_path(path)
+            if parameter.checkpoint and where.is_dir():
+                try:
+                    checked_checkpoint_file(where)
+                except IsADirectoryError as error:  # names the checkpoints in the folder
+                    problems.append(f"{label}={path!r}: {error}")
+                    continue
+            if parameter.missing and not where.exists():
+                how = parameter.missing
+                if (
+                    isinstance(as_typed, str)
+                    and not Path(as_typed).expanduser().is_absolute()
+                    and _repo_path(as_typed).exists()
+                ):
+                    how = (
+                        f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
+                        f"repository's folder give {_repo_path(as_typed)}"
+                    )
+                shown = "" if Path(path).expanduser().is_absolute() else f" ({where})"
+                problems.append(f"{label}={path!r}: does not exist{shown}; {how}")
+    return problems
+
+
+def check_values(
+    notebook: str, values: Mapping[str, Any], unknown_hint: str = "", given: Mapping[str, Any] | None = None
+) -> SimpleNamespace:
     """Check ``values`` (missing names take their defaults) and return them as attributes.
 
     Raises one ``ParameterError`` (a ValueError) naming every unknown or wrong parameter (with the closest name
-    or choice) and, once the values are right, every episode the data set on disk cannot give
-    (``_episode_problems``: a relative data set path is taken from the repository root, as the kernel does; the
-    runner passes absolute ones). ``unknown_hint``: what an unknown name means where it was given.
+    or choice) and, once the values are right, every path that must exist and does not (``_path_problems``;
+    ``given``: the runner's parameters as typed), then every episode the data set on disk cannot give
+    (``_episode_problems``). A relative path is taken from the repository root, as the kernel does; the runner
+    passes absolute ones. ``unknown_hint``: what an unknown name means where it was given.
     """
     spec = declared(notebook)
     unknown = [name for name in values if name not in spec]
@@ -856,6 +904,8 @@ def check_values(notebook: str, values: Mapping[str, Any], unknown_hint: str = "
     problems += [p for name, parameter in spec.items() if (p := parameter.problem(name, merged[name]))]
     if not problems:
         problems = _relations(notebook, merged)
+    if not problems:
+        problems = _path_problems(notebook, merged, given)
     if not problems:  # the values are right: can the data set give the episodes they ask for?
         problems = _episode_problems(notebook, merged)
     if problems:

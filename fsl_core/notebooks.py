@@ -52,7 +52,6 @@ import fsl_core
 from fsl_core.cli import CommandParser
 from fsl_core.notebook_parameters import (
     NOTEBOOKS,
-    Parameter,
     check,  # noqa: F401 -- the notebooks' one call: fsl_core.notebooks.check(NOTEBOOK, globals())
     check_values,
     declared,
@@ -64,7 +63,6 @@ from fsl_core.runtime import (
     THREADS_REASON,
     atomic_write_bytes,
     atomic_write_json,
-    checked_checkpoint_file,
     command_line,
     did_you_mean,
     git_revision,
@@ -218,57 +216,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _refuse_missing_paths(name: str, parameters: Mapping[str, Any], given: Mapping[str, Any]) -> None:
-    """Raise a ValueError naming every path parameter of notebook ``name`` that must exist (``missing``: the
-    way out) and does not, or names a folder where a checkpoint file is expected: ``parameters`` hold the given
-    ones made absolute (``given``: as they were given), defaults are taken from the repository root. A "paths"
-    parameter ({name: path}) has each of its paths checked."""
-    if name not in NOTEBOOKS:
-        return
-    problems = []
-    for key, parameter in declared(name).items():
-        value = parameters.get(key, parameter.default)
-        if parameter.kind == "paths" and isinstance(value, Mapping):
-            typed = given.get(key) if isinstance(given.get(key), Mapping) else {}
-            entries = [(f"{key}[{entry!r}]", path, typed.get(entry)) for entry, path in value.items()]
-        else:
-            entries = [(key, value, given.get(key))]
-        for label, path, as_typed in entries:
-            if isinstance(path, str) and path and (problem := _path_problem(parameter, path, as_typed)):
-                problems.append(f"{label}={path!r}: {problem}")
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-def _path_problem(parameter: Parameter, value: str, typed: Any) -> str | None:
-    """Why the path ``value`` of ``parameter`` cannot be used (None when it can); ``typed``: as it was given."""
-    if parameter.checkpoint and repo_path(value).is_dir():
-        try:
-            checked_checkpoint_file(repo_path(value))
-        except IsADirectoryError as error:  # names the checkpoints in the folder
-            return str(error)
-    if parameter.missing and not repo_path(value).exists():
-        where = "" if Path(value).is_absolute() else f" ({repo_path(value)})"
-        how = parameter.missing
-        if (
-            isinstance(typed, str)
-            and not Path(typed).expanduser().is_absolute()
-            and repo_path(typed).exists()
-        ):
-            how = (
-                f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
-                f"repository's folder give {repo_path(typed)}"
-            )
-        return f"does not exist{where}; {how}"
-    return None
-
-
-def check_parameters(notebook: str | Path, parameters: Mapping[str, Any]) -> None:
+def check_parameters(
+    notebook: str | Path, parameters: Mapping[str, Any], given: Mapping[str, Any] | None = None
+) -> None:
     """Raise a ValueError naming every unknown parameter (with the closest name) and, for the project's
-    notebooks, every wrong value — before a kernel starts."""
+    notebooks, every wrong value and missing path (``check_values``; ``given``: the parameters as they were
+    typed, before ``absolute_path_parameters``) — before a kernel starts."""
     name = resolve_notebook(notebook).stem
     if name in NOTEBOOKS:
-        check_values(name, {k: v for k, v in parameters.items() if k not in INJECTED})
+        check_values(name, {k: v for k, v in parameters.items() if k not in INJECTED}, given=given)
         return
     declared_here = notebook_parameters(notebook)
     unknown = [key for key in parameters if key not in declared_here and key not in INJECTED]
@@ -498,8 +454,7 @@ def run(
         )
     given = parameters
     parameters = absolute_path_parameters(source, parameters)  # first: the checks read the data set there
-    check_parameters(source, parameters)
-    _refuse_missing_paths(name, parameters, given)
+    check_parameters(source, parameters, given)
     run_name = run_name or default_run_name()
     if not _RUN_NAME.match(run_name):
         raise ValueError(f"run_name={run_name!r}: use letters, digits and . _ = , + - (no spaces or slashes)")
@@ -759,8 +714,7 @@ def sweep(
         values = {k: v for k, v in _plain(combo).items() if k != "label"}
         full = {**shared, **values}
         absolute = absolute_path_parameters(source, full)  # here: the kernels' runs may change the folder
-        check_parameters(source, absolute)
-        _refuse_missing_paths(source.stem, absolute, full)  # before any run of the sweep starts
+        check_parameters(source, absolute, full)  # before any run of the sweep starts
         full = absolute
         name = run_names[i] if run_names is not None else sweep_run_name(_plain(combo), full)
         jobs.append((name, combo, full))

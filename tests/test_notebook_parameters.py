@@ -10,6 +10,7 @@ import pytest
 from fsl_core.engine.config import setting_help
 from fsl_core.notebook_parameters import (
     NOTEBOOKS,
+    REPO_ROOT,
     ParameterError,
     check,
     check_values,
@@ -203,16 +204,34 @@ def test_notebooks_hold_no_validation_and_little_code() -> None:
     assert sum(lines.values()) <= CODE_LINE_BUDGET, lines
 
 
+def test_a_missing_checkpoint_typed_in_the_notebook_is_one_line_naming_it() -> None:
+    """In JupyterLab, check() refuses it as the runner does, with no traceback, its path taken from the repository."""
+    with pytest.raises(ParameterError) as error:
+        check_values(
+            "05_masks_and_reconstructions", {"checkpoint": "outputs/00_quickstart/train/hmdrn/best.pt"}
+        )
+    assert error.value._render_traceback_() == [
+        "ParameterError: 05_masks_and_reconstructions's parameters:",
+        "  - checkpoint='outputs/00_quickstart/train/hmdrn/best.pt': does not exist "
+        f"({REPO_ROOT / 'outputs/00_quickstart/train/hmdrn/best.pt'}); give a checkpoint file: best.pt or last.pt "
+        "of a training run (e.g. outputs/02_train/<run>/train/best.pt, where <run> is interactive for a notebook "
+        "run in JupyterLab), or a save_model file",
+    ]
+
+
 def test_an_optional_path_says_which_empty_value_it_takes() -> None:
     assert (
-        declared("08_your_images")["checkpoint"]
-        .expected()
-        .endswith(', or "" (a model is trained briefly here)')
+        declared("08_your_images")["support_dir"].expected().endswith(', or "" (an example from data_root)')
     )
     assert (
         declared("03_evaluate")["data_root"]
         .expected()
         .endswith(", or None (the data set the checkpoint's run trained on)")
+    )
+    assert (
+        declared("08_your_images")["checkpoint"]
+        .expected()
+        .endswith(", or None (a model is trained briefly here)")
     )
 
 
@@ -238,10 +257,12 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
         ),
         ("07_gsfl", "hmdrn_way", 4, 3): f"hmdrn_way=4: {birds}/train has only 3 classes; use hmdrn_way <= 3",
     }
+    checkpoint = tmp_path / "x.pt"
+    checkpoint.write_bytes(b"")  # a checkpoint given: no brief training, whose episodes would be checked too
     fits = {
         "way": 3,
-        "checkpoint": "x.pt",
-        "checkpoints": {m: "x.pt" for m in ("protonet", "frn", "bifrn", "hmdrn")},
+        "checkpoint": str(checkpoint),
+        "checkpoints": {m: str(checkpoint) for m in ("protonet", "frn", "bifrn", "hmdrn")},
     }
     for (notebook, name, value, fitting), message in cases.items():
         small = {"shots": [1], "query": 2, "hmdrn_shot": 1, "hmdrn_query": 2} if notebook == "07_gsfl" else {}
@@ -268,9 +289,13 @@ def test_episodes_the_data_set_cannot_give_are_refused_before_a_kernel_starts(
     assert not started and not (tmp_path / "out").exists()
 
 
-def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_folder: Path) -> None:
+def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(
+    tiny_folder: Path, tmp_path: Path
+) -> None:
     """A folder set without part maps: 4 classes per split with 5, 6, 7 and 8 images."""
     root = str(tiny_folder)
+    checkpoint = tmp_path / "x.pt"
+    checkpoint.write_bytes(b"")  # only its name is looked at
 
     def problems(notebook: str, **values: object) -> str:
         try:
@@ -303,22 +328,25 @@ def test_each_notebook_s_episodes_are_checked_only_where_it_draws_them(tiny_fold
     )
     assert "/val" not in problems("04_ablation", **settings, val_every=0)
     # 06 on a set without part maps: no pointing game, only the figure's 2 queries per class
-    models = {"checkpoints": {m: "x.pt" for m in ("protonet", "frn", "bifrn", "hmdrn")}}
+    models = {"checkpoints": {m: str(checkpoint) for m in ("protonet", "frn", "bifrn", "hmdrn")}}
     assert problems("06_gradcam", **models, way=4, shot=3, pointing_query=40) == ""
     assert problems("06_gradcam", **models, way=4, shot=4, pointing_query=1) == (
         f"shot 4 + the Grad-CAM figure's query 2 = 6 images per class, but 1 of the 4 classes of {root}/test has "
         "fewer: class_0 (5); lower shot to at most 3"
     )
     # 08: the example classes only when a folder is left empty, and only the classes it draws
-    mine = {"checkpoint": "x.pt", "support_dir": root, "query_dir": root}
+    mine = {"checkpoint": str(checkpoint), "support_dir": root, "query_dir": root}
     assert problems("08_your_images", **mine, way=9) == ""
     assert problems("08_your_images", **{**mine, "query_dir": ""}, way=9) == (
         f"the example set: way=9: {root}/test has only 4 classes; use way <= 4"
     )
     # 03 without a data set of its own reads the checkpoint's: nothing to check before the kernel
-    assert problems("03_evaluate", checkpoint="x.pt", data_root=None, way=9) == ""
-    # a data set that is not there yet (the notebook generates the birds set) is not read
-    assert check_values("05_masks_and_reconstructions", {"data_root": str(tiny_folder / "new"), "way": 9})
+    assert problems("03_evaluate", checkpoint=str(checkpoint), data_root=None, way=9) == ""
+    # a data set that is not there yet (01 generates the birds set there) is not read; one that must exist is named
+    assert check_values("01_data_explorer", {"data_root": str(tiny_folder / "new"), "way": 9})
+    assert problems("05_masks_and_reconstructions", data_root=str(tiny_folder / "new"), way=9).startswith(
+        f"data_root='{tiny_folder / 'new'}': does not exist; fsl-birds FOLDER generates the embedded birds set there"
+    )
 
 
 def test_the_cam_target_choices_are_the_grad_cam_targets_of_the_library() -> None:

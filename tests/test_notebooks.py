@@ -937,7 +937,8 @@ def test_gradcam(executions: Executions, notebook_birds: Path, one_thread: None)
             "03_evaluate",
             {"checkpoint": "/nowhere/best.pt"},
             "checkpoint='/nowhere/best.pt': does not exist; give a checkpoint file: best.pt or last.pt of a training "
-            "run (e.g. outputs/02_train/<run>/train/best.pt), or a save_model file",
+            "run (e.g. outputs/02_train/<run>/train/best.pt, where <run> is interactive for a notebook run in "
+            "JupyterLab), or a save_model file",
         ),
         (
             "03_evaluate",
