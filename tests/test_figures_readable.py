@@ -279,6 +279,17 @@ FIGURES: dict[str, Callable[[], Figure]] = {
             columns=["finch", "warbler", "tanager"],
         ),
     ),
+    "your predictions, long names": lambda: plot_predictions(  # two lines beside each bar, the rest elided
+        {
+            f"photo{i}.jpg": Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            for i in range(5)
+        },
+        pd.DataFrame(
+            np.tile([[0.62, 0.30, 0.08]], (5, 1)),
+            index=[f"photo{i}.jpg" for i in range(5)],
+            columns=["finch red eye", "finch white crown", "g03_tit_crown-white+wingbar-red+tail-blue"],
+        ),
+    ),
     "ARI per K": lambda: plot_ari_per_k(pd.DataFrame({"K": [1, 3, 5, 10], "ARI": [0.0, 0.4, 0.7, 0.95]}), 10),
     "probes": lambda: plot_probes(
         {

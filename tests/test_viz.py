@@ -665,6 +665,15 @@ def test_class_names_read_as_words_in_figures() -> None:
     ]
 
 
+def test_a_class_name_beside_its_bar_takes_two_lines_before_it_is_elided() -> None:
+    from fsl_core.viz.predictions import bar_label
+
+    assert bar_label("finch") == "finch"
+    assert bar_label("finch red eye") == "finch red\neye"
+    assert bar_label("g03_tit_crown-white") == "g03 tit\ncrown-white"
+    assert bar_label("g03_tit_crown-white+wingbar-red+tail-blue") == "g03 tit\ncrown…l-blue"
+
+
 def test_a_probability_is_written_beside_its_bar_or_inside_its_end() -> None:
     """Never over the bar's end: 78 % inside the bar, in white; 12 % beside it."""
     from PIL import Image

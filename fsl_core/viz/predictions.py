@@ -47,6 +47,16 @@ def short_label(name: str, width: int = 24) -> str:
     return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
 
 
+def bar_label(name: str, width: int = 12) -> str:
+    """A class name beside its probability bar: at most two lines of ``width`` characters (``wrap_label``), the
+    rest elided by ``short_label``: "finch red eye" → "finch red\neye", not "finch…ed eye"."""
+    lines = wrap_label(name, width).split("\n")
+    if len(lines) > 2:  # wrap_label breaks after "+" and "-" inside a word, else at spaces
+        rest = "".join(line if line.endswith(("+", "-")) else line + " " for line in lines[1:])
+        lines = [lines[0], rest.strip()]
+    return "\n".join(short_label(line, width) for line in lines)
+
+
 def _clean(ax) -> None:  # noqa: ANN001 -- a matplotlib Axes
     ax.set_xticks([])
     ax.set_yticks([])
@@ -96,7 +106,12 @@ def plot_predictions(
     top = min(top, probabilities.shape[1])
     width = min(2.25, WIDTH / columns)
     picture = 0.62 * width  # the bar labels take the rest of the column's width
-    bars = 0.28 * top + 0.3
+    labels = [
+        [bar_label(c) for c in probabilities.iloc[i].sort_values(ascending=False)[:top].index]
+        for i in range(shown)
+    ]
+    lines = max(label.count("\n") + 1 for shown_labels in labels for label in shown_labels)
+    bars = (0.28 if lines == 1 else 0.4) * top + 0.3
     fig = Figure(figsize=(width * columns, rows * (picture + 0.6 + bars)), layout="constrained")
     axes = fig.subplots(2 * rows, columns, squeeze=False, height_ratios=[picture, bars] * rows)
     for i in range(rows * columns):
@@ -113,7 +128,7 @@ def plot_predictions(
         values = row.to_numpy()[::-1]
         colours = [OTHER] * (len(row) - 1) + [HIGHLIGHT]
         bar_ax.barh(np.arange(len(row)), values, color=colours)
-        bar_ax.set_yticks(np.arange(len(row)), [short_label(c, 12) for c in row.index][::-1])
+        bar_ax.set_yticks(np.arange(len(row)), labels[i][::-1])
         bar_ax.set_xlim(0, 1)
         bar_ax.set_xticks([])
         bar_ax.tick_params(labelsize=TEXT)
