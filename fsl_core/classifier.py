@@ -265,10 +265,10 @@ def read_support(support: Support) -> dict[str, list[ImageSource]]:
     """
     problems: list[str] = []
     if isinstance(support, Mapping):
-        where = "the support mapping"
+        where = "the support set"
         if not support:
             raise EmptySupportError(
-                "the support mapping is empty; give {class name: [image paths or PIL images], ...} with at "
+                "the support set is empty; give {class name: [image paths or PIL images], ...} with at "
                 "least two classes"
             )
         classes: dict[str, list[ImageSource]] = {}

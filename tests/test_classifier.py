@@ -324,7 +324,7 @@ def test_bad_support_sets_are_named(tmp_path: Path, reference_run: Path) -> None
         clf.fit(loose)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         clf.fit(tmp_path / "nowhere")
-    with pytest.raises(EmptySupportError, match="mapping is empty"):
+    with pytest.raises(EmptySupportError, match=r"^the support set is empty; give \{class name"):
         clf.fit({})
 
     bad = tmp_path / "bad"
@@ -352,7 +352,7 @@ def test_bad_support_sets_are_named(tmp_path: Path, reference_run: Path) -> None
     write_image(single / "crow" / "a.png")
     with pytest.raises(SingleClassError, match=r"single class \('crow'\).*at least two classes"):
         clf.fit(single)
-    with pytest.raises(SingleClassError):
+    with pytest.raises(SingleClassError, match=r"^the support set has a single class \('crow'\): a few-shot"):
         clf.fit({"crow": [Image.new("RGB", (9, 9))]})
 
 
@@ -681,10 +681,21 @@ def test_uploads_become_images_and_the_form_classifies_them(
     by_class = data.indices_by_class()
     pictures = [[Image.open(data.image_path(i)).convert("RGB") for i in by_class[c][:4]] for c in range(2)]
     clf = FewShotClassifier.from_checkpoint(reference_run / "best.pt", device="cpu")
+    blank = UploadForm(clf, classes=3)  # rows to fill in: none is used until it holds something
+    assert [text.value for text, _ in blank.rows] == ["", "", ""]
+    assert [text.placeholder for text, _ in blank.rows] == [
+        "name of class 1",
+        "name of class 2",
+        "name of class 3",
+    ]
+    blank.classify()
+    assert blank.output.outputs[0]["data"]["text/plain"] == (
+        "no class yet: give two rows or more a class name and a few photos each"
+    )
     form = UploadForm(clf, classes=["crow", "raven"])
     form.classify()  # the form from top to bottom: the support set first
-    assert form.output.outputs[0]["data"]["text/plain"].startswith(
-        "'crow', 'raven' have no photos yet: upload some"
+    assert form.output.outputs[0]["data"]["text/plain"] == (
+        "'crow', 'raven' have no photos yet: upload some under 'support images'. '✕' empties a row to leave it out"
     )
     assert "white-space: normal" in form.output.outputs[0]["data"]["text/html"]  # wrapped as prose
     assert [upload.tooltip for _, upload in form.rows] == ["choose a few photos of this class"] * 2
@@ -723,10 +734,18 @@ def test_uploads_become_images_and_the_form_classifies_them(
     form.rows[2][1].value = ()
     form.classify()
     assert form.output.outputs[0]["data"]["text/plain"] == (
-        "'rook' has no photos yet: upload some under 'support images', or clear the class name to leave the row "
-        "out"
+        "'rook' has no photos yet: upload some under 'support images'. '✕' empties a row to leave it out"
     )
-    form.rows[2][0].value = ""  # the row left out: the two classes are classified again
+    form.rows[2][0].value = ""  # photos without a name are not a class
+    form.rows[2][1].value = (png_upload("rook.png", pictures[0][0]),)
+    form.classify()
+    assert form.output.outputs[0]["data"]["text/plain"] == (
+        "row 3 (1 photo) has photos but no class name: type one. '✕' empties a row to leave it out"
+    )
+    row = form.class_box.children[2]
+    assert [type(w).__name__ for w in row.children] == ["Text", "FileUpload", "Button"]
+    row.children[2].click()  # ✕: the row emptied, so left out: the two classes are classified again
+    assert (form.rows[2][0].value, form.rows[2][1].value) == ("", ())
     pd.testing.assert_frame_equal(form.classify(), expected, atol=1e-6)
     form.classifier = None  # an unexpected error shows under the button, which works again after it
     assert form.classify() is None and not form.classify_button.disabled

@@ -19,6 +19,7 @@ from PIL import Image
 
 from fsl_core.classifier import (
     ClassifierInputError,
+    EmptySupportError,
     FewShotClassifier,
     NotAnImageError,
     UnreadableSupportError,
@@ -71,14 +72,14 @@ def uploaded_images(upload: Any, where: str = "") -> dict[str, Image.Image]:
 
 
 class UploadForm:
-    """The upload form: a class name and a ``FileUpload`` per class ("+ class" adds one), a ``FileUpload`` for
-    the images to classify, and "Classify", which fits ``classifier`` on the uploaded support set, shows it,
-    and shows every uploaded image with its predicted class and probabilities; a chosen image is then
-    explained (``FewShotClassifier.explain``).
+    """The upload form: a class name and a ``FileUpload`` per class ("+ class" adds a row, "✕" empties one), a
+    ``FileUpload`` for the images to classify, and "Classify", which fits ``classifier`` on the uploaded support
+    set, shows it, and shows every uploaded image with its predicted class and probabilities; a chosen image is
+    then explained (``FewShotClassifier.explain``). A row left without name and photos is not used.
 
     Args:
         classifier: the classifier to fit (it is re-fitted at every "Classify").
-        classes: number of class rows at first, or their names.
+        classes: number of class rows at first (their names left to fill in), or their names.
     """
 
     def __init__(self, classifier: FewShotClassifier, classes: int | Sequence[str] = 2) -> None:
@@ -104,7 +105,7 @@ class UploadForm:
         self.class_box = widgets.VBox()
         self.probabilities: pd.DataFrame | None = None
         self._queries: dict[str, Image.Image] = {}
-        names = [f"class {i + 1}" for i in range(classes)] if isinstance(classes, int) else list(classes)
+        names = [""] * classes if isinstance(classes, int) else list(classes)
         for name in names:
             self.add_class(name)
         self.add_button.on_click(lambda _: self.add_class())
@@ -112,8 +113,10 @@ class UploadForm:
         self.explain_button.on_click(lambda _: self.explain())
 
     def add_class(self, name: str = "") -> None:
-        """Add a class row: a name field and its ``FileUpload``."""
-        text = self.widgets.Text(value=name or f"class {len(self.rows) + 1}", description="class")
+        """Add a class row: a name field, its ``FileUpload`` and "✕", which empties the row."""
+        text = self.widgets.Text(
+            value=name, description="class", placeholder=f"name of class {len(self.rows) + 1}"
+        )
         upload = self.widgets.FileUpload(
             accept=ACCEPT,
             multiple=True,
@@ -121,10 +124,21 @@ class UploadForm:
             tooltip="choose a few photos of this class",
             layout=self.widgets.Layout(width="auto"),
         )
+        empty = self.widgets.Button(
+            description="✕",
+            tooltip="empty this row: its name and photos",
+            layout=self.widgets.Layout(width="auto"),
+        )
+        empty.on_click(lambda _: self.empty_row(text, upload))
         for field in (text, upload):
             field.observe(self._inputs_changed, names="value")
         self.rows.append((text, upload))
-        self.class_box.children = [self.widgets.HBox([t, u]) for t, u in self.rows]
+        self.class_box.children = (*self.class_box.children, self.widgets.HBox([text, upload, empty]))
+
+    @staticmethod
+    def empty_row(text: Any, upload: Any) -> None:
+        """Forget a row's name and photos: the row is then left out."""
+        text.value, upload.value = "", ()
 
     def widget(self) -> Any:
         """The whole form, an ``ipywidgets.VBox``."""
@@ -138,7 +152,7 @@ class UploadForm:
                 self.class_box,
                 self.add_button,
                 w.HTML("<b>Images to classify</b>"),
-                self.queries_upload,
+                w.HBox([self.queries_upload]),  # its own width, as the class rows' uploads
                 self.classify_button,
                 self.output,
                 w.HBox([self.chosen, self.explain_button]),
@@ -147,23 +161,39 @@ class UploadForm:
         )
 
     def support(self) -> dict[str, list[Image.Image]]:
-        """{class name: uploaded images} of the rows that have a name or images (rows of one name merged).
+        """{class name: uploaded images} of the rows that have a name or images (rows of one name merged); a row
+        with neither is left out.
 
         Raises:
-            UnreadableSupportError: a named class without photos (the message says to upload some, or to clear
-                the name to leave the row out).
+            UnreadableSupportError: a named class without photos, or photos without a class name (the message
+                says what to add, or that "✕" empties the row to leave it out).
+            EmptySupportError: no row holds anything.
         """
         support: dict[str, list[Image.Image]] = {}
-        for text, upload in self.rows:
+        unnamed = []
+        for number, (text, upload) in enumerate(self.rows, 1):
             name = text.value.strip()
-            images = list(uploaded_images(upload, f"for class {name!r}" if name else "").values())
-            if name or images:
-                support.setdefault(name or "unnamed class", []).extend(images)
-        if empty := [name for name, images in support.items() if not images]:
-            raise UnreadableSupportError(
-                f"{', '.join(map(repr, empty))} {'has' if len(empty) == 1 else 'have'} no photos yet: upload some "
-                "under 'support images', or clear the class name to leave the row out"
+            images = list(
+                uploaded_images(upload, f"for class {name!r}" if name else f"in row {number}").values()
             )
+            if name:
+                support.setdefault(name, []).extend(images)
+            elif images:
+                unnamed.append(f"row {number} ({len(images)} photo{'s' * (len(images) != 1)})")
+        problems = []
+        if unnamed:
+            problems.append(
+                f"{', '.join(unnamed)} {'has' if len(unnamed) == 1 else 'have'} photos but no class name: type one"
+            )
+        if empty := [name for name, images in support.items() if not images]:
+            problems.append(
+                f"{', '.join(map(repr, empty))} {'has' if len(empty) == 1 else 'have'} no photos yet: upload some "
+                "under 'support images'"
+            )
+        if problems:
+            raise UnreadableSupportError("; ".join(problems) + ". '✕' empties a row to leave it out")
+        if not support:
+            raise EmptySupportError("no class yet: give two rows or more a class name and a few photos each")
         return support
 
     def queries(self) -> dict[str, Image.Image]:
