@@ -96,6 +96,11 @@ def test_training_prints_its_plan_and_one_line_per_epoch(
     assert re.search(r"; about [\d.]+ s left$", epochs[1])
     assert "left" not in epochs[2]
     assert "epoch" not in captured.err  # no bars in plain-lines mode
+    # validated after the last epoch only: said in full once, then briefly
+    train(data_root=str(birds), run_dir=str(tmp_path / "end"), **{**TINY, "progress": True, "val_every": 3})
+    ends = [line for line in capsys.readouterr().out.splitlines() if line.startswith(PREFIX + "epoch ")]
+    assert re.search(r"; about [\d.]+ s left, plus 1 validation not timed yet$", ends[0])
+    assert re.search(r"; about [\d.]+ s left \+ 1 validation$", ends[1]) and "left" not in ends[2]
 
 
 def test_the_plan_names_the_authors_protocol_and_the_way_to_a_short_run(

@@ -635,7 +635,8 @@ class _Run:
         return f"float32: amp asked for bfloat16, which this {hardware} would only emulate, more slowly"
 
     def _time_left(self, epoch: int, epoch_seconds: list[float], validation_seconds: list[float]) -> str:
-        """The time the epochs after ``epoch`` will take, from the epochs of this call (words)."""
+        """The time the epochs after ``epoch`` will take, from the epochs of this call (words). Validations not
+        timed yet are said in full on the call's first epoch line, then briefly ("+ 1 validation")."""
         config = self.config
         left = (config.epochs - epoch) * sum(epoch_seconds) / len(epoch_seconds)
         validations = 0
@@ -644,6 +645,8 @@ class _Run:
             validations = sum(1 for e in later if e % config.val_every == 0 or e == config.epochs)
         if validations and not validation_seconds:
             plural = "s" if validations > 1 else ""
+            if len(epoch_seconds) > 1:
+                return f"about {format_duration(left)} left + {validations} validation{plural}"
             return f"about {format_duration(left)} left, plus {validations} validation{plural} not timed yet"
         if validations:
             left += validations * sum(validation_seconds) / len(validation_seconds)
