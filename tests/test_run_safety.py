@@ -30,6 +30,7 @@ import fsl_core.runtime
 from fsl_core.cli.train import main as train_main
 from fsl_core.engine import TrainingDiverged, train
 from fsl_core.engine.brief_training import checkpoint_or_brief_training
+from fsl_core.engine.train import parameter_digest
 from fsl_core.models.checkpoints import load_checkpoint
 from fsl_core.run_folder import FINISHED, LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
 from fsl_core.runtime import NonFiniteError, Terminated, atomic_torch_save, in_words, termination_as_interrupt
@@ -554,3 +555,46 @@ def test_a_notebook_s_brief_training_moves_an_edited_run_aside_and_continues_the
     (moved,) = folder.glob("replaced-*")  # another lr: the earlier run moved aside, byte for byte
     assert snapshot(moved) == finished
     assert load_checkpoint(edited)["train_config"]["lr"] == 0.05
+
+
+def test_a_brief_training_reuses_another_notebook_run_s_identical_finished_training(
+    birds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fsl_core.engine.brief_training as brief
+
+    settings = dict(data_root=birds, image_size=16, epochs=1, episodes_per_epoch=1, query=2, device="cpu")
+    root = tmp_path / "outputs"
+    model, first, _ = brief.checkpoint_or_brief_training(
+        "protonet", None, root / "05" / "a" / "train", reuse_under=root, **settings
+    )
+    before = snapshot(root)
+    trained_here = []
+    real_train = brief.train
+    monkeypatch.setattr(brief, "train", lambda **kw: trained_here.append(kw) or real_train(**kw))
+    reused, path, _ = brief.checkpoint_or_brief_training(
+        "protonet", None, root / "08" / "b" / "train", reuse_under=root, **settings
+    )
+    assert path == first and trained_here == [] and snapshot(root) == before  # read, nothing written
+    assert f"protonet: reusing {first}, a finished training with these very settings: nothing to train" in (
+        capsys.readouterr().out
+    )
+    assert parameter_digest(reused) == parameter_digest(model)
+    # other settings, or no output root to look in: trained here
+    _, other, _ = brief.checkpoint_or_brief_training(
+        "protonet", None, root / "08" / "c" / "train", reuse_under=root, **{**settings, "seed": 1}
+    )
+    _, alone, _ = brief.checkpoint_or_brief_training(
+        "protonet", None, root / "08" / "d" / "train", **settings
+    )
+    assert [p.parent for p in (other, alone)] == [root / "08" / "c" / "train", root / "08" / "d" / "train"]
+    assert len(trained_here) == 2
+    # a training stopped before its last epoch is not what a full one gives
+    unfinished = root / "06" / "e" / "train" / "protonet"
+    shutil.copytree(first.parent, unfinished)
+    for folder in (first.parent, root / "08" / "d" / "train"):
+        shutil.rmtree(folder)
+    (unfinished / "metrics.csv").write_text((unfinished / "metrics.csv").read_text().splitlines()[0] + "\n")
+    _, again, _ = brief.checkpoint_or_brief_training(
+        "protonet", None, root / "08" / "f" / "train", reuse_under=root, **settings
+    )
+    assert again.parent == root / "08" / "f" / "train" and len(trained_here) == 3

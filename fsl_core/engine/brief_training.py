@@ -6,15 +6,48 @@ checkpoint; a student without one gets a model trained for a few quick-protocol 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fsl_core.engine.config import TrainConfig, config_differences
 from fsl_core.engine.train import train
 from fsl_core.models import EpisodicModel, load_checkpoint, load_model
 from fsl_core.models.checkpoints import trained_image_size
+from fsl_core.run_folder import RunFolderConflict, read_manifest
 from fsl_core.runtime import resolve_device
+
+TRAINING_FOLDERS = ("*/*/train", "*/*/train/*")
+"""Where the notebooks keep their brief trainings, below the output root: ``<notebook>/<run>/train`` (05, 08) and
+``<notebook>/<run>/train/<model>`` (00, 06)."""
+
+
+def finished_training_with(settings: dict[str, Any], under: str | Path, besides: str | Path) -> Path | None:
+    """The newest training folder below ``under`` (``TRAINING_FOLDERS``), other than ``besides``, whose run has
+    the very settings of ``train(**settings)`` (``config_differences``: none but where it ran) and trained all
+    its epochs; None when there is none. Such a run is what training here again would give."""
+    wanted = TrainConfig.from_dict(settings).to_dict()
+    found = []
+    for pattern in TRAINING_FOLDERS:
+        for folder in Path(under).glob(pattern):
+            if folder.resolve() == Path(besides).resolve() or not (folder / "metrics.csv").is_file():
+                continue
+            try:
+                manifest = read_manifest(folder)
+                rows = len((folder / "metrics.csv").read_text().splitlines()) - 1
+            except (RunFolderConflict, OSError, ValueError):
+                continue
+            if (
+                manifest is not None
+                and manifest["kind"] == "train"
+                and not config_differences(manifest["identity"], wanted)
+                and rows >= wanted["epochs"]
+                and any((folder / name).is_file() for name in ("best.pt", "last.pt"))
+            ):
+                found.append(((folder / "metrics.csv").stat().st_mtime, folder))
+    return max(found)[1] if found else None
 
 
 def checkpoint_or_brief_training(
@@ -34,6 +67,7 @@ def checkpoint_or_brief_training(
     device: str | torch.device = "auto",
     accepted: tuple[str, ...] | None = None,
     threads: int = 0,
+    reuse_under: str | Path | None = None,
 ) -> tuple[EpisodicModel, Path, int]:
     """``(model in eval mode on device, its checkpoint, the input size it was trained at)``.
 
@@ -44,13 +78,15 @@ def checkpoint_or_brief_training(
     ``run_dir/replaced-<time>/`` (a notebook re-run after its parameters changed).
     ``accepted``: the model names the caller can use; a checkpoint of another model raises a ValueError.
     ``threads``: CPU threads of the training (``TrainConfig.threads``; 0: every core this process may use).
+    ``reuse_under``: an output root (the notebooks give theirs) whose finished training with these very settings,
+    by another notebook run, is loaded instead of training again (``finished_training_with``), and said so.
     """
     if checkpoint:
         path = Path(checkpoint)
         content = load_checkpoint(path)  # read once: the size it records, then the model
         size = trained_image_size(content) or image_size
     else:
-        result = train(
+        settings = dict(
             protocol="quick",
             model=model,
             backbone=backbone,
@@ -69,7 +105,15 @@ def checkpoint_or_brief_training(
             threads=threads,
             overwrite=True,  # other settings than the run there (a notebook re-run after an edit): moved aside
         )
-        path = result.checkpoint
+        earlier = None
+        if reuse_under is not None and not (Path(run_dir) / "metrics.csv").is_file():
+            earlier = finished_training_with(settings, reuse_under, run_dir)
+        if earlier is not None:
+            path = earlier / "best.pt" if (earlier / "best.pt").is_file() else earlier / "last.pt"
+            print(f"{model}: reusing {path}, a finished training with these very settings: nothing to train")
+            sys.stdout.flush()
+        else:
+            path = train(**settings).checkpoint
         content, size = load_checkpoint(path), image_size
     loaded = load_model(content, device=resolve_device(device), read_from=path).eval()
     if accepted is not None and loaded.config["name"] not in accepted:
