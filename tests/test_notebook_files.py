@@ -82,7 +82,9 @@ def test_a_run_in_jupyterlab_leaves_the_checkout_clean_and_a_real_edit_shows(tmp
     changed = [
         line for line in git("diff", "-U0").splitlines() if line[:1] in "+-" and line[:3] not in "+++---"
     ]
-    assert changed[-1] == '+    "# Masks, edited\\n"' and not any("run " in line for line in changed)
+    assert changed[-1] == '+    "# Masks, edited\\n"' and not any(
+        '"run ' in line for line in changed
+    )  # no output
     # a file half written (or holding merge markers) is no notebook's JSON: kept as it is, without a traceback
     saved.write_text('{"cells": [', encoding="utf-8")
     added = subprocess.run(["git", "-C", str(repo), "add", "-A"], capture_output=True, text=True, check=True)
