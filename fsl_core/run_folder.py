@@ -179,17 +179,19 @@ def is_finished(folder: str | Path) -> bool:
 
 
 def finished_notebook_run_holding(folder: str | Path) -> Path | None:
-    """The folder of the run that holds ``folder`` (the nearest folder above it with a manifest) when that run is a
-    finished notebook run, else None. What such a run's results.json and figures describe is kept as it was: a
-    training there would change it (``fsl_core.engine.train`` refuses)."""
+    """The folder of the notebook run that holds ``folder`` (the nearest folder above it with a notebook manifest;
+    training folders between are part of it, and a ``run.json`` of another tool is no manifest) when that run has
+    finished, else None. What such a run's results.json and figures describe is kept as it was: a training there
+    would change it (``fsl_core.engine.train`` refuses)."""
     for above in Path(folder).resolve().parents:
-        if (above / MANIFEST).is_file():
+        if not (above / MANIFEST).is_file():
+            continue
+        try:
             manifest = read_manifest(above)
-            return (
-                above
-                if manifest is not None and manifest["kind"] == "notebook" and is_finished(above)
-                else None
-            )
+        except RunFolderConflict:  # not one of ours
+            continue
+        if manifest is not None and manifest["kind"] == "notebook":
+            return above if is_finished(above) else None
     return None
 
 

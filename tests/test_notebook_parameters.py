@@ -91,6 +91,7 @@ def test_every_wrong_parameter_is_named_at_once() -> None:
     assert "(did you mean 'last'?)" in text
 
 
+@pytest.mark.usefixtures("paths_not_checked")
 def test_a_reported_interval_needs_two_episodes() -> None:
     for notebook, name in (
         ("00_quickstart", "eval_episodes"),
@@ -108,6 +109,7 @@ def test_a_reported_interval_needs_two_episodes() -> None:
     assert check_values("02_train", {"test_episodes": 2}).test_episodes == 2
 
 
+@pytest.mark.usefixtures("paths_not_checked")
 def test_check_reads_a_notebook_namespace_and_returns_the_values() -> None:
     namespace = {name: spec.default for name, spec in declared("02_train").items()}
     namespace.update(way=7, unrelated_global=object())
@@ -115,6 +117,7 @@ def test_check_reads_a_notebook_namespace_and_returns_the_values() -> None:
     assert settings.way == 7 and settings.model == "hmdrn" and settings.test_shots == [1, 5]
 
 
+@pytest.mark.usefixtures("paths_not_checked")
 def test_a_stray_name_in_the_parameters_cell_is_refused_and_shown_without_a_traceback() -> None:
     cell = parameters_cell("02_train").replace("epochs = None", "epoch = 2")  # a misspelt parameter
     namespace: dict = {"In": ["", cell, 'check("02_train", globals())']}
@@ -204,12 +207,11 @@ def test_notebooks_hold_no_validation_and_little_code() -> None:
     assert sum(lines.values()) <= CODE_LINE_BUDGET, lines
 
 
-def test_a_missing_checkpoint_typed_in_the_notebook_is_one_line_naming_it() -> None:
+def test_a_missing_checkpoint_typed_in_the_notebook_is_one_line_naming_it(tmp_path: Path) -> None:
     """In JupyterLab, check() refuses it as the runner does, with no traceback, its path taken from the repository."""
+    typed = {"checkpoint": "outputs/00_quickstart/train/hmdrn/best.pt", "data_root": str(tmp_path)}
     with pytest.raises(ParameterError) as error:
-        check_values(
-            "05_masks_and_reconstructions", {"checkpoint": "outputs/00_quickstart/train/hmdrn/best.pt"}
-        )
+        check_values("05_masks_and_reconstructions", typed)
     assert error.value._render_traceback_() == [
         "ParameterError: 05_masks_and_reconstructions's parameters:",
         "  - checkpoint='outputs/00_quickstart/train/hmdrn/best.pt': does not exist "

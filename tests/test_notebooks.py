@@ -100,6 +100,7 @@ def test_committed_notebook_is_parameterised_and_stripped(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", [*OURS, "07_gsfl"])
+@pytest.mark.usefixtures("paths_not_checked")
 def test_parameters_cell_is_generated_from_the_declarations(name: str) -> None:
     source = next(
         c.source

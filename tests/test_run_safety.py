@@ -32,7 +32,14 @@ from fsl_core.engine import TrainingDiverged, train
 from fsl_core.engine.brief_training import checkpoint_or_brief_training
 from fsl_core.engine.train import parameter_digest
 from fsl_core.models.checkpoints import load_checkpoint
-from fsl_core.run_folder import FINISHED, LOCK, RunFolderConflict, RunFolderInUse, claim_run_folder
+from fsl_core.run_folder import (
+    FINISHED,
+    LOCK,
+    RunFolderConflict,
+    RunFolderInUse,
+    claim_run_folder,
+    finished_notebook_run_holding,
+)
 from fsl_core.runtime import NonFiniteError, Terminated, atomic_torch_save, in_words, termination_as_interrupt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,39 +64,44 @@ def test_the_training_folder_of_a_finished_notebook_run_stays_as_that_run_left_i
     before = snapshot(notebook_run)
     assert train(data_root=str(birds), run_dir=str(folder), **TINY).epochs_done == 3  # returned as it is
     start = f"run folder {folder} belongs to the finished notebook run {notebook_run}, whose results.json and figures "
-    way = (
-        f"Nothing was changed. To train on from it, train a copy: cp -r {folder} NEW_FOLDER, then give "
-        f"run_dir=NEW_FOLDER; for a new run, choose another run_dir outside {notebook_run}"
-    )
+    outside = f"hoose another run_dir outside {notebook_run} for a new run"
+    copy_way = f"To train on from it, train a copy: cp -r {folder} NEW_FOLDER, then give run_dir=NEW_FOLDER; or c{outside}"
     refusals = {
-        "training it on from epoch 3 to 5 would change them": dict(epochs=5),
-        "overwrite=True would move its files aside": dict(overwrite=True),  # even with the same settings
-        "it holds a run that this one cannot continue (lr: 0.05 in the run, 0.5 now)": dict(lr=0.5),
+        f"training it on from epoch 3 to 5 would change them. Nothing was changed. {copy_way}": dict(
+            epochs=5
+        ),
+        f"overwrite=True would move its files aside. Nothing was changed. C{outside}": dict(overwrite=True),
+        f"it holds a run of other settings (lr: 0.05 in the run, 0.5 now). Nothing was changed. C{outside}": dict(
+            lr=0.5
+        ),
+        f"it has trained 3 epochs, more than epochs=2 (epochs=3 returns it). Nothing was changed. C{outside}": dict(
+            epochs=2
+        ),
     }
     for change, settings in refusals.items():
         with pytest.raises(RunFolderConflict) as error:
             train(data_root=str(birds), run_dir=str(folder), **{**TINY, **settings})
-        assert str(error.value) == f"{start}describe it as that run left it; {change}. {way}"
+        assert str(error.value) == f"{start}describe it as that run left it; {change}"
     with (
         in_words({"run_dir": "train_dir"}),
         pytest.raises(RunFolderConflict, match="then give train_dir=NEW_FOLDER;"),
     ):
         train(data_root=str(birds), run_dir=str(folder), **{**TINY, "epochs": 5})
     assert train_main(cli_command(folder, birds, epochs=5)[3:]) == 1
-    assert (
-        "then give --run-dir NEW_FOLDER; for a new run, choose another --run-dir outside"
-        in capsys.readouterr().err
-    )
-    with pytest.raises(
-        RunFolderConflict,
-        match=f"a new run there would mix with them. .* Choose another run_dir outside {notebook_run}$",
-    ):
-        train(data_root=str(birds), run_dir=str(notebook_run / "another"), **TINY)
+    assert "then give --run-dir NEW_FOLDER; or choose another --run-dir outside" in capsys.readouterr().err
+    for inside in (notebook_run / "another", folder / "sub"):  # beside the training, or inside it
+        with pytest.raises(RunFolderConflict, match=f"a new run there would mix with them. .* C{outside}$"):
+            train(data_root=str(birds), run_dir=str(inside), **TINY)
     link = tmp_path / "link"
     link.symlink_to(folder)  # the copy the message gives copies the folder, not the link
     with pytest.raises(RunFolderConflict, match=f"cp -r {folder} NEW_FOLDER"):
         train(data_root=str(birds), run_dir=str(link), **{**TINY, "epochs": 5})
     assert snapshot(notebook_run) == before and not (notebook_run / "another").exists()
+    assert not (folder / "sub").exists()
+    (tmp_path / "run.json").write_text(
+        '{"name": "another tool\'s file"}'
+    )  # above every folder here: not ours
+    assert finished_notebook_run_holding(folder) == notebook_run
     # the runs of a later notebook run kept inside this one are its own: the nearest run folder decides
     nested = notebook_run / "runs" / "02_train" / "later"
     claim_run_folder(nested, "notebook", {"notebook": "02_train", "parameters": {}}).release()

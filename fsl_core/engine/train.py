@@ -454,31 +454,38 @@ class _Run:
     def _refuse_a_finished_notebook_run(self) -> None:
         """A training folder inside a finished notebook run (02's ``<run>/train``) stays as that run's results.json
         and figures describe it: the same finished run is returned as it is; training it on, another run there
-        (other settings, ``overwrite``) and a new run beside it are refused, naming the way out (train a copy, or
-        choose a folder outside)."""
+        (other settings, ``overwrite``) and a new run beside it are refused, naming the way out (a copy to train
+        on, the epochs that return it, or a folder outside for a new run)."""
         holder = finished_notebook_run_holding(self.run_dir)
         if holder is None:
             return
         manifest = read_manifest(self.run_dir) if self.run_dir.is_dir() else None
+        outside = f"Choose {way_out('another run_dir', 'another --run-dir')} outside {holder} for a new run"
+        trained = load_checkpoint(self.last_path).get("epoch", 0) if self.last_path.is_file() else 0
+        way = outside
         if manifest is None:
             change = "a new run there would mix with them"
+        elif manifest["kind"] != "train":
+            change = f"it holds a {manifest['kind']} run"
         elif self.config.overwrite:
             change = f"{way_out('overwrite=True', '--overwrite')} would move its files aside"
+        elif trained > self.config.epochs:
+            same = way_out(f"epochs={trained}", f"--epochs {trained}")
+            change = (
+                f"it has trained {trained} epochs, more than epochs={self.config.epochs} ({same} returns it)"
+            )
         elif reasons := self._cannot_continue(manifest["identity"]):
-            change = f"it holds a run that this one cannot continue ({'; '.join(reasons)})"
+            change = f"it holds a run of other settings ({'; '.join(reasons)})"
+        elif trained == self.config.epochs:
+            return  # the same finished run: returned as it is, nothing written
         else:
-            trained = load_checkpoint(self.last_path).get("epoch", 0) if self.last_path.is_file() else 0
-            if trained >= self.config.epochs:
-                return  # the same finished run: returned as it is, nothing written
             change = f"training it on from epoch {trained} to {self.config.epochs} would change them"
-        outside = f"{way_out('another run_dir', 'another --run-dir')} outside {holder}"
-        way = (
-            f"Choose {outside}"
-            if manifest is None
-            else f"To train on from it, train a copy: cp -r {self.run_dir.resolve()} NEW_FOLDER, then give "
-            + way_out("run_dir=NEW_FOLDER", "--run-dir NEW_FOLDER")
-            + f"; for a new run, choose {outside}"
-        )
+            way = (
+                f"To train on from it, train a copy: cp -r {self.run_dir.resolve()} NEW_FOLDER, then give "
+                + way_out("run_dir=NEW_FOLDER", "--run-dir NEW_FOLDER")
+                + "; or c"
+                + outside[1:]
+            )
         raise RunFolderConflict(
             f"run folder {self.run_dir} belongs to the finished notebook run {holder}, whose results.json and "
             f"figures describe it as that run left it; {change}. Nothing was changed. {way}"
