@@ -173,6 +173,14 @@ def run_folder(notebook: str, run_dir: str | Path | None = None) -> Path:
     return folder
 
 
+def output_root_of(run_dir: str | Path) -> Path | None:
+    """The output root that holds the run folder ``run_dir`` when it has the runner's layout
+    ``<output root>/<notebook>/<run>`` (``outputs/<notebook>/interactive`` too), else None (a run folder given to
+    papermill anywhere): where a notebook looks for other runs' results (``reuse_under`` of the brief training)."""
+    run_dir = Path(run_dir)
+    return run_dir.parent.parent if run_dir.parent.name in NOTEBOOKS else None
+
+
 def read_results(run_dir: str | Path) -> dict[str, Any]:
     """The ``results.json`` a notebook wrote into ``run_dir`` ({} when it wrote none)."""
     path = Path(run_dir) / RESULTS

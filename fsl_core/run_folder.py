@@ -133,6 +133,15 @@ def _refuse_if_in_use(folder: Path) -> None:
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def in_use(folder: str | Path) -> bool:
+    """Whether another process is writing ``folder`` now (holds its lock); changes nothing."""
+    try:
+        _refuse_if_in_use(Path(folder))
+    except RunFolderInUse:
+        return True
+    return False
+
+
 def lock_folder(folder: Path) -> Any:
     """Take ``folder/.lock`` without waiting; ``RunFolderInUse`` names the process that holds it."""
     try:

@@ -39,6 +39,7 @@ from fsl_core.notebooks import (
     list_notebooks,
     main,
     notebooks_dir,
+    output_root_of,
     outputs_root,
     read_results,
     resolve_notebook,
@@ -114,6 +115,15 @@ def test_parameters_cell_is_generated_from_the_declarations(name: str) -> None:
     assert {"run_dir", "run_name", "device" if name != "01_data_explorer" else "seed"} <= set(spec)
     if name != "03_evaluate":  # its checkpoint has no default
         check_values(name, {})  # the defaults pass their own checks
+
+
+def test_the_output_root_of_a_run_folder_is_found_only_in_the_runner_s_layout(tmp_path: Path) -> None:
+    assert output_root_of(tmp_path / "02_train" / "20261207-120000") == tmp_path
+    assert (
+        output_root_of(REPO_ROOT / "outputs" / "05_masks_and_reconstructions" / "interactive")
+        == REPO_ROOT / "outputs"
+    )
+    assert output_root_of(tmp_path / "x") is None  # papermill -p run_dir anywhere: no output root to look in
 
 
 def test_notebook_names_resolve() -> None:

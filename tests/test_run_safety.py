@@ -39,6 +39,7 @@ from fsl_core.run_folder import (
     RunFolderInUse,
     claim_run_folder,
     finished_notebook_run_holding,
+    lock_folder,
 )
 from fsl_core.runtime import NonFiniteError, Terminated, atomic_torch_save, in_words, termination_as_interrupt
 
@@ -610,3 +611,22 @@ def test_a_brief_training_reuses_another_notebook_run_s_identical_finished_train
         "protonet", None, root / "08" / "f" / "train", reuse_under=root, **settings
     )
     assert again.parent == root / "08" / "f" / "train" and len(trained_here) == 3
+    # trained on past its epochs, moved aside, or being written now: not what these settings give now
+    longer = copy_run(again.parent, root / "05" / "g" / "train")
+    config = json.loads((longer / "config.json").read_text())
+    (longer / "config.json").write_text(json.dumps({**config, "epochs": 2}))
+    metrics = (longer / "metrics.csv").read_text()
+    (longer / "metrics.csv").write_text(metrics + metrics.splitlines()[-1].replace("1,", "2,", 1) + "\n")
+    copy_run(again.parent, root / "05" / "h" / "train" / "replaced-20261207T000000Z")
+    busy = copy_run(again.parent, root / "06" / "i" / "train" / "protonet")
+    shutil.rmtree(again.parent)
+    with lock_folder(busy):
+        _, trained, _ = brief.checkpoint_or_brief_training(
+            "protonet", None, root / "08" / "j" / "train", reuse_under=root, **settings
+        )
+    assert trained.parent == root / "08" / "j" / "train" and len(trained_here) == 4
+    shutil.rmtree(trained.parent)
+    _, released, _ = brief.checkpoint_or_brief_training(
+        "protonet", None, root / "08" / "k" / "train", reuse_under=root, **settings
+    )
+    assert released == busy / "best.pt" and len(trained_here) == 4  # once no process writes it

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from fsl_core.engine.config import TrainConfig, config_differences
+from fsl_core.engine.config import TrainConfig, config_differences, epochs_last_asked
 from fsl_core.engine.train import train
 from fsl_core.models import EpisodicModel, load_checkpoint, load_model
 from fsl_core.models.checkpoints import trained_image_size
-from fsl_core.run_folder import RunFolderConflict, read_manifest
+from fsl_core.run_folder import REPLACED_PREFIX, RunFolderConflict, in_use, read_manifest
 from fsl_core.runtime import resolve_device
 
 TRAINING_FOLDERS = ("*/*/train", "*/*/train/*")
@@ -26,13 +26,18 @@ TRAINING_FOLDERS = ("*/*/train", "*/*/train/*")
 
 def finished_training_with(settings: dict[str, Any], under: str | Path, besides: str | Path) -> Path | None:
     """The newest training folder below ``under`` (``TRAINING_FOLDERS``), other than ``besides``, whose run has
-    the very settings of ``train(**settings)`` (``config_differences``: none but where it ran) and trained all
-    its epochs; None when there is none. Such a run is what training here again would give."""
+    the very settings of ``train(**settings)`` (``config_differences``: none but where it ran) and trained exactly
+    its epochs, not more (a run trained on is another model), while no process writes it; files moved aside
+    (``replaced-*``) are not runs. None when there is none. Such a run is what training here again would give."""
     wanted = TrainConfig.from_dict(settings).to_dict()
     found = []
     for pattern in TRAINING_FOLDERS:
         for folder in Path(under).glob(pattern):
-            if folder.resolve() == Path(besides).resolve() or not (folder / "metrics.csv").is_file():
+            if (
+                any(part.startswith(REPLACED_PREFIX) for part in folder.relative_to(under).parts)
+                or folder.resolve() == Path(besides).resolve()
+                or not (folder / "metrics.csv").is_file()
+            ):
                 continue
             try:
                 manifest = read_manifest(folder)
@@ -43,8 +48,9 @@ def finished_training_with(settings: dict[str, Any], under: str | Path, besides:
                 manifest is not None
                 and manifest["kind"] == "train"
                 and not config_differences(manifest["identity"], wanted)
-                and rows >= wanted["epochs"]
+                and rows == epochs_last_asked(folder) == wanted["epochs"]
                 and any((folder / name).is_file() for name in ("best.pt", "last.pt"))
+                and not in_use(folder)
             ):
                 found.append(((folder / "metrics.csv").stat().st_mtime, folder))
     return max(found)[1] if found else None
