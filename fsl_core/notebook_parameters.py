@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -726,7 +725,7 @@ def _episode_problems(notebook: str, values: Mapping[str, Any]) -> list[str]:
     folder, drawn = episodes_drawn(notebook, values)
     if folder is None:
         return []
-    root = Path(os.path.normpath(REPO_ROOT / Path(folder).expanduser()))
+    root = repo_path(folder)
     if not root.is_dir():
         return []
     problems, sizes = [], {}
@@ -837,9 +836,11 @@ class ParameterError(ValueError):
         return [f"{type(self).__name__}: {self.notebook}'s parameters:", *(f"  - {p}" for p in self.problems)]
 
 
-def _repo_path(path: str) -> Path:
-    """A path as the kernel reads it: relative ones from the repository root (the runner passes absolute ones)."""
-    return Path(os.path.normpath(REPO_ROOT / Path(path).expanduser()))
+def repo_path(path: str | Path) -> Path:
+    """``path`` made absolute as a notebook's kernel reads it: absolute paths stay, relative ones are taken from
+    the repository root (the runner passes absolute ones)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _path_problems(notebook: str, values: Mapping[str, Any], given: Mapping[str, Any] | None) -> list[str]:
@@ -859,7 +860,7 @@ def _path_problems(notebook: str, values: Mapping[str, Any], given: Mapping[str,
         for label, path, as_typed in entries:
             if not isinstance(path, str) or not path:
                 continue
-            where = _repo_path(path)
+            where = repo_path(path)
             if parameter.checkpoint and where.is_dir():
                 try:
                     checked_checkpoint_file(where)
@@ -871,11 +872,11 @@ def _path_problems(notebook: str, values: Mapping[str, Any], given: Mapping[str,
                 if (
                     isinstance(as_typed, str)
                     and not Path(as_typed).expanduser().is_absolute()
-                    and _repo_path(as_typed).exists()
+                    and repo_path(as_typed).exists()
                 ):
                     how = (
                         f"a relative path is taken from the folder the run is started in ({Path.cwd()}); for the "
-                        f"repository's folder give {_repo_path(as_typed)}"
+                        f"repository's folder give {repo_path(as_typed)}"
                     )
                 shown = "" if Path(path).expanduser().is_absolute() else f" ({where})"
                 problems.append(f"{label}={path!r}: does not exist{shown}; {how}")

@@ -52,10 +52,12 @@ import fsl_core
 from fsl_core.cli import CommandParser
 from fsl_core.notebook_parameters import (
     NOTEBOOKS,
+    REPO_ROOT,
     check,  # noqa: F401 -- the notebooks' one call: fsl_core.notebooks.check(NOTEBOOK, globals())
     check_values,
     declared,
     parameters_cell,
+    repo_path,
 )
 from fsl_core.progress import ENVIRONMENT, LINES, PREFIX, note, plain_lines, report, tqdm
 from fsl_core.run_folder import FINISHED, RunFolderConflict, RunFolderInUse, claim_run_folder, is_finished
@@ -70,7 +72,6 @@ from fsl_core.runtime import (
     way_out,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 INJECTED = ("run_dir", "run_name")
 DONE = FINISHED
 FAILED = "FAILED"
@@ -105,12 +106,6 @@ class NotebookRunError(RuntimeError):
 def repo_root() -> Path:
     """The repository root (the folder holding ``fsl_core/`` and ``notebooks/``)."""
     return REPO_ROOT
-
-
-def repo_path(path: str | Path) -> Path:
-    """``path`` made absolute: absolute paths stay, relative ones are taken from the repository root."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def outputs_root(output_root: str | Path | None = None) -> Path:

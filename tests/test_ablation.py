@@ -102,7 +102,7 @@ def test_the_table_averages_each_row_over_its_seeds_and_names_the_row_and_the_mo
     untested = runs[runs["status"] != "failed"].assign(**{"test.1.mean": None})  # trained, never tested
     with pytest.raises(
         ValueError,
-        match=r"^no ablation run produced a test accuracy at 1 shot; no run failed, and none recorded a test at that shot: give the shots the runs tested \(test_shots\)$",
+        match=r"^no ablation run produced a test accuracy at 1 shot; no run failed, and none recorded a test at that shot: ask for the shots the runs were tested at$",
     ):
         ablation_table(untested, [1])
 

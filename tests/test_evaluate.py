@@ -467,6 +467,13 @@ def test_a_result_names_its_checkpoint_and_a_stale_one_is_told_apart(
     assert (
         "(measured on this same checkpoint, but on other image files) and is kept" in capsys.readouterr().err
     )
+    older = json.loads(result.read_text())  # a file of an older version: no file list, no size
+    del older["data_files_sha256"]
+    (tmp_path / "older.json").write_text(json.dumps({**older, "image_size": None}))
+    assert main(quick(checkpoint, birds, "--shot", "1", "--out", str(tmp_path / "older.json"))) == 1
+    assert "(measured on this same checkpoint, but with no record of its image files) and is kept" in (
+        capsys.readouterr().err
+    )
     torch.save({**content, "epoch": 3}, checkpoint)  # the run trained further: best.pt changed
     assert main(quick(checkpoint, birds, "--shot", "1")) == 1
     err = capsys.readouterr().err

@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         data = evaluation_data_root(args.checkpoint, args.data, args.reference).absolute()
         size = args.image_size or record.get("trained_image_size")
         files = FewShotFolder(data, args.split, transform=None, verify=False).files_sha256()
-        measured = None
-        if size is not None:  # the authors' weights without --image-size: the size is known once loaded
-            measured = Measured(
+
+        def measured_at(size: int) -> Measured:
+            return Measured(
                 str(data),
                 files,
                 args.split,
@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
                 not args.plain,
             )
+
+        # the authors' weights without --image-size: the size is known once they are loaded
+        measured = measured_at(size) if size is not None else None
         earlier = earlier_result(out, record, measured)
         if earlier is not None and earlier.same and not args.overwrite:
             print(
@@ -256,12 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             out,
             overwrite=args.overwrite,
             **record,
-            data=str(data),
-            data_files_sha256=files,
-            image_size=size,
-            split=args.split,
+            **measured_at(size).record(),
             reference=not record["fsl_core_checkpoint"],
-            cached=not args.plain,
             device=str(device),
             seconds=seconds,
             fsl_core_version=fsl_core.__version__,

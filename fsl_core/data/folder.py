@@ -222,7 +222,8 @@ class FewShotFolder(Dataset):
 
     def files_sha256(self) -> str:
         """SHA-256 of the split's file list: each image's path below the split folder and its size in bytes, in
-        order. A result records it, so an image added, removed or replaced under the same folder is told apart."""
+        order (one ``stat`` per image, no reading). A result records it, so an image added, removed, renamed or
+        resized under the same folder is told apart; a replacement of the very same size is not."""
         digest = hashlib.sha256()
         for path, _ in self.samples:
             digest.update(f"{path.relative_to(self.folder).as_posix()}\t{path.stat().st_size}\n".encode())

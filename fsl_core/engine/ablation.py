@@ -89,7 +89,7 @@ def ablation_table(runs: pd.DataFrame, shots: Sequence[int]) -> pd.DataFrame:
             + (
                 f"{len(failed)} of {len(runs)} runs failed ({errors})"
                 if len(failed)
-                else "no run failed, and none recorded a test at that shot: give the shots the runs tested (test_shots)"
+                else "no run failed, and none recorded a test at that shot: ask for the shots the runs were tested at"
             )
         )
     table = (

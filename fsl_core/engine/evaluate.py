@@ -623,7 +623,11 @@ def earlier_result(
     ]
     if {"data", "split"} & set(differing) and "data_files_sha256" in differing:
         differing.remove("data_files_sha256")  # other folders hold other files: no need to say so
-    differences = [_MEASURED_WORDS[name](then[name]) for name in differing]
+    # a file of an older version lacks some records: it is not the same, but "at None px" says nothing
+    said = [name for name in differing if then[name] is not None or name == "data_files_sha256"]
+    differences = [_MEASURED_WORDS[name](then[name]) for name in said]
+    if differing and not said:
+        differences = ["with settings it does not record"]
     return EarlierResult(earlier, checkpoint, tuple(differences))
 
 
