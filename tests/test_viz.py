@@ -328,7 +328,7 @@ def test_most_confused_and_confused_pairs() -> None:
     pairs = confused_pairs(matrix, ["a", "b", "c", "d"], top=2)
     assert [(p["true"], p["predicted"]) for p in pairs] == [("b", "c"), ("c", "b")]
     assert pairs[0]["rate"] == pytest.approx(500 / 13) and pairs[0]["count"] == 5  # in percent
-    groups = {"a": "x", "b": "x", "c": "y"}  # d is a group of its own
+    groups = {"a": "x", "b": "x", "c": "y"}  # d has no group: it shares one with none
     grouped = confused_pairs(matrix, ["a", "b", "c", "d"], top=3, group_of=groups)
     assert [p["same group"] for p in grouped] == [False, False, False]  # b→c, c→b, c→d
     assert [p["same group"] for p in confused_pairs(matrix, ["a", "b", "x", "y"], group_of={})] == [False] * 3
@@ -341,6 +341,10 @@ def test_most_confused_and_confused_pairs() -> None:
     assert within_group_error_share(matrix, ["a", "b", "c", "d"], groups) == 0.0
     matrix[0, 1] = 2
     assert within_group_error_share(matrix, ["a", "b", "c", "d"], groups) == pytest.approx(100 * 2 / 12)
+    # a class without a group, named as another class's group, is still in none: the pairs and the share agree
+    named = np.array([[3, 1], [0, 4]])
+    assert within_group_error_share(named, ["a", "x"], {"a": "x"}) == 0.0
+    assert confused_pairs(named, ["a", "x"], group_of={"a": "x"})[0]["same group"] is False
 
 
 def test_class_groups_come_from_the_metadata_or_are_none(tiny_birds: Path, tmp_path: Path) -> None:

@@ -112,8 +112,7 @@ def confused_pairs(
     ]
     if group_of is not None:
         for pair in pairs:
-            group = group_of.get(pair["true"])
-            pair["same group"] = group is not None and group == group_of.get(pair["predicted"])
+            pair["same group"] = same_group(group_of, pair["true"], pair["predicted"])
     return pairs
 
 
@@ -136,13 +135,19 @@ def within_group_error_share(
 ) -> float:
     """Share of the errors of a confusion matrix (C, C) made with a class of the true class's own group, in percent.
 
-    ``group_of``: {class name: group name}; classes without a group count as a group of their own.
+    ``group_of``: {class name: group name}; a class without a group shares it with none (``same_group``).
     """
     errors = matrix.astype(float).copy()
     np.fill_diagonal(errors, 0)
-    groups = [group_of.get(name, name) for name in class_names]
-    same = np.equal.outer(np.array(groups, dtype=object), np.array(groups, dtype=object))
+    same = np.array([[same_group(group_of, a, b) for b in class_names] for a in class_names], dtype=bool)
     return 100.0 * float(errors[same].sum() / max(errors.sum(), 1))
+
+
+def same_group(group_of: dict[str, str], a: str, b: str) -> bool:
+    """Whether classes ``a`` and ``b`` belong to one group of ``group_of`` ({class name: group name}); a class
+    without a group shares it with none."""
+    group = group_of.get(a)
+    return group is not None and group == group_of.get(b)
 
 
 def plot_confusion(

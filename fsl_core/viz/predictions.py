@@ -106,10 +106,8 @@ def plot_predictions(
     top = min(top, probabilities.shape[1])
     width = min(2.25, WIDTH / columns)
     picture = 0.62 * width  # the bar labels take the rest of the column's width
-    labels = [
-        [bar_label(c) for c in probabilities.iloc[i].sort_values(ascending=False)[:top].index]
-        for i in range(shown)
-    ]
+    rows_shown = [probabilities.iloc[i].sort_values(ascending=False)[:top] for i in range(shown)]
+    labels = [[bar_label(c) for c in row.index] for row in rows_shown]
     lines = max(label.count("\n") + 1 for shown_labels in labels for label in shown_labels)
     bars = (0.28 if lines == 1 else 0.4) * top + 0.3
     fig = Figure(figsize=(width * columns, rows * (picture + 0.6 + bars)), layout="constrained")
@@ -120,7 +118,7 @@ def plot_predictions(
             image_ax.set_axis_off()
             bar_ax.set_axis_off()
             continue
-        row = probabilities.iloc[i].sort_values(ascending=False)[:top]
+        row = rows_shown[i]
         image_ax.imshow(thumbnail(sources[i]))
         _clean(image_ax)
         name = short_label(str(probabilities.index[i]), 26)
