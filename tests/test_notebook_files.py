@@ -114,13 +114,15 @@ def test_jupyterlab_saves_the_project_notebooks_without_outputs_and_keeps_them_i
     from jupyter_server.services.contents.filemanager import FileContentsManager
     from traitlets.config import Config
 
+    import fsl_core.notebook_parameters
     import fsl_core.notebooks
 
     repository = tmp_path / "repository"
     (repository / "notebooks" / "mine").mkdir(parents=True)
     committed = NOTEBOOK.read_text(encoding="utf-8")
     (repository / "notebooks" / NOTEBOOK.name).write_text(committed, encoding="utf-8")
-    monkeypatch.setattr(fsl_core.notebooks, "REPO_ROOT", repository)
+    for module in (fsl_core.notebooks, fsl_core.notebook_parameters):  # its notebooks/, and its outputs/
+        monkeypatch.setattr(module, "REPO_ROOT", repository)
     hook = {"ContentsManager": {"pre_save_hook": "fsl_core.notebook_files.keep_outputs_aside"}}  # as make lab
     manager = FileContentsManager(root_dir=str(repository / "notebooks"), config=Config(hook))
 
