@@ -457,6 +457,10 @@ def test_episode_browser_and_plot(tiny_birds: Path) -> None:
         right,
         wrong,
     ]
+    # the title starts at the left edge, where the explorer's scrolling frame opens on a wide picture
+    titled = plot_episode(episode, data.classes, title="test: 3-way 1-shot")
+    assert titled._suptitle.get_text() == "test: 3-way 1-shot" and titled._suptitle.get_ha() == "left"
+    assert titled._suptitle.get_position()[0] == pytest.approx(0.01)
     # the interactive explorer (EpisodeBrowser.widget) is tested in test_explorer.py
 
 

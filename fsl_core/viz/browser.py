@@ -119,8 +119,8 @@ def plot_episode(
             spine.set_visible(bool(ax.images))
     for c in range(way):
         axes[c, shot].set_axis_off()
-    if title:
-        fig.suptitle(title)
+    if title:  # at the left, where the explorer's scrolling frame opens on a wide picture
+        fig.suptitle(title, x=0.01, ha="left")
     if predictions is not None and shown:
         fig.supxlabel(f"under each query: the predicted class ({RIGHT_MARK} right, {WRONG_MARK} wrong)")
     return readable(fig)
