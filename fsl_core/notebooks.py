@@ -73,7 +73,6 @@ from fsl_core.runtime import (
 )
 
 INJECTED = ("run_dir", "run_name")
-DONE = FINISHED
 FAILED = "FAILED"
 RESULTS = "results.json"
 _KERNEL_EXIT: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar(
@@ -567,7 +566,7 @@ def _execute(
     seconds = time.perf_counter() - start
     atomic_write_json(
         {"seconds": round(seconds, 1), "finished": datetime.now().isoformat(timespec="seconds")},
-        run_dir / DONE,
+        run_dir / FINISHED,
     )
     return run_dir
 
@@ -653,7 +652,7 @@ def finished_runs_with(
     for folder in base.iterdir() if base.is_dir() else ():
         try:
             if is_finished(folder) and _ran_with(folder, notebook, parameters, folder.name):
-                found.append(((folder / DONE).stat().st_mtime, folder))
+                found.append(((folder / FINISHED).stat().st_mtime, folder))
         except (OSError, ValueError, AttributeError):
             continue
     return [folder for _, folder in sorted(found, reverse=True)]
@@ -737,7 +736,7 @@ def sweep(
         if skip_finished and is_finished(folder) and _ran_with(folder, source.stem, full, name):
             rows[name] = {
                 "status": "reused",
-                "seconds": json.loads((folder / DONE).read_text() or "{}").get("seconds"),
+                "seconds": json.loads((folder / FINISHED).read_text() or "{}").get("seconds"),
             }
         else:
             pending.append((name, full))
@@ -957,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NotebookRunError, ValueError, OSError, RunFolderInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    seconds = json.loads((folder / DONE).read_text())["seconds"]
+    seconds = json.loads((folder / FINISHED).read_text())["seconds"]
     name = stem  # the notebook ran, so its name resolved
     figures = len(list(folder.glob("*.png")))  # figures are written at the top; sub-folders hold data
     print(

@@ -611,7 +611,7 @@ def earlier_result(
         **{name: first.get(name) for name in ("way", "query", "episodes", "seed")},
         "shots": sorted(int(shot) for shot in results if shot.isdigit()),
     }
-    now = {**measured.record(), **asdict(measured), "shots": sorted(set(measured.shots))}
+    now = {**asdict(measured), "shots": sorted(set(measured.shots))}
     differing = [
         name
         for name in _MEASURED_WORDS
